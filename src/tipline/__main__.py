@@ -1,0 +1,3 @@
+from tipline.cli.app import main
+
+main()

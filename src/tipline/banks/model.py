@@ -1,0 +1,70 @@
+"""Banks: named hash lists, and the store interface they live behind."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from tipline.errors import BankError
+
+BankRole = Literal["alert", "ignore"]
+ROLES: tuple[BankRole, ...] = ("alert", "ignore")
+
+#: HMA's rule for bank names, kept so banks move between HMA and Tipline unchanged.
+BANK_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+DEFAULT_PDQ_THRESHOLD = 31
+
+
+def validate_bank_name(name: str) -> str:
+    if not BANK_NAME_RE.fullmatch(name):
+        raise BankError(
+            f"invalid bank name {name!r}: use capital letters, digits and underscores, "
+            f"not starting with a digit (HMA's rule), e.g. {re.sub(r'[^A-Z0-9_]', '_', name.upper()) or 'MY_BANK'}"
+        )
+    return name
+
+
+@dataclass(slots=True)
+class Bank:
+    name: str
+    role: BankRole = "alert"
+    pdq_threshold: int = DEFAULT_PDQ_THRESHOLD
+    enabled: bool = True
+    description: str = ""
+    created_at: float = 0.0
+
+
+@dataclass(slots=True)
+class Entry:
+    """One hash in a bank. ``id`` is assigned by the store and unique across banks."""
+
+    bank: str
+    signal_type: str
+    signal: str
+    label: str = ""
+    source: str = ""
+    note: str = ""
+    added_at: float = 0.0
+    enabled: bool = True
+    id: int | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+class BankStore(Protocol):
+    """Where banks and their entries are kept. SQLite now; PostgreSQL with the service."""
+
+    def create_bank(self, bank: Bank) -> Bank: ...
+    def get_bank(self, name: str) -> Bank: ...
+    def list_banks(self) -> list[Bank]: ...
+    def update_bank(self, bank: Bank) -> Bank: ...
+    def delete_bank(self, name: str) -> int: ...
+    def add_entries(self, entries: Iterable[Entry]) -> list[int]: ...
+    def remove_entries(self, bank: str, entry_ids: Iterable[int]) -> int: ...
+    def set_entries_enabled(self, bank: str, entry_ids: Iterable[int], enabled: bool) -> int: ...
+    def iter_entries(
+        self, bank: str | None = None, *, enabled_only: bool = False
+    ) -> Iterator[Entry]: ...
+    def count_entries(self, bank: str) -> int: ...
+    def close(self) -> None: ...

@@ -1,0 +1,261 @@
+"""PDQ perceptual hashing.
+
+Two ways to get a PDQ hash:
+
+* ``reference``: the C++ reference algorithm through the ``pdqhash`` bindings, run on the fully
+  decoded RGB pixels. Bit-identical to ``pdqhash`` and so to python-threatexchange / HMA.
+* ``fast`` (default): our own implementation of the same algorithm written as two small matrix
+  products. PDQ's Jarosz filter followed by decimation to 64x64 is linear and separable, so the
+  64x64 buffer is ``Wy @ luma @ Wx.T`` where ``Wy`` (64 x H) and ``Wx`` (64 x W) hold the filter
+  weights of the 64 sample rows/columns. Because only 64 rows of the filtered image are ever
+  read, this costs O(64 * H * W) instead of the full-image filter passes.
+
+  For JPEGs we decode in the DCT domain at a reduced scale (libjpeg-turbo scaled IDCT, luma
+  only). A scaled pixel is (close to) the mean of an s x s block of full-resolution pixels, so we
+  give it the summed full-resolution weights of that block: the result approximates the PDQ of
+  the full-resolution image (what partners' hash lists hold), not of a naive resize.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+PDQ_BITS = 256
+PDQ_HEX_LEN = 64
+#: Below this quality a hash is kept but not used for matching (python-threatexchange / HMA rule).
+MIN_USABLE_QUALITY = 50
+#: The distance at which two PDQ hashes are considered a match by default.
+DEFAULT_THRESHOLD = 31
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+FloatArray = npt.NDArray[np.float32]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class PdqHash:
+    """A PDQ hash with its quality (0..100)."""
+
+    hex: str
+    quality: int
+
+    @property
+    def usable(self) -> bool:
+        return self.quality >= MIN_USABLE_QUALITY
+
+
+def _dct_matrix() -> npt.NDArray[np.float64]:
+    i = np.arange(1, 17, dtype=np.float64)[:, None]
+    j = np.arange(64, dtype=np.float64)[None, :]
+    return np.sqrt(2.0 / 64.0) * np.cos((np.pi / 2 / 64.0) * i * (2 * j + 1))
+
+
+_DCT = _dct_matrix().astype(np.float32)
+
+
+def jarosz_window(size: int) -> int:
+    """The box-filter window PDQ uses along an axis of ``size`` pixels."""
+    return (size + 2 * 64 - 1) // (2 * 64)
+
+
+def _box_bounds(n: int, window: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Inclusive input range averaged into each output of the reference ``box1DFloat``."""
+    half = (window + 2) // 2
+    o = np.arange(n, dtype=np.int64)
+    lo = np.maximum(o - (window - half), 0)
+    hi = np.minimum(o + half - 1, n - 1)
+    return lo, hi
+
+
+def _apply_box_transposed(rows: npt.NDArray[np.float64], window: int) -> npt.NDArray[np.float64]:
+    """Return ``rows @ B`` where B is the reference box filter along an axis of len(rows[0])."""
+    k, n = rows.shape
+    lo, hi = _box_bounds(n, window)
+    scaled = rows / (hi - lo + 1)[None, :]
+    diff = np.zeros((k, n + 1), dtype=np.float64)
+    np.add.at(diff, (slice(None), lo), scaled)
+    np.add.at(diff, (slice(None), hi + 1), -scaled)
+    return np.cumsum(diff[:, :n], axis=1)
+
+
+@functools.lru_cache(maxsize=64)
+def full_resolution_weights(n: int) -> npt.NDArray[np.float64]:
+    """64 x n weights: filtered-and-decimated value = weights @ signal, for one axis of n pixels.
+
+    Two Jarosz passes (box filter twice), then the reference decimation that samples rows
+    ``int((i + 0.5) * n / 64)``.
+    """
+    window = jarosz_window(n)
+    picks = ((np.arange(64) + 0.5) * n / 64).astype(np.int64)
+    sel = np.zeros((64, n), dtype=np.float64)
+    sel[np.arange(64), np.minimum(picks, n - 1)] = 1.0
+    # selection @ B @ B: B maps input to output, so apply the transposed operator twice.
+    # The reference filter is x -> B x with (B x)[o] = mean(x[lo(o)..hi(o)]); rows of sel @ B
+    # are obtained by scattering each row's weight over the averaged range.
+    return _apply_box_transposed(_apply_box_transposed(sel, window), window)
+
+
+@functools.lru_cache(maxsize=64)
+def scaled_weights(full: int, scaled: int) -> FloatArray:
+    """Weights for an axis decoded at reduced size ``scaled`` standing in for ``full`` pixels.
+
+    Scaled pixel k covers full-resolution pixels [k*full/scaled, (k+1)*full/scaled): it receives
+    the sum of their weights (fractional at block edges).
+    """
+    w = full_resolution_weights(full)
+    if scaled == full:
+        return w.astype(np.float32)
+    csum = np.concatenate([np.zeros((64, 1)), np.cumsum(w, axis=1)], axis=1)
+    edges = np.arange(scaled + 1, dtype=np.float64) * (full / scaled)
+    lo = np.floor(edges).astype(np.int64)
+    frac = edges - lo
+    lo = np.minimum(lo, full)
+    # cumulative weight at fractional position x = csum[floor x] + frac * w[floor x]
+    padded = np.concatenate([w, np.zeros((64, 1))], axis=1)
+    at = csum[:, lo] + frac[None, :] * padded[:, lo]
+    return np.diff(at, axis=1).astype(np.float32)
+
+
+def quality_of(buffer64: FloatArray) -> int:
+    """PDQ's image-domain quality metric on the 64x64 buffer (reference integer arithmetic)."""
+    b = buffer64.astype(np.float32)
+    dv = np.trunc((b[:-1, :] - b[1:, :]) * np.float32(100) / np.float32(255))
+    dh = np.trunc((b[:, :-1] - b[:, 1:]) * np.float32(100) / np.float32(255))
+    total = int(np.abs(dv).sum() + np.abs(dh).sum())
+    return min(total // 90, 100)
+
+
+def _bits_to_hex(bits: BoolArray) -> str:
+    """Reference bit layout: bit k = coefficient (k // 16, k % 16); hex shows bit 255 first."""
+    packed = np.packbits(bits[::-1].astype(np.uint8))
+    return packed.tobytes().hex()
+
+
+def _hash_from_dct(coeffs: FloatArray) -> str:
+    flat = coeffs.reshape(-1)
+    # Torben's median in the reference returns an element; for an even count that is the lower
+    # middle value, which np.partition gives exactly.
+    median = np.partition(flat, 127)[127]
+    return _bits_to_hex(flat > median)
+
+
+def dct16(buffer64: FloatArray) -> FloatArray:
+    d: FloatArray = _DCT @ buffer64.astype(np.float32) @ _DCT.T
+    return d
+
+
+def hash_from_buffer(buffer64: FloatArray) -> PdqHash:
+    """PDQ from the filtered, decimated 64x64 luma buffer."""
+    return PdqHash(_hash_from_dct(dct16(buffer64)), quality_of(buffer64))
+
+
+def dihedral_from_buffer(buffer64: FloatArray) -> list[PdqHash]:
+    """The 8 rotations/flips of the image, derived in the DCT domain (as ``pdqhash`` does).
+
+    Order: original, rotate 90, rotate 180, rotate 270, flip x, flip y, flip plus-1 diagonal,
+    flip minus-1 diagonal.
+    """
+    q = quality_of(buffer64)
+    b = dct16(buffer64)
+    sign = np.where(np.arange(1, 17) % 2 == 1, -1.0, 1.0).astype(np.float32)
+    # Coefficient k of a mirrored axis changes sign when k is odd (basis index i + 1).
+    # The buffer is indexed [row, col] but the reference names its flips after the DCT's
+    # coefficient layout, where x runs down the rows.
+    fx = b * sign[:, None]
+    fy = b * sign[None, :]
+    fxy = b * sign[:, None] * sign[None, :]
+    variants = [
+        b,  # original
+        fy.T,  # rotate 90
+        fxy,  # rotate 180
+        fx.T,  # rotate 270
+        fx,  # flip x
+        fy,  # flip y
+        b.T,  # transpose
+        fxy.T,  # anti-transpose
+    ]
+    return [PdqHash(_hash_from_dct(v), q) for v in variants]
+
+
+def luma(rgb: npt.NDArray[np.uint8]) -> FloatArray:
+    if rgb.ndim == 2:
+        return rgb.astype(np.float32)
+    out: FloatArray = rgb[..., :3].astype(np.float32) @ _LUMA
+    return out
+
+
+def buffer_from_luma(
+    y: FloatArray | npt.NDArray[np.uint8], full_height: int | None = None, full_width: int | None = None
+) -> FloatArray | None:
+    """The 64x64 PDQ buffer for a luma plane that may stand in for a larger original.
+
+    Returns None for images under 5 px on a side (PDQ gives them quality 0).
+    """
+    h, w = y.shape[:2]
+    fh = full_height or h
+    fw = full_width or w
+    if fh < 5 or fw < 5 or h < 1 or w < 1:
+        return None
+    wy = scaled_weights(fh, h)
+    wx = scaled_weights(fw, w)
+    plane = y if y.dtype == np.float32 else y.astype(np.float32)
+    buf: FloatArray = (wy @ plane) @ wx.T
+    return buf
+
+
+def fast_hash(
+    y: FloatArray | npt.NDArray[np.uint8],
+    full_height: int | None = None,
+    full_width: int | None = None,
+    dihedral: bool = False,
+) -> list[PdqHash]:
+    """PDQ (and optionally the 7 other dihedral hashes) from a luma plane."""
+    buf = buffer_from_luma(y, full_height, full_width)
+    if buf is None:
+        zero = PdqHash("0" * PDQ_HEX_LEN, 0)
+        return [zero] * (8 if dihedral else 1)
+    if dihedral:
+        return dihedral_from_buffer(buf)
+    return [hash_from_buffer(buf)]
+
+
+def _vector_to_hex(vector: npt.NDArray[np.int64]) -> str:
+    """``pdqhash`` returns bits most significant first, as python-threatexchange reads them."""
+    return np.packbits(vector.astype(np.uint8)).tobytes().hex()
+
+
+def reference_hash(rgb: npt.NDArray[np.uint8], dihedral: bool = False) -> list[PdqHash]:
+    """PDQ through the C++ reference (``pdqhash``) on the full decoded RGB pixels."""
+    import pdqhash
+
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[..., None], 3, axis=2)
+    elif rgb.shape[2] != 3:
+        rgb = np.ascontiguousarray(rgb[..., :3])
+    if rgb.shape[0] < 5 or rgb.shape[1] < 5:
+        zero = PdqHash("0" * PDQ_HEX_LEN, 0)
+        return [zero] * (8 if dihedral else 1)
+    if dihedral:
+        vectors, quality = pdqhash.compute_dihedral(rgb)
+        return [PdqHash(_vector_to_hex(v), int(quality)) for v in vectors]
+    vector, quality = pdqhash.compute(rgb)
+    return [PdqHash(_vector_to_hex(vector), int(quality))]
+
+
+def hamming(a: str, b: str) -> int:
+    return int.bit_count(int(a, 16) ^ int(b, 16))
+
+
+def is_valid_hex(signal: str) -> bool:
+    if len(signal) != PDQ_HEX_LEN:
+        return False
+    try:
+        int(signal, 16)
+    except ValueError:
+        return False
+    return True
