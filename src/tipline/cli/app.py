@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import sys
+import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -48,15 +49,43 @@ def _main(
     state.set_data_dir(data_dir)
 
 
+def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A TiplineError escaping a command becomes `error: <message>` and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TiplineError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _wrap_commands(t: typer.Typer) -> None:
+    for info in t.registered_commands:
+        if info.callback is not None and not hasattr(info.callback, "__wrapped__"):
+            info.callback = _friendly(info.callback)
+    for group in t.registered_groups:
+        if group.typer_instance is not None:
+            _wrap_commands(group.typer_instance)
+
+
+_registered = False
+
+
 def _register() -> None:
-    # Imported here so `tipline --help` stays fast and modules register themselves on `app`.
+    global _registered
+    if _registered:
+        return
+    # Command modules register themselves on `app` when imported.
     from tipline.cli import bank, demo, scan  # noqa: F401
+
+    _wrap_commands(app)
+    _registered = True
 
 
 def main() -> None:
     _register()
-    try:
-        app()
-    except TiplineError as err:
-        typer.echo(f"error: {err}", err=True)
-        sys.exit(2)
+    app()

@@ -52,7 +52,8 @@ class PdqHash:
 def _dct_matrix() -> npt.NDArray[np.float64]:
     i = np.arange(1, 17, dtype=np.float64)[:, None]
     j = np.arange(64, dtype=np.float64)[None, :]
-    return np.sqrt(2.0 / 64.0) * np.cos((np.pi / 2 / 64.0) * i * (2 * j + 1))
+    m: npt.NDArray[np.float64] = np.sqrt(2.0 / 64.0) * np.cos((np.pi / 2 / 64.0) * i * (2 * j + 1))
+    return m
 
 
 _DCT = _dct_matrix().astype(np.float32)
@@ -78,8 +79,9 @@ def _apply_box_transposed(rows: npt.NDArray[np.float64], window: int) -> npt.NDA
     lo, hi = _box_bounds(n, window)
     scaled = rows / (hi - lo + 1)[None, :]
     diff = np.zeros((k, n + 1), dtype=np.float64)
-    np.add.at(diff, (slice(None), lo), scaled)
-    np.add.at(diff, (slice(None), hi + 1), -scaled)
+    cols = np.arange(k)[:, None]
+    np.add.at(diff, (cols, lo[None, :]), scaled)
+    np.add.at(diff, (cols, hi[None, :] + 1), -scaled)
     return np.cumsum(diff[:, :n], axis=1)
 
 
@@ -118,7 +120,8 @@ def scaled_weights(full: int, scaled: int) -> FloatArray:
     # cumulative weight at fractional position x = csum[floor x] + frac * w[floor x]
     padded = np.concatenate([w, np.zeros((64, 1))], axis=1)
     at = csum[:, lo] + frac[None, :] * padded[:, lo]
-    return np.diff(at, axis=1).astype(np.float32)
+    out: FloatArray = np.diff(at, axis=1).astype(np.float32)
+    return out
 
 
 def quality_of(buffer64: FloatArray) -> int:
@@ -190,7 +193,9 @@ def luma(rgb: npt.NDArray[np.uint8]) -> FloatArray:
 
 
 def buffer_from_luma(
-    y: FloatArray | npt.NDArray[np.uint8], full_height: int | None = None, full_width: int | None = None
+    y: FloatArray | npt.NDArray[np.uint8],
+    full_height: int | None = None,
+    full_width: int | None = None,
 ) -> FloatArray | None:
     """The 64x64 PDQ buffer for a luma plane that may stand in for a larger original.
 
@@ -203,8 +208,8 @@ def buffer_from_luma(
         return None
     wy = scaled_weights(fh, h)
     wx = scaled_weights(fw, w)
-    plane = y if y.dtype == np.float32 else y.astype(np.float32)
-    buf: FloatArray = (wy @ plane) @ wx.T
+    plane = np.asarray(y, dtype=np.float32)
+    buf: FloatArray = np.asarray((wy @ plane) @ wx.T, dtype=np.float32)
     return buf
 
 

@@ -28,7 +28,8 @@ class SignalType:
         s = signal.strip().lower()
         if len(s) != self.hex_len or not _HEX.fullmatch(s):
             raise InvalidSignalError(
-                f"not a valid {self.name} signal (want {self.hex_len} hex characters): {signal[:80]!r}"
+                f"not a valid {self.name} signal (want {self.hex_len} hex characters): "
+                f"{signal[:80]!r}"
             )
         return s
 

@@ -1,0 +1,90 @@
+"""``tipline demo``: build the corpus, bank some originals, scan everything, explain the result."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from tipline.banks import Bank, Entry, open_store
+from tipline.demo.corpus import DEMO_LABEL, DemoFile, build_corpus
+from tipline.index.matcher import BankMatcher
+from tipline.scan.hashing import HashOptions, signals_for_file
+from tipline.scan.output import JournalWriter, render_html
+from tipline.scan.record import ItemRecord
+from tipline.scan.runner import ScanSummary, run_scan
+
+DEMO_BANK = "DEMO"
+
+
+@dataclass(slots=True)
+class DemoResult:
+    files: list[DemoFile]
+    records: dict[str, ItemRecord]
+    dihedral_records: dict[str, ItemRecord]
+    summary: ScanSummary
+    results_path: Path
+    report_path: Path
+
+
+def run_demo(data_dir: Path, jobs: int = 0, fresh: bool = True) -> DemoResult:
+    root = data_dir / "demo"
+    if fresh and root.exists():
+        shutil.rmtree(root)
+    files = build_corpus(root / "corpus")
+
+    store = open_store(data_dir)
+    try:
+        if any(b.name == DEMO_BANK for b in store.list_banks()):
+            store.delete_bank(DEMO_BANK)
+        store.create_bank(
+            Bank(DEMO_BANK, role="alert", description="Hashes of benign demo originals (stand-ins)")
+        )
+        entries = []
+        for f in files:
+            if f.variant == "original" and f.banked:
+                for st, sig in signals_for_file(f.path).items():
+                    if st in ("pdq", "md5"):
+                        entries.append(
+                            Entry(
+                                DEMO_BANK,
+                                st,
+                                sig,
+                                label=DEMO_LABEL,
+                                source="tipline demo",
+                                note=f.original,
+                            )
+                        )
+        store.add_entries(entries)
+        bank = store.get_bank(DEMO_BANK)
+        bank_entries = list(store.iter_entries(DEMO_BANK, enabled_only=True))
+    finally:
+        store.close()
+
+    matcher = BankMatcher([bank], bank_entries)
+    results_path = root / "results.jsonl"
+    records: dict[str, ItemRecord] = {}
+    with open(results_path, "w", encoding="utf-8") as stream:
+        writer = JournalWriter(stream)
+
+        def sink(batch: list[ItemRecord]) -> None:
+            writer.write(batch)
+            for r in batch:
+                records[r.path] = r
+
+        summary = run_scan([str(root / "corpus")], HashOptions(), matcher, sink, jobs=jobs)
+
+    dihedral: dict[str, ItemRecord] = {}
+
+    def sink_d(batch: list[ItemRecord]) -> None:
+        for r in batch:
+            dihedral[r.path] = r
+
+    run_scan([str(root / "corpus")], HashOptions(dihedral=True), matcher, sink_d, jobs=jobs)
+
+    report_path = root / "report.html"
+    report_path.write_text(
+        render_html(list(records.values()), "Tipline demo scan", {"bank": DEMO_BANK}),
+        encoding="utf-8",
+    )
+    return DemoResult(files, records, dihedral, summary, results_path, report_path)

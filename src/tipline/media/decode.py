@@ -1,0 +1,183 @@
+"""Safe image decoding: header checks before any pixel is decoded, and every failure typed.
+
+Hashes are computed on the STORED pixels: EXIF orientation is not applied. That is what
+python-threatexchange, HMA and the PDQ reference tools do, so our hashes equal the ones in
+partners' lists; rotated copies are found with ``--dihedral`` lookups instead.
+"""
+
+from __future__ import annotations
+
+import io
+import signal
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from struct import error as struct_error  # Pillow raises it on short headers
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from tipline.config import Limits
+from tipline.errors import (
+    CorruptMediaError,
+    DecodeTimeoutError,
+    TooManyPixelsError,
+    UnsupportedMediaError,
+)
+from tipline.media.sniff import AVIF, HEIC, JPEG, MediaType
+
+# We enforce our own pixel limit (Limits.max_pixels) from the header, before decoding; Pillow's
+# global guard would otherwise warn or raise with its own fixed number.
+Image.MAX_IMAGE_PIXELS = None
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+_heif_registered = False
+
+
+def _register_heif() -> None:
+    global _heif_registered
+    if not _heif_registered:
+        try:
+            import pillow_heif
+
+            pillow_heif.register_heif_opener()
+        except ImportError:  # pragma: no cover - optional decoder
+            pass
+        _heif_registered = True
+
+
+#: Fast mode decodes JPEGs in the DCT domain down to at least this many pixels on the short side.
+FAST_MIN_SIDE = 512
+
+
+@dataclass(slots=True)
+class LumaPlane:
+    """A luma plane, possibly decoded at reduced scale, standing in for width x height pixels."""
+
+    plane: npt.NDArray[np.uint8]
+    width: int
+    height: int
+
+
+@contextmanager
+def deadline(seconds: float, what: str = "decoding") -> Iterator[None]:
+    """Raise DecodeTimeoutError if the block runs longer than ``seconds``.
+
+    Uses SIGALRM, so it only arms in the main thread of a process (scan workers are processes);
+    elsewhere the block runs without a time limit. Pillow decodes in chunks and returns to Python
+    between them, which is where the signal lands.
+    """
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _expired(signum: int, frame: object) -> None:
+        raise DecodeTimeoutError(f"{what} took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def open_image(data: bytes, media_type: MediaType, limits: Limits) -> Image.Image:
+    """Parse the header only and check the pixel count; raises typed errors."""
+    if not media_type.is_image:
+        raise UnsupportedMediaError(f"not an image ({media_type.mime})")
+    if media_type in (HEIC, AVIF):
+        _register_heif()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise CorruptMediaError(f"{media_type.mime} header could not be parsed") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct_error) as err:
+        raise CorruptMediaError(f"{media_type.mime} header is invalid: {_short(err)}") from None
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise CorruptMediaError(f"image claims impossible dimensions {width}x{height}")
+    if width * height > limits.max_pixels:
+        raise TooManyPixelsError(
+            f"{width}x{height} = {width * height:,} pixels exceeds the limit of "
+            f"{limits.max_pixels:,} (decompression bomb?); raise --max-pixels to decode it"
+        )
+    return im
+
+
+def _load(im: Image.Image, media_type: MediaType) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im.load()
+    except DecodeTimeoutError:
+        raise
+    except MemoryError:
+        raise CorruptMediaError("ran out of memory decoding the image") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct_error, IndexError, TypeError) as err:
+        msg = _short(err)
+        if "truncated" in msg or "broken data stream" in msg or isinstance(err, EOFError):
+            raise CorruptMediaError(f"truncated {media_type.mime}: {msg}") from None
+        raise CorruptMediaError(f"cannot decode {media_type.mime}: {msg}") from None
+
+
+def decode_luma_fast(data: bytes, media_type: MediaType, limits: Limits) -> LumaPlane:
+    """Luma for fast PDQ: JPEGs scaled in the DCT domain, other formats box-reduced."""
+    with deadline(limits.max_decode_seconds):
+        im = open_image(data, media_type, limits)
+        width, height = im.size
+        if media_type == JPEG:
+            short = min(width, height)
+            if short > FAST_MIN_SIDE:
+                f = FAST_MIN_SIDE / short
+                im.draft("L", (max(1, int(width * f)), max(1, int(height * f))))
+            else:
+                im.draft("L", None)
+        _load(im, media_type)
+        if im.mode not in ("L",):
+            im = _to_luma(im)
+        short = min(im.size)
+        factor = short // FAST_MIN_SIDE
+        if factor >= 2:
+            # Box reduction keeps each pixel the mean of a block, which is what the weights assume.
+            im = im.reduce(factor)
+        plane = np.asarray(im, dtype=np.uint8)
+        return LumaPlane(plane, width, height)
+
+
+def decode_rgb(data: bytes, media_type: MediaType, limits: Limits) -> npt.NDArray[np.uint8]:
+    """Fully decoded RGB pixels (first frame), as the reference tools hash them."""
+    with deadline(limits.max_decode_seconds):
+        im = open_image(data, media_type, limits)
+        _load(im, media_type)
+        if im.mode != "RGB":
+            im = _convert(im, "RGB")
+        return np.asarray(im, dtype=np.uint8)
+
+
+def _to_luma(im: Image.Image) -> Image.Image:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = float(arr.max()) or 1.0
+        return Image.fromarray((arr * (255.0 / max(top, 255.0))).astype(np.uint8))
+    return _convert(im, "L")
+
+
+def _convert(im: Image.Image, mode: str) -> Image.Image:
+    try:
+        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F") and mode == "RGB":
+            return _to_luma(im).convert("RGB")
+        return im.convert(mode)
+    except (OSError, ValueError) as err:
+        raise CorruptMediaError(f"cannot convert {im.mode} pixels: {_short(err)}") from None
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text[:200]

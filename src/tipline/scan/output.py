@@ -1,0 +1,170 @@
+"""Scan output: a JSONL journal written as records arrive, rendered to CSV or HTML at the end.
+
+The journal is what makes ``--resume`` exact: each record is one line, a batch is written with a
+single ``write`` and flushed, and on resume a torn last line (the process was killed mid-write)
+is cut off before appending. Every item therefore appears exactly once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Literal
+
+from tipline.scan.record import ItemRecord
+
+OutputFormat = Literal["jsonl", "csv", "html"]
+
+CSV_COLUMNS = [
+    "path",
+    "media_type",
+    "size",
+    "md5",
+    "sha1",
+    "sha256",
+    "pdq",
+    "pdq_quality",
+    "matched",
+    "banks",
+    "labels",
+    "best_distance",
+    "matches",
+    "errors",
+]
+
+
+def journal_path(output: Path, fmt: OutputFormat) -> Path:
+    return output if fmt == "jsonl" else output.with_name(output.name + ".journal.jsonl")
+
+
+def read_journal(path: Path) -> list[ItemRecord]:
+    """Records already written; truncates a torn final line in place."""
+    if not path.exists():
+        return []
+    records: list[ItemRecord] = []
+    good_end = 0
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                records.append(ItemRecord.from_json(json.loads(line)))
+            except (ValueError, KeyError, TypeError):
+                break
+            good_end += len(line)
+    if good_end != path.stat().st_size:
+        with open(path, "r+b") as f:
+            f.truncate(good_end)
+    return records
+
+
+def done_map(records: list[ItemRecord]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for r in records:
+        out.setdefault(r.container or r.path, set()).add(r.path)
+    return out
+
+
+class JournalWriter:
+    def __init__(self, stream: IO[str], durable: bool = False) -> None:
+        self.stream = stream
+        self.durable = durable
+
+    def write(self, records: list[ItemRecord]) -> None:
+        text = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records)
+        self.stream.write(text)
+        self.stream.flush()
+        if self.durable:
+            os.fsync(self.stream.fileno())
+
+
+def iter_journal(path: Path) -> Iterator[ItemRecord]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield ItemRecord.from_json(json.loads(line))
+
+
+def csv_row(r: ItemRecord) -> dict[str, object]:
+    alerts = r.alert_matches
+    return {
+        "path": r.path,
+        "media_type": r.media_type,
+        "size": r.size,
+        "md5": r.md5,
+        "sha1": r.sha1,
+        "sha256": r.sha256,
+        "pdq": r.pdq,
+        "pdq_quality": r.pdq_quality,
+        "matched": "yes" if alerts else "no",
+        "banks": " ".join(sorted({m.bank for m in alerts})),
+        "labels": " | ".join(sorted({m.label for m in alerts if m.label})),
+        "best_distance": min((m.distance for m in alerts), default=""),
+        "matches": json.dumps([m.to_json() for m in r.matches]) if r.matches else "",
+        "errors": " | ".join(r.errors),
+    }
+
+
+def write_csv(records: Iterator[ItemRecord], stream: IO[str]) -> None:
+    w = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in records:
+        w.writerow(csv_row(r))
+
+
+#: Items listed individually in the HTML report; matched and failed items always are.
+HTML_MAX_CLEAN_ROWS = 5000
+
+
+def render_html(records: list[ItemRecord], title: str, meta: dict[str, str]) -> str:
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(
+        loader=PackageLoader("tipline.scan", "templates"), autoescape=select_autoescape(["html"])
+    )
+    matched = [r for r in records if r.alert_matches]
+    failed = [r for r in records if r.errors and not r.alert_matches]
+    clean = [r for r in records if not r.errors and not r.alert_matches]
+    per_bank: Counter[str] = Counter()
+    per_label: Counter[tuple[str, str]] = Counter()
+    for r in matched:
+        for m in r.alert_matches:
+            per_bank[m.bank] += 1
+            per_label[(m.bank, m.label)] += 1
+    suppressed = sum(1 for r in records if not r.alert_matches and r.matches)
+    media: Counter[str] = Counter(r.media_type for r in records)
+    return env.get_template("report.html").render(
+        title=title,
+        meta=meta,
+        total=len(records),
+        matched=matched,
+        failed=failed,
+        clean=clean[:HTML_MAX_CLEAN_ROWS],
+        clean_total=len(clean),
+        per_bank=per_bank.most_common(),
+        per_label=per_label.most_common(),
+        suppressed=suppressed,
+        media=media.most_common(),
+    )
+
+
+def render(fmt: OutputFormat, journal: Path, out: IO[str], meta: dict[str, str]) -> None:
+    if fmt == "csv":
+        write_csv(iter_journal(journal), out)
+    elif fmt == "html":
+        out.write(render_html(list(iter_journal(journal)), "Tipline scan report", meta))
+    else:
+        with open(journal, encoding="utf-8") as f:
+            while chunk := f.read(1 << 20):
+                out.write(chunk)
+
+
+def to_text(fmt: OutputFormat, journal: Path, meta: dict[str, str]) -> str:
+    buf = io.StringIO()
+    render(fmt, journal, buf, meta)
+    return buf.getvalue()

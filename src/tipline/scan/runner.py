@@ -1,0 +1,201 @@
+"""Run a scan: files fan out to a process pool, records come back, get matched and written.
+
+Workers are forked after the bank matcher is built, so every worker shares the loaded banks
+copy-on-write instead of loading them again. A worker that dies (a decoder crash on hostile
+input) breaks the pool; the files it held are retried one at a time in a fresh pool, and a file
+that kills its worker again gets an error record instead of stopping the scan.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+
+from tipline.index.matcher import BankMatcher
+from tipline.scan.hashing import HashOptions
+from tipline.scan.items import scan_file
+from tipline.scan.record import ItemRecord
+from tipline.scan.sources import iter_inputs
+
+#: Files handed to a worker at a time: big enough to amortise IPC, small enough to balance.
+BATCH = 8
+
+
+@dataclass(slots=True)
+class ScanSummary:
+    items: int = 0
+    matched: int = 0
+    errors: int = 0
+    suppressed: int = 0
+    by_bank: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def add(self, rec: ItemRecord) -> None:
+        self.items += 1
+        alerts = rec.alert_matches
+        if alerts:
+            self.matched += 1
+            for bank in {m.bank for m in alerts}:
+                self.by_bank[bank] += 1
+        elif any(m.suppressed_by is not None for m in rec.matches):
+            self.suppressed += 1
+        if rec.errors:
+            self.errors += 1
+
+    @property
+    def exit_status(self) -> int:
+        """2 if anything could not be scanned (results incomplete), else 1 on a match, else 0."""
+        if self.errors:
+            return 2
+        return 1 if self.matched else 0
+
+
+# Set in the parent before the pool forks; read by workers.
+_OPTIONS: HashOptions | None = None
+_MATCHER: BankMatcher | None = None
+
+
+def process_path(path: str, skip: frozenset[str]) -> list[ItemRecord]:
+    assert _OPTIONS is not None
+    out: list[ItemRecord] = []
+    scan_file(path, _OPTIONS, out.append, skip)
+    if _MATCHER is not None:
+        for rec in out:
+            rec.matches = _MATCHER.match(rec)
+    return out
+
+
+def _process_batch(batch: list[tuple[str, frozenset[str]]]) -> list[ItemRecord]:
+    out: list[ItemRecord] = []
+    for path, skip in batch:
+        out.extend(process_path(path, skip))
+    return out
+
+
+def _crashed(path: str) -> ItemRecord:
+    return ItemRecord(
+        path=path,
+        errors=[
+            "worker_crashed: the process decoding this file died (crafted input?); not scanned"
+        ],
+    )
+
+
+def run_scan(
+    paths: Iterable[str],
+    options: HashOptions,
+    matcher: BankMatcher | None,
+    sink: Callable[[list[ItemRecord]], None],
+    *,
+    jobs: int = 0,
+    follow_symlinks: bool = False,
+    done: dict[str, set[str]] | None = None,
+    on_total: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> ScanSummary:
+    """Scan ``paths``; ``sink`` receives each batch of finished records.
+
+    ``done`` maps a top-level file to the record paths an interrupted run already wrote for it
+    (``--resume``): finished files are skipped, half-finished archives skip their done members.
+    """
+    global _OPTIONS, _MATCHER
+    _OPTIONS, _MATCHER = options, matcher
+    summary = ScanSummary()
+    start = time.perf_counter()
+    done = done or {}
+
+    tasks: list[tuple[str, frozenset[str]]] = []
+    early: list[ItemRecord] = []
+    for item in iter_inputs(paths, follow_symlinks):
+        if isinstance(item, ItemRecord):
+            if item.path not in done.get(item.path, ()):
+                early.append(item)
+            continue
+        already = done.get(item)
+        if already and item in already:
+            continue  # its own record is written last, so the whole file is done
+        tasks.append((item, frozenset(already or ())))
+    if on_total:
+        on_total(len(tasks))
+
+    def deliver(records: list[ItemRecord], files: int) -> None:
+        for rec in records:
+            summary.add(rec)
+        if records:
+            sink(records)
+        if on_progress and files:
+            on_progress(files)
+
+    deliver(early, 0)
+    jobs = jobs or os.cpu_count() or 1
+    if jobs == 1 or len(tasks) <= 1:
+        for path, skip in tasks:
+            deliver(process_path(path, skip), 1)
+    else:
+        _run_pool(tasks, jobs, deliver)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _batches(
+    tasks: list[tuple[str, frozenset[str]]], size: int
+) -> Iterator[list[tuple[str, frozenset[str]]]]:
+    for i in range(0, len(tasks), size):
+        yield tasks[i : i + size]
+
+
+def _run_pool(
+    tasks: list[tuple[str, frozenset[str]]],
+    jobs: int,
+    deliver: Callable[[list[ItemRecord], int], None],
+) -> None:
+    ctx = multiprocessing.get_context("fork")
+    batch = max(1, min(BATCH, len(tasks) // (jobs * 4) or 1))
+    pending: deque[list[tuple[str, frozenset[str]]]] = deque(_batches(tasks, batch))
+    retry_alone: list[tuple[str, frozenset[str]]] = []
+    while pending:
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+        inflight: dict[Future[list[ItemRecord]], list[tuple[str, frozenset[str]]]] = {}
+        broken = False
+        try:
+            while pending or inflight:
+                while pending and len(inflight) < jobs * 3:
+                    b = pending.popleft()
+                    inflight[pool.submit(_process_batch, b)] = b
+                finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    b = inflight.pop(fut)
+                    try:
+                        deliver(fut.result(), len(b))
+                    except BrokenProcessPool:
+                        broken = True
+                        retry_alone.extend(b)
+                if broken:
+                    for b in inflight.values():
+                        retry_alone.extend(b)
+                    inflight.clear()
+                    break
+        finally:
+            pool.shutdown(wait=not broken, cancel_futures=True)
+        if broken:
+            _retry_one_by_one(retry_alone, ctx, deliver)
+            retry_alone = []
+
+
+def _retry_one_by_one(
+    tasks: list[tuple[str, frozenset[str]]],
+    ctx: multiprocessing.context.BaseContext,
+    deliver: Callable[[list[ItemRecord], int], None],
+) -> None:
+    for task in tasks:
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            try:
+                deliver(pool.submit(_process_batch, [task]).result(), 1)
+            except BrokenProcessPool:
+                deliver([_crashed(task[0])], 1)
