@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -87,5 +88,9 @@ def _register() -> None:
 
 
 def main() -> None:
+    # One BLAS thread per process: scan runs one worker process per core, and PDQ's small
+    # matrix products slow down several-fold when BLAS threads fight over the same cores.
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
     _register()
     app()

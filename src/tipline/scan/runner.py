@@ -104,6 +104,25 @@ def run_scan(
     ``done`` maps a top-level file to the record paths an interrupted run already wrote for it
     (``--resume``): finished files are skipped, half-finished archives skip their done members.
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _run_scan(
+            paths, options, matcher, sink, jobs, follow_symlinks, done, on_total, on_progress
+        )
+
+
+def _run_scan(
+    paths: Iterable[str],
+    options: HashOptions,
+    matcher: BankMatcher | None,
+    sink: Callable[[list[ItemRecord]], None],
+    jobs: int,
+    follow_symlinks: bool,
+    done: dict[str, set[str]] | None,
+    on_total: Callable[[int], None] | None,
+    on_progress: Callable[[int], None] | None,
+) -> ScanSummary:
     global _OPTIONS, _MATCHER
     _OPTIONS, _MATCHER = options, matcher
     summary = ScanSummary()
