@@ -19,9 +19,12 @@ DEFAULT_PDQ_THRESHOLD = 31
 
 def validate_bank_name(name: str) -> str:
     if not BANK_NAME_RE.fullmatch(name):
+        example = re.sub(r"[^A-Z0-9_]", "_", name[:64].upper()) or "MY_BANK"
+        if example[0].isdigit():
+            example = "BANK_" + example
         raise BankError(
-            f"invalid bank name {name!r}: use capital letters, digits and underscores, "
-            f"not starting with a digit (HMA's rule), e.g. {re.sub(r'[^A-Z0-9_]', '_', name.upper()) or 'MY_BANK'}"
+            f"invalid bank name {name[:80]!r}: use capital letters, digits and underscores, "
+            f"not starting with a digit (HMA's rule), e.g. {example}"
         )
     return name
 
