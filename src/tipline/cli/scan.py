@@ -268,12 +268,6 @@ def scan(
     else:
         stream = sys.stdout
     writer = out.JournalWriter(stream)
-    if not show and banner_wanted():
-        err_console.print(
-            f"Scanning {len(paths)} path(s) against {len(chosen)} bank(s), "
-            f"{matcher.size:,} entries, pdq-mode {options.pdq_mode}",
-            style="dim",
-        )
     try:
         if show:
             with _progress(err_console) as bar:
@@ -335,10 +329,6 @@ def scan(
         raise typer.BadParameter("csv and html output need -o FILE", param_hint="--format")
     _print_summary(err_console, summary, output)
     raise typer.Exit(summary.exit_status)
-
-
-def banner_wanted() -> bool:
-    return os.environ.get("TIPLINE_QUIET", "") == ""
 
 
 def _format(fmt: str | None, output: Path | None) -> OutputFormat:
