@@ -101,6 +101,14 @@ def test_scan_no_match_exits_0_and_prints_jsonl(banked: tuple[Path, Path, dict[s
     assert rec["media_type"] == "image/png" and rec["matches"] == []
 
 
+def test_overlapping_paths_scan_each_file_once(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    noise_image(1).save(tmp_path / "a" / "b" / "x.png")
+    noise_image(2).save(tmp_path / "a" / "y.png")
+    code, out, _ = run(tmp_path, "scan", str(tmp_path / "a"), str(tmp_path / "a" / "b"))
+    assert code == 0 and len(out.splitlines()) == 2
+
+
 def test_exact_hash_match_and_bank_selection(tmp_path: Path) -> None:
     data = tmp_path / "d"
     f = tmp_path / "notes.txt"

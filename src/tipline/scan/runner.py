@@ -131,11 +131,16 @@ def _run_scan(
 
     tasks: list[tuple[str, frozenset[str]]] = []
     early: list[ItemRecord] = []
+    seen: set[str] = set()  # overlapping arguments (a folder and its subfolder) scan once
     for item in iter_inputs(paths, follow_symlinks):
         if isinstance(item, ItemRecord):
             if item.path not in done.get(item.path, ()):
                 early.append(item)
             continue
+        key = os.path.abspath(item)
+        if key in seen:
+            continue
+        seen.add(key)
         already = done.get(item)
         if already and item in already:
             continue  # its own record is written last, so the whole file is done
