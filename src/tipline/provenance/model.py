@@ -61,12 +61,9 @@ class Finding:
 
 def ai_evidence(findings: list[Finding]) -> Evidence:
     """Summary for triage: strong = a declared AI signal; weak = only suspicion or hints."""
+    declared_ai = ("ai_generated", "ai_edited")
     strong = any(
-        (
-            f.signal in DECLARED
-            and f.verdict in ("ai_generated", "ai_edited")
-            and f.confidence >= 0.9
-        )
+        (f.signal in DECLARED and f.verdict in declared_ai and f.confidence >= 0.9)
         or (f.signal == "model_file" and f.verdict == "model")
         for f in findings
     )
