@@ -74,18 +74,28 @@ def _box_bounds(n: int, window: int) -> tuple[npt.NDArray[np.int64], npt.NDArray
 
 
 def _apply_box_transposed(rows: npt.NDArray[np.float64], window: int) -> npt.NDArray[np.float64]:
-    """Return ``rows @ B`` where B is the reference box filter along an axis of len(rows[0])."""
-    k, n = rows.shape
+    """Return ``rows @ B`` where B is the reference box filter along an axis of len(rows[0]).
+
+    (rows @ B)[:, j] sums rows[:, o] / count(o) over the outputs o whose window covers j. Both
+    window edges grow with o, so those o form a contiguous range found by binary search, and the
+    sum is a difference of prefix sums: O(rows * n) with no Python loop.
+    """
+    n = rows.shape[1]
     lo, hi = _box_bounds(n, window)
-    scaled = rows / (hi - lo + 1)[None, :]
-    diff = np.zeros((k, n + 1), dtype=np.float64)
-    cols = np.arange(k)[:, None]
-    np.add.at(diff, (cols, lo[None, :]), scaled)
-    np.add.at(diff, (cols, hi[None, :] + 1), -scaled)
-    return np.cumsum(diff[:, :n], axis=1)
+    # Work on the transpose (n x rows): the gathers below then read contiguous memory.
+    scaled = rows.T / (hi - lo + 1)[:, None]
+    prefix = np.zeros((n + 1, rows.shape[0]))
+    np.cumsum(scaled, axis=0, out=prefix[1:])
+    j = np.arange(n)
+    first = np.searchsorted(hi, j, side="left")
+    last = np.searchsorted(lo, j, side="right")
+    out: npt.NDArray[np.float64] = (prefix[last] - prefix[first]).T
+    return out
 
 
-@functools.lru_cache(maxsize=64)
+# Full-resolution weights are an intermediate (64 x n float64); the scaled ones are what hashing
+# reuses, one pair per image size seen, so keep many of those.
+@functools.lru_cache(maxsize=16)
 def full_resolution_weights(n: int) -> npt.NDArray[np.float64]:
     """64 x n weights: filtered-and-decimated value = weights @ signal, for one axis of n pixels.
 
@@ -102,25 +112,31 @@ def full_resolution_weights(n: int) -> npt.NDArray[np.float64]:
     return _apply_box_transposed(_apply_box_transposed(sel, window), window)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=512)
 def scaled_weights(full: int, scaled: int) -> FloatArray:
     """Weights for an axis decoded at reduced size ``scaled`` standing in for ``full`` pixels.
 
-    Scaled pixel k covers full-resolution pixels [k*full/scaled, (k+1)*full/scaled): it receives
-    the sum of their weights (fractional at block edges).
+    JPEG DCT scaling by 1/s and Pillow's ``reduce(s)`` both make reduced pixel k the mean of
+    full-resolution pixels [s*k, min(full, s*k + s)) (the last block may be partial), so that
+    pixel receives the summed weights of exactly those pixels. Sizes that are not an integer
+    reduction fall back to proportional (fractional) block edges.
     """
     w = full_resolution_weights(full)
     if scaled == full:
         return w.astype(np.float32)
     csum = np.concatenate([np.zeros((64, 1)), np.cumsum(w, axis=1)], axis=1)
-    edges = np.arange(scaled + 1, dtype=np.float64) * (full / scaled)
-    lo = np.floor(edges).astype(np.int64)
-    frac = edges - lo
-    lo = np.minimum(lo, full)
+    step = max(1, round(full / scaled))
+    if -(-full // step) == scaled:
+        edges = np.minimum(np.arange(scaled + 1, dtype=np.int64) * step, full)
+        out: FloatArray = np.diff(csum[:, edges], axis=1).astype(np.float32)
+        return out
+    pos = np.arange(scaled + 1, dtype=np.float64) * (full / scaled)
+    lo = np.minimum(np.floor(pos).astype(np.int64), full)
+    frac = pos - lo
     # cumulative weight at fractional position x = csum[floor x] + frac * w[floor x]
     padded = np.concatenate([w, np.zeros((64, 1))], axis=1)
     at = csum[:, lo] + frac[None, :] * padded[:, lo]
-    out: FloatArray = np.diff(at, axis=1).astype(np.float32)
+    out = np.diff(at, axis=1).astype(np.float32)
     return out
 
 
