@@ -18,6 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from tipline.index.matcher import BankMatcher
+from tipline.os_utils import cpu_count
 from tipline.scan.hashing import HashOptions
 from tipline.scan.items import scan_file
 from tipline.scan.record import ItemRecord
@@ -157,7 +158,7 @@ def _run_scan(
             on_progress(files)
 
     deliver(early, 0)
-    jobs = jobs or os.cpu_count() or 1
+    jobs = jobs or cpu_count()
     if jobs == 1 or len(tasks) <= 1:
         for path, skip in tasks:
             deliver(process_path(path, skip), 1)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -228,7 +227,3 @@ def _build_clusters(records: Sequence[ItemRecord], uf: UnionFind) -> list[Cluste
             )
         clusters.append(out)
     return clusters
-
-
-def default_jobs() -> int:
-    return os.cpu_count() or 1
