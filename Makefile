@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# invisible-watermark's own encoder for the watermark tests; --no-deps: it declares torch,
+	# which only its unused rivaGan method needs (tipline.provenance.watermark.reference_codec)
+	$(BIN)/python -m pip install --quiet --no-deps 'invisible-watermark==0.2.0'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -134,3 +134,19 @@ def test_cmyk_and_palette_and_16bit_images_hash() -> None:
     ]:
         rec = hash_bytes(encode(img, fmt), f"x.{fmt.lower()}", HashOptions())
         assert rec.pdq and not rec.errors, (img.mode, rec.errors)
+
+
+def test_png_with_huge_or_broken_text_chunks_still_hashes() -> None:
+    """Pillow refuses zTXt over 1 MiB and text chunks with bad CRCs; PDQ must not be lost."""
+    png = encode(noise_image(11, 200, 150), "PNG")
+    ztxt = _chunk(b"zTXt", b"workflow\x00\x00" + zlib.compress(b"{" + b" " * 3_000_000 + b"}"))
+    bad = bytearray(_chunk(b"tEXt", b"parameters\x00hello"))
+    bad[-1] ^= 0xFF  # break the CRC
+    ihdr_end = 8 + 25
+    doctored = png[:ihdr_end] + ztxt + bytes(bad) + png[ihdr_end:]
+    clean = hash_bytes(png, "a.png", HashOptions(provenance=False))
+    for mode in ("fast", "reference"):
+        rec = hash_bytes(doctored, "b.png", HashOptions(pdq_mode=mode, provenance=False))  # type: ignore[arg-type]
+        assert rec.errors == [] and rec.pdq is not None
+        if mode == "fast":
+            assert rec.pdq == clean.pdq

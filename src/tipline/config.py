@@ -50,3 +50,15 @@ class Limits:
     max_compression_ratio: float = 200.0
     #: Archives inside archives deeper than this are not opened.
     max_archive_depth: int = 4
+    #: Videos whose headers claim a longer duration are refused; decoding also stops there.
+    max_video_seconds: float = 6 * 3600.0
+    #: Videos whose headers claim more frames are refused; decoding also stops there.
+    max_video_frames: int = 2_000_000
+    #: Frames hashed per video at most (vPDQ samples about one a second).
+    max_video_hashes: int = 25_000
+    #: Video frames with more pixels (width x height) are refused before decoding (8K fits).
+    max_video_pixels: int = 36_000_000
+    #: Video frames wider or taller than this are refused before decoding.
+    max_video_side: int = 16_384
+    #: Wall-clock seconds allowed for decoding and hashing one video.
+    max_video_decode_seconds: float = 600.0

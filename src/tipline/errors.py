@@ -56,6 +56,12 @@ class DecodeTimeoutError(ItemError):
     code = "decode_timeout"
 
 
+class VideoLimitError(ItemError):
+    """A video over a duration/frame limit: refused, or hashed only up to the limit."""
+
+    code = "video_limit"
+
+
 class ArchiveLimitError(ItemError):
     code = "archive_limit"
 

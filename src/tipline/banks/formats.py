@@ -19,6 +19,11 @@ Formats (``FORMATS``):
     export, ignored on import), ``signal_type``, ``signal``, ``label``, ``source``, ``note``,
     ``added_at``, ``enabled`` and ``tags`` (a list).
 
+A ``vpdq`` signal is python-threatexchange's string, a JSON list of ``"pdq_hex,quality,
+timestamp"`` frames (``vpdq ["f8f8...,100,0.0", ...]`` in ``te``, quoted in ``te-csv``; in
+``jsonl`` the list itself is accepted too). It is checked frame by frame on import and stored
+as python-threatexchange writes it.
+
 Files are untrusted input: lines longer than :data:`MAX_LINE_BYTES`, invalid UTF-8, CSV rows
 with the wrong number of columns and anything else that does not parse become
 :class:`~tipline.errors.MalformedLineError` with the 1-based line number, never a crash.
@@ -234,6 +239,8 @@ def _jsonl_entry(text: str) -> Entry:
         return value
 
     st = signal_type(text_field("signal_type", required=True))
+    if st.kind == "vpdq" and isinstance(obj.get("signal"), list):
+        obj["signal"] = json.dumps(obj["signal"])  # the frame list itself, not its JSON text
     added_at = obj.get("added_at", 0.0)
     if added_at is None:
         added_at = 0.0

@@ -81,7 +81,7 @@ def _register() -> None:
     if _registered:
         return
     # Command modules register themselves on `app` when imported.
-    from tipline.cli import bank, dedupe, demo, scan  # noqa: F401
+    from tipline.cli import bank, dedupe, demo, detector, inspect, keywords, scan  # noqa: F401
 
     _wrap_commands(app)
     _registered = True

@@ -96,6 +96,23 @@ def demo(
         found, found_d, total = found + a, found_d + b, total + n
     console.print(summary)
 
+    clip_table = Table(title="Demo videos (vPDQ, bank entries sampled like the vpdq package)")
+    for col in ("clip", "banked", "copy", "result"):
+        clip_table.add_column(col)
+    for c in result.clips:
+        rec = result.records.get(str(c.path))
+        alerts = rec.alert_matches if rec else []
+        if alerts:
+            m = min(alerts, key=lambda m: m.distance)
+            pct = "" if m.query_match_pct is None else f", {m.query_match_pct:.0f}% of frames"
+            text = f"[green]found[/] ({m.signal_type}{pct})"
+        else:
+            text = "[dim]-[/]"
+        if alerts and not c.banked:
+            false_pos.append(str(c.path))
+        clip_table.add_row(c.original, "yes" if c.banked else "no", c.variant, text)
+    console.print(clip_table)
+
     unbanked = sum(1 for f in result.files if not f.banked)
     console.print(
         f"Found {found} of {total} transformed copies of banked originals by default, "

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 from rich.console import Console
@@ -25,10 +25,14 @@ from tipline.cli import state
 from tipline.cli.app import app
 from tipline.config import Limits
 from tipline.errors import BankError
+from tipline.media.video import VideoMode
 from tipline.scan.hashing import HashOptions, PdqMode
 from tipline.scan.output import OutputFormat
 from tipline.scan.record import ItemRecord
 from tipline.scan.runner import ScanSummary, run_scan
+
+if TYPE_CHECKING:
+    from tipline.provenance.keywords import KeywordMatcher
 
 _LIMIT_HELP = "Input limits (hostile files)"
 _D = Limits()
@@ -118,6 +122,56 @@ DihedralOpt = Annotated[
 ]
 
 
+NoProvenanceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-provenance",
+        help="Skip AI provenance (generator metadata, IPTC, stealth metadata...): no "
+        "`provenance` / `ai_evidence` in the records.",
+    ),
+]
+IncludeTextOpt = Annotated[
+    bool,
+    typer.Option(
+        "--include-text",
+        help="Keep prompts, captions and authors found in AI metadata in the output "
+        "(sensitive: off by default, when only generator, models, hashes and settings are kept).",
+    ),
+]
+VideoModeOpt = Annotated[
+    str,
+    typer.Option(
+        "--video-mode",
+        help="vPDQ frame sampling. fast: decode from each keyframe to the next frame the "
+        "reference samples (default, ~30-100x real time); reference: decode every frame, "
+        "1 frame/s, exactly as the vpdq package (bit-identical hashes).",
+    ),
+]
+MaxVideoSeconds = Annotated[
+    float,
+    typer.Option(
+        help="Videos claiming a longer duration are refused.", rich_help_panel=_LIMIT_HELP
+    ),
+]
+MaxVideoPixels = Annotated[
+    int,
+    typer.Option(
+        help="Video frames with more pixels are refused before decoding.",
+        rich_help_panel=_LIMIT_HELP,
+    ),
+]
+MaxVideoDecodeSeconds = Annotated[
+    float,
+    typer.Option(help="Time allowed to decode and hash one video.", rich_help_panel=_LIMIT_HELP),
+]
+
+
+def _check_video_mode(mode: str) -> VideoMode:
+    if mode not in ("fast", "reference"):
+        raise typer.BadParameter("must be 'fast' or 'reference'", param_hint="--video-mode")
+    return "fast" if mode == "fast" else "reference"
+
+
 def _check_mode(mode: str) -> PdqMode:
     if mode not in ("fast", "reference"):
         raise typer.BadParameter("must be 'fast' or 'reference'", param_hint="--pdq-mode")
@@ -177,6 +231,19 @@ def scan(
     ] = False,
     pdq_mode: PdqModeOpt = "fast",
     dihedral: DihedralOpt = False,
+    video_mode: VideoModeOpt = "fast",
+    no_provenance: NoProvenanceOpt = False,
+    include_text: IncludeTextOpt = False,
+    keywords: Annotated[
+        Path | None,
+        typer.Option(
+            "--keywords",
+            help="Keyword list (one term per line, or CSV term,category) matched in file names, "
+            "prompts, model training tags and dataset folders; hits become `keyword` findings "
+            "(terms shown only with --include-text). See `tipline keywords --help`.",
+            show_default=False,
+        ),
+    ] = None,
     follow_symlinks: Annotated[
         bool,
         typer.Option(
@@ -198,11 +265,14 @@ def scan(
     max_member_bytes: MaxMemberBytes = _D.max_member_bytes,
     max_compression_ratio: MaxRatio = _D.max_compression_ratio,
     max_archive_depth: MaxDepth = _D.max_archive_depth,
+    max_video_seconds: MaxVideoSeconds = _D.max_video_seconds,
+    max_video_pixels: MaxVideoPixels = _D.max_video_pixels,
+    max_video_decode_seconds: MaxVideoDecodeSeconds = _D.max_video_decode_seconds,
 ) -> None:
     """Scan media for matches against your banks (hash lists).
 
-    Every file gets MD5, SHA-1 and SHA-256; images also get PDQ. Folders are walked
-    recursively and zip/tar archives are read in place (members appear as
+    Every file gets MD5, SHA-1 and SHA-256; images also get PDQ and videos vPDQ. Folders are
+    walked recursively and zip/tar archives are read in place (members appear as
     `archive.zip!inner/file.jpg`). One JSON record per item is written (see docs/formats.md).
 
     **Exit status**: 0 nothing matched, 1 something matched an alert bank, 2 something could
@@ -231,7 +301,21 @@ def scan(
         max_compression_ratio,
         max_archive_depth,
     )
-    options = HashOptions(pdq_mode=_check_mode(pdq_mode), dihedral=dihedral, limits=limits)
+    limits = replace(
+        limits,
+        max_video_seconds=max_video_seconds,
+        max_video_pixels=max_video_pixels,
+        max_video_decode_seconds=max_video_decode_seconds,
+    )
+    options = HashOptions(
+        pdq_mode=_check_mode(pdq_mode),
+        dihedral=dihedral,
+        limits=limits,
+        video_mode=_check_video_mode(video_mode),
+        provenance=not no_provenance,
+        include_text=include_text,
+        keywords=_keyword_matcher(keywords),
+    )
     fmt_ = _format(fmt, output)
     if resume and output is None:
         raise typer.BadParameter(
@@ -252,6 +336,10 @@ def scan(
     finally:
         store.close()
     matcher = BankMatcher(chosen, entries)
+    if options.provenance:
+        from tipline.provenance import registered_readers
+
+        registered_readers()  # import the reader plugins once, before the workers fork
 
     err_console = Console(stderr=True)
     show = err_console.is_terminal if progress is None else progress
@@ -331,6 +419,22 @@ def scan(
     raise typer.Exit(summary.exit_status)
 
 
+def _keyword_matcher(path: Path | None) -> KeywordMatcher | None:
+    if path is None:
+        return None
+    from tipline.provenance.keywords import KeywordList, KeywordListError, KeywordMatcher
+
+    try:
+        kl = KeywordList.load(path)
+    except KeywordListError as err:
+        raise typer.BadParameter(str(err), param_hint="--keywords") from None
+    for problem in kl.problems[:10]:
+        typer.echo(f"warning: {path}: {problem}", err=True)
+    if not len(kl):
+        raise typer.BadParameter(f"{path}: no usable terms", param_hint="--keywords")
+    return KeywordMatcher(kl)
+
+
 def _format(fmt: str | None, output: Path | None) -> OutputFormat:
     if fmt is None:
         suffix = output.suffix.lower() if output else ""
@@ -363,6 +467,9 @@ def hash_cmd(
     ],
     pdq_mode: PdqModeOpt = "fast",
     dihedral: DihedralOpt = False,
+    video_mode: VideoModeOpt = "fast",
+    no_provenance: NoProvenanceOpt = False,
+    include_text: IncludeTextOpt = False,
     pretty: Annotated[
         bool, typer.Option("--pretty", help="Indented JSON instead of one line per item.")
     ] = False,
@@ -379,7 +486,14 @@ def hash_cmd(
         **{f.name: getattr(_D, f.name) for f in fields(Limits)}
         | {"max_pixels": max_pixels, "max_decode_seconds": max_decode_seconds}
     )
-    options = HashOptions(pdq_mode=_check_mode(pdq_mode), dihedral=dihedral, limits=limits)
+    options = HashOptions(
+        pdq_mode=_check_mode(pdq_mode),
+        dihedral=dihedral,
+        limits=limits,
+        video_mode=_check_video_mode(video_mode),
+        provenance=not no_provenance,
+        include_text=include_text,
+    )
 
     def emit(records: list[ItemRecord]) -> None:
         for r in records:

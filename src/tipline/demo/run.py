@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tipline.banks import Bank, Entry, open_store
+from tipline.demo.clips import DemoClip, build_clips
 from tipline.demo.corpus import DEMO_LABEL, DemoFile, build_corpus
 from tipline.index.matcher import BankMatcher
 from tipline.scan.hashing import HashOptions, signals_for_file
@@ -20,6 +21,7 @@ DEMO_BANK = "DEMO"
 @dataclass(slots=True)
 class DemoResult:
     files: list[DemoFile]
+    clips: list[DemoClip]
     records: dict[str, ItemRecord]
     dihedral_records: dict[str, ItemRecord]
     summary: ScanSummary
@@ -32,6 +34,7 @@ def run_demo(data_dir: Path, jobs: int = 0, fresh: bool = True) -> DemoResult:
     if fresh and root.exists():
         shutil.rmtree(root)
     files = build_corpus(root / "corpus")
+    clips = build_clips(root / "corpus" / "video")
 
     store = open_store(data_dir)
     try:
@@ -53,6 +56,21 @@ def run_demo(data_dir: Path, jobs: int = 0, fresh: bool = True) -> DemoResult:
                                 label=DEMO_LABEL,
                                 source="tipline demo",
                                 note=f.original,
+                            )
+                        )
+        for c in clips:
+            if c.variant == "original" and c.banked:
+                # reference-sampled vPDQ, as partners' lists hold it
+                for st, sig in signals_for_file(c.path).items():
+                    if st in ("vpdq", "md5"):
+                        entries.append(
+                            Entry(
+                                DEMO_BANK,
+                                st,
+                                sig,
+                                label=DEMO_LABEL,
+                                source="tipline demo",
+                                note=c.original,
                             )
                         )
         store.add_entries(entries)
@@ -87,4 +105,4 @@ def run_demo(data_dir: Path, jobs: int = 0, fresh: bool = True) -> DemoResult:
         render_html(list(records.values()), "Tipline demo scan", {"bank": DEMO_BANK}),
         encoding="utf-8",
     )
-    return DemoResult(files, records, dihedral, summary, results_path, report_path)
+    return DemoResult(files, clips, records, dihedral, summary, results_path, report_path)

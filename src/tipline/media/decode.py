@@ -27,7 +27,7 @@ from tipline.errors import (
     TooManyPixelsError,
     UnsupportedMediaError,
 )
-from tipline.media.sniff import AVIF, HEIC, JPEG, MediaType
+from tipline.media.sniff import AVIF, HEIC, JPEG, PNG, MediaType
 
 # We enforce our own pixel limit (Limits.max_pixels) from the header, before decoding; Pillow's
 # global guard would otherwise warn or raise with its own fixed number.
@@ -86,12 +86,45 @@ def deadline(seconds: float, what: str = "decoding") -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+#: PNG chunks that affect pixels. Everything else (text, ICC, C2PA, private chunks) is dropped
+#: before Pillow sees the file: Pillow refuses compressed text over 1 MiB and text chunks with a
+#: bad CRC, which would cost the image its PDQ hash (big ComfyUI workflows hit the first).
+_PNG_PIXEL_CHUNKS = {b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND", b"sBIT", b"gAMA"}
+_PNG_TEXT_CHUNKS = {b"tEXt", b"zTXt", b"iTXt"}
+
+
+def png_pixels_only(data: bytes) -> bytes:
+    """The PNG without its ancillary non-pixel chunks, or ``data`` unchanged if it has no text
+    chunks or cannot be walked (Pillow then reports the damage itself)."""
+    pos, n = 8, len(data)
+    keep: list[tuple[int, int]] = []
+    has_text = False
+    while pos + 12 <= n:
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if length > 0x7FFFFFFF or end > n:
+            return data
+        if kind in _PNG_PIXEL_CHUNKS:
+            keep.append((pos, end))
+        elif kind in _PNG_TEXT_CHUNKS:
+            has_text = True
+        pos = end
+        if kind == b"IEND":
+            break
+    if not has_text:
+        return data
+    return data[:8] + b"".join(data[a:b] for a, b in keep)
+
+
 def open_image(data: bytes, media_type: MediaType, limits: Limits) -> Image.Image:
     """Parse the header only and check the pixel count; raises typed errors."""
     if not media_type.is_image:
         raise UnsupportedMediaError(f"not an image ({media_type.mime})")
     if media_type in (HEIC, AVIF):
         _register_heif()
+    if media_type == PNG:
+        data = png_pixels_only(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

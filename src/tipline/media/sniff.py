@@ -38,6 +38,13 @@ MP4 = MediaType("video/mp4", "video")
 QUICKTIME = MediaType("video/quicktime", "video")
 WEBM = MediaType("video/webm", "video")
 AVI = MediaType("video/x-msvideo", "video")
+#: Model files (see tipline.provenance.models). safetensors and pickle have no registered type.
+SAFETENSORS = MediaType("application/x-safetensors", "model")
+GGUF = MediaType("application/x-gguf", "model")
+#: PyTorch >= 1.6 zip archive whose first member is ``<name>/data.pkl``.
+PYTORCH = MediaType("application/x-pytorch", "model")
+#: A pickle stream (legacy PyTorch .ckpt/.pt/.pth/.bin): protocol 2 to 5.
+PICKLE = MediaType("application/x-python-pickle", "model")
 TEXT = MediaType("text/plain", "text")
 EMPTY = MediaType("application/x-empty", "other")
 UNKNOWN = MediaType("application/octet-stream", "other")
@@ -52,12 +59,15 @@ IMAGE_EXTENSIONS = {
     ".heic", ".heif", ".avif",
 }  # fmt: skip
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi"}
+MODEL_EXTENSIONS = {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".pkl"}
 
 
 def sniff(head: bytes) -> MediaType:
     """The media type of content starting with ``head`` (pass at least SNIFF_BYTES if you can)."""
     if not head:
         return EMPTY
+    if _looks_like_safetensors(head):
+        return SAFETENSORS
     if head.startswith(b"\xff\xd8\xff"):
         return JPEG
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -84,6 +94,10 @@ def sniff(head: bytes) -> MediaType:
         return MP4
     if head[:4] == b"\x1a\x45\xdf\xa3":
         return WEBM
+    if head[:4] == b"GGUF":
+        return GGUF
+    if head[:4] == b"PK\x03\x04" and _first_zip_member(head).split(b"/")[-1] == b"data.pkl":
+        return PYTORCH
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return ZIP
     if len(head) >= 262 and head[257:262] == b"ustar":
@@ -94,9 +108,34 @@ def sniff(head: bytes) -> MediaType:
         return BZIP2
     if head[:6] == b"\xfd7zXZ\x00":
         return XZ
+    if len(head) >= 3 and head[0] == 0x80 and 2 <= head[1] <= 5 and head[2] in _PICKLE_OPCODES:
+        return PICKLE
     if _looks_like_text(head):
         return TEXT
     return UNKNOWN
+
+
+#: First bytes of the opcode that follows PROTO in real pickles (any opcode would be legal; a
+#: narrower set keeps random binary from being called a pickle).
+_PICKLE_OPCODES = frozenset(b"}]()\x8a\x95cK\x8cXUTCB\x88\x89NMJGq")
+
+
+def _looks_like_safetensors(head: bytes) -> bool:
+    """u64 little-endian header length (under 1 TiB), then a JSON object: ``{"`` or ``{}``."""
+    return (
+        len(head) >= 10
+        and head[5:8] == b"\x00\x00\x00"
+        and head[8:9] == b"{"
+        and head[9:10] in (b'"', b"}", b" ", b"\n", b"\r", b"\t")
+        and int.from_bytes(head[:8], "little") >= 2
+    )
+
+
+def _first_zip_member(head: bytes) -> bytes:
+    if len(head) < 30:
+        return b""
+    n = int.from_bytes(head[26:28], "little")
+    return head[30 : 30 + n]
 
 
 def _looks_like_text(head: bytes) -> bool:

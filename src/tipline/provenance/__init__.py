@@ -1,0 +1,233 @@
+"""AI provenance: what an item's bytes say (or a classifier suspects) about how it was made.
+
+``analyse(data, media_type)`` runs every registered *reader* that applies to the item's media
+kind, cheapest first, and returns their findings. A reader that raises does not stop the others:
+its exception becomes an ``error`` finding for its signal.
+
+Readers live in their own modules and plug in by calling :func:`register_reader` at import time::
+
+    from tipline.provenance import ReadContext, register_reader
+    from tipline.provenance.model import Finding
+
+    def read_c2pa(ctx: ReadContext) -> list[Finding]:
+        if not ctx.container.c2pa_present:   # parsed once, shared by every reader
+            return []
+        ...
+
+    register_reader("c2pa", read_c2pa, kinds=("image",), signal="c2pa", cost=20)
+
+Modules named in ``PLUGIN_MODULES`` are imported on first use, so a new reader needs no edit
+here beyond that list (a module that is absent is skipped silently).
+
+Privacy: readers always put free text (prompts, captions, authors) under
+``evidence["text"]``; ``analyse`` drops it unless ``include_text=True``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from tipline.media.sniff import SNIFF_BYTES, MediaType, sniff
+from tipline.provenance.model import Evidence, Finding, Signal, ai_evidence
+
+if TYPE_CHECKING:
+    from tipline.provenance.containers import ContainerInfo
+
+__all__ = [
+    "Evidence",
+    "Finding",
+    "ReadContext",
+    "Reader",
+    "ai_evidence",
+    "analyse",
+    "has_readers",
+    "register_reader",
+    "registered_readers",
+]
+
+#: Modules under ``tipline.provenance`` imported on first use so their readers register.
+PLUGIN_MODULES: tuple[tuple[str, Signal], ...] = (
+    ("c2pa", "c2pa"),
+    ("watermark", "watermark"),
+    ("detector", "detector"),
+    ("models", "model_file"),
+    ("keywords", "keyword"),
+)
+
+#: Defaults used when the caller passes no limits (same as ``tipline.config.Limits``).
+DEFAULT_MAX_PIXELS = 150_000_000
+DEFAULT_MAX_DECODE_SECONDS = 30.0
+
+
+class ReadContext:
+    """What a reader gets: the item, its media type, options, and the findings so far."""
+
+    def __init__(
+        self,
+        data: bytes,
+        media_type: MediaType,
+        *,
+        include_text: bool = False,
+        include_detectors: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_decode_seconds: float = DEFAULT_MAX_DECODE_SECONDS,
+    ) -> None:
+        self.data = data
+        self.media_type = media_type
+        #: whether the caller keeps free text; readers still put it under evidence["text"]
+        self.include_text = include_text
+        self.include_detectors = include_detectors
+        self.max_pixels = max_pixels
+        self.max_decode_seconds = max_decode_seconds
+        #: findings of the readers that ran before this one (cheaper ones), text included
+        self.findings: list[Finding] = []
+        #: scratch space readers share (parsed XMP...), keyed by reader-chosen names
+        self.cache: dict[str, Any] = {}
+
+    @cached_property
+    def container(self) -> ContainerInfo:
+        """The item's metadata containers (PNG chunks, JPEG segments, EXIF, XMP...), parsed once.
+
+        Never raises: structural problems are listed in ``container.errors``.
+        """
+        from tipline.provenance.containers import parse_container
+
+        return parse_container(self.data, self.media_type)
+
+
+ReaderFn = Callable[[ReadContext], Iterable[Finding]]
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    name: str
+    fn: ReaderFn
+    #: media kinds (``MediaType.kind``) this reader applies to
+    kinds: tuple[str, ...]
+    #: the signal its error findings are reported under
+    signal: Signal
+    #: lower runs first; built-ins: container metadata 10, IPTC 12, stealth LSB 40
+    cost: int
+    #: learned classifiers run only with ``include_detectors=True``
+    detector: bool
+
+
+_READERS: dict[str, Reader] = {}
+_ORDER: list[str] = []
+_lock = threading.Lock()
+_plugins_loaded = False
+_plugin_errors: list[tuple[str, Signal, str]] = []
+
+
+def register_reader(
+    name: str,
+    fn: ReaderFn,
+    kinds: Iterable[str] = ("image",),
+    *,
+    signal: Signal = "generator_metadata",
+    cost: int = 50,
+    detector: bool = False,
+) -> None:
+    """Add (or replace, by name) a reader. Call it at import time of the reader's module."""
+    reader = Reader(name, fn, tuple(kinds), signal, cost, detector)
+    with _lock:
+        if name not in _READERS:
+            _ORDER.append(name)
+        _READERS[name] = reader
+
+
+def registered_readers() -> list[Reader]:
+    """Every reader, in the order ``analyse`` runs them."""
+    _load_plugins()
+    with _lock:
+        readers = [_READERS[n] for n in _ORDER]
+    return sorted(readers, key=lambda r: (r.cost, _ORDER.index(r.name)))
+
+
+def has_readers(kind: str) -> bool:
+    """Whether any reader applies to media of this kind (``image``, ``model``...)."""
+    return any(kind in r.kinds for r in registered_readers())
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    _register_builtins()
+    for mod, signal in PLUGIN_MODULES:
+        full = f"{__name__}.{mod}"
+        try:
+            importlib.import_module(full)
+        except ModuleNotFoundError as err:
+            if err.name != full:
+                _plugin_errors.append((mod, signal, f"{type(err).__name__}: {err}"))
+        except Exception as err:  # a broken plugin must not break scanning
+            _plugin_errors.append((mod, signal, f"{type(err).__name__}: {err}"))
+
+
+def _register_builtins() -> None:
+    from tipline.provenance import generators
+
+    register_reader(
+        "generator_metadata", generators.read_metadata, signal="generator_metadata", cost=10
+    )
+    register_reader("iptc", generators.read_iptc, signal="iptc", cost=12)
+    register_reader("stealth_metadata", generators.read_stealth, signal="stealth_metadata", cost=40)
+
+
+def analyse(
+    data: bytes,
+    media_type: MediaType | None = None,
+    *,
+    include_text: bool = False,
+    include_detectors: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decode_seconds: float = DEFAULT_MAX_DECODE_SECONDS,
+    only: Iterable[str] | None = None,
+) -> list[Finding]:
+    """Every provenance finding for one item. Never raises for bad input.
+
+    ``only`` restricts the run to the named readers (used by benchmarks and tests).
+    """
+    mt = media_type or sniff(data[:SNIFF_BYTES])
+    ctx = ReadContext(
+        data,
+        mt,
+        include_text=include_text,
+        include_detectors=include_detectors,
+        max_pixels=max_pixels,
+        max_decode_seconds=max_decode_seconds,
+    )
+    wanted = set(only) if only is not None else None
+    readers = registered_readers()
+    for mod, signal, msg in _plugin_errors:
+        if wanted is None or mod in wanted:
+            ctx.findings.append(
+                Finding(signal, "error", error=f"reader module {mod!r} failed to load: {msg}")
+            )
+    for reader in readers:
+        if mt.kind not in reader.kinds or (reader.detector and not include_detectors):
+            continue
+        if wanted is not None and reader.name not in wanted:
+            continue
+        try:
+            ctx.findings.extend(reader.fn(ctx))
+        except Exception as err:  # one reader's bug or surprise must not cost the others
+            text = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+            ctx.findings.append(
+                Finding(
+                    reader.signal,
+                    "error",
+                    error=f"{reader.name}: {type(err).__name__}{': ' + text if text else ''}",
+                )
+            )
+    if not include_text:
+        for f in ctx.findings:
+            f.evidence.pop("text", None)
+    return ctx.findings

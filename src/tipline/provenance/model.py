@@ -75,3 +75,15 @@ def ai_evidence(findings: list[Finding]) -> Evidence:
         for f in findings
     )
     return "weak" if weak else "none"
+
+
+def finding_from_json(d: dict[str, Any]) -> Finding:
+    """Inverse of ``Finding.to_json`` (used by ``--resume`` to read back earlier records)."""
+    return Finding(
+        signal=d["signal"],
+        verdict=d["verdict"],
+        generator=d.get("generator"),
+        evidence=dict(d.get("evidence") or {}),
+        confidence=float(d.get("confidence", 1.0)),
+        error=d.get("error"),
+    )

@@ -6,14 +6,18 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from tipline.config import Limits
 from tipline.errors import ItemError
-from tipline.media.decode import decode_luma_fast, decode_rgb
+from tipline.media.decode import deadline, decode_luma_fast, decode_rgb
 from tipline.media.sniff import IMAGE_EXTENSIONS, SNIFF_BYTES, MediaType, sniff
+from tipline.media.video import VideoMode, VideoSource
 from tipline.scan.record import ItemRecord
 from tipline.signals import pdq
+
+if TYPE_CHECKING:
+    from tipline.provenance.keywords import KeywordMatcher
 
 PdqMode = Literal["fast", "reference"]
 CHUNK = 1024 * 1024
@@ -24,6 +28,14 @@ class HashOptions:
     pdq_mode: PdqMode = "fast"
     dihedral: bool = False
     limits: Limits = field(default_factory=Limits)
+    #: vPDQ frame sampling: "fast" (keyframes) or "reference" (exactly as the vpdq package)
+    video_mode: VideoMode = "fast"
+    #: AI provenance findings (record.provenance / ai_evidence); off with --no-provenance
+    provenance: bool = True
+    #: keep prompts, captions and authors in the provenance evidence (--include-text)
+    include_text: bool = False
+    #: scan --keywords: the user's keyword list (tipline.scan.keywords applies it to every record)
+    keywords: KeywordMatcher | None = field(default=None, compare=False)
 
 
 class _Digests:
@@ -76,12 +88,33 @@ def hash_bytes(
                 add_pdq(record, data, mt, options)
             except ItemError as err:
                 record.errors.append(str(err))
+    elif mt.kind == "video" and data:
+        add_vpdq(record, data, mt, options)
     elif _named_like_image(path) and mt.kind in ("text", "other"):
         what = "empty" if not data else f"{mt.mime} content"
         record.errors.append(
             f"unsupported_media: named like an image but is {what}; not decodable as an image"
         )
+    if options.provenance and data:
+        add_provenance(record, data, mt, options)
     return record
+
+
+def add_provenance(record: ItemRecord, data: bytes, mt: MediaType, options: HashOptions) -> None:
+    """AI provenance findings for items some reader handles; never adds to ``record.errors``."""
+    from tipline import provenance
+
+    if not (mt.is_image or provenance.has_readers(mt.kind)):
+        return
+    record.provenance = provenance.analyse(
+        data,
+        mt,
+        # with --keywords the text stays until the keyword pass, which drops it afterwards
+        include_text=options.include_text or options.keywords is not None,
+        max_pixels=options.limits.max_pixels,
+        max_decode_seconds=options.limits.max_decode_seconds,
+    )
+    record.ai_evidence = provenance.ai_evidence(record.provenance)
 
 
 def add_pdq(record: ItemRecord, data: bytes, mt: MediaType, options: HashOptions) -> None:
@@ -96,6 +129,34 @@ def add_pdq(record: ItemRecord, data: bytes, mt: MediaType, options: HashOptions
         record.pdq_dihedral = [h.hex for h in hashes]
 
 
+def add_vpdq(record: ItemRecord, source: VideoSource, mt: MediaType, options: HashOptions) -> None:
+    """vPDQ of a video (a path or its bytes) into ``record.vpdq``. Problems go to
+    ``record.errors``; frames hashed before a problem (a truncated file, a limit) are kept."""
+    from tipline.media.video import sample_frames
+    from tipline.signals.vpdq import VpdqFrame, VpdqHash, hash_sample
+
+    frames: list[VpdqFrame] = []
+    try:
+        with deadline(options.limits.max_video_decode_seconds, "video decoding"):
+            for sample in sample_frames(source, mt, options.limits, options.video_mode):
+                h = hash_sample(sample)
+                frames.append(VpdqFrame(h.hex, h.quality, sample.timestamp))
+    except ItemError as err:
+        record.errors.append(str(err))
+    if frames:
+        record.vpdq = VpdqHash(tuple(frames)).to_strings()
+        record.vpdq_frames = len(frames)
+
+
+def hash_video_file(stream: BinaryIO, path: str, mt: MediaType, options: HashOptions) -> ItemRecord:
+    """A video on disk: digests streamed from ``stream``, vPDQ decoded from ``path`` (never
+    read into memory)."""
+    record = ItemRecord(path=path, media_type=mt.mime)
+    digest_stream(stream, record, options.limits.max_file_bytes)
+    add_vpdq(record, path, mt, options)
+    return record
+
+
 def _named_like_image(path: str) -> bool:
     name = path.rsplit("!", 1)[-1]
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
@@ -104,6 +165,33 @@ def _named_like_image(path: str) -> bool:
 def signals_for_file(path: str | Path, options: HashOptions | None = None) -> dict[str, str]:
     """signal type -> signal for one file on disk (used by ``tipline bank add --file``)."""
     opts = options or HashOptions()
+    with open(path, "rb") as f:
+        mt = sniff(f.read(SNIFF_BYTES))
+        if mt.kind == "video":
+            # Banks hold reference-sampled vPDQ (what partners share): every frame the
+            # reference samples, so fast-mode scans of any copy find the frames they sample.
+            if options is None:
+                opts = HashOptions(video_mode="reference")
+            f.seek(0)
+            record = hash_video_file(f, str(path), mt, opts)
+            if record.vpdq is None:
+                raise ItemError(f"{path}: {record.errors[0] if record.errors else 'no frames'}")
+            from tipline.signals.vpdq import VpdqHash
+
+            return {
+                "md5": record.md5 or "",
+                "sha1": record.sha1 or "",
+                "sha256": record.sha256 or "",
+                "vpdq": VpdqHash.from_strings(record.vpdq).to_te_json(),
+            }
+        if mt.kind == "model":  # streamed: model files can be many GB
+            from tipline.provenance.models import inspect_model
+
+            size = f.seek(0, os.SEEK_END)
+            hashes = inspect_model(f, size, mt).hashes
+            if hashes is None:
+                raise ItemError(f"{path}: model file could not be hashed")
+            return hashes.signals()
     data = Path(path).read_bytes()
     record = hash_bytes(data, str(path), opts)
     if record.errors and record.pdq is None and sniff(data[:SNIFF_BYTES]).is_image:

@@ -19,9 +19,9 @@ from tipline.errors import (
     SymlinkLoopError,
     UnreadableError,
 )
-from tipline.media.sniff import SNIFF_BYTES, sniff
+from tipline.media.sniff import PYTORCH, SNIFF_BYTES, ZIP, sniff
 from tipline.scan.archives import Budget, is_archive, iter_members
-from tipline.scan.hashing import HashOptions, digest_stream, hash_bytes
+from tipline.scan.hashing import HashOptions, digest_stream, hash_bytes, hash_video_file
 from tipline.scan.record import ItemRecord
 
 Emit = Callable[[ItemRecord], None]
@@ -38,6 +38,10 @@ def scan_file(path: str, options: HashOptions, emit: Emit, skip: Collection[str]
     emitted again.
     """
     limits = options.limits
+    if options.keywords is not None:
+        from tipline.scan.keywords import keyword_emit
+
+        emit = keyword_emit(emit, options.keywords, options.include_text)
     try:
         st = os.stat(path)
     except OSError as err:
@@ -93,6 +97,17 @@ def scan_file(path: str, options: HashOptions, emit: Emit, skip: Collection[str]
             f.seek(0)
             _scan_archive(f, path, st.st_size, options, emit, skip, depth=1, container=path)
             return
+        if mt.kind == "model":  # streamed hashes + header findings (tipline.scan.models)
+            from tipline.scan.models import is_plain_model, model_record
+
+            try:
+                if not is_plain_model(f, st.st_size, mt):
+                    _scan_archive(f, path, st.st_size, options, emit, skip, 1, container=path)
+                elif path not in skip:
+                    emit(model_record(f, path, st.st_size, mt, options))
+            except OSError as err:
+                emit(error_record(path, UnreadableError(f"read failed: {err.strerror or err}")))
+            return
         if path in skip:
             return
         try:
@@ -105,6 +120,9 @@ def scan_file(path: str, options: HashOptions, emit: Emit, skip: Collection[str]
                 # files still go through hash_bytes for the extension check.
                 if st.st_size <= SNIFF_BYTES:
                     emit(hash_bytes(head, path, options, mt))
+                    return
+                if mt.kind == "video":
+                    emit(hash_video_file(f, path, mt, options))
                     return
                 rec = ItemRecord(path=path, media_type=mt.mime)
                 digest_stream(f, rec, limits.max_file_bytes)
@@ -134,6 +152,8 @@ def _scan_archive(
     limits = options.limits
     budget = budget or Budget(limits.max_archive_bytes)
     mt = sniff(stream.read(SNIFF_BYTES))
+    if mt.mime == PYTORCH.mime:  # a zip that is more than a PyTorch model (scan.models)
+        mt = ZIP
     stream.seek(0)
     own = ItemRecord(path=path, media_type=mt.mime, container=None if depth == 1 else container)
     digest_stream(stream, own, limits.max_file_bytes)
@@ -163,7 +183,12 @@ def _scan_archive(
                 continue
             data = member.data or b""
             cmt = sniff(data[:SNIFF_BYTES])
-            if is_archive(cmt):
+            if cmt.kind == "model":
+                from tipline.scan.models import emit_model_member
+
+                if emit_model_member(data, child, cmt, options, emit, skip, container):
+                    continue
+            if is_archive(cmt) or cmt.mime == PYTORCH.mime:
                 _scan_archive(
                     io.BytesIO(data),
                     child,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tipline.provenance.model import Finding, finding_from_json
+
 
 @dataclass(slots=True)
 class Match:
@@ -16,6 +18,12 @@ class Match:
     role: str = "alert"
     #: id of the ignore-bank entry that suppressed this alert match, if any
     suppressed_by: int | None = None
+    #: vpdq matches: % of the item's frames found in the entry, and of the entry's in the item
+    query_match_pct: float | None = None
+    index_match_pct: float | None = None
+    #: model banks: how an image or model cited this entry (``cited_model``, ``cited_lora``,
+    #: ``cited_base_model``, ``cited_resource``); None when the item's own hash matched
+    via: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -28,6 +36,11 @@ class Match:
         }
         if self.suppressed_by is not None:
             d["suppressed_by"] = self.suppressed_by
+        if self.query_match_pct is not None:
+            d["query_match_pct"] = round(self.query_match_pct, 2)
+            d["index_match_pct"] = round(self.index_match_pct or 0.0, 2)
+        if self.via is not None:
+            d["via"] = self.via
         return d
 
 
@@ -42,10 +55,23 @@ class ItemRecord:
     pdq: str | None = None
     pdq_quality: int | None = None
     pdq_dihedral: list[str] | None = None
+    #: videos: vPDQ frames as "pdq_hex,quality,timestamp" strings (see docs/formats.md)
+    vpdq: list[str] | None = None
+    vpdq_frames: int | None = None
+    #: model files (docs/models-and-keywords.md): A1111 legacy hash (8 hex; null under 2 MiB),
+    #: A1111 model hash (first 10 hex of sha256), kohya/addnet tensor-data hash (safetensors)
+    autov1: str | None = None
+    autov2: str | None = None
+    autov3: str | None = None
     matches: list[Match] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     #: for archive members: the file on disk that holds them
     container: str | None = None
+    #: AI provenance findings (tipline.provenance); None when not analysed (--no-provenance).
+    #: Free text is already dropped unless the scan ran with --include-text.
+    provenance: list[Finding] | None = None
+    #: none | weak | strong, summarised from ``provenance`` (see docs/provenance.md)
+    ai_evidence: str | None = None
 
     @property
     def pdq_usable(self) -> bool:
@@ -72,10 +98,20 @@ class ItemRecord:
             d["pdq_usable"] = self.pdq_usable
         if self.pdq_dihedral is not None:
             d["pdq_dihedral"] = self.pdq_dihedral
+        if self.vpdq is not None:
+            d["vpdq_frames"] = self.vpdq_frames
+            d["vpdq"] = self.vpdq
+        if self.autov2 is not None:
+            d["autov1"] = self.autov1
+            d["autov2"] = self.autov2
+            d["autov3"] = self.autov3
         d["matches"] = [m.to_json() for m in self.matches]
         d["errors"] = list(self.errors)
         if self.container is not None:
             d["container"] = self.container
+        if self.provenance is not None:
+            d["ai_evidence"] = self.ai_evidence
+            d["provenance"] = [f.to_json(include_text=True) for f in self.provenance]
         return d
 
     @classmethod
@@ -90,6 +126,11 @@ class ItemRecord:
             pdq=d.get("pdq"),
             pdq_quality=d.get("pdq_quality"),
             pdq_dihedral=d.get("pdq_dihedral"),
+            vpdq=d.get("vpdq"),
+            vpdq_frames=d.get("vpdq_frames"),
+            autov1=d.get("autov1"),
+            autov2=d.get("autov2"),
+            autov3=d.get("autov3"),
             matches=[
                 Match(
                     bank=m["bank"],
@@ -99,9 +140,18 @@ class ItemRecord:
                     label=m.get("label", ""),
                     role=m.get("role", "alert"),
                     suppressed_by=m.get("suppressed_by"),
+                    query_match_pct=m.get("query_match_pct"),
+                    index_match_pct=m.get("index_match_pct"),
+                    via=m.get("via"),
                 )
                 for m in d.get("matches", [])
             ],
             errors=list(d.get("errors", [])),
             container=d.get("container"),
+            provenance=(
+                [finding_from_json(f) for f in d["provenance"]]
+                if d.get("provenance") is not None
+                else None
+            ),
+            ai_evidence=d.get("ai_evidence"),
         )

@@ -197,7 +197,29 @@ def cluster_records(
             if len(a):
                 item_of_code = np.asarray(code_items, dtype=np.int64)
                 uf.union_pairs(item_of_code[a], item_of_code[b])
+    _join_videos(records, uf, threshold)
     return _build_clusters(records, uf)
+
+
+def _join_videos(records: Sequence[ItemRecord], uf: UnionFind, threshold: int) -> None:
+    """Videos join when their vPDQ hashes match one way or the other (a copy and its
+    original; a clip and the video it was cut from), frames within ``threshold``."""
+    from tipline.errors import InvalidSignalError
+    from tipline.signals.vpdq import VpdqHash, VpdqMatchOptions, duplicate_pairs
+
+    videos: list[int] = []
+    hashes: list[VpdqHash | None] = []
+    for i, r in enumerate(records):
+        if r.vpdq:
+            try:
+                hashes.append(VpdqHash.from_strings(r.vpdq))
+            except InvalidSignalError:
+                continue
+            videos.append(i)
+    if len(videos) < 2 or threshold < 0:
+        return
+    for a, b in duplicate_pairs(hashes, VpdqMatchOptions(distance=threshold)):
+        uf.union(videos[a], videos[b])
 
 
 def _build_clusters(records: Sequence[ItemRecord], uf: UnionFind) -> list[Cluster]:
