@@ -189,6 +189,31 @@ def test_csv_and_html_output(banked: tuple[Path, Path, dict[str, str]]) -> None:
     assert "<img" not in html and "data:image" not in html and "url(" not in html
 
 
+def test_csv_and_html_show_ai_evidence_without_prompt_text(tmp_path: Path) -> None:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text(
+        "parameters",
+        "a lighthouse on a cliff at sunset, oil painting\nNegative prompt: blurry\n"
+        "Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 42, Size: 512x512, "
+        "Model hash: 0123456789, Model: landscape_v1",
+    )
+    media = tmp_path / "m"
+    media.mkdir()
+    photo("rocket").save(media / "gen.png", pnginfo=info)
+    for name in ("r.csv", "r.html"):
+        code, _, _ = run(tmp_path, "scan", str(media), "-o", str(tmp_path / name))
+        assert code == 0
+    row = next(csv.DictReader(io.StringIO((tmp_path / "r.csv").read_text())))
+    assert row["ai_evidence"] == "strong"
+    assert "generator_metadata:ai_generated" in row["provenance"]
+    for name in ("r.csv", "r.html"):
+        text = (tmp_path / name).read_text()
+        assert "lighthouse" not in text
+    assert "strong" in (tmp_path / "r.html").read_text()
+
+
 def test_hash_command(tmp_path: Path) -> None:
     p = tmp_path / "x.png"
     noise_image(1, 200, 200).save(p)

@@ -32,8 +32,9 @@ class Limits:
     Every one is a command-line flag on ``tipline scan`` and ``tipline hash``.
     """
 
-    #: Largest file read at all (images, archives, other files are hashed by streaming).
-    max_file_bytes: int = 4 * GiB
+    #: Largest file read at all. Non-image files are hashed by streaming (flat memory), so this
+    #: only bounds time; 64 GiB admits full SDXL/Flux checkpoints and long videos.
+    max_file_bytes: int = 64 * GiB
     #: Largest image file decoded (larger files still get cryptographic hashes).
     max_image_bytes: int = 256 * MiB
     #: Decompression-bomb guard: width x height above this is refused before decoding.

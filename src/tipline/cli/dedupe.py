@@ -40,6 +40,14 @@ def dedupe(
             "--from-results", help="PATHS are `tipline scan`/`hash` JSONL outputs: no re-hashing."
         ),
     ] = False,
+    video_mode: Annotated[
+        str,
+        typer.Option(
+            "--video-mode",
+            help="fast (keyframe-guided) or reference (every sampled frame, as the vpdq "
+            "package). Use reference when copies were re-encoded with other keyframe spacing.",
+        ),
+    ] = "fast",
     min_size: Annotated[
         int, typer.Option("--min-size", help="Only output clusters with at least this many items.")
     ] = 1,
@@ -85,7 +93,11 @@ def dedupe(
             except (OSError, ValueError, KeyError) as e:
                 raise TiplineError(f"cannot read scan results {p}: {e}") from None
     else:
-        opts = HashOptions(dihedral=dihedral)
+        if video_mode not in ("fast", "reference"):
+            raise typer.BadParameter("must be fast or reference", param_hint="--video-mode")
+        opts = HashOptions(
+            dihedral=dihedral, video_mode="fast" if video_mode == "fast" else "reference"
+        )
         run_scan([str(p) for p in paths], opts, None, records.extend, jobs=jobs)
     clusters = cluster_records(records, threshold, use_dihedral=dihedral, jobs=jobs)
     shown = [c for c in clusters if c.size >= min_size]

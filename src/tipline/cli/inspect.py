@@ -17,9 +17,15 @@ from rich.table import Table
 from rich.text import Text
 
 from tipline.cli.app import app
+from tipline.cli.scan import (
+    DetectorCardOpt,
+    TrustAnchorsOpt,
+    WatermarksOpt,
+    configure_provenance,
+)
 from tipline.config import Limits
 from tipline.errors import TiplineError
-from tipline.media.sniff import SNIFF_BYTES, sniff
+from tipline.media.sniff import SNIFF_BYTES, MediaType, sniff
 from tipline.provenance.model import DECLARED, Finding
 
 _EVIDENCE_STYLE = {"strong": "bold red", "weak": "bold yellow", "none": "bold green"}
@@ -52,12 +58,9 @@ def inspect_cmd(
             help="Show prompts, captions and authors found in the metadata (sensitive).",
         ),
     ] = False,
-    include_detectors: Annotated[
-        bool,
-        typer.Option(
-            "--detectors", help="Also run learned AI-image detectors, where any are installed."
-        ),
-    ] = False,
+    watermarks: WatermarksOpt = False,
+    detector_card: DetectorCardOpt = None,
+    c2pa_trust_anchors: TrustAnchorsOpt = None,
 ) -> None:
     """Show the AI provenance of one file: generator metadata, IPTC source type, hidden
     (stealth) metadata and any other registered signal, with the `ai_evidence` summary.
@@ -74,22 +77,32 @@ def inspect_cmd(
     from tipline import provenance
 
     limits = Limits()
-    data = _read(file, limits.max_image_bytes)
-    mt = sniff(data[:SNIFF_BYTES])
-    findings = provenance.analyse(
-        data,
-        mt,
-        include_text=True,  # kept in memory to say "text withheld"; printed only when asked
-        include_detectors=include_detectors,
-        max_pixels=limits.max_pixels,
-        max_decode_seconds=limits.max_decode_seconds,
-    )
+    include_detectors = configure_provenance(detector_card, c2pa_trust_anchors)
+    mt = _sniff_file(file)
+    if mt.kind == "model":
+        # Model files can be many GB: streamed, never read whole.
+        from tipline.provenance.models import describe_model
+
+        findings = describe_model(file)
+        data_sha256, size = _stream_sha256(file)
+    else:
+        data = _read(file, limits.max_image_bytes)
+        findings = provenance.analyse(
+            data,
+            mt,
+            include_text=True,  # kept in memory to say "text withheld"; printed only when asked
+            include_detectors=include_detectors,
+            include_watermarks=watermarks,
+            max_pixels=limits.max_pixels,
+            max_decode_seconds=limits.max_decode_seconds,
+        )
+        data_sha256, size = hashlib.sha256(data).hexdigest(), len(data)
     evidence = provenance.ai_evidence(findings)
     record: dict[str, Any] = {
         "path": str(file),
         "media_type": mt.mime,
-        "size": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": size,
+        "sha256": data_sha256,
         "ai_evidence": evidence,
         "provenance": [f.to_json(include_text=include_text) for f in findings],
     }
@@ -97,6 +110,27 @@ def inspect_cmd(
         typer.echo(json.dumps(record, indent=2, ensure_ascii=False))
         return
     _render(Console(), record, findings, include_text)
+
+
+def _sniff_file(path: Path) -> MediaType:
+    try:
+        with open(path, "rb") as f:
+            return sniff(f.read(SNIFF_BYTES))
+    except OSError as err:
+        raise InspectError(f"{path}: {err.strerror or err}") from None
+
+
+def _stream_sha256(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+                size += len(chunk)
+    except OSError as err:
+        raise InspectError(f"{path}: {err.strerror or err}") from None
+    return h.hexdigest(), size
 
 
 def _read(path: Path, cap: int) -> bytes:

@@ -138,6 +138,52 @@ IncludeTextOpt = Annotated[
         "(sensitive: off by default, when only generator, models, hashes and settings are kept).",
     ),
 ]
+WatermarksOpt = Annotated[
+    bool,
+    typer.Option(
+        "--watermarks",
+        help="Decode Stable Diffusion / SDXL invisible watermarks (dwtDct). Off by default: it "
+        "costs ~5-35 ms on generator-sized images; thresholds keep false positives <= 1e-3.",
+    ),
+]
+DetectorCardOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--detector-card",
+        help="Run the learned AI-image detector this model card describes (see `tipline "
+        "detector --help`). Its score is a ranking signal, never a verdict.",
+        show_default=False,
+    ),
+]
+TrustAnchorsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--c2pa-trust-anchors",
+        help="PEM file of C2PA trust anchors: signers under them count as Trusted (without it "
+        "the best validation state is Valid). Remote manifests and OCSP are never fetched.",
+        show_default=False,
+    ),
+]
+
+
+def configure_provenance(detector_card: Path | None, trust_anchors: Path | None) -> bool:
+    """Process-wide reader settings (set before scan workers fork). True if a detector runs."""
+    if trust_anchors is not None:
+        from tipline.provenance import c2pa as c2pa_reader
+
+        if not trust_anchors.is_file():
+            raise typer.BadParameter(
+                f"no such file: {trust_anchors}", param_hint="--c2pa-trust-anchors"
+            )
+        c2pa_reader.configure(c2pa_reader.C2paSettings(trust_anchors=trust_anchors))
+    if detector_card is None:
+        return False
+    from tipline.provenance import detector
+
+    detector.configure(detector_card)
+    return True
+
+
 VideoModeOpt = Annotated[
     str,
     typer.Option(
@@ -234,6 +280,9 @@ def scan(
     video_mode: VideoModeOpt = "fast",
     no_provenance: NoProvenanceOpt = False,
     include_text: IncludeTextOpt = False,
+    watermarks: WatermarksOpt = False,
+    detector_card: DetectorCardOpt = None,
+    c2pa_trust_anchors: TrustAnchorsOpt = None,
     keywords: Annotated[
         Path | None,
         typer.Option(
@@ -314,6 +363,8 @@ def scan(
         video_mode=_check_video_mode(video_mode),
         provenance=not no_provenance,
         include_text=include_text,
+        watermarks=watermarks,
+        detectors=configure_provenance(detector_card, c2pa_trust_anchors),
         keywords=_keyword_matcher(keywords),
     )
     fmt_ = _format(fmt, output)
@@ -470,6 +521,9 @@ def hash_cmd(
     video_mode: VideoModeOpt = "fast",
     no_provenance: NoProvenanceOpt = False,
     include_text: IncludeTextOpt = False,
+    watermarks: WatermarksOpt = False,
+    detector_card: DetectorCardOpt = None,
+    c2pa_trust_anchors: TrustAnchorsOpt = None,
     pretty: Annotated[
         bool, typer.Option("--pretty", help="Indented JSON instead of one line per item.")
     ] = False,
@@ -493,6 +547,8 @@ def hash_cmd(
         video_mode=_check_video_mode(video_mode),
         provenance=not no_provenance,
         include_text=include_text,
+        watermarks=watermarks,
+        detectors=configure_provenance(detector_card, c2pa_trust_anchors),
     )
 
     def emit(records: list[ItemRecord]) -> None:

@@ -74,6 +74,7 @@ class ReadContext:
         *,
         include_text: bool = False,
         include_detectors: bool = False,
+        include_watermarks: bool | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_decode_seconds: float = DEFAULT_MAX_DECODE_SECONDS,
     ) -> None:
@@ -82,6 +83,8 @@ class ReadContext:
         #: whether the caller keeps free text; readers still put it under evidence["text"]
         self.include_text = include_text
         self.include_detectors = include_detectors
+        #: decode invisible watermarks (costly on generator-sized images); None: environment
+        self.include_watermarks = include_watermarks
         self.max_pixels = max_pixels
         self.max_decode_seconds = max_decode_seconds
         #: findings of the readers that ran before this one (cheaper ones), text included
@@ -187,6 +190,7 @@ def analyse(
     *,
     include_text: bool = False,
     include_detectors: bool = False,
+    include_watermarks: bool | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_decode_seconds: float = DEFAULT_MAX_DECODE_SECONDS,
     only: Iterable[str] | None = None,
@@ -201,6 +205,7 @@ def analyse(
         mt,
         include_text=include_text,
         include_detectors=include_detectors,
+        include_watermarks=include_watermarks,
         max_pixels=max_pixels,
         max_decode_seconds=max_decode_seconds,
     )

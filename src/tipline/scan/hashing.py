@@ -34,6 +34,10 @@ class HashOptions:
     provenance: bool = True
     #: keep prompts, captions and authors in the provenance evidence (--include-text)
     include_text: bool = False
+    #: decode SD/SDXL invisible watermarks (--watermarks; costly on generator-sized images)
+    watermarks: bool = False
+    #: run the learned detector configured by --detector-card (a ranking signal, never a verdict)
+    detectors: bool = False
     #: scan --keywords: the user's keyword list (tipline.scan.keywords applies it to every record)
     keywords: KeywordMatcher | None = field(default=None, compare=False)
 
@@ -111,6 +115,8 @@ def add_provenance(record: ItemRecord, data: bytes, mt: MediaType, options: Hash
         mt,
         # with --keywords the text stays until the keyword pass, which drops it afterwards
         include_text=options.include_text or options.keywords is not None,
+        include_watermarks=options.watermarks,
+        include_detectors=options.detectors,
         max_pixels=options.limits.max_pixels,
         max_decode_seconds=options.limits.max_decode_seconds,
     )

@@ -29,6 +29,9 @@ CSV_COLUMNS = [
     "sha256",
     "pdq",
     "pdq_quality",
+    "vpdq_frames",
+    "ai_evidence",
+    "provenance",
     "matched",
     "banks",
     "labels",
@@ -90,6 +93,15 @@ def iter_journal(path: Path) -> Iterator[ItemRecord]:
                 yield ItemRecord.from_json(json.loads(line))
 
 
+def provenance_summary(r: ItemRecord) -> str:
+    """`signal:verdict(generator)` per finding; structured facts only, never free text."""
+    parts = []
+    for f in r.provenance or []:
+        gen = f" ({f.generator})" if f.generator else ""
+        parts.append(f"{f.signal}:{f.verdict}{gen}")
+    return " | ".join(parts)
+
+
 def csv_row(r: ItemRecord) -> dict[str, object]:
     alerts = r.alert_matches
     return {
@@ -101,6 +113,9 @@ def csv_row(r: ItemRecord) -> dict[str, object]:
         "sha256": r.sha256,
         "pdq": r.pdq,
         "pdq_quality": r.pdq_quality,
+        "vpdq_frames": r.vpdq_frames,
+        "ai_evidence": r.ai_evidence or "",
+        "provenance": provenance_summary(r),
         "matched": "yes" if alerts else "no",
         "banks": " ".join(sorted({m.bank for m in alerts})),
         "labels": " | ".join(sorted({m.label for m in alerts if m.label})),
@@ -139,6 +154,8 @@ def render_html(records: list[ItemRecord], title: str, meta: dict[str, str]) -> 
     suppressed = sum(1 for r in records if not r.alert_matches and r.matches)
     media: Counter[str] = Counter(r.media_type for r in records)
     return env.get_template("report.html").render(
+        provenance_summary=provenance_summary,
+        ai_strong=sum(1 for r in records if r.ai_evidence == "strong"),
         title=title,
         meta=meta,
         total=len(records),
