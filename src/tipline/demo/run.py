@@ -43,36 +43,23 @@ def run_demo(data_dir: Path, jobs: int = 0, fresh: bool = True) -> DemoResult:
         store.create_bank(
             Bank(DEMO_BANK, role="alert", description="Hashes of benign demo originals (stand-ins)")
         )
-        entries = []
-        for f in files:
-            if f.variant == "original" and f.banked:
-                for st, sig in signals_for_file(f.path).items():
-                    if st in ("pdq", "md5"):
-                        entries.append(
-                            Entry(
-                                DEMO_BANK,
-                                st,
-                                sig,
-                                label=DEMO_LABEL,
-                                source="tipline demo",
-                                note=f.original,
-                            )
-                        )
-        for c in clips:
-            if c.variant == "original" and c.banked:
-                # reference-sampled vPDQ, as partners' lists hold it
-                for st, sig in signals_for_file(c.path).items():
-                    if st in ("vpdq", "md5"):
-                        entries.append(
-                            Entry(
-                                DEMO_BANK,
-                                st,
-                                sig,
-                                label=DEMO_LABEL,
-                                source="tipline demo",
-                                note=c.original,
-                            )
-                        )
+        # Banked originals: PDQ + MD5 for images; vPDQ (sampled like the vpdq package, as
+        # partners' lists hold it) + MD5 for clips.
+        banked: list[tuple[Path, str, tuple[str, str]]] = [
+            (f.path, f.original, ("pdq", "md5"))
+            for f in files
+            if f.variant == "original" and f.banked
+        ] + [
+            (c.path, c.original, ("vpdq", "md5"))
+            for c in clips
+            if c.variant == "original" and c.banked
+        ]
+        entries = [
+            Entry(DEMO_BANK, st, sig, label=DEMO_LABEL, source="tipline demo", note=original)
+            for path, original, kinds in banked
+            for st, sig in signals_for_file(path).items()
+            if st in kinds
+        ]
         store.add_entries(entries)
         bank = store.get_bank(DEMO_BANK)
         bank_entries = list(store.iter_entries(DEMO_BANK, enabled_only=True))
