@@ -44,7 +44,7 @@ def main() -> int:
                 pdq=codes[j].tobytes().hex(),
                 pdq_quality=100,
                 size=1000,
-            )  # fmt: skip
+            )
         )
     gen_s = time.perf_counter() - t0
 

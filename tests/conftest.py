@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytest_plugins = ["conftest_db"]  # db_url, engine, session_factory (both backends)
+
 
 def photo(name: str = "coffee", size: tuple[int, int] | None = None) -> Image.Image:
     import skimage.data

@@ -81,7 +81,21 @@ def _register() -> None:
     if _registered:
         return
     # Command modules register themselves on `app` when imported.
-    from tipline.cli import bank, dedupe, demo, detector, inspect, keywords, scan  # noqa: F401
+    from tipline.cli import (  # noqa: F401
+        audit,  # the audit trail
+        bank,
+        db,  # service database, job workers
+        dedupe,
+        demo,
+        detector,
+        inspect,
+        keywords,
+        media,  # media at rest
+        scan,
+        serve,  # the web service
+        users,  # users and API tokens
+        worker,
+    )
 
     _wrap_commands(app)
     _registered = True

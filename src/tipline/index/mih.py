@@ -134,8 +134,10 @@ class TableLayout:
         starts = np.arange(self.m, dtype=np.int64) * self.bits
         return starts // 64, starts % 64
 
+    @functools.lru_cache(maxsize=32)  # noqa: B019 (a handful of small frozen layouts)
     def word_masks(self) -> Words:
-        """(m, 4) uint64: the bits of each table, for sub-distances."""
+        """(m, 4) uint64: the bits of each table, for sub-distances (cached: every search
+        needs them; callers must not modify the array)."""
         out = np.zeros((self.m, 4), dtype=np.uint64)
         for t in range(self.m):
             for bit in range(self.start(t), self.start(t) + self.bits):

@@ -1,0 +1,1 @@
+"""Fetching what reports point at, safely."""

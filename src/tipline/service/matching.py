@@ -1,0 +1,694 @@
+"""The service's bank store plus a live match index, updated incrementally.
+
+``MatchService`` owns a ``BankStore`` (the service database through
+``tipline.store.banks.SqlBankStore`` when that module is present, else the bank SQLite file of
+``tipline.banks.open_store``) and an in-memory index of every enabled entry:
+
+* PDQ codes in a ``HammingIndex`` (``MIHIndex`` once the bank is not tiny), searched at the
+  largest threshold of the enabled banks, then filtered by each bank's own ``pdq_threshold``;
+* exact signals (md5 / sha1 / sha256 / model hashes) in a dict.
+
+**Incremental updates.** Every change made through the service (add, remove, enable, disable an
+entry; create, update or delete a bank) is written to the store and then applied to the index in
+the same request, under a lock: a hash added by ``POST /c/bank/X/signal`` is found by the very
+next ``/m/lookup``. There are no periodic full rebuilds.
+
+**Other processes** (several API processes, in-process or separate pipeline workers) sharing
+the index directory learn of changes through a change journal, ``<index_dir>/changes.jsonl``:
+every change is appended as one JSON line (under a file lock) by the process that made it; each
+process follows the file from where its index was built, at most ``refresh_seconds`` behind, in
+a background thread, and applies the same incremental update (operations are idempotent). So a
+hash added through one process is matchable on all of them within about a second, with no
+rebuild. Only a bulk add of more than ``JOURNAL_MAX_ADDS`` entries is journalled as ``reload``:
+the others rebuild from the database in the background while their old index keeps answering
+(memory peak: two indexes for the length of one reload). The journal only grows; remove it
+while every process on the directory is stopped (they rebuild from the database at start).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy.engine import Engine
+
+from tipline.banks.model import Bank, BankStore, Entry
+from tipline.errors import BankError, BankNotFoundError
+from tipline.index.hamming import HammingIndex, codes_from_hex
+from tipline.index.mih import MIHIndex
+from tipline.scan.record import ItemRecord, Match
+from tipline.signals.types import SIGNAL_TYPES, signal_type
+
+log = logging.getLogger("tipline.service.matching")
+
+#: The change journal in the index directory (JSON lines; see the module docstring).
+JOURNAL = "changes.jsonl"
+#: Adds larger than this are journalled as "reload" (the other processes rebuild).
+JOURNAL_MAX_ADDS = 10_000
+
+#: Exact signal types an uploaded item's own hashes are looked up under.
+_RECORD_EXACT = ("md5", "sha1", "sha256", "autov1", "autov2", "autov3")
+
+
+@dataclass(slots=True)
+class _Info:
+    bank: str
+    signal_type: str
+    label: str
+    enabled: bool
+    #: only kept for exact types (PDQ codes live in the Hamming index)
+    signal: str = ""
+
+
+@dataclass(slots=True)
+class Hit:
+    """One entry found for a signal."""
+
+    entry_id: int
+    bank: str
+    signal_type: str
+    distance: int
+    label: str
+
+
+@dataclass(slots=True)
+class _Index:
+    banks: dict[str, Bank] = field(default_factory=dict)
+    info: dict[int, _Info] = field(default_factory=dict)
+    pdq: HammingIndex = field(default_factory=lambda: MIHIndex())
+    exact: dict[tuple[str, str], set[int]] = field(default_factory=dict)
+    built_at: float = 0.0
+    #: PDQ hits are filtered with arrays, not per-hit dict lookups: the bank slot of every
+    #: entry id (0 = none), and per slot the PDQ threshold (-1: bank disabled or gone)
+    pdq_slot: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    slots: dict[str, int] = field(default_factory=dict)
+    slot_names: list[str] = field(default_factory=lambda: [""])
+    slot_thr: npt.NDArray[np.int32] = field(default_factory=lambda: np.full(1, -1, np.int32))
+
+    def slot(self, bank: str) -> int:
+        s = self.slots.get(bank)
+        if s is None:
+            s = self.slots[bank] = len(self.slot_names)
+            self.slot_names.append(bank)
+        return s
+
+    def set_pdq_slots(self, ids: list[int], bank: str) -> None:
+        if not ids:
+            return
+        top = max(ids)
+        if top >= len(self.pdq_slot):
+            grown = np.zeros(max(top + 1, 2 * len(self.pdq_slot), 1024), np.int32)
+            grown[: len(self.pdq_slot)] = self.pdq_slot
+            self.pdq_slot = grown
+        self.pdq_slot[np.asarray(ids, dtype=np.int64)] = self.slot(bank)
+
+    def refresh_thresholds(self) -> None:
+        for name in self.banks:
+            self.slot(name)
+        thr = np.full(len(self.slot_names), -1, np.int32)
+        for name, s in self.slots.items():
+            b = self.banks.get(name)
+            if b is not None and b.enabled:
+                thr[s] = b.pdq_threshold
+        self.slot_thr = thr
+
+    def radius(self, banks: set[str] | None = None) -> int:
+        """The search radius: the largest threshold of the enabled banks asked for (-1: none).
+        Reads only arrays replaced whole under the lock, so it needs no lock itself."""
+        thr = self.slot_thr
+        if banks is None:
+            return int(thr.max()) if len(thr) else -1
+        slots = [self.slots[b] for b in banks if b in self.slots]
+        return int(thr[slots].max()) if slots else -1
+
+    def size(self) -> int:
+        return sum(1 for i in self.info.values() if i.enabled)
+
+
+def _store_factory(
+    data_dir: Path, db_url: str, engine: Engine | None = None
+) -> Callable[[], BankStore]:
+    """One shared ``SqlBankStore`` on the service database (thread-safe: a connection pool)
+    when the storage layer provides it; else a bank SQLite file per thread in ``data_dir``."""
+    try:
+        mod = importlib.import_module("tipline.store.banks")
+    except ModuleNotFoundError:
+        mod = None
+    cls = getattr(mod, "SqlBankStore", None) if mod is not None else None
+    if cls is not None:
+        shared: list[BankStore] = []
+        lock = threading.Lock()
+
+        def sql_store() -> BankStore:
+            with lock:
+                if not shared:
+                    shared.append(cls(engine if engine is not None else db_url))
+                return shared[0]
+
+        return sql_store
+
+    from tipline.banks import open_store
+
+    def sqlite_store() -> BankStore:
+        return open_store(data_dir)
+
+    return sqlite_store
+
+
+class MatchService:
+    """Banks plus the live index. Thread-safe: stores are per thread, the index has a lock."""
+
+    def __init__(
+        self,
+        store_factory: Callable[[], BankStore],
+        index_dir: Path | None = None,
+        refresh_seconds: float = 1.0,
+    ) -> None:
+        self._factory = store_factory
+        self._local = threading.local()
+        self._stores: list[BankStore] = []
+        self._stores_lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._index: _Index | None = None
+        self.index_dir = index_dir
+        self.refresh_seconds = refresh_seconds
+        self._offset = 0
+        self._instance = secrets.token_hex(8)
+        self._watcher: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.load_seconds = 0.0
+
+    @classmethod
+    def for_data_dir(
+        cls,
+        data_dir: Path,
+        db_url: str,
+        index_dir: Path | None = None,
+        refresh: float = 1.0,
+        engine: Engine | None = None,
+    ) -> MatchService:
+        return cls(
+            _store_factory(data_dir, db_url, engine), index_dir or data_dir / "index", refresh
+        )
+
+    # ------------------------------------------------------------------ store plumbing
+
+    @property
+    def store(self) -> BankStore:
+        store: BankStore | None = getattr(self._local, "store", None)
+        if store is None:
+            store = self._factory()
+            self._local.store = store
+            with self._stores_lock:
+                self._stores.append(store)
+        return store
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(5)
+            self._watcher = None
+        self._stop = threading.Event()
+        with self._stores_lock:
+            for s in {id(s): s for s in self._stores}.values():
+                with contextlib.suppress(Exception):
+                    s.close()
+            self._stores.clear()
+        self._local = threading.local()
+
+    def ping(self) -> None:
+        """Raise if the bank store cannot be read (readiness)."""
+        self.store.list_banks()
+
+    # ------------------------------------------------------------------ index lifecycle
+
+    @property
+    def loaded(self) -> bool:
+        return self._index is not None
+
+    def load(self) -> None:
+        """Build the index from the store (start-up; or when another process asks for a
+        reload), then follow the change journal from where the build started."""
+        offset = self._journal_size()
+        t0 = time.perf_counter()
+        idx = self._build(self.store)
+        with self._lock:
+            self._index = idx
+            self._offset = offset
+        self.load_seconds = time.perf_counter() - t0
+        log.info(
+            "match index loaded",
+            extra={"entries": idx.size(), "seconds": round(self.load_seconds, 3)},
+        )
+        self._start_watcher()
+
+    @staticmethod
+    def _build(store: BankStore) -> _Index:
+        idx = _Index(built_at=time.time())
+        idx.banks = {b.name: b for b in store.list_banks()}
+        ids: list[int] = []
+        hexes: list[str] = []
+        pending: dict[str, list[int]] = {}
+        for e in store.iter_entries():
+            if e.id is None:
+                continue
+            _put(idx, e, ids, hexes, pending)
+        for bank, bank_ids in pending.items():
+            idx.set_pdq_slots(bank_ids, bank)
+        idx.pdq = MIHIndex()
+        if ids:
+            idx.pdq.add(np.asarray(ids, dtype=np.int64), codes_from_hex(hexes))
+        idx.refresh_thresholds()
+        return idx
+
+    def _current(self) -> _Index:
+        idx = self._index
+        if idx is None:
+            raise IndexNotLoadedError("the match index is not loaded yet")
+        return idx
+
+    # -- the change journal shared by the processes on one index directory
+
+    def _journal(self) -> Path | None:
+        return None if self.index_dir is None else self.index_dir / JOURNAL
+
+    def _journal_size(self) -> int:
+        path = self._journal()
+        try:
+            return path.stat().st_size if path is not None else 0
+        except OSError:
+            return 0
+
+    def _log(self, op: dict[str, Any]) -> None:
+        """Append one change for the other processes (JSON, one line, under a file lock)."""
+        path = self._journal()
+        if path is None:
+            return
+        op["by"] = self._instance
+        line = (json.dumps(op, separators=(",", ":")) + "\n").encode()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    def _start_watcher(self) -> None:
+        if self.index_dir is None or self._watcher is not None:
+            return
+        self._watcher = threading.Thread(
+            target=self._watch, name="tipline-index-journal", daemon=True
+        )
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(max(self.refresh_seconds, 0.05)):
+            try:
+                self.catch_up()
+            except Exception:
+                log.exception("could not apply bank changes from other processes; reloading")
+                with contextlib.suppress(Exception):
+                    self.load()
+
+    def catch_up(self) -> int:
+        """Apply the changes other processes journalled since our last look; returns how
+        many. Every operation is idempotent, so one seen twice does no harm."""
+        path = self._journal()
+        if path is None or self._index is None or self._journal_size() <= self._offset:
+            return 0
+        with path.open("rb") as f:
+            f.seek(self._offset)
+            data = f.read(64 * 1024 * 1024)
+        end = data.rfind(b"\n") + 1  # a line still being written waits for the next look
+        applied = 0
+        reload = False
+        for raw in data[:end].splitlines():
+            op = json.loads(raw)  # JSON only: the journal is data, never code
+            if not isinstance(op, dict) or op.get("by") == self._instance:
+                continue
+            if op.get("op") == "reload":
+                reload = True
+                continue
+            self._apply(op)
+            applied += 1
+        self._offset += end
+        if reload:
+            self.load()
+        return applied
+
+    def _apply(self, op: dict[str, Any]) -> None:
+        kind = op.get("op")
+        if kind == "bank":
+            self._apply_bank(Bank(**op["bank"]))
+        elif kind == "delete_bank":
+            self._apply_delete_bank(str(op["name"]))
+        elif kind == "add":
+            entries = [
+                Entry(bank=b, signal_type=st, signal=sig, label=lab, enabled=bool(en), id=int(i))
+                for i, b, st, sig, lab, en in op["entries"]
+            ]
+            self._apply_add(entries)
+        elif kind == "remove":
+            self._apply_remove(str(op["bank"]), [int(i) for i in op["ids"]])
+        elif kind == "enable":
+            self._apply_enabled(str(op["bank"]), [int(i) for i in op["ids"]], bool(op["enabled"]))
+        else:
+            raise ValueError(f"unknown journal operation {str(kind)[:40]!r}")
+
+    # ------------------------------------------------------------------ banks
+
+    def list_banks(self) -> list[Bank]:
+        return self.store.list_banks()
+
+    def get_bank(self, name: str) -> Bank:
+        return self.store.get_bank(name)
+
+    def create_bank(self, bank: Bank) -> Bank:
+        created = self.store.create_bank(bank)
+        self._apply_bank(created)
+        self._log({"op": "bank", "bank": _bank_fields(created)})
+        return created
+
+    def update_bank(self, bank: Bank) -> Bank:
+        updated = self.store.update_bank(bank)
+        self._apply_bank(updated)
+        self._log({"op": "bank", "bank": _bank_fields(updated)})
+        return updated
+
+    def _apply_bank(self, bank: Bank) -> None:
+        with self._lock:
+            if self._index is not None:
+                self._index.banks[bank.name] = bank
+                self._index.refresh_thresholds()
+
+    def delete_bank(self, name: str) -> int:
+        n = self.store.delete_bank(name)
+        self._apply_delete_bank(name)
+        self._log({"op": "delete_bank", "name": name})
+        return n
+
+    def _apply_delete_bank(self, name: str) -> None:
+        with self._lock:
+            idx = self._index
+            if idx is not None:
+                idx.banks.pop(name, None)
+                idx.refresh_thresholds()
+                gone = [i for i, inf in idx.info.items() if inf.bank == name]
+                _drop(idx, gone)
+
+    def count_entries(self, bank: str) -> int:
+        return self.store.count_entries(bank)
+
+    # ------------------------------------------------------------------ entries
+
+    def add_entries(self, entries: Iterable[Entry]) -> list[int]:
+        """Store the entries and make them matchable before returning their ids."""
+        batch = list(entries)
+        ids = self.store.add_entries(batch)
+        stored: list[Entry] = []
+        for e, eid in zip(batch, ids, strict=True):
+            st = signal_type(e.signal_type)
+            stored.append(
+                Entry(
+                    bank=e.bank,
+                    signal_type=st.name,
+                    signal=st.normalise(e.signal),
+                    label=e.label,
+                    enabled=e.enabled,
+                    id=eid,
+                )
+            )
+        self._apply_add(stored)
+        if len(stored) > JOURNAL_MAX_ADDS:
+            self._log({"op": "reload"})  # a bulk import: others rebuild instead
+        else:
+            self._log(
+                {
+                    "op": "add",
+                    "entries": [
+                        [e.id, e.bank, e.signal_type, e.signal, e.label, e.enabled] for e in stored
+                    ],
+                }
+            )
+        return ids
+
+    def _apply_add(self, entries: list[Entry]) -> None:
+        with self._lock:
+            idx = self._index
+            if idx is None:
+                return
+            new_ids: list[int] = []
+            hexes: list[str] = []
+            pending: dict[str, list[int]] = {}
+            for e in entries:
+                if e.id is None or e.id in idx.info:
+                    continue  # the bank already held this signal, or we saw this add
+                _put(idx, e, new_ids, hexes, pending)
+            for bank, bank_ids in pending.items():
+                idx.set_pdq_slots(bank_ids, bank)
+            idx.refresh_thresholds()
+            if new_ids:
+                idx.pdq.add(np.asarray(new_ids, dtype=np.int64), codes_from_hex(hexes))
+
+    def get_entry(self, entry_id: int) -> Entry:
+        getter = getattr(self.store, "get_entry", None)
+        if getter is not None:
+            entry: Entry = getter(entry_id)
+            return entry
+        idx = self._index
+        inf = idx.info.get(entry_id) if idx is not None else None
+        banks = [inf.bank] if inf is not None else [b.name for b in self.store.list_banks()]
+        for bank in banks:
+            for e in self.store.iter_entries(bank):
+                if e.id == entry_id:
+                    return e
+        raise BankError(f"no bank entry with id {entry_id}")
+
+    def remove_entries(self, bank: str, entry_ids: Iterable[int]) -> int:
+        ids = [int(i) for i in entry_ids]
+        n = self.store.remove_entries(bank, ids)
+        self._apply_remove(bank, ids)
+        self._log({"op": "remove", "bank": bank, "ids": ids})
+        return n
+
+    def _apply_remove(self, bank: str, ids: list[int]) -> None:
+        with self._lock:
+            idx = self._index
+            if idx is not None:
+                _drop(idx, [i for i in ids if (inf := idx.info.get(i)) and inf.bank == bank])
+
+    def set_entries_enabled(self, bank: str, entry_ids: Iterable[int], enabled: bool) -> int:
+        ids = [int(i) for i in entry_ids]
+        n = self.store.set_entries_enabled(bank, ids, enabled)
+        self._apply_enabled(bank, ids, enabled)
+        self._log({"op": "enable", "bank": bank, "ids": ids, "enabled": enabled})
+        return n
+
+    def _apply_enabled(self, bank: str, ids: list[int], enabled: bool) -> None:
+        with self._lock:
+            idx = self._index
+            if idx is None:
+                return
+            for i in ids:
+                inf = idx.info.get(i)
+                if inf is None or inf.bank != bank or inf.enabled == enabled:
+                    continue
+                if inf.signal_type == "pdq":
+                    if enabled:
+                        sig = self.get_entry(i).signal
+                        idx.pdq.add(np.asarray([i], dtype=np.int64), codes_from_hex([sig]))
+                    else:
+                        idx.pdq.remove(np.asarray([i], dtype=np.int64))
+                elif enabled:
+                    idx.exact.setdefault((inf.signal_type, inf.signal), set()).add(i)
+                else:
+                    idx.exact.get((inf.signal_type, inf.signal), set()).discard(i)
+                inf.enabled = enabled
+
+    def iter_entries(self, bank: str) -> Iterator[Entry]:
+        return self.store.iter_entries(bank)
+
+    # ------------------------------------------------------------------ lookups
+
+    def lookup(
+        self, st_name: str, signal: str, banks: set[str] | None = None, labels: bool = True
+    ) -> list[Hit]:
+        """Enabled entries of enabled banks matching ``signal`` (PDQ within each bank's
+        threshold), closest first. Raises InvalidSignalError for a malformed signal.
+        ``labels=False`` leaves ``Hit.label`` empty (cheaper; HMA's answers carry none)."""
+        st = signal_type(st_name)
+        value = st.normalise(signal)
+        idx = self._current()
+        return self._lookup(idx, st.name, value, banks, labels)
+
+    def _lookup(
+        self, idx: _Index, st: str, value: str, banks: set[str] | None, labels: bool = True
+    ) -> list[Hit]:
+        hits: list[Hit] = []
+        if st == "pdq":
+            radius = idx.radius(banks)
+            if radius < 0:
+                return hits
+            with self._lock:
+                res = idx.pdq.search(codes_from_hex([value]), radius)
+            ids, dists = res[0]
+            if not len(ids):
+                return hits
+            slot = idx.pdq_slot[ids]
+            keep = dists <= idx.slot_thr[slot]
+            if banks is not None:
+                allowed = [idx.slots[b] for b in banks if b in idx.slots]
+                keep &= np.isin(slot, np.asarray(allowed, dtype=np.int32))
+            ids, dists, slot = ids[keep], dists[keep], slot[keep]
+            order = np.lexsort((ids, dists))  # closest first, then by id
+            names, info = idx.slot_names, idx.info
+            for eid, dist, sl in zip(
+                ids[order].tolist(), dists[order].tolist(), slot[order].tolist(), strict=True
+            ):
+                inf = info.get(eid) if labels else None
+                hits.append(Hit(eid, names[sl], st, dist, inf.label if inf is not None else ""))
+            return hits
+        for eid in sorted(idx.exact.get((st, value), ())):
+            hit = self._hit(idx, eid, st, 0, banks)
+            if hit is not None:
+                hits.append(hit)
+        return hits
+
+    @staticmethod
+    def _hit(idx: _Index, eid: int, st: str, dist: int, banks: set[str] | None) -> Hit | None:
+        inf = idx.info.get(eid)
+        if inf is None or not inf.enabled:
+            return None
+        bank = idx.banks.get(inf.bank)
+        if bank is None or not bank.enabled or (banks is not None and bank.name not in banks):
+            return None
+        return Hit(eid, bank.name, st, dist, inf.label)
+
+    def match_record(self, record: ItemRecord, banks: set[str] | None = None) -> list[Match]:
+        """Matches for a hashed item (an upload): its PDQ and its cryptographic digests.
+
+        Alert matches equalled or beaten by an ignore-bank match of the same signal type are
+        marked ``suppressed_by`` (the core matcher's rule)."""
+        idx = self._current()
+        found: dict[int, Hit] = {}
+        queries: list[tuple[str, str]] = []
+        if record.pdq_usable and record.pdq:
+            queries.append(("pdq", record.pdq))
+        for st in _RECORD_EXACT:
+            value = getattr(record, st, None)
+            if value:
+                queries.append((st, value.lower()))
+        for st, value in queries:
+            for h in self._lookup(idx, st, value, banks):
+                if h.entry_id not in found or h.distance < found[h.entry_id].distance:
+                    found[h.entry_id] = h
+        matches = [
+            Match(h.bank, h.entry_id, h.signal_type, h.distance, h.label, role=_role(idx, h.bank))
+            for h in sorted(found.values(), key=lambda h: (h.distance, h.entry_id))
+        ]
+        ignores = [m for m in matches if m.role == "ignore"]
+        for m in matches:
+            if m.role == "alert":
+                for ig in ignores:
+                    if ig.signal_type == m.signal_type and ig.distance <= m.distance:
+                        m.suppressed_by = ig.entry_id
+                        break
+        return matches
+
+    def status(self) -> dict[str, Any]:
+        idx = self._index
+        if idx is None:
+            return {"loaded": False}
+        counts: dict[str, int] = {}
+        for inf in idx.info.values():
+            if inf.enabled:
+                counts[inf.signal_type] = counts.get(inf.signal_type, 0) + 1
+        return {
+            "loaded": True,
+            "built_at": int(idx.built_at),
+            "size": sum(counts.values()),
+            "by_signal_type": counts,
+            "pdq_index_size": len(idx.pdq),
+            "banks": len(idx.banks),
+            "journal_offset": self._offset,
+            "load_seconds": round(self.load_seconds, 3),
+        }
+
+    def index_size(self) -> int:
+        idx = self._index
+        return 0 if idx is None else len(idx.pdq) + sum(len(v) for v in idx.exact.values())
+
+
+class IndexNotLoadedError(BankError):
+    """The index is still being built at start-up."""
+
+
+def _put(
+    idx: _Index, e: Entry, ids: list[int], hexes: list[str], pending: dict[str, list[int]]
+) -> None:
+    """Record ``e`` in ``idx``; PDQ codes of enabled entries are queued in ids/hexes, and every
+    PDQ entry's id under its bank in ``pending`` (for ``_Index.set_pdq_slots``)."""
+    assert e.id is not None
+    kind = SIGNAL_TYPES[e.signal_type].kind if e.signal_type in SIGNAL_TYPES else "exact"
+    if kind == "vpdq":
+        return  # video frame lists are matched by the scan pipeline, not the lookup API
+    label = e.label
+    if kind == "hamming":
+        idx.info[e.id] = _Info(e.bank, e.signal_type, label, e.enabled)
+        pending.setdefault(e.bank, []).append(e.id)
+        if not e.enabled:
+            return
+        ids.append(e.id)
+        hexes.append(e.signal)
+        return
+    idx.info[e.id] = _Info(e.bank, e.signal_type, label, e.enabled, e.signal)
+    if e.enabled:
+        idx.exact.setdefault((e.signal_type, e.signal), set()).add(e.id)
+
+
+def _role(idx: _Index, bank: str) -> str:
+    b = idx.banks.get(bank)
+    return b.role if b is not None else "alert"
+
+
+def _bank_fields(b: Bank) -> dict[str, Any]:
+    return {
+        "name": b.name,
+        "role": b.role,
+        "pdq_threshold": b.pdq_threshold,
+        "enabled": b.enabled,
+        "description": b.description,
+        "created_at": b.created_at,
+    }
+
+
+def _drop(idx: _Index, ids: list[int]) -> None:
+    pdq: list[int] = []
+    for i in ids:
+        inf = idx.info.pop(i, None)
+        if inf is None:
+            continue
+        if inf.signal_type == "pdq":
+            if inf.enabled:
+                pdq.append(i)
+        else:
+            idx.exact.get((inf.signal_type, inf.signal), set()).discard(i)
+    if pdq:
+        idx.pdq.remove(np.asarray(pdq, dtype=np.int64))
+
+
+__all__ = ["BankNotFoundError", "Hit", "IndexNotLoadedError", "MatchService"]

@@ -1,0 +1,222 @@
+"""Operations: Prometheus metrics, structured JSON logs with a request id, health and readiness.
+
+* ``GET /metrics`` -- Prometheus text format: ``tipline_http_requests_total`` and
+  ``tipline_http_request_seconds`` by method, route template and status;
+  ``tipline_matches_total`` by bank; ``tipline_index_entries``; ``tipline_index_loaded``.
+  Metrics are per process (scrape each API process, or put them behind one port each).
+* ``GET /healthz`` -- liveness: the process answers (200 ``{"status": "ok"}``).
+* ``GET /readyz`` -- readiness: the database answers and the match index is loaded
+  (200, else 503 with the failing checks).
+* Logs: one JSON object per line on stderr (``ts``, ``level``, ``logger``, ``msg``,
+  ``request_id`` and any ``extra`` fields); every request logs method, route, status and ms.
+  A client's ``X-Request-ID`` is kept (sanitised), else one is made; it is echoed in the response.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import importlib
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from tipline.service.matching import MatchService
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+access_log = logging.getLogger("tipline.access")
+_RID_OK = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def _load_require() -> Callable[[str], Any]:
+    """``tipline.service.auth.require`` when the auth module exists, else the placeholder."""
+    try:
+        mod = importlib.import_module("tipline.service.auth")
+        return cast(Callable[[str], Any], mod.require)
+    except (ModuleNotFoundError, AttributeError):
+        from tipline.service.permissions import require as placeholder
+
+        return placeholder
+
+
+#: ``Depends(require("match:read"))`` on every route: the permission the route needs.
+require: Callable[[str], Any] = _load_require()
+
+
+# ------------------------------------------------------------------------------------ logging
+
+_STD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record; ``extra={...}`` fields are kept as keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        rid = request_id_var.get()
+        if rid:
+            out["request_id"] = rid
+        for k, v in record.__dict__.items():
+            if k not in _STD_ATTRS and not k.startswith(("_", "color_")):
+                out[k] = v if isinstance(v, str | int | float | bool | None) else str(v)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def configure_logging(level: str = "info", json_logs: bool = True) -> None:
+    """Route the ``tipline`` loggers (and uvicorn's) to stderr, JSON or plain."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if json_logs else logging.Formatter("%(levelname)s %(name)s %(message)s")
+    )
+    for name in ("tipline", "uvicorn", "uvicorn.error"):
+        lg = logging.getLogger(name)
+        lg.handlers[:] = [handler]
+        lg.setLevel(level.upper())
+        lg.propagate = False
+    logging.getLogger("uvicorn.access").disabled = True  # our access log replaces it
+
+
+# ------------------------------------------------------------------------------------ metrics
+
+
+class Metrics:
+    """One registry per app, so several apps (tests) never collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "tipline_http_requests",
+            "HTTP requests by method, route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "tipline_http_request_seconds",
+            "HTTP request latency by method and route template",
+            ["method", "route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            registry=self.registry,
+        )
+        self.matches = Counter(
+            "tipline_matches", "Matches returned, by bank", ["bank"], registry=self.registry
+        )
+        self.index_entries = Gauge(
+            "tipline_index_entries", "Enabled entries in the match index", registry=self.registry
+        )
+        self.index_loaded = Gauge(
+            "tipline_index_loaded", "1 when the match index is loaded", registry=self.registry
+        )
+
+    def count_matches(self, banks: list[str]) -> None:
+        for b in banks:
+            self.matches.labels(bank=b).inc()
+
+
+class RequestMiddleware:
+    """Request id, access log line and metrics, as plain ASGI (cheap on the lookup path)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = ""
+        for k, v in scope.get("headers", ()):
+            if k == b"x-request-id":
+                cand = v.decode("latin-1")
+                rid = cand if _RID_OK.fullmatch(cand) else ""
+                break
+        rid = rid or uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        status = 500
+        t0 = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", rid.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - t0
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "<unmatched>"
+            method = scope.get("method", "")
+            self.metrics.requests.labels(method, template, str(status)).inc()
+            self.metrics.latency.labels(method, template).observe(elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "request",
+                    extra={
+                        "method": method,
+                        "route": template,
+                        "path": scope.get("path", "")[:200],
+                        "status": status,
+                        "ms": round(elapsed * 1000, 2),
+                    },
+                )
+            request_id_var.reset(token)
+
+
+# ------------------------------------------------------------------------------------ routes
+
+
+def router(matcher: MatchService, metrics: Metrics) -> APIRouter:
+    r = APIRouter(tags=["operations"])
+
+    @r.get("/metrics", include_in_schema=False, dependencies=[])
+    def get_metrics() -> Response:
+        metrics.index_entries.set(matcher.index_size())
+        metrics.index_loaded.set(1 if matcher.loaded else 0)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @r.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @r.get("/readyz")
+    def readyz(request: Request) -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            matcher.ping()
+            checks["database"] = "ok"
+        except Exception as err:  # any failure means "not ready"; the reason is shown
+            checks["database"] = f"error: {type(err).__name__}: {str(err)[:200]}"
+        checks["index"] = "ok" if matcher.loaded else "not loaded"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    return r
+
+
+PUBLIC_ROUTES = ("/metrics", "/healthz", "/readyz", "/status", "/status/live")

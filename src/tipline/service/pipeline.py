@@ -1,0 +1,597 @@
+"""The report pipeline: ingest -> fetch -> analyse -> cluster -> triage, as durable jobs.
+
+Each stage is a plain function ``stage(session, payload, config) -> [FollowUp, ...]`` that runs
+inside ONE database transaction together with the enqueueing of its follow-up jobs (see
+:func:`_handler`): either the stage's effect and its next jobs are committed, or neither is.
+
+**Idempotency.** A job may run twice (its worker can die after the commit, before the job is
+marked done). Every stage is written so a second run has no second effect:
+
+* ``ingest`` only enqueues, with dedupe keys (``fetch:url:<report>:<n>``,
+  ``fetch:upload:<upload>``, ``triage:report:<report>``);
+* ``fetch`` of an upload is a pass-through; of a URL it first looks for the upload row an
+  earlier run stored (``uploads.source_url``) before fetching;
+* ``analyse`` upserts the item by SHA-256, links (report, item) only if absent and clears the
+  upload's bytes last; a re-run finds the bytes gone and the item by ``uploads.sha256``;
+* ``cluster`` does nothing for an item that already has a cluster;
+* ``triage`` recomputes scores from stored facts (setting a value twice is one effect).
+
+Documented in docs/pipeline.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from tipline.crawl.fetch import (
+    BlockedAddressError,
+    FetchError,
+    FetchSettings,
+    HTTPStatusError,
+    InvalidURLError,
+    TooLargeError,
+    fetch,
+)
+from tipline.index.hamming import codes_from_hex
+from tipline.provenance.keywords import KeywordMatcher
+from tipline.scan.hashing import HashOptions, hash_bytes
+from tipline.scan.keywords import apply_keywords
+from tipline.scan.record import ItemRecord, Match
+from tipline.signals.pdq import MIN_USABLE_QUALITY
+from tipline.store.jobs import JobContext, PermanentJobError, register_handler
+from tipline.store.models import BankRow, Cluster, Item, Report, ReportItem, Upload
+from tipline.triage.priority import (
+    ItemFacts,
+    Score,
+    TriageWeights,
+    score_cluster,
+    score_item,
+    score_report,
+)
+
+log = logging.getLogger("tipline.pipeline")
+
+STAGES = ("ingest", "fetch", "analyse", "cluster", "triage")
+#: item statuses set by people; triage never overwrites them
+_HUMAN_STATUSES = frozenset({"in_review", "confirmed", "dismissed"})
+_CLUSTER_PDQ_THRESHOLD = 31
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    kind: str
+    payload: dict[str, Any]
+    dedupe_key: str
+
+
+MatchFn = Callable[[ItemRecord], list[Match]]
+
+
+@dataclass
+class PipelineConfig:
+    """What the stages need besides the database."""
+
+    #: bank matching of a hashed item (the service's MatchService.match_record, or a
+    #: BankMatcher(...).match in tests)
+    match: MatchFn
+    #: where media bytes go (``put(data) -> ref | None``); None keeps no bytes (hash-only)
+    media_store: Any = None
+    fetch_settings: FetchSettings = field(default_factory=FetchSettings)
+    hash_options: HashOptions = field(default_factory=HashOptions)
+    weights: TriageWeights = field(default_factory=TriageWeights)
+    keywords: KeywordMatcher | None = None
+    #: fetch direct media URLs named in reports (through the SSRF-safe fetcher)
+    fetch_urls: bool = True
+    cluster_threshold: int = _CLUSTER_PDQ_THRESHOLD
+
+
+_config: PipelineConfig | None = None
+_config_lock = threading.Lock()
+
+
+def configure(config: PipelineConfig | None) -> None:
+    """Set (or with None, reset) the configuration the job handlers use in this process."""
+    global _config
+    with _config_lock:
+        _config = config
+
+
+def get_config() -> PipelineConfig:
+    """The configured pipeline, or one built from the service settings (worker processes)."""
+    global _config
+    with _config_lock:
+        if _config is None:
+            _config = _config_from_settings()
+        return _config
+
+
+def _config_from_settings() -> PipelineConfig:
+    import os
+
+    from tipline.service.matching import MatchService
+    from tipline.service.media_store import from_settings
+    from tipline.service.settings import ServiceSettings
+
+    settings = ServiceSettings.load(os.environ.get("TIPLINE_CONFIG") or None)
+    svc = MatchService.for_data_dir(settings.data_dir, settings.db_url, settings.index_path)
+
+    def match(record: ItemRecord) -> list[Match]:
+        if not svc.loaded:
+            svc.load()
+        return svc.match_record(record)
+
+    store = from_settings(settings)
+    fetch_settings = FetchSettings.build(
+        allow_hosts=_split(os.environ.get("TIPLINE_FETCH_ALLOW_HOSTS", "")),
+        allow_networks=_split(os.environ.get("TIPLINE_FETCH_ALLOW_NETWORKS", "")),
+        ca_file=os.environ.get("TIPLINE_FETCH_CA_FILE") or None,
+    )
+    keywords = None
+    kw_file = os.environ.get("TIPLINE_KEYWORDS_FILE")
+    if kw_file:
+        from pathlib import Path
+
+        from tipline.provenance.keywords import KeywordList
+
+        keywords = KeywordMatcher(KeywordList.load(Path(kw_file)))
+    return PipelineConfig(
+        match=match,
+        media_store=store if settings.media_mode != "hash-only" else None,
+        fetch_settings=fetch_settings,
+        weights=TriageWeights.from_env(),
+        keywords=keywords,
+        fetch_urls=os.environ.get("TIPLINE_FETCH_URLS", "1").lower() not in ("0", "false", "no"),
+    )
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _int(payload: dict[str, Any], key: str) -> int:
+    value = payload.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise PermanentJobError(f"job payload needs an integer {key!r}, got {value!r}")
+    return value
+
+
+def _report(session: Session, report_id: int) -> Report:
+    report = session.get(Report, report_id)
+    if report is None:
+        raise PermanentJobError(f"report {report_id} does not exist")
+    return report
+
+
+def _insert(session: Session) -> Any:
+    return postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+
+
+def _triage_item(item_id: int, report_id: int) -> FollowUp:
+    return FollowUp(
+        "triage",
+        {"item_id": item_id, "report_id": report_id},
+        f"triage:item:{item_id}:report:{report_id}",
+    )
+
+
+# -- stages --------------------------------------------------------------------------------------
+
+
+def stage_ingest(session: Session, payload: dict[str, Any], cfg: PipelineConfig) -> list[FollowUp]:
+    """Fan a report out: one fetch job per upload and per URL, and a report-level triage."""
+    report_id = _int(payload, "report_id")
+    report = _report(session, report_id)
+    if report.status == "received":
+        report.status = "processing"
+    out: list[FollowUp] = []
+    uploads = session.scalars(
+        select(Upload.id).where(Upload.report_id == report_id).order_by(Upload.id)
+    ).all()
+    for upload_id in uploads:
+        out.append(
+            FollowUp(
+                "fetch",
+                {"report_id": report_id, "upload_id": upload_id},
+                f"fetch:upload:{upload_id}",
+            )
+        )
+    if cfg.fetch_urls:
+        for n, url in enumerate(report.urls or []):
+            if isinstance(url, str) and url:
+                out.append(
+                    FollowUp(
+                        "fetch",
+                        {"report_id": report_id, "url_index": n},
+                        f"fetch:url:{report_id}:{n}",
+                    )
+                )
+    out.append(FollowUp("triage", {"report_id": report_id}, f"triage:report:{report_id}"))
+    return out
+
+
+def fetch_url_bytes(url: str, cfg: PipelineConfig) -> tuple[bytes, str]:
+    """Fetch a reported URL through the SSRF-safe fetcher; (bytes, final URL). Errors that
+    retrying cannot fix are :class:`PermanentJobError`; network trouble is retried."""
+    try:
+        res = fetch(url, cfg.fetch_settings)
+    except (BlockedAddressError, InvalidURLError, TooLargeError) as err:
+        raise PermanentJobError(str(err)) from None
+    except HTTPStatusError as err:
+        if 400 <= err.status < 500 and err.status not in (408, 429):
+            raise PermanentJobError(str(err)) from None
+        raise
+    except FetchError:
+        raise
+    if res.media_type.kind not in ("image", "video"):
+        raise PermanentJobError(
+            f"not_media: {url[:200]} is {res.media_type.mime} (declared "
+            f"{res.declared_type[:60] or 'nothing'}), not an image or video; "
+            "page URLs stay on the report for an analyst"
+        )
+    return res.content, res.url
+
+
+def stage_fetch(
+    session: Session,
+    payload: dict[str, Any],
+    cfg: PipelineConfig,
+    fetched: tuple[bytes, str] | None = None,
+) -> list[FollowUp]:
+    """Get the bytes: an upload is already stored; a URL's bytes (fetched outside the
+    transaction by the handler and passed as ``fetched``) become an upload row."""
+    report_id = _int(payload, "report_id")
+    if "upload_id" in payload:
+        upload_id = _int(payload, "upload_id")
+        if session.get(Upload, upload_id) is None:
+            raise PermanentJobError(f"upload {upload_id} does not exist")
+    else:
+        n = _int(payload, "url_index")
+        report = _report(session, report_id)
+        urls = report.urls or []
+        if not 0 <= n < len(urls):
+            raise PermanentJobError(f"report {report_id} has no URL number {n}")
+        url = str(urls[n])
+        existing = session.scalar(
+            select(Upload.id).where(Upload.report_id == report_id, Upload.source_url == url)
+        )
+        if existing is not None:
+            upload_id = existing
+        else:
+            if fetched is None:
+                fetched = fetch_url_bytes(url, cfg)
+            data, final = fetched
+            import hashlib
+
+            up = Upload(
+                report_id=report_id,
+                filename=final[:255],
+                source_url=url,
+                data=data,
+                size=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+            )
+            session.add(up)
+            session.flush()
+            upload_id = up.id
+    return [
+        FollowUp(
+            "analyse",
+            {"report_id": report_id, "upload_id": upload_id},
+            f"analyse:upload:{upload_id}",
+        )
+    ]
+
+
+def _upsert_item(session: Session, record: ItemRecord) -> Item:
+    assert record.sha256 is not None
+    ins = _insert(session)
+    session.execute(
+        ins.insert(Item)
+        .values(sha256=record.sha256, media_type=record.media_type, size=record.size or 0)
+        .on_conflict_do_nothing(index_elements=["sha256"])
+    )
+    item = session.scalar(select(Item).where(Item.sha256 == record.sha256))
+    assert item is not None
+    return item
+
+
+def _keyword_hits(record: ItemRecord) -> list[str]:
+    hits: list[str] = []
+    for f in record.provenance or []:
+        if f.signal == "keyword":
+            cat = str(f.evidence.get("category") or "keyword")
+            hits.extend([cat] * int(f.evidence.get("count") or 1))
+    return hits
+
+
+def stage_analyse(session: Session, payload: dict[str, Any], cfg: PipelineConfig) -> list[FollowUp]:
+    """Hash, read provenance, match against the banks; upsert the item by SHA-256 and link it
+    to the report. The upload's bytes move to the media store (or are dropped: hash-only)."""
+    report_id = _int(payload, "report_id")
+    upload_id = _int(payload, "upload_id")
+    up = session.get(Upload, upload_id)
+    if up is None:
+        raise PermanentJobError(f"upload {upload_id} does not exist")
+    if up.data is None:
+        # an earlier run finished the work (its bytes are gone): find its item
+        item = session.scalar(select(Item).where(Item.sha256 == up.sha256))
+        if item is None:
+            raise PermanentJobError(f"upload {upload_id} has no bytes and no item")
+    else:
+        data = bytes(up.data)
+        options = cfg.hash_options
+        if cfg.keywords is not None:
+            from dataclasses import replace
+
+            options = replace(options, keywords=cfg.keywords)
+        record = hash_bytes(data, up.filename or f"upload-{upload_id}", options)
+        if cfg.keywords is not None:
+            apply_keywords(record, cfg.keywords, include_text=False)
+        record.matches = cfg.match(record)
+        item = _upsert_item(session, record)
+        item.md5, item.sha1 = record.md5, record.sha1
+        item.pdq, item.pdq_quality = record.pdq, record.pdq_quality
+        item.vpdq = record.vpdq
+        item.media_type = record.media_type
+        item.size = record.size or len(data)
+        item.provenance = (
+            [f.to_json() for f in record.provenance] if record.provenance is not None else None
+        )
+        item.ai_evidence = record.ai_evidence
+        item.matches = [m.to_json() for m in record.matches]
+        item.errors = list(record.errors)
+        item.keyword_hits = _keyword_hits(record)
+        if item.status in ("new", "hashed", "matched"):
+            item.status = "matched" if record.alert_matches else "hashed"
+        if item.media_ref is None and cfg.media_store is not None:
+            item.media_ref = cfg.media_store.put(data)
+        up.data = None
+    # the same file twice in one report (two uploads) links once; a racing twin is a no-op
+    session.execute(
+        _insert(session)
+        .insert(ReportItem)
+        .values(
+            report_id=report_id,
+            item_id=item.id,
+            source_url=up.source_url,
+            fetched_at=datetime.now(UTC) if up.source_url else None,
+        )
+        .on_conflict_do_nothing(index_elements=["report_id", "item_id"])
+    )
+    return [
+        FollowUp(
+            "cluster", {"item_id": item.id, "report_id": report_id}, f"cluster:item:{item.id}"
+        ),
+        _triage_item(item.id, report_id),
+    ]
+
+
+def _popcount(x: np.ndarray[Any, np.dtype[np.uint8]]) -> np.ndarray[Any, np.dtype[np.int64]]:
+    out: np.ndarray[Any, np.dtype[np.int64]] = np.unpackbits(x, axis=1).sum(axis=1, dtype=np.int64)
+    return out
+
+
+def stage_cluster(session: Session, payload: dict[str, Any], cfg: PipelineConfig) -> list[FollowUp]:
+    """Join the cluster of the nearest clustered item within ``cluster_threshold`` PDQ bits,
+    else start a cluster. Items are unique by SHA-256, so an identical file is the same item."""
+    item_id = _int(payload, "item_id")
+    item = session.get(Item, item_id)
+    if item is None:
+        raise PermanentJobError(f"item {item_id} does not exist")
+    if item.cluster_id is None:
+        target: int | None = None
+        if item.pdq and (item.pdq_quality or 0) >= MIN_USABLE_QUALITY:
+            rows = session.execute(
+                select(Item.pdq, Item.cluster_id).where(
+                    Item.cluster_id.is_not(None), Item.pdq.is_not(None), Item.id != item.id
+                )
+            ).all()
+            if rows:
+                codes = codes_from_hex([str(r[0]) for r in rows])
+                mine = codes_from_hex([item.pdq])
+                dist = _popcount(np.bitwise_xor(codes, mine))
+                best = int(np.argmin(dist))
+                if int(dist[best]) <= cfg.cluster_threshold:
+                    target = rows[best][1]
+        cluster = session.get(Cluster, target) if target is not None else None
+        if cluster is None:
+            cluster = Cluster(representative_item_id=item.id, size=1)
+            session.add(cluster)
+            session.flush()
+        else:
+            cluster.size = (cluster.size or 0) + 1
+        item.cluster_id = cluster.id
+    report_id = payload.get("report_id")
+    return [_triage_item(item.id, report_id)] if isinstance(report_id, int) else []
+
+
+def _auto_confirm_banks(session: Session) -> set[str]:
+    return set(
+        session.scalars(
+            select(BankRow.name).where(
+                BankRow.auto_confirm.is_(True), BankRow.role == "alert", BankRow.enabled.is_(True)
+            )
+        )
+    )
+
+
+def _stored_score(item: Item) -> Score:
+    return Score(item.priority, item.priority_reason or "", item.status == "auto_confirmed")
+
+
+def _score_report(session: Session, report: Report, cfg: PipelineConfig) -> None:
+    items = session.scalars(
+        select(Item)
+        .join(ReportItem, ReportItem.item_id == Item.id)
+        .where(ReportItem.report_id == report.id)
+    ).all()
+    s = score_report(
+        [_stored_score(i) for i in items], report.source, report.submitted_at, cfg.weights
+    )
+    report.priority, report.priority_reason = s.priority, s.reason
+    # "triaged" once every upload is analysed (URL fetches may add items later; their triage
+    # scores the report again)
+    pending = session.scalar(
+        select(Upload.id).where(Upload.report_id == report.id, Upload.data.is_not(None)).limit(1)
+    )
+    if pending is None and report.status in ("received", "processing"):
+        report.status = "triaged"
+
+
+def stage_triage(session: Session, payload: dict[str, Any], cfg: PipelineConfig) -> list[FollowUp]:
+    """Score the item (auto-confirming it when an auto_confirm bank matched), its cluster and
+    every report it came in; or, with only ``report_id``, the report itself."""
+    if "item_id" not in payload:
+        _score_report(session, _report(session, _int(payload, "report_id")), cfg)
+        return []
+    item_id = _int(payload, "item_id")
+    item = session.get(Item, item_id)
+    if item is None:
+        raise PermanentJobError(f"item {item_id} does not exist")
+    reports = session.scalars(
+        select(Report)
+        .join(ReportItem, ReportItem.report_id == Report.id)
+        .where(ReportItem.item_id == item_id)
+    ).all()
+    facts = ItemFacts(
+        matches=list(item.matches or []),
+        ai_evidence=item.ai_evidence if isinstance(item.ai_evidence, str) else None,
+        keyword_hits=len(item.keyword_hits or []),
+        sources=[r.source for r in reports],
+        queued_at=item.first_seen,
+    )
+    s = score_item(facts, _auto_confirm_banks(session), cfg.weights)
+    item.priority, item.priority_reason = s.priority, s.reason
+    if s.auto_confirmed and item.status not in _HUMAN_STATUSES:
+        item.status = "auto_confirmed"
+    if item.cluster_id is not None:
+        cluster = session.get(Cluster, item.cluster_id)
+        if cluster is not None:
+            members = session.scalars(select(Item).where(Item.cluster_id == cluster.id)).all()
+            cs = score_cluster([_stored_score(m) for m in members], cfg.weights)
+            cluster.priority, cluster.priority_reason = cs.priority, cs.reason
+            cluster.size = len(members)
+    for report in reports:
+        _score_report(session, report, cfg)
+    return []
+
+
+Stage = Callable[[Session, dict[str, Any], PipelineConfig], list[FollowUp]]
+STAGE_FUNCTIONS: dict[str, Stage] = {
+    "ingest": stage_ingest,
+    "fetch": stage_fetch,
+    "analyse": stage_analyse,
+    "cluster": stage_cluster,
+    "triage": stage_triage,
+}
+
+
+def run_stage(
+    session: Session,
+    kind: str,
+    payload: dict[str, Any],
+    cfg: PipelineConfig,
+    enqueue: Callable[[Session, FollowUp], None],
+) -> list[FollowUp]:
+    """Run one stage in ``session``'s transaction and enqueue its follow-ups there too."""
+    follow = STAGE_FUNCTIONS[kind](session, payload, cfg)
+    for f in follow:
+        enqueue(session, f)
+    return follow
+
+
+def _handler(kind: str) -> Callable[[JobContext], None]:
+    def handle(ctx: JobContext) -> None:
+        cfg = get_config()
+        payload = ctx.payload
+        fetched: tuple[bytes, str] | None = None
+        if kind == "fetch" and "url_index" in payload:
+            fetched = _prefetch(ctx, cfg)
+
+        def enqueue(session: Session, f: FollowUp) -> None:
+            ctx.queue.enqueue(f.kind, f.payload, dedupe_key=f.dedupe_key, session=session)
+
+        with ctx.session_factory() as session, session.begin():
+            if kind == "fetch":
+                follow = stage_fetch(session, payload, cfg, fetched)
+                for f in follow:
+                    enqueue(session, f)
+            else:
+                run_stage(session, kind, payload, cfg, enqueue)
+
+    handle.__name__ = f"handle_{kind}"
+    handle.__qualname__ = f"pipeline.handle_{kind}"
+    return handle
+
+
+def _prefetch(ctx: JobContext, cfg: PipelineConfig) -> tuple[bytes, str] | None:
+    """Network I/O outside any transaction: fetch a report's URL unless an earlier run already
+    stored its bytes."""
+    report_id = _int(ctx.payload, "report_id")
+    n = _int(ctx.payload, "url_index")
+    with ctx.session_factory() as session:
+        report = _report(session, report_id)
+        urls = report.urls or []
+        if not 0 <= n < len(urls):
+            raise PermanentJobError(f"report {report_id} has no URL number {n}")
+        url = str(urls[n])
+        done = session.scalar(
+            select(Upload.id).where(Upload.report_id == report_id, Upload.source_url == url)
+        )
+    if done is not None:
+        return None
+    return fetch_url_bytes(url, cfg)
+
+
+def start_workers(
+    engine: Any, stop: threading.Event, count: int = 1, poll_seconds: float = 0.5
+) -> list[threading.Thread]:
+    """Run pipeline jobs in ``count`` daemon threads of this process until ``stop`` is set
+    (the embedded single-machine mode; production runs ``tipline worker`` processes)."""
+    import os
+
+    from tipline.store.base import session_factory
+    from tipline.store.jobs import JobQueue
+
+    queue = JobQueue(engine)
+    factory = session_factory(engine)
+
+    def loop(n: int) -> None:
+        worker_id = f"inproc:{os.getpid()}:{n}"
+        while not stop.is_set():
+            try:
+                job = queue.run_one(worker_id, list(STAGES), session_factory=factory)
+            except Exception:  # the database went away: wait, then try again
+                log.exception("in-process pipeline worker: queue unavailable")
+                job = None
+            if job is None:
+                stop.wait(poll_seconds)
+
+    threads = [
+        threading.Thread(target=loop, args=(n,), name=f"tipline-pipeline-{n}", daemon=True)
+        for n in range(count)
+    ]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def register(kinds: Sequence[str] = STAGES) -> None:
+    for kind in kinds:
+        register_handler(kind, _handler(kind))
+
+
+register()

@@ -1,0 +1,425 @@
+"""A :class:`~tipline.banks.model.BankStore` in the service database (SQLite or PostgreSQL).
+
+Same semantics as :class:`tipline.banks.sqlite_store.SqliteBankStore`, over the ``banks`` and
+``bank_entries`` tables created by the migrations: entry ids unique across banks and never
+reused (AUTOINCREMENT on SQLite, a sequence on PostgreSQL); signals stored in canonical form;
+adding a signal a bank already holds returns the existing entry's id; ``add_entries`` is one
+transaction (any error adds nothing).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy import delete, func, insert, inspect, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import IntegrityError
+
+from tipline.banks.model import Bank, BankRole, BankStore, Entry
+from tipline.banks.sqlite_store import SqliteBankStore, _tags_text, _validate_bank_fields
+from tipline.errors import BankError, BankNotFoundError
+from tipline.signals.types import SignalType, signal_type
+from tipline.store.base import make_engine
+from tipline.store.models import BankEntryRow, BankRow
+
+#: Rows per INSERT batch, and signals per id lookup query.
+_BATCH = 5_000
+_LOOKUP = 500
+_PAGE = 1_000
+
+_B = BankRow
+_E = BankEntryRow
+_BANK_COLS = (_B.name, _B.role, _B.pdq_threshold, _B.enabled, _B.description, _B.created_at)
+_ENTRY_COLS = (
+    _E.id,
+    _B.name,
+    _E.signal_type,
+    _E.signal,
+    _E.label,
+    _E.source,
+    _E.note,
+    _E.added_at,
+    _E.enabled,
+    _E.tags,
+)
+
+
+def _not_found(name: str) -> BankNotFoundError:
+    return BankNotFoundError(f"no bank named {name!r} (see `tipline bank list`)")
+
+
+def _bank(row: Any) -> Bank:
+    return Bank(
+        name=row[0],
+        role=cast(BankRole, row[1]),
+        pdq_threshold=int(row[2]),
+        enabled=bool(row[3]),
+        description=row[4],
+        created_at=float(row[5]),
+    )
+
+
+def _entry(row: Any) -> Entry:
+    return Entry(
+        id=int(row[0]),
+        bank=row[1],
+        signal_type=row[2],
+        signal=row[3],
+        label=row[4],
+        source=row[5],
+        note=row[6],
+        added_at=float(row[7]),
+        enabled=bool(row[8]),
+        tags=row[9].split() if row[9] else [],
+    )
+
+
+class SqlBankStore:
+    """Banks and entries in the service database. Thread-safe (an engine's connection pool)."""
+
+    def __init__(self, engine_or_url: Engine | str) -> None:
+        if isinstance(engine_or_url, Engine):
+            self.engine, self._owned = engine_or_url, False
+        else:
+            self.engine, self._owned = make_engine(engine_or_url), True
+        try:
+            has = inspect(self.engine).has_table("bank_entries")
+        except Exception as err:
+            self.close()
+            raise BankError(f"cannot open the service database: {err}") from None
+        if not has:
+            self.close()
+            raise BankError("the service database has no bank tables: run `tipline db upgrade`")
+        self._insert: Any = postgresql.insert if self.engine.dialect.name == "postgresql" else None
+        if self._insert is None:
+            self._insert = sqlite.insert
+
+    def close(self) -> None:
+        if self._owned:
+            self.engine.dispose()
+
+    def __enter__(self) -> SqlBankStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def _bank_id(conn: Connection, name: str) -> int:
+        found = conn.scalar(select(_B.id).where(_B.name == name))
+        if found is None:
+            raise _not_found(name)
+        return int(found)
+
+    # -- banks ------------------------------------------------------------------------------
+
+    def create_bank(self, bank: Bank) -> Bank:
+        _validate_bank_fields(bank)
+        created = Bank(
+            name=bank.name,
+            role=bank.role,
+            pdq_threshold=bank.pdq_threshold,
+            enabled=bank.enabled,
+            description=bank.description,
+            created_at=bank.created_at or time.time(),
+        )
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(_B).values(
+                        name=created.name,
+                        role=created.role,
+                        pdq_threshold=created.pdq_threshold,
+                        enabled=created.enabled,
+                        description=created.description,
+                        created_at=created.created_at,
+                    )
+                )
+        except IntegrityError:
+            raise BankError(f"bank {bank.name} already exists") from None
+        return created
+
+    def get_bank(self, name: str) -> Bank:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*_BANK_COLS).where(_B.name == name)).first()
+        if row is None:
+            raise _not_found(name)
+        return _bank(row)
+
+    def has_bank(self, name: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.scalar(select(_B.id).where(_B.name == name)) is not None
+
+    def list_banks(self) -> list[Bank]:
+        with self.engine.connect() as conn:
+            return [_bank(r) for r in conn.execute(select(*_BANK_COLS).order_by(_B.name))]
+
+    def update_bank(self, bank: Bank) -> Bank:
+        """Save ``bank``'s role, threshold, enabled flag and description (found by name)."""
+        _validate_bank_fields(bank)
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(_B)
+                .where(_B.name == bank.name)
+                .values(
+                    role=bank.role,
+                    pdq_threshold=bank.pdq_threshold,
+                    enabled=bank.enabled,
+                    description=bank.description,
+                )
+            )
+            if res.rowcount == 0:
+                raise _not_found(bank.name)
+        return self.get_bank(bank.name)
+
+    def delete_bank(self, name: str) -> int:
+        """Delete a bank and all its entries; returns how many entries went with it."""
+        with self.engine.begin() as conn:
+            bank_id = self._bank_id(conn, name)
+            n = conn.execute(delete(_E).where(_E.bank_id == bank_id)).rowcount
+            conn.execute(delete(_B).where(_B.id == bank_id))
+        return int(n)
+
+    # -- entries ----------------------------------------------------------------------------
+
+    def add_entries(self, entries: Iterable[Entry]) -> list[int]:
+        """Add entries (to the banks named by ``Entry.bank``) in one transaction; returns one id
+        per input entry, in order (the existing id for a signal its bank already holds)."""
+        ids: list[int] = []
+        bank_ids: dict[str, int] = {}
+        types: dict[str, SignalType] = {}
+        now = time.time()
+        with self.engine.begin() as conn:
+            batch: list[dict[str, Any]] = []
+            for e in entries:
+                bank_id = bank_ids.get(e.bank)
+                if bank_id is None:
+                    bank_id = bank_ids[e.bank] = self._bank_id(conn, e.bank)
+                st = types.get(e.signal_type)
+                if st is None:
+                    st = types[e.signal_type] = signal_type(e.signal_type)
+                batch.append(
+                    {
+                        "bank_id": bank_id,
+                        "signal_type": st.name,
+                        "signal": st.normalise(e.signal),
+                        "label": e.label,
+                        "source": e.source,
+                        "note": e.note,
+                        "added_at": e.added_at or now,
+                        "enabled": bool(e.enabled),
+                        "tags": _tags_text(e.tags),
+                    }
+                )
+                if len(batch) >= _BATCH:
+                    ids.extend(self._insert_batch(conn, batch))
+                    batch = []
+            if batch:
+                ids.extend(self._insert_batch(conn, batch))
+        return ids
+
+    def _insert_batch(self, conn: Connection, batch: list[dict[str, Any]]) -> list[int]:
+        conn.execute(self._insert(_E).on_conflict_do_nothing(), batch)
+        # Look every row's id up by its unique key (new rows and existing ones alike).
+        keys: dict[tuple[int, str], set[str]] = {}
+        for row in batch:
+            keys.setdefault((row["bank_id"], row["signal_type"]), set()).add(row["signal"])
+        found: dict[tuple[int, str, str], int] = {}
+        for (bank_id, st), signals in keys.items():
+            sigs = sorted(signals)
+            for i in range(0, len(sigs), _LOOKUP):
+                rows = conn.execute(
+                    select(_E.id, _E.signal).where(
+                        _E.bank_id == bank_id,
+                        _E.signal_type == st,
+                        _E.signal.in_(sigs[i : i + _LOOKUP]),
+                    )
+                )
+                for entry_id, sig in rows:
+                    found[(bank_id, st, sig)] = int(entry_id)
+        return [found[(r["bank_id"], r["signal_type"], r["signal"])] for r in batch]
+
+    def remove_entries(self, bank: str, entry_ids: Iterable[int]) -> int:
+        """Delete entries of ``bank`` by id (ids in other banks are ignored); returns the count."""
+        with self.engine.begin() as conn:
+            bank_id = self._bank_id(conn, bank)
+            wanted = sorted({int(i) for i in entry_ids})
+            n = 0
+            for i in range(0, len(wanted), _LOOKUP):
+                n += conn.execute(
+                    delete(_E).where(_E.bank_id == bank_id, _E.id.in_(wanted[i : i + _LOOKUP]))
+                ).rowcount
+            return n
+
+    def set_entries_enabled(self, bank: str, entry_ids: Iterable[int], enabled: bool) -> int:
+        """Enable or disable entries of ``bank``; returns how many entries were found."""
+        with self.engine.begin() as conn:
+            bank_id = self._bank_id(conn, bank)
+            wanted = sorted({int(i) for i in entry_ids})
+            n = 0
+            for i in range(0, len(wanted), _LOOKUP):
+                n += conn.execute(
+                    update(_E)
+                    .where(_E.bank_id == bank_id, _E.id.in_(wanted[i : i + _LOOKUP]))
+                    .values(enabled=bool(enabled))
+                ).rowcount
+            return n
+
+    def get_entry(self, entry_id: int) -> Entry:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(*_ENTRY_COLS).join(_B, _B.id == _E.bank_id).where(_E.id == entry_id)
+            ).first()
+        if row is None:
+            raise BankError(f"no bank entry with id {entry_id}")
+        return _entry(row)
+
+    def iter_entries(
+        self,
+        bank: str | None = None,
+        *,
+        enabled_only: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> Iterator[Entry]:
+        """Entries of one bank (or of every bank when ``bank`` is None), in id order.
+
+        ``enabled_only`` leaves out disabled entries and every entry of a disabled bank. Reads
+        in pages by id, so no connection is held between pages.
+        """
+        conds: list[Any] = []
+        if bank is not None:
+            with self.engine.connect() as conn:
+                conds.append(_E.bank_id == self._bank_id(conn, bank))  # raises now, not later
+        if enabled_only:
+            conds += [_E.enabled.is_(True), _B.enabled.is_(True)]
+        return self._pages(conds, limit, offset)
+
+    def _pages(self, conds: Sequence[Any], limit: int | None, offset: int) -> Iterator[Entry]:
+        last: int | None = None
+        left = limit
+        skip = offset
+        while left is None or left > 0:
+            size = _PAGE if left is None else min(_PAGE, left)
+            stmt = (
+                select(*_ENTRY_COLS)
+                .join(_B, _B.id == _E.bank_id)
+                .where(*conds)
+                .order_by(_E.id)
+                .limit(size)
+            )
+            if last is not None:
+                stmt = stmt.where(_E.id > last)
+            elif skip:
+                stmt = stmt.offset(skip)
+            with self.engine.connect() as conn:
+                rows = conn.execute(stmt).all()
+            for row in rows:
+                yield _entry(row)
+            if len(rows) < size:
+                return
+            last = int(rows[-1][0])
+            if left is not None:
+                left -= len(rows)
+
+    def lookup(
+        self, signal_type_name: str, signal: str, *, enabled_only: bool = True
+    ) -> list[Entry]:
+        """Entries holding exactly this signal, in any bank (for exact-match signal types)."""
+        st = signal_type(signal_type_name)
+        stmt = (
+            select(*_ENTRY_COLS)
+            .join(_B, _B.id == _E.bank_id)
+            .where(_E.signal_type == st.name, _E.signal == st.normalise(signal))
+            .order_by(_E.id)
+        )
+        if enabled_only:
+            stmt = stmt.where(_E.enabled.is_(True), _B.enabled.is_(True))
+        with self.engine.connect() as conn:
+            return [_entry(r) for r in conn.execute(stmt)]
+
+    def count_entries(self, bank: str) -> int:
+        with self.engine.connect() as conn:
+            bank_id = self._bank_id(conn, bank)
+            n = conn.scalar(select(func.count()).select_from(_E).where(_E.bank_id == bank_id))
+        return int(n or 0)
+
+    def entry_counts(self) -> dict[str, int]:
+        """Entries per bank, every bank included (0 for empty ones)."""
+        stmt = (
+            select(_B.name, func.count(_E.id))
+            .select_from(_B)
+            .outerjoin(_E, _E.bank_id == _B.id)
+            .group_by(_B.id, _B.name)
+        )
+        with self.engine.connect() as conn:
+            return {name: int(n) for name, n in conn.execute(stmt)}
+
+
+def service_db_has_banks(url: str) -> bool:
+    """True when ``url`` is a reachable service database with the bank tables (migrated).
+
+    A SQLite URL whose file does not exist is False without creating the file.
+    """
+    engine_url = make_url(url)
+    if engine_url.get_backend_name() == "sqlite":
+        path = engine_url.database
+        if not path or path == ":memory:" or not Path(path).is_file():
+            return False
+    engine = make_engine(url)
+    try:
+        return bool(inspect(engine).has_table("bank_entries"))
+    except Exception:
+        return False
+    finally:
+        engine.dispose()
+
+
+def open_bank_store(
+    data_dir: Path, database_url: str | None = None
+) -> SqlBankStore | SqliteBankStore:
+    """The bank store the service uses: the service database when it has been created
+    (``tipline db upgrade``; URL from ``database_url``, ``$TIPLINE_DATABASE_URL`` or the data
+    directory), else the standalone ``banks.sqlite3`` of the offline tools."""
+    from tipline.banks import open_store
+    from tipline.store.base import database_url as resolve
+
+    url = resolve(Path(data_dir), database_url)
+    if service_db_has_banks(url):
+        return SqlBankStore(url)
+    return open_store(Path(data_dir))
+
+
+def copy_banks(src: BankStore, dst: BankStore) -> tuple[int, int]:
+    """Copy every bank and entry of ``src`` into ``dst`` (e.g. the offline ``banks.sqlite3``
+    into the service database). Idempotent: banks that exist keep their settings, entries a
+    bank already holds are not added twice. Returns (banks created, entries now copied)."""
+    have = {b.name for b in dst.list_banks()}
+    created = copied = 0
+    for bank in src.list_banks():
+        if bank.name not in have:
+            dst.create_bank(bank)
+            created += 1
+        entries = (
+            Entry(
+                bank=e.bank,
+                signal_type=e.signal_type,
+                signal=e.signal,
+                label=e.label,
+                source=e.source,
+                note=e.note,
+                added_at=e.added_at,
+                enabled=e.enabled,
+                tags=list(e.tags),
+            )
+            for e in src.iter_entries(bank.name)
+        )
+        copied += len(dst.add_entries(entries))
+    return created, copied
+
+
+__all__ = ["SqlBankStore", "copy_banks", "open_bank_store", "service_db_has_banks"]

@@ -1,0 +1,349 @@
+"""Every table of the hotline service, on the shared :class:`~tipline.store.base.Base`.
+
+The schema is created and changed only by the Alembic migrations in
+``tipline/store/migrations`` (``tipline db upgrade``); it is identical on SQLite and PostgreSQL.
+
+Times are timezone-aware UTC datetimes (:class:`UTCDateTime`) except in the bank tables, which
+keep the float epoch seconds of :class:`tipline.banks.model.Bank` / ``Entry``. Columns that hold
+personal data are marked in their comments ("personal data") so retention and export code can
+find them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from tipline.store.base import Base
+
+REPORT_SOURCES = ("public_form", "partner_api", "cli")
+REPORT_STATUSES = ("received", "processing", "triaged", "in_review", "closed", "failed")
+ITEM_STATUSES = (
+    "new",
+    "hashed",
+    "matched",
+    "in_review",
+    "confirmed",
+    "auto_confirmed",
+    "dismissed",
+    "failed",
+)
+CLUSTER_STATUSES = ("open", "in_review", "closed")
+JOB_STATUSES = ("queued", "running", "done", "failed", "dead")
+ROLES = ("admin", "senior_analyst", "analyst", "auditor", "partner")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A datetime stored as UTC and always read back timezone-aware (UTC) on both backends.
+
+    SQLite has no timezone type, so naive values are refused on the way in (they are a bug)
+    and UTC is attached on the way out.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column: use datetime.now(UTC)")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+# -- reports and items --------------------------------------------------------------------------
+
+
+class Report(Base):
+    """One report as received (public form, partner API or CLI)."""
+
+    __tablename__ = "reports"
+    __table_args__ = (
+        CheckConstraint(_in("source", REPORT_SOURCES), name="source"),
+        # The same partner token never creates two reports for one idempotency key.
+        UniqueConstraint("partner_token_id", "idempotency_key", name="uq_reports_partner_idem"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: Human reference such as ``TL-2026-000123``: what the reporter and analysts quote.
+    reference: Mapped[str] = mapped_column(String(32), unique=True)
+    source: Mapped[str] = mapped_column(String(16))
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    #: How to reach the reporter (personal data; optional).
+    contact: Mapped[str | None] = mapped_column(Text, comment="personal data")
+    urls: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(16), default="received", index=True)
+    partner_token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_tokens.id", ondelete="SET NULL")
+    )
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    priority: Mapped[float | None] = mapped_column(Float, index=True)
+    priority_reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class Item(Base):
+    """One distinct piece of media (by SHA-256), however many reports it came in."""
+
+    __tablename__ = "items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    md5: Mapped[str | None] = mapped_column(String(32), index=True)
+    sha1: Mapped[str | None] = mapped_column(String(40))
+    pdq: Mapped[str | None] = mapped_column(String(64), index=True)
+    pdq_quality: Mapped[int | None] = mapped_column(Integer)
+    vpdq: Mapped[Any | None] = mapped_column(JSON)
+    media_type: Mapped[str] = mapped_column(String(64), default="")
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    provenance: Mapped[Any | None] = mapped_column(JSON)
+    ai_evidence: Mapped[Any | None] = mapped_column(JSON)
+    cluster_id: Mapped[int | None] = mapped_column(
+        ForeignKey("clusters.id", ondelete="SET NULL"), index=True
+    )
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: Pointer into the media store (None once the bytes are purged or never kept).
+    media_ref: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default="new", index=True)
+    priority: Mapped[float | None] = mapped_column(Float, index=True)
+    priority_reason: Mapped[str] = mapped_column(Text, default="")
+    #: Bank matches: a list of ``Match.to_json()`` dicts.
+    matches: Mapped[Any | None] = mapped_column(JSON)
+    #: Per-item processing errors (list of str).
+    errors: Mapped[Any | None] = mapped_column(JSON)
+    keyword_hits: Mapped[Any | None] = mapped_column(JSON)
+
+
+class Upload(Base):
+    """Bytes received with a report (form/API upload, or fetched from a reported URL), kept
+    until the pipeline has moved them into the media store (then ``data`` is NULL). Written in
+    the same transaction as the report and its first job, so an accepted upload is never lost.
+    """
+
+    __tablename__ = "uploads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report_id: Mapped[int] = mapped_column(ForeignKey("reports.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(255), default="")
+    data: Mapped[bytes | None] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: The reported URL these bytes were fetched from (NULL for form/API uploads).
+    source_url: Mapped[str | None] = mapped_column(Text)
+
+
+class ReportItem(Base):
+    """Which items a report brought in, and from where."""
+
+    __tablename__ = "report_items"
+
+    report_id: Mapped[int] = mapped_column(
+        ForeignKey("reports.id", ondelete="CASCADE"), primary_key=True
+    )
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("items.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    source_url: Mapped[str | None] = mapped_column(Text)
+    fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Cluster(Base):
+    """A group of near-duplicate items, reviewed as one."""
+
+    __tablename__ = "clusters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: The item shown for the cluster (an ``items.id``; no foreign key: items point here too).
+    representative_item_id: Mapped[int | None] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(Integer, default=1)
+    priority: Mapped[float | None] = mapped_column(Float, index=True)
+    priority_reason: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+
+
+# -- banks --------------------------------------------------------------------------------------
+
+
+class BankRow(Base):
+    """A bank (see :class:`tipline.banks.model.Bank`)."""
+
+    __tablename__ = "banks"
+    __table_args__ = (
+        CheckConstraint("role IN ('alert', 'ignore')", name="role"),
+        CheckConstraint("pdq_threshold BETWEEN 0 AND 255", name="pdq_threshold"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    role: Mapped[str] = mapped_column(String(16), default="alert")
+    pdq_threshold: Mapped[int] = mapped_column(Integer, default=31)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float)
+    #: An alert bank whose matches are actioned without a human view.
+    auto_confirm: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class BankEntryRow(Base):
+    """One hash in a bank. Ids are unique across banks and never reused (AUTOINCREMENT on
+    SQLite, a sequence on PostgreSQL), like HMA's ``bank_content_id``."""
+
+    __tablename__ = "bank_entries"
+    __table_args__ = (
+        # Serves both lookups by (signal_type, signal) and the per-bank dedupe.
+        UniqueConstraint("signal_type", "signal", "bank_id", name="uq_bank_entries_signal"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bank_id: Mapped[int] = mapped_column(ForeignKey("banks.id", ondelete="CASCADE"), index=True)
+    signal_type: Mapped[str] = mapped_column(String(32))
+    signal: Mapped[str] = mapped_column(String(512))
+    label: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(Text, default="")
+    note: Mapped[str] = mapped_column(Text, default="")
+    added_at: Mapped[float] = mapped_column(Float)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: Space-separated tags.
+    tags: Mapped[str] = mapped_column(Text, default="")
+
+
+# -- jobs ---------------------------------------------------------------------------------------
+
+
+class Job(Base):
+    """A unit of background work (see :mod:`tipline.store.jobs`)."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(_in("status", JOB_STATUSES), name="status"),
+        # What lease() scans: runnable jobs of some kinds, oldest due first.
+        Index("ix_jobs_lease", "status", "kind", "run_after"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[Any] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=5)
+    run_after: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    #: Enqueueing twice with the same key creates one job.
+    dedupe_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+
+
+# -- users, tokens, sessions, audit -------------------------------------------------------------
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint(_in("role", ROLES), name="role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(150), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(32))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    token_hash: Mapped[str] = mapped_column(String(255), unique=True)
+    scopes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class SessionRow(Base):
+    """A signed-in browser session. ``id`` is the hash of the cookie value, never the value."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(128))
+
+
+class AuditEvent(Base):
+    """One entry of the append-only, hash-chained audit log."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100), index=True)
+    target_type: Mapped[str | None] = mapped_column(String(64))
+    target_id: Mapped[str | None] = mapped_column(String(200))
+    ip: Mapped[str | None] = mapped_column(String(64), comment="personal data")
+    details: Mapped[Any] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+__all__ = [
+    "ApiToken",
+    "AuditEvent",
+    "BankEntryRow",
+    "BankRow",
+    "Cluster",
+    "Item",
+    "Job",
+    "Report",
+    "ReportItem",
+    "SessionRow",
+    "UTCDateTime",
+    "Upload",
+    "User",
+    "utcnow",
+]

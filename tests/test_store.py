@@ -1,0 +1,232 @@
+"""The service database: migrations, models and the SQL bank store, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from tipline.store import migrations
+from tipline.store.base import Base, make_engine, transaction
+from tipline.store.models import Item, Job, Report, ReportItem, User
+
+TABLES = {
+    "reports",
+    "items",
+    "report_items",
+    "clusters",
+    "banks",
+    "bank_entries",
+    "jobs",
+    "users",
+    "api_tokens",
+    "sessions",
+    "audit_events",
+    "uploads",
+}
+
+
+def test_upgrade_from_empty_and_twice_is_noop(db_url: str) -> None:
+    assert migrations.current(db_url) is None
+    migrations.upgrade(db_url)
+    assert migrations.current(db_url) == migrations.head()
+    eng = make_engine(db_url)
+    try:
+        before = {t: repr(inspect(eng).get_columns(t)) for t in TABLES}
+        migrations.upgrade(db_url)  # again: nothing to do
+        assert migrations.current(db_url) == migrations.head()
+        insp = inspect(eng)
+        assert TABLES | {"alembic_version"} == set(insp.get_table_names())
+        assert before == {t: repr(insp.get_columns(t)) for t in TABLES}
+    finally:
+        eng.dispose()
+
+
+def test_sqlite_file_is_private(tmp_path: Path) -> None:
+    db = tmp_path / "t.sqlite3"
+    migrations.upgrade(f"sqlite:///{db}")
+    assert db.stat().st_mode & 0o777 == 0o600
+
+
+def test_schema_matches_models(engine: Engine) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(ctx, Base.metadata) == []
+
+
+def test_downgrade_to_base(db_url: str) -> None:
+    migrations.upgrade(db_url)
+    migrations.downgrade(db_url, "base")
+    assert migrations.current(db_url) is None
+    eng = make_engine(db_url)
+    try:
+        assert set(inspect(eng).get_table_names()) <= {"alembic_version"}
+    finally:
+        eng.dispose()
+
+
+def test_models_roundtrip(session_factory: sessionmaker[Session]) -> None:
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with transaction(session_factory) as s:
+        r = Report(
+            reference="TL-2026-000001",
+            source="public_form",
+            description="neutral test text",
+            urls=["https://example.org/a"],
+            submitted_at=when,
+        )
+        i = Item(sha256="0" * 64, media_type="image/jpeg", size=10, vpdq=[{"f": 1}])
+        s.add_all([r, i])
+        s.flush()
+        s.add(ReportItem(report_id=r.id, item_id=i.id, source_url=None))
+    with session_factory() as s:
+        got = s.scalars(select(Report)).one()
+        assert got.submitted_at == when and got.submitted_at.tzinfo is not None
+        assert got.urls == ["https://example.org/a"] and got.contact is None
+        assert got.status == "received" and got.priority is None
+        item = s.scalars(select(Item)).one()
+        assert item.vpdq == [{"f": 1}] and item.first_seen.tzinfo is not None
+        assert item.first_seen > when
+
+
+def test_unique_and_check_constraints(session_factory: sessionmaker[Session]) -> None:
+    with transaction(session_factory) as s:
+        s.add(User(username="ana", password_hash="x", role="analyst"))
+    with pytest.raises(IntegrityError), transaction(session_factory) as s:
+        s.add(User(username="ana", password_hash="y", role="analyst"))
+    with pytest.raises(IntegrityError), transaction(session_factory) as s:
+        s.add(User(username="bob", password_hash="y", role="superuser"))
+    with pytest.raises(IntegrityError), transaction(session_factory) as s:
+        s.add(Report(reference="TL-1", source="email"))
+    with pytest.raises(IntegrityError), transaction(session_factory) as s:
+        s.add(Job(kind="k", status="paused"))
+
+
+def test_naive_datetime_refused(session_factory: sessionmaker[Session]) -> None:
+    with pytest.raises(Exception, match="naive datetime"), transaction(session_factory) as s:
+        s.add(Job(kind="k", run_after=datetime(2026, 1, 1) + timedelta(0)))
+
+
+# -- SqlBankStore: the SQLite bank store's tests, run against the service database --------------
+
+from test_banks import (  # noqa: E402  (the same tests, collected here with the fixture below)
+    test_bad_names,
+    test_bad_role,
+    test_bank_crud,
+    test_dedupe,
+    test_dedupe_across_batches,
+    test_duplicate_bank,
+    test_enable_disable,
+    test_entries_normalised_and_roundtrip,
+    test_generator_error_rolls_back,
+    test_ids_unique_across_banks_and_never_reused,
+    test_invalid_signal_adds_nothing,
+    test_iter_entries_paging,
+    test_missing_bank_errors,
+    test_remove_entries_only_from_that_bank,
+    test_threshold_bounds_ok,
+    test_threshold_range,
+)
+from tipline.banks import Bank, BankStore, Entry  # noqa: E402
+from tipline.errors import BankError  # noqa: E402
+from tipline.store.banks import SqlBankStore  # noqa: E402
+
+BANK_TESTS = [
+    test_bad_names,
+    test_bad_role,
+    test_bank_crud,
+    test_dedupe,
+    test_dedupe_across_batches,
+    test_duplicate_bank,
+    test_enable_disable,
+    test_entries_normalised_and_roundtrip,
+    test_generator_error_rolls_back,
+    test_ids_unique_across_banks_and_never_reused,
+    test_invalid_signal_adds_nothing,
+    test_iter_entries_paging,
+    test_missing_bank_errors,
+    test_remove_entries_only_from_that_bank,
+    test_threshold_bounds_ok,
+    test_threshold_range,
+]
+
+
+@pytest.fixture
+def store(engine: Engine) -> Iterator[SqlBankStore]:
+    """Overrides test_banks' ``store`` for the tests imported above: same tests, SQL store."""
+    s = SqlBankStore(engine)
+    yield s
+    s.close()
+
+
+def test_sql_store_is_a_bank_store(store: SqlBankStore) -> None:
+    _: BankStore = store  # satisfies the protocol
+
+
+def test_sql_store_needs_migrated_database(db_url: str) -> None:
+    with pytest.raises(BankError, match="tipline db upgrade"):
+        SqlBankStore(db_url)
+
+
+def test_sql_store_persists_across_instances(db_url: str) -> None:
+    migrations.upgrade(db_url)
+    with SqlBankStore(db_url) as s:
+        s.create_bank(Bank("A", pdq_threshold=12))
+        (i,) = s.add_entries([Entry("A", "pdq", "c" * 64, tags=["t"])])
+    with SqlBankStore(db_url) as s:
+        assert s.get_bank("A").pdq_threshold == 12
+        e = s.get_entry(i)
+        assert (e.signal, e.tags, e.bank) == ("c" * 64, ["t"], "A")
+        assert s.entry_counts() == {"A": 1}
+
+
+def test_copy_offline_banks_into_service_db(db_url: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tipline.banks import open_store
+    from tipline.cli.app import _register, app
+    from tipline.store.banks import open_bank_store, service_db_has_banks
+
+    data = tmp_path / "data"
+    with open_store(data) as legacy:
+        legacy.create_bank(Bank("KNOWN", pdq_threshold=20, description="benign stand-in"))
+        legacy.create_bank(Bank("IGNORE_ME", role="ignore", enabled=False))
+        legacy.add_entries(
+            [
+                Entry("KNOWN", "pdq", "d" * 64, label="L", tags=["a", "b"]),
+                Entry("KNOWN", "md5", "e" * 32, enabled=False),
+                Entry("IGNORE_ME", "pdq", "f" * 64),
+            ]
+        )
+    assert not service_db_has_banks(db_url)
+    # not migrated yet: the offline store is what the bank tools see
+    assert not isinstance(open_bank_store(data, db_url), SqlBankStore)
+    migrations.upgrade(db_url)
+    _register()
+    runner = CliRunner()
+    args = ["--data-dir", str(data), "db", "import-banks", "--database-url", db_url]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and "2 bank(s) created, 3 entries copied" in res.output, res.output
+    res = runner.invoke(app, args)  # again: nothing new
+    assert res.exit_code == 0 and "0 bank(s) created" in res.output and "(3 entries" in res.output
+
+    with open_bank_store(data, db_url) as s:
+        assert isinstance(s, SqlBankStore)
+        known = s.get_bank("KNOWN")
+        assert (known.pdq_threshold, known.description) == (20, "benign stand-in")
+        assert not s.get_bank("IGNORE_ME").enabled and s.get_bank("IGNORE_ME").role == "ignore"
+        entries = list(s.iter_entries("KNOWN"))
+        assert [(e.signal_type, e.enabled, e.tags) for e in entries] == [
+            ("pdq", True, ["a", "b"]),
+            ("md5", False, []),
+        ]
+        assert entries[0].label == "L"
