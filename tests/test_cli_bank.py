@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 import tipline.cli.app as cli_app
-from tipline.banks import open_store
+from tipline.store.banks import open_bank_store as open_store
 
 try:
     cli_app._register()

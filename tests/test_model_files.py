@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from tipline.banks import Bank, Entry, open_store
+from tipline.banks import Bank, Entry
 from tipline.errors import InvalidSignalError
 from tipline.index.matcher import BankMatcher
 from tipline.media import sniff as sn
@@ -37,6 +37,7 @@ from tipline.scan.hashing import HashOptions
 from tipline.scan.items import scan_file
 from tipline.scan.record import ItemRecord, Match
 from tipline.signals.types import signal_type
+from tipline.store.banks import open_bank_store as open_store
 
 MiB = 1024 * 1024
 

@@ -19,9 +19,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import encode, noise_image, photo
-from tipline.banks import Bank, Entry, open_store
+from tipline.banks import Bank, Entry
 from tipline.cli.app import _register, app
 from tipline.scan.hashing import HashOptions, hash_bytes
+from tipline.store.banks import open_bank_store as open_store
 
 _register()
 runner = CliRunner()

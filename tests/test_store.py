@@ -208,8 +208,6 @@ def test_copy_offline_banks_into_service_db(db_url: str, tmp_path: Path) -> None
             ]
         )
     assert not service_db_has_banks(db_url)
-    # not migrated yet: the offline store is what the bank tools see
-    assert not isinstance(open_bank_store(data, db_url), SqlBankStore)
     migrations.upgrade(db_url)
     _register()
     runner = CliRunner()
@@ -230,3 +228,23 @@ def test_copy_offline_banks_into_service_db(db_url: str, tmp_path: Path) -> None
             ("md5", False, []),
         ]
         assert entries[0].label == "L"
+
+
+def test_bank_tools_adopt_offline_banks_automatically(db_url: str, tmp_path: Path) -> None:
+    """`tipline bank` and `scan` open the service database, migrating it and adopting banks an
+    older version kept in banks.sqlite3, so CLI and service always see the same banks."""
+    from tipline.banks import open_store
+    from tipline.store.banks import open_bank_store, service_db_has_banks
+
+    data = tmp_path / "data"
+    with open_store(data) as legacy:
+        legacy.create_bank(Bank("OLD", pdq_threshold=18))
+        legacy.add_entries([Entry("OLD", "md5", "a" * 32, label="L")])
+    assert not service_db_has_banks(db_url)
+    with open_bank_store(data, db_url) as s:
+        assert isinstance(s, SqlBankStore)
+        assert s.get_bank("OLD").pdq_threshold == 18
+        assert [e.signal for e in s.iter_entries("OLD")] == ["a" * 32]
+    assert service_db_has_banks(db_url)
+    with open_bank_store(data, db_url) as s:  # adopted once: no duplicates on reopen
+        assert s.count_entries("OLD") == 1

@@ -17,13 +17,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tipline.banks import Bank, Entry, SqliteBankStore, open_store
+from tipline.banks import Bank, Entry
 from tipline.banks.formats import FORMATS, import_file, write_hash_list
 from tipline.banks.model import DEFAULT_PDQ_THRESHOLD, BankRole
 from tipline.cli import state
 from tipline.cli.app import app
 from tipline.errors import BankError, InvalidSignalError
 from tipline.signals.types import guess_signal_type, signal_type
+from tipline.store.banks import SqlBankStore, open_bank_store
 
 bank_app = typer.Typer(
     help=(
@@ -60,8 +61,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 
 @contextmanager
-def _store() -> Iterator[SqliteBankStore]:
-    store = open_store(state.data_dir())
+def _store() -> Iterator[SqlBankStore]:
+    store = open_bank_store(state.data_dir())
     try:
         yield store
     finally:

@@ -335,9 +335,9 @@ def scan(
 
         tipline scan big-folder -o results.jsonl --resume   # after an interruption
     """
-    from tipline.banks import open_store
     from tipline.index.matcher import BankMatcher
     from tipline.scan import output as out
+    from tipline.store.banks import open_bank_store
 
     limits = limits_from(
         max_file_bytes,
@@ -373,7 +373,7 @@ def scan(
             "--resume needs -o FILE: it continues the results written there", param_hint="--resume"
         )
 
-    store = open_store(state.data_dir())
+    store = open_bank_store(state.data_dir())
     try:
         all_banks = {b.name: b for b in store.list_banks()}
         if bank:

@@ -6,7 +6,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from tipline.banks import Bank, Entry, open_store
+from tipline.banks import Bank, Entry
 from tipline.demo.clips import DemoClip, build_clips
 from tipline.demo.corpus import DEMO_LABEL, DemoFile, build_corpus
 from tipline.index.matcher import BankMatcher
@@ -14,6 +14,7 @@ from tipline.scan.hashing import HashOptions, signals_for_file
 from tipline.scan.output import JournalWriter, render_html
 from tipline.scan.record import ItemRecord
 from tipline.scan.runner import ScanSummary, run_scan
+from tipline.store.banks import open_bank_store
 
 DEMO_BANK = "DEMO"
 
@@ -36,7 +37,7 @@ def run_demo(data_dir: Path, jobs: int = 0, fresh: bool = True) -> DemoResult:
     files = build_corpus(root / "corpus")
     clips = build_clips(root / "corpus" / "video")
 
-    store = open_store(data_dir)
+    store = open_bank_store(data_dir)
     try:
         if any(b.name == DEMO_BANK for b in store.list_banks()):
             store.delete_bank(DEMO_BANK)

@@ -379,19 +379,29 @@ def service_db_has_banks(url: str) -> bool:
         engine.dispose()
 
 
-def open_bank_store(
-    data_dir: Path, database_url: str | None = None
-) -> SqlBankStore | SqliteBankStore:
-    """The bank store the service uses: the service database when it has been created
-    (``tipline db upgrade``; URL from ``database_url``, ``$TIPLINE_DATABASE_URL`` or the data
-    directory), else the standalone ``banks.sqlite3`` of the offline tools."""
-    from tipline.banks import open_store
+def open_bank_store(data_dir: Path, database_url: str | None = None) -> SqlBankStore:
+    """The one bank store of an installation: the service database (the embedded SQLite file
+    ``<data_dir>/tipline.sqlite3`` unless ``database_url`` or ``$TIPLINE_DATABASE_URL`` names
+    another), so banks made with ``tipline bank`` are the banks ``tipline serve`` matches.
+
+    The schema is upgraded when it is behind. Banks an older version kept in a standalone
+    ``banks.sqlite3`` are adopted once, when the database has no banks yet.
+    """
+    from tipline.store import migrations
     from tipline.store.base import database_url as resolve
 
     url = resolve(Path(data_dir), database_url)
-    if service_db_has_banks(url):
-        return SqlBankStore(url)
-    return open_store(Path(data_dir))
+    try:
+        if migrations.current(url) != migrations.head():
+            migrations.upgrade(url)
+    except Exception as err:  # unreachable server, bad URL, read-only file...
+        raise BankError(f"cannot open the database {make_url(url)!r}: {err}") from None
+    store = SqlBankStore(url)
+    legacy = Path(data_dir) / "banks.sqlite3"
+    if legacy.is_file() and not store.list_banks():
+        with SqliteBankStore(legacy) as old:
+            copy_banks(old, store)
+    return store
 
 
 def copy_banks(src: BankStore, dst: BankStore) -> tuple[int, int]:
