@@ -61,12 +61,18 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 
 @contextmanager
-def _store() -> Iterator[SqlBankStore]:
+def _store(write: bool = False) -> Iterator[SqlBankStore]:
+    """The installation's bank store. After a change, a running `tipline serve` on the same
+    data directory is told to reload its index (it keeps answering from the old one meanwhile)."""
     store = open_bank_store(state.data_dir())
     try:
         yield store
     finally:
         store.close()
+    if write:
+        from tipline.service.matching import announce_reload
+
+        announce_reload(state.data_dir() / "index")
 
 
 def _err(message: str) -> None:
@@ -126,7 +132,7 @@ def create(
 
     Example: `tipline bank create KNOWN_PDQ --threshold 31 --description "stand-in list"`
     """
-    with _store() as store:
+    with _store(write=True) as store:
         bank = store.create_bank(
             Bank(name=name, role=role.value, pdq_threshold=threshold, description=description)
         )
@@ -213,7 +219,7 @@ def import_(
         signal_type(signal_type_name)  # fail early on a typo
     if str(file) != "-" and not file.is_file():
         raise BankError(f"cannot read {file}: {'not a file' if file.exists() else 'no such file'}")
-    with _store() as store:
+    with _store(write=True) as store:
         created = False
         if not store.has_bank(name):
             if not create_missing:
@@ -391,7 +397,7 @@ def add(
             _err(f"warning: no signals computed for {path}")
     if not pairs:
         raise BankError("nothing to add")
-    with _store() as store:
+    with _store(write=True) as store:
         before = store.count_entries(name)
         ids = store.add_entries(
             Entry(bank=name, signal_type=t, signal=s, label=label, note=note, source=source)
@@ -412,7 +418,7 @@ def remove(
 ) -> None:
     """Delete entries from a bank by id."""
     wanted = set(entry_ids)
-    with _store() as store:
+    with _store(write=True) as store:
         n = store.remove_entries(name, sorted(wanted))
     if n == 0:
         raise BankError(f"none of those ids are entries of {name}")
@@ -427,7 +433,7 @@ def delete(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete a bank and all its entries."""
-    with _store() as store:
+    with _store(write=True) as store:
         count = store.count_entries(name)
         if not yes and not typer.confirm(f"Delete bank {name} and its {count:,} entries?"):
             raise typer.Abort()
@@ -458,7 +464,7 @@ def set_(
     ] = None,
 ) -> None:
     """Change a bank's PDQ threshold, role, enabled state or description."""
-    with _store() as store:
+    with _store(write=True) as store:
         bank = store.get_bank(name)
         if threshold is not None:
             bank.pdq_threshold = threshold

@@ -242,6 +242,9 @@ class MatchService:
     def load(self) -> None:
         """Build the index from the store (start-up; or when another process asks for a
         reload), then follow the change journal from where the build started."""
+        if self.index_dir is not None:
+            # its existence tells tools outside the service (`tipline bank`) to journal changes
+            self.index_dir.mkdir(parents=True, exist_ok=True)
         offset = self._journal_size()
         t0 = time.perf_counter()
         idx = self._build(self.store)
@@ -298,14 +301,8 @@ class MatchService:
         if path is None:
             return
         op["by"] = self._instance
-        line = (json.dumps(op, separators=(",", ":")) + "\n").encode()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+        _append_journal(path, op)
 
     def _start_watcher(self) -> None:
         if self.index_dir is None or self._watcher is not None:
@@ -635,6 +632,25 @@ class MatchService:
 
 class IndexNotLoadedError(BankError):
     """The index is still being built at start-up."""
+
+
+def announce_reload(index_dir: Path) -> None:
+    """Tell every process following ``index_dir``'s change journal to rebuild its index from
+    the database: used by tools that change banks outside the service (``tipline bank``).
+    Does nothing where no service has ever kept an index there."""
+    if index_dir.is_dir():
+        _append_journal(index_dir / JOURNAL, {"op": "reload", "by": "cli"})
+
+
+def _append_journal(path: Path, op: dict[str, Any]) -> None:
+    """One JSON line, appended under an exclusive lock so concurrent writers never interleave."""
+    line = (json.dumps(op, separators=(",", ":")) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, line)
+    finally:
+        os.close(fd)
 
 
 def _put(
