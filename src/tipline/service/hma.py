@@ -31,6 +31,7 @@ from tipline.crawl.fetch import FetchError, HTTPStatusError, TooLargeError, fetc
 from tipline.errors import BankError, BankNotFoundError, InvalidSignalError
 from tipline.scan.hashing import HashOptions, hash_bytes
 from tipline.scan.record import ItemRecord
+from tipline.service.bodies import BodyError, read_limited_body
 from tipline.service.matching import Hit, MatchService
 from tipline.service.ops import Metrics, require
 from tipline.service.settings import ServiceSettings
@@ -87,21 +88,10 @@ async def read_form(request: Request, max_bytes: int, timeout: float = 60.0) -> 
 
 async def read_body(request: Request, max_bytes: int, timeout: float = 60.0) -> bytes:
     """A raw request body of at most ``max_bytes`` (413), received within ``timeout`` (408)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise ApiError(413, f"body of {int(declared):,} bytes exceeds the limit {max_bytes:,}")
-    chunks: list[bytes] = []
-    size = 0
     try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > max_bytes:
-                    raise ApiError(413, f"body exceeds the limit of {max_bytes:,} bytes")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise ApiError(408, f"the body was not received within {timeout:g} s") from None
-    return b"".join(chunks)
+        return await read_limited_body(request, max_bytes, timeout)
+    except BodyError as err:
+        raise ApiError(err.status, err.message) from None
 
 
 async def read_upload(

@@ -27,7 +27,6 @@ request that failed.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -55,9 +54,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
-from starlette.requests import ClientDisconnect
 
 from tipline.audit import log as audit
+from tipline.service.bodies import BodyError, read_limited_body
 from tipline.store.jobs import JobQueue
 from tipline.store.models import ApiToken, Report, ReportItem, Upload
 
@@ -389,32 +388,11 @@ def create_reports(
 
 
 async def read_body(request: Request, limit: int, timeout: float) -> bytes:
-    """The request body, refusing more than ``limit`` bytes (413) or a body that takes longer
-    than ``timeout`` seconds to arrive (408)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            n = int(declared)
-        except ValueError:
-            raise IntakeError(400, "invalid Content-Length header") from None
-        if n > limit:
-            raise IntakeError(413, f"the request is {n:,} bytes; the limit is {limit:,} bytes")
-    chunks: list[bytes] = []
-    size = 0
+    """The request body within ``limit`` bytes and ``timeout`` seconds (413 / 408 / 400)."""
     try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise IntakeError(413, f"the request is over the limit of {limit:,} bytes")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise IntakeError(408, f"the request body did not arrive within {timeout:g} s") from None
-    except ClientDisconnect:
-        raise IntakeError(
-            400, "the connection closed before the request body was complete"
-        ) from None
-    return b"".join(chunks)
+        return await read_limited_body(request, limit, timeout)
+    except BodyError as err:
+        raise IntakeError(err.status, err.message) from None
 
 
 async def _parse_form(request: Request, body: bytes, s: IntakeSettings) -> dict[str, Any]:
