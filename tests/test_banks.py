@@ -271,14 +271,10 @@ def test_persistence(tmp_path: Path) -> None:
         assert (e.signal, e.tags) == (PDQ_A, ["t"])
 
 
-def test_bulk_import_speed(store: SqliteBankStore) -> None:
-    import time
-
+def test_bulk_import_assigns_unique_ids(store: SqliteBankStore) -> None:
+    # speed is measured in bench/, not asserted here (machines are noisy)
     store.create_bank(Bank("BULK"))
     entries = [Entry("BULK", "pdq", pdq()) for _ in range(50_000)]
-    t = time.perf_counter()
     ids = store.add_entries(entries)
-    elapsed = time.perf_counter() - t
     assert len(set(ids)) == 50_000
-    # 1M in well under a minute means 50k in well under 3 s, even on a slow CI machine.
-    assert elapsed < 3.0, elapsed
+    assert store.count_entries("BULK") == 50_000
