@@ -25,3 +25,27 @@ def test_readme_quick_start_has_exactly_two_setup_commands() -> None:
     assert commands == ["make demo", "make test"]
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_every_command_maps_to_the_module_that_defines_it() -> None:
+    """`tipline CMD` imports only COMMAND_MODULES[CMD]: the map must cover every command."""
+    from tipline.cli.app import COMMAND_MODULES, _register, app, invoked_command
+
+    _register()
+    seen = {}
+    for info in app.registered_commands:
+        fn = getattr(info.callback, "__wrapped__", info.callback)
+        seen[info.name or fn.__name__.replace("_", "-")] = fn.__module__.rsplit(".", 1)[-1]
+    for group in app.registered_groups:
+        sub = group.typer_instance
+        modules = {
+            getattr(c.callback, "__wrapped__", c.callback).__module__.rsplit(".", 1)[-1]
+            for c in sub.registered_commands
+        }
+        name = group.name if isinstance(group.name, str) else sub.info.name
+        assert isinstance(name, str) and len(modules) == 1, (name, modules)
+        seen[name] = modules.pop()
+    assert seen == COMMAND_MODULES
+    assert invoked_command(["--data-dir", "x", "bank", "list"]) == "bank"
+    assert invoked_command(["--data-dir=x", "scan", "a"]) == "scan"
+    assert invoked_command(["--help"]) is None

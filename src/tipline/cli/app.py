@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -75,10 +77,48 @@ def _wrap_commands(t: typer.Typer) -> None:
 
 _registered = False
 
+#: Each command (or command group) and the module that defines it. `tipline CMD ...` imports
+#: only CMD's module, so a command does not pay for the imports of the others (the service's
+#: FastAPI and SQLAlchemy stack costs ~0.5 s); `tipline --help` imports them all.
+COMMAND_MODULES = {
+    "scan": "scan",
+    "hash": "scan",
+    "bank": "bank",
+    "dedupe": "dedupe",
+    "demo": "demo",
+    "inspect": "inspect",
+    "keywords": "keywords",
+    "detector": "detector",
+    "serve": "serve",
+    "db": "db",
+    "worker": "worker",
+    "user": "users",
+    "token": "users",
+    "audit": "audit",
+    "media": "media",
+}
 
-def _register() -> None:
+
+def invoked_command(argv: list[str]) -> str | None:
+    """The command word of a command line (after the top-level options), if any."""
+    args = iter(argv)
+    for arg in args:
+        if arg == "--data-dir":
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _register(only: str | None = None) -> None:
+    """Import the command modules (they register themselves on ``app``); with ``only``, just
+    the module defining that command."""
     global _registered
     if _registered:
+        return
+    if only is not None and only in COMMAND_MODULES:
+        importlib.import_module(f"tipline.cli.{COMMAND_MODULES[only]}")
+        _wrap_commands(app)
         return
     # Command modules register themselves on `app` when imported.
     from tipline.cli import (  # noqa: F401
@@ -106,5 +146,5 @@ def main() -> None:
     # matrix products slow down several-fold when BLAS threads fight over the same cores.
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    _register()
+    _register(only=invoked_command(sys.argv[1:]))
     app()
