@@ -173,14 +173,26 @@ def _bare_signal(signal: str, default: SignalType | None) -> Entry:
     return _new_entry(st, signal)
 
 
-def _parse_te(lines: Iterator[_Line], default: SignalType | None, source: str) -> Iterator[_Item]:
+def _signal_lines(
+    lines: Iterator[_Line], source: str
+) -> Iterator[tuple[int, str] | MalformedLineError]:
+    """(line number, text) of each line that holds a signal; blank lines and # comments are
+    skipped, unreadable lines become errors."""
     for line in lines:
         if line.text is None:
             yield MalformedLineError(line.no, line.error, source)
             continue
         text = line.text.strip()
-        if not text or text.startswith("#"):
+        if text and not text.startswith("#"):
+            yield line.no, text
+
+
+def _parse_te(lines: Iterator[_Line], default: SignalType | None, source: str) -> Iterator[_Item]:
+    for got in _signal_lines(lines, source):
+        if isinstance(got, MalformedLineError):
+            yield got
             continue
+        no, text = got
         try:
             parts = text.split(None, 1)
             if len(parts) == 1:
@@ -188,21 +200,19 @@ def _parse_te(lines: Iterator[_Line], default: SignalType | None, source: str) -
             else:
                 yield _new_entry(signal_type(parts[0]), parts[1])
         except InvalidSignalError as err:
-            yield MalformedLineError(line.no, str(err), source)
+            yield MalformedLineError(no, str(err), source)
 
 
 def _parse_hex(lines: Iterator[_Line], default: SignalType | None, source: str) -> Iterator[_Item]:
-    for line in lines:
-        if line.text is None:
-            yield MalformedLineError(line.no, line.error, source)
+    for got in _signal_lines(lines, source):
+        if isinstance(got, MalformedLineError):
+            yield got
             continue
-        text = line.text.strip()
-        if not text or text.startswith("#"):
-            continue
+        no, text = got
         try:
             yield _bare_signal(text, default)
         except InvalidSignalError as err:
-            yield MalformedLineError(line.no, str(err), source)
+            yield MalformedLineError(no, str(err), source)
 
 
 def _parse_jsonl(lines: Iterator[_Line], source: str) -> Iterator[_Item]:

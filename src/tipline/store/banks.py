@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -414,20 +415,8 @@ def copy_banks(src: BankStore, dst: BankStore) -> tuple[int, int]:
         if bank.name not in have:
             dst.create_bank(bank)
             created += 1
-        entries = (
-            Entry(
-                bank=e.bank,
-                signal_type=e.signal_type,
-                signal=e.signal,
-                label=e.label,
-                source=e.source,
-                note=e.note,
-                added_at=e.added_at,
-                enabled=e.enabled,
-                tags=list(e.tags),
-            )
-            for e in src.iter_entries(bank.name)
-        )
+        # the same entry without its id: the destination assigns its own
+        entries = (replace(e, id=None, tags=list(e.tags)) for e in src.iter_entries(bank.name))
         copied += len(dst.add_entries(entries))
     return created, copied
 
