@@ -29,6 +29,11 @@ TABLES = {
     "sessions",
     "audit_events",
     "uploads",
+    "cluster_claims",
+    "grades",
+    "exposure_intervals",
+    "user_preferences",
+    "webhooks",
 }
 
 

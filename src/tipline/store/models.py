@@ -43,12 +43,13 @@ ITEM_STATUSES = (
     "hashed",
     "matched",
     "in_review",
+    "escalated",
     "confirmed",
     "auto_confirmed",
     "dismissed",
     "failed",
 )
-CLUSTER_STATUSES = ("open", "in_review", "closed")
+CLUSTER_STATUSES = ("open", "in_review", "escalated", "closed")
 JOB_STATUSES = ("queued", "running", "done", "failed", "dead")
 ROLES = ("admin", "senior_analyst", "analyst", "auditor", "partner")
 
@@ -148,6 +149,11 @@ class Item(Base):
     #: Per-item processing errors (list of str).
     errors: Mapped[Any | None] = mapped_column(JSON)
     keyword_hits: Mapped[Any | None] = mapped_column(JSON)
+    #: The final grade (taxonomy values) once analysts reached consensus or a senior decided.
+    grade: Mapped[Any | None] = mapped_column(JSON)
+    graded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    #: When the final grade's hashes reached the hotline's banks (None: not yet).
+    banked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Upload(Base):
@@ -219,6 +225,8 @@ class BankRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
     #: An alert bank whose matches are actioned without a human view.
     auto_confirm: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: Independent agreeing grades an item matching this bank needs (None: the service default).
+    consensus_required: Mapped[int | None] = mapped_column(Integer)
 
 
 class BankEntryRow(Base):
@@ -331,12 +339,97 @@ class AuditEvent(Base):
     hash: Mapped[str] = mapped_column(String(64), unique=True)
 
 
+# -- review desk ------------------------------------------------------------------------------
+
+GRADE_KINDS = ("analyst", "senior")
+
+
+class ClusterClaim(Base):
+    """Who is reviewing a cluster now: one holder per cluster, so two analysts never hold the
+    same job. A claim lapses at ``expires_at`` (the holder renews it while working)."""
+
+    __tablename__ = "cluster_claims"
+
+    cluster_id: Mapped[int] = mapped_column(
+        ForeignKey("clusters.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class Grade(Base):
+    """One analyst's grade of one item. ``decision`` is the canonical text of the taxonomy's
+    consensus fields: grades agree when their decisions are equal."""
+
+    __tablename__ = "grades"
+    __table_args__ = (
+        CheckConstraint(_in("kind", GRADE_KINDS), name="kind"),
+        # An analyst grades an item once (independence); a senior decides it once.
+        UniqueConstraint("item_id", "user_id", "kind", name="uq_grades_item_user_kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    cluster_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="analyst")
+    values: Mapped[Any] = mapped_column(JSON, default=dict)
+    decision: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+
+class ExposureInterval(Base):
+    """A stretch of time an analyst spent on pages that show media (heartbeats extend it)."""
+
+    __tablename__ = "exposure_intervals"
+    __table_args__ = (Index("ix_exposure_user_start", "user_id", "started_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    cluster_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class UserPreference(Base):
+    """A user's remembered settings (viewing filter strengths)."""
+
+    __tablename__ = "user_preferences"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    prefs: Mapped[Any] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class Webhook(Base):
+    """An HTTPS endpoint told about events (match, grade, export) with signed payloads."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    url: Mapped[str] = mapped_column(Text)
+    #: The HMAC-SHA256 signing secret (shown once at creation).
+    secret: Mapped[str] = mapped_column(String(128))
+    events: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_status: Mapped[str | None] = mapped_column(String(200))
+    last_delivery_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 __all__ = [
     "ApiToken",
     "AuditEvent",
     "BankEntryRow",
     "BankRow",
     "Cluster",
+    "ClusterClaim",
+    "ExposureInterval",
+    "Grade",
     "Item",
     "Job",
     "Report",
@@ -345,5 +438,7 @@ __all__ = [
     "UTCDateTime",
     "Upload",
     "User",
+    "UserPreference",
+    "Webhook",
     "utcnow",
 ]
