@@ -24,7 +24,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
 
-test: lint
+# The browser tests drive Debian's Chromium; install it when it is missing (never a download
+# by playwright itself).
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	apt-get install -y --no-install-recommends chromium >/dev/null || \
+	  (apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium >/dev/null)
+
+test: lint $(CHROMIUM)
 	$(BIN)/pytest
 
 bench: $(STAMP)

@@ -56,6 +56,8 @@ class AppContext:
 OPTIONAL_ROUTERS: list[str] = [
     "tipline.service.intake:router",
     "tipline.service.reports:router",
+    "tipline.service.actions_api:router",
+    "tipline.service.desk:router",
 ]
 
 

@@ -65,6 +65,12 @@ PERMISSIONS: dict[str, str] = {
     "job:admin": "retry or discard dead-lettered jobs",
     "audit:read": "read and export the audit trail",
     "user:admin": "manage users and API tokens",
+    "export:read": "download hash and URL lists and NCMEC CyberTipline reports (audited)",
+    "webhook:admin": "add, list and remove webhooks (signed event deliveries)",
+    "review:grade": "use the review desk: claim clusters, grade them, set viewing filters",
+    "review:senior": "decide escalated items (analysts disagreed)",
+    "exposure:admin": "see every analyst's exposure to media",
+    "dashboard:read": "see the review dashboard (queue, throughput, exposure, AI share)",
 }
 
 _ANALYST = frozenset(
@@ -79,13 +85,16 @@ _ANALYST = frozenset(
         "item:read",
         "media:view",
         "job:read",
+        "export:read",
+        "review:grade",
     }
 )
 
 #: What each role may do. ``admin`` may do everything, including permissions added later.
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset(PERMISSIONS),
-    "senior_analyst": _ANALYST | {"bank:write", "report:submit", "job:admin"},
+    "senior_analyst": _ANALYST
+    | {"bank:write", "report:submit", "job:admin", "review:senior", "dashboard:read"},
     "analyst": _ANALYST,
     "auditor": frozenset(
         {
@@ -96,6 +105,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "report:read",
             "item:read",
             "job:read",
+            "dashboard:read",
         }
     ),
     "partner": frozenset(
@@ -697,6 +707,13 @@ required></label></p>
 </form></main></body></html>
 """
 )
+_DENIED_PAGE = _env.from_string(
+    """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Not allowed - Tipline</title></head>
+<body><main><h1>Not allowed</h1><p role="alert">{{ message }}</p>
+<p><a href="/desk">Back to the desk</a></p></main></body></html>
+"""
+)
 
 
 def _safe_next(value: str) -> str:
@@ -726,7 +743,7 @@ router = APIRouter()
 
 
 @router.get("/login", include_in_schema=False)
-async def login_form(request: Request, next: str = "/") -> Response:
+async def login_form(request: Request, next: str = "/desk") -> Response:
     return _login_page(request, nxt=next)
 
 
@@ -740,7 +757,7 @@ async def login_form_post(request: Request) -> Response:
 
     sent = field_("csrf_token")
     cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    nxt = field_("next") or "/"
+    nxt = field_("next") or "/desk"
     if not sent or not cookie or not hmac.compare_digest(sent, cookie):
         return _login_page(request, "Your form expired; please sign in again.", 403, nxt)
     try:
@@ -870,7 +887,9 @@ async def users_list(
 
 #: Permissions whose successful unsafe requests are recorded as ``api.write`` audit events by
 #: :class:`AuditWritesMiddleware` (routes may add their own, more specific events too).
-AUDITED_WRITE_PERMISSIONS = frozenset({"bank:write", "report:write", "job:admin", "user:admin"})
+AUDITED_WRITE_PERMISSIONS = frozenset(
+    {"bank:write", "report:write", "job:admin", "user:admin", "webhook:admin"}
+)
 
 
 class AuditWritesMiddleware:
@@ -945,7 +964,28 @@ def _record_write(
 
 async def _auth_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AuthError)
+    if _wants_page(request):
+        # A person navigating the review desk: send them to sign in, or say no in words.
+        if exc.status == 401:
+            from urllib.parse import quote
+
+            return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+        if exc.status == 403:
+            return HTMLResponse(
+                _DENIED_PAGE.render(message=exc.message),
+                status_code=403,
+                headers={"Cache-Control": "no-store"},
+            )
     return JSONResponse({"message": exc.message}, status_code=exc.status, headers=exc.headers)
+
+
+def _wants_page(request: Request) -> bool:
+    return (
+        request.method == "GET"
+        and request.url.path.startswith("/desk")
+        and not request.url.path.startswith(("/desk/media/", "/desk/assets/"))
+        and "text/html" in request.headers.get("accept", "")
+    )
 
 
 def install_auth(app: FastAPI, ctx: AuthContext) -> None:

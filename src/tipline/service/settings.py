@@ -84,6 +84,23 @@ class ServiceSettings:
     #: Permissions granted without a token (e.g. ``match:read,hash:read`` for an HMA drop-in
     #: on a private network); empty: every route needs authentication.
     anonymous_permissions: str = ""
+    #: The grading taxonomy file (TOML); empty: the built-in default (docs/review.md).
+    review_taxonomy: str = ""
+    #: Independent agreeing grades that make an item's grade final (a bank may ask for more).
+    review_consensus: int = 2
+    #: Minutes a claim on a cluster lasts without activity before others may take it.
+    review_claim_minutes: int = 30
+    #: Hours a cluster may wait before it is shown as overdue.
+    review_sla_hours: int = 24
+    #: Banks that final grades feed: actionable grades (alert, auto-confirm) and not-illegal
+    #: grades (ignore), so the same material is never reviewed again.
+    review_bank: str = "TIPLINE_GRADED"
+    review_benign_bank: str = "TIPLINE_NOT_ILLEGAL"
+    #: Exposure limits (IWF practice): a daily cap on time with media on screen, and a break
+    #: of ``exposure_break_minutes`` after each ``exposure_break_after_minutes`` of exposure.
+    exposure_daily_cap_minutes: int = 300
+    exposure_break_after_minutes: int = 60
+    exposure_break_minutes: int = 10
 
     @property
     def db_url(self) -> str:
@@ -137,6 +154,12 @@ _INTS = (
     "media_retention_days",
     "session_idle_minutes",
     "session_max_hours",
+    "review_consensus",
+    "review_claim_minutes",
+    "review_sla_hours",
+    "exposure_daily_cap_minutes",
+    "exposure_break_after_minutes",
+    "exposure_break_minutes",
 )
 
 
@@ -170,7 +193,8 @@ def _coerce(name: str, value: Any) -> Any:
             return Path(str(value)).expanduser()
         if name in _INTS:
             out = int(value)
-            if out < (1 if name in ("workers", "max_upload_bytes", "fetch_max_bytes") else 0):
+            positive = ("workers", "max_upload_bytes", "fetch_max_bytes", "review_consensus")
+            if out < (1 if name in positive else 0):
                 raise ValueError("out of range")
             return out
         if name in ("index_refresh_seconds", "upload_timeout_seconds"):
