@@ -230,3 +230,17 @@ def test_add_file(data: Path, tmp_path: Path) -> None:
     got = {r["signal_type"]: r["signal"] for r in entries_json(data, "A")}
     assert got == expected
     fails(data, "add", "A", "--file", str(tmp_path / "missing.png"), match="cannot read")
+
+
+def test_set_review_settings_auto_confirm_and_consensus(data: Path) -> None:
+    ok(data, "create", "TRUSTED_LIST")
+    res = ok(data, "set", "TRUSTED_LIST", "--auto-confirm", "--consensus", "3")
+    assert "auto-confirm, consensus 3" in res.output
+    with open_store(data) as store:
+        assert store.review_settings("TRUSTED_LIST") == (True, 3)
+    res = ok(data, "set", "TRUSTED_LIST", "--no-auto-confirm", "--consensus", "0")
+    assert "auto-confirm" not in res.output and "consensus" not in res.output
+    with open_store(data) as store:
+        assert store.review_settings("TRUSTED_LIST") == (False, None)
+    fails(data, "set", "TRUSTED_LIST", "--consensus", "11", match="less than or equal to 10")
+    fails(data, "set", "NO_SUCH_BANK", "--auto-confirm", match="NO_SUCH_BANK")

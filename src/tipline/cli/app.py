@@ -96,6 +96,8 @@ COMMAND_MODULES = {
     "token": "users",
     "audit": "audit",
     "media": "media",
+    "export": "export",
+    "webhook": "webhook",
 }
 
 
@@ -128,12 +130,14 @@ def _register(only: str | None = None) -> None:
         dedupe,
         demo,
         detector,
+        export,  # hash/URL lists and NCMEC reports
         inspect,
         keywords,
         media,  # media at rest
         scan,
         serve,  # the web service
         users,  # users and API tokens
+        webhook,
         worker,
     )
 

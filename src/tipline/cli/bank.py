@@ -462,9 +462,29 @@ def set_(
     description: Annotated[
         str | None, typer.Option(help="Replace the description.", show_default=False)
     ] = None,
+    auto_confirm: Annotated[
+        bool | None,
+        typer.Option(
+            "--auto-confirm/--no-auto-confirm",
+            help="Action this alert bank's matches without a human view (a trusted list).",
+            show_default=False,
+        ),
+    ] = None,
+    consensus: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=10,
+            help="Agreeing analysts an item matching this bank needs before its grade is "
+            "final (0: the service's review_consensus).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Change a bank's PDQ threshold, role, enabled state or description."""
+    """Change a bank's PDQ threshold, role, enabled state, description or review settings."""
     with _store(write=True) as store:
+        if auto_confirm is not None or consensus is not None:
+            store.set_review_settings(name, auto_confirm=auto_confirm, consensus=consensus)
         bank = store.get_bank(name)
         if threshold is not None:
             bank.pdq_threshold = threshold
@@ -476,8 +496,11 @@ def set_(
         if description is not None:
             bank.description = description
         bank = store.update_bank(bank)
+        auto, need = store.review_settings(name)
     on = "enabled" if bank.enabled else "disabled"
-    typer.echo(f"{bank.name}: {bank.role}, PDQ threshold {bank.pdq_threshold}, {on}")
+    review = ", auto-confirm" if auto else ""
+    review += f", consensus {need}" if need else ""
+    typer.echo(f"{bank.name}: {bank.role}, PDQ threshold {bank.pdq_threshold}, {on}{review}")
 
 
 @bank_app.command("entries")

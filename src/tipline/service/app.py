@@ -208,6 +208,7 @@ def create_app(
             threading.Thread(target=_load_quietly, args=(matcher,), daemon=True).start()
         stop = threading.Event()
         workers = _start_pipeline(ctx, stop)
+        threading.Thread(target=_bank_pending_grades, args=(ctx,), daemon=True).start()
         try:
             yield
         finally:
@@ -259,6 +260,20 @@ def _start_pipeline(ctx: AppContext, stop: threading.Event) -> list[threading.Th
         ctx.engine, stop, count=ctx.settings.inprocess_workers
     )
     return threads
+
+
+def _bank_pending_grades(ctx: AppContext) -> None:
+    """Final grades whose hashes did not reach the banks (a crash right after grading) are
+    banked at start-up."""
+    from tipline.review.grading import ReviewPolicy, bank_final_grades
+
+    s = ctx.settings
+    try:
+        policy = ReviewPolicy(s.review_consensus, s.review_bank, s.review_benign_bank)
+        while bank_final_grades(ctx.session_factory, ctx.matcher, policy, limit=500) >= 500:
+            pass
+    except Exception:
+        log.exception("could not bank pending final grades; the next grading retries")
 
 
 def _load_quietly(matcher: MatchService) -> None:

@@ -33,6 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from tipline.actions import webhooks
 from tipline.crawl.fetch import (
     BlockedAddressError,
     FetchError,
@@ -359,6 +360,8 @@ def stage_analyse(session: Session, payload: dict[str, Any], cfg: PipelineConfig
         if item.media_ref is None and cfg.media_store is not None:
             item.media_ref = cfg.media_store.put(data)
         up.data = None
+        if record.alert_matches:  # webhooks subscribed to "match" (same transaction)
+            webhooks.emit_match(session, item, report_id, record.alert_matches)
     # the same file twice in one report (two uploads) links once; a racing twin is a no-op
     session.execute(
         _insert(session)
@@ -563,17 +566,20 @@ def start_workers(
     (the embedded single-machine mode; production runs ``tipline worker`` processes)."""
     import os
 
+    from tipline.actions.webhooks import DELIVER_KIND
     from tipline.store.base import session_factory
     from tipline.store.jobs import JobQueue
 
     queue = JobQueue(engine)
     factory = session_factory(engine)
+    # the pipeline's stages and webhook deliveries (match, grade and export events)
+    kinds = [*STAGES, DELIVER_KIND]
 
     def loop(n: int) -> None:
         worker_id = f"inproc:{os.getpid()}:{n}"
         while not stop.is_set():
             try:
-                job = queue.run_one(worker_id, list(STAGES), session_factory=factory)
+                job = queue.run_one(worker_id, kinds, session_factory=factory)
             except Exception:  # the database went away: wait, then try again
                 log.exception("in-process pipeline worker: queue unavailable")
                 job = None

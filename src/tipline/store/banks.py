@@ -177,6 +177,35 @@ class SqlBankStore:
                 raise _not_found(bank.name)
         return self.get_bank(bank.name)
 
+    def review_settings(self, name: str) -> tuple[bool, int | None]:
+        """The bank's ``(auto_confirm, consensus_required)`` (the review desk's settings)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(_B.auto_confirm, _B.consensus_required).where(_B.name == name)
+            ).first()
+        if row is None:
+            raise _not_found(name)
+        return bool(row[0]), row[1]
+
+    def set_review_settings(
+        self, name: str, *, auto_confirm: bool | None = None, consensus: int | None = None
+    ) -> tuple[bool, int | None]:
+        """Set ``auto_confirm`` (alert matches actioned without a human view) and/or how many
+        agreeing analysts items matching this bank need (``consensus``; 0 = the service
+        default)."""
+        values: dict[str, Any] = {}
+        if auto_confirm is not None:
+            values["auto_confirm"] = auto_confirm
+        if consensus is not None:
+            if not 0 <= consensus <= 10:
+                raise BankError("consensus must be 0 (the service default) to 10 analysts")
+            values["consensus_required"] = consensus or None
+        if values:
+            with self.engine.begin() as conn:
+                if conn.execute(update(_B).where(_B.name == name).values(**values)).rowcount == 0:
+                    raise _not_found(name)
+        return self.review_settings(name)
+
     def delete_bank(self, name: str) -> int:
         """Delete a bank and all its entries; returns how many entries went with it."""
         with self.engine.begin() as conn:

@@ -63,7 +63,7 @@ MAX_ERROR_CHARS = 4000
 
 #: Modules imported by every worker process to register the pipeline's handlers. A module that
 #: is not installed/importable is reported, not fatal (so a partial checkout still runs).
-HANDLER_MODULES: list[str] = ["tipline.service.pipeline"]
+HANDLER_MODULES: list[str] = ["tipline.service.pipeline", "tipline.actions.webhooks"]
 
 
 class JobError(TiplineError):

@@ -1,0 +1,142 @@
+"""``tipline export``: hash lists, the URL list and NCMEC CyberTipline reports of final-graded,
+actionable items (docs/actions.md). Every export is an ``export.<kind>`` audit event."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import sys
+import tempfile
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tipline.actions import exports
+from tipline.cli.app import app
+from tipline.cli.audit import UrlOption, _parse_since, open_db
+
+export_app = typer.Typer(
+    help=(
+        "Export what analysts confirmed: hash lists (ThreatExchange CSV, JSONL, IWF-style CSV), "
+        "the URL list, and NCMEC CyberTipline XML reports. Each export is audited."
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(export_app, name="export")
+
+
+class HashFormat(StrEnum):
+    te_csv = "te-csv"
+    jsonl = "jsonl"
+    iwf_csv = "iwf-csv"
+
+
+assert tuple(f.value for f in HashFormat) == exports.HASH_FORMATS
+
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option("-o", "--output", help="Write here instead of stdout.", show_default=False),
+]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        help="Only items graded at or after this ISO date/time (UTC unless it has an offset).",
+        show_default=False,
+    ),
+]
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:
+        return "cli"
+
+
+def _export_to(kind: str, output: Path | None, since: str | None, url: str | None) -> None:
+    """Write to a temporary file in the transaction that records the audit event; once that
+    commits, move it into place (or copy it to stdout)."""
+    since_at = _parse_since(since) if since else None
+    where = output.parent if output is not None else None
+    fd, name = tempfile.mkstemp(prefix=".tipline-export-", suffix=".tmp", dir=where)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            factory = open_db(url)
+            with factory() as s, s.begin():
+                count = exports.export(s, kind, fh, actor=_actor(), since=since_at)
+        if output is None:
+            with tmp.open("r", encoding="utf-8", newline="") as fh2:
+                shutil.copyfileobj(fh2, sys.stdout)
+            sys.stdout.flush()
+        else:
+            tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    what = "URLs" if kind == "urls" else f"items ({count.rows} rows)"
+    to = f" to {output}" if output is not None else ""
+    typer.echo(f"exported {count.items} {what}{to}", err=True)
+
+
+@export_app.command("hashes")
+def export_hashes(
+    fmt: Annotated[
+        HashFormat,
+        typer.Option(
+            "--format",
+            help="te-csv (threatexchange dataset --csv), jsonl (one object per item) or iwf-csv.",
+        ),
+    ] = HashFormat.te_csv,
+    output: OutputOpt = None,
+    since: SinceOpt = None,
+    database_url_opt: UrlOption = None,
+) -> None:
+    """Write the hash list of final-graded actionable items."""
+    _export_to(fmt.value, output, since, database_url_opt)
+
+
+@export_app.command("urls")
+def export_urls(
+    output: OutputOpt = None, since: SinceOpt = None, database_url_opt: UrlOption = None
+) -> None:
+    """Write the distinct URLs of final-graded actionable items, one per line, sorted."""
+    _export_to("urls", output, since, database_url_opt)
+
+
+def _write_text(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        return
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(output)
+
+
+@export_app.command("ncmec")
+def export_ncmec(
+    item_id: Annotated[int, typer.Argument(help="The item's id.", show_default=False)],
+    output: OutputOpt = None,
+    org_name: Annotated[
+        str, typer.Option("--org-name", help="Reporting organisation (placeholder contact).")
+    ] = "Tipline hotline",
+    org_email: Annotated[
+        str, typer.Option("--org-email", help="Reporting organisation's e-mail address.")
+    ] = "hotline@example.org",
+    database_url_opt: UrlOption = None,
+) -> None:
+    """Write a CyberTipline-style XML report for one item with a final actionable grade."""
+    from tipline.actions import ncmec
+
+    factory = open_db(database_url_opt)
+    with factory() as s, s.begin():
+        xml = ncmec.cybertip_xml(s, item_id, ncmec.Reporter(org_name, org_email))
+        exports.record_export(
+            s, "ncmec", exports.ExportCount(1, 1), actor=_actor(), target_id=item_id
+        )
+    _write_text(xml, output)
+    if output is not None:
+        typer.echo(f"wrote the CyberTipline report of item {item_id} to {output}", err=True)
