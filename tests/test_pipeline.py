@@ -427,3 +427,42 @@ def test_report_is_processing_until_its_uploads_are_analysed(
         report = s.get(Report, report_id)
         assert report is not None and report.status == "triaged"
         assert "highest item" in report.priority_reason
+
+
+def test_concurrent_cluster_stages_on_postgresql_share_one_cluster(
+    db_url: str, session_factory: sessionmaker[Session], cfg: PipelineConfig
+) -> None:
+    """Two workers placing near-duplicates at the same moment: the second waits for the
+    first's cluster instead of starting its own (PostgreSQL advisory lock)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite serialises writers itself (the stale one fails and is retried)")
+    pdq = "f" * 64
+    near = "e" + "f" * 63  # 1 bit away
+    with session_factory() as s, s.begin():
+        first = Item(sha256="1" * 64, pdq=pdq, pdq_quality=100, status="hashed")
+        second = Item(sha256="2" * 64, pdq=near, pdq_quality=100, status="hashed")
+        s.add_all([first, second])
+        s.flush()
+        ids = (first.id, second.id)
+    holder = session_factory()
+    holder.begin()
+    pipeline.stage_cluster(holder, {"item_id": ids[0]}, cfg)  # holds the lock, not committed
+    done = threading.Event()
+
+    def other() -> None:
+        with session_factory() as s, s.begin():
+            pipeline.stage_cluster(s, {"item_id": ids[1]}, cfg)
+        done.set()
+
+    t = threading.Thread(target=other)
+    t.start()
+    assert not done.wait(0.5)  # blocked behind the first assignment
+    holder.commit()
+    holder.close()
+    t.join(30)
+    assert done.is_set()
+    with session_factory() as s:
+        a, b = (s.get(Item, i) for i in ids)
+        assert a is not None and b is not None
+        assert a.cluster_id is not None and a.cluster_id == b.cluster_id
+        assert s.scalar(select(func.count()).select_from(Cluster)) == 1

@@ -160,9 +160,7 @@ def status(session: Session, user_id: int, now: datetime, limits: ExposureLimits
     )
 
 
-def minutes_by_user(
-    session: Session, since: datetime, until: datetime
-) -> dict[int, float]:
+def minutes_by_user(session: Session, since: datetime, until: datetime) -> dict[int, float]:
     """Exposure minutes per user id within [since, until)."""
     out: dict[int, float] = {}
     rows = session.scalars(

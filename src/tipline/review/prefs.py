@@ -43,7 +43,7 @@ class ViewPrefs:
 def _int(v: Any, name: str, lo: int, hi: int) -> int:
     try:
         n = int(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: inf from a JSON 1e999
         raise PreferenceError(f"{name}: want a whole number from {lo} to {hi}") from None
     if not lo <= n <= hi:
         raise PreferenceError(f"{name}: want a whole number from {lo} to {hi}")

@@ -182,7 +182,7 @@ def waiting_items(session: Session, cluster_id: int, viewer: Reviewer) -> list[I
     ).all()
     if not items:
         return []
-    done = set(
+    done: set[tuple[int, str]] = set(
         session.execute(
             select(Grade.item_id, Grade.kind).where(
                 Grade.user_id == viewer.user_id, Grade.item_id.in_([i.id for i in items])
@@ -191,10 +191,17 @@ def waiting_items(session: Session, cluster_id: int, viewer: Reviewer) -> list[I
     )
     out = []
     for it in items:
-        kind = "senior" if it.status == "escalated" else "analyst"
-        if (it.id, kind) not in done:
+        if not _graded_by(it, done):
             out.append(it)
     return out
+
+
+def _graded_by(item: Item, done: set[tuple[int, str]]) -> bool:
+    """Whether the viewer already graded ``item`` for its current stage. A senior who graded
+    an item as an analyst does not decide its escalation: another senior does."""
+    if item.status == "escalated":
+        return (item.id, "senior") in done or (item.id, "analyst") in done
+    return (item.id, "analyst") in done
 
 
 def list_queue(
@@ -236,7 +243,7 @@ def list_queue(
         )
     if not items:
         return []
-    graded = set(
+    graded: set[tuple[int, str]] = set(
         session.execute(
             select(Grade.item_id, Grade.kind).where(Grade.user_id == viewer.user_id)
         ).all()
@@ -245,8 +252,7 @@ def list_queue(
     auto = auto_confirm_banks(session)
     members: dict[int, list[Item]] = defaultdict(list)
     for it in items:
-        kind = "senior" if it.status == "escalated" else "analyst"
-        if (it.id, kind) in graded:
+        if _graded_by(it, graded):
             continue
         assert it.cluster_id is not None
         members[it.cluster_id].append(it)

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -387,10 +387,19 @@ def _popcount(x: np.ndarray[Any, np.dtype[np.uint8]]) -> np.ndarray[Any, np.dtyp
     return out
 
 
+#: The PostgreSQL advisory lock that serialises cluster assignment ("tipl" "clus").
+CLUSTER_LOCK_KEY = 0x7469706C_636C7573
+
+
 def stage_cluster(session: Session, payload: dict[str, Any], cfg: PipelineConfig) -> list[FollowUp]:
     """Join the cluster of the nearest clustered item within ``cluster_threshold`` PDQ bits,
     else start a cluster. Items are unique by SHA-256, so an identical file is the same item."""
     item_id = _int(payload, "item_id")
+    if session.get_bind().dialect.name == "postgresql":
+        # One cluster assignment at a time: two workers placing near-duplicates concurrently
+        # would otherwise each start a cluster. (SQLite already serialises the writes: the
+        # later transaction fails on its stale snapshot and the job is retried.)
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLUSTER_LOCK_KEY})
     item = session.get(Item, item_id)
     if item is None:
         raise PermanentJobError(f"item {item_id} does not exist")
