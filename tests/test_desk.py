@@ -267,3 +267,28 @@ def test_viewing_preferences_are_remembered_and_checked(desk: Desk) -> None:
     assert before != c.get(f"/desk/media/{desk.item_id}/preview").content
     bad = c.post("/desk/settings", data={"csrf_token": csrf, "blur": "0"})
     assert bad.status_code == 400 and "blur" in bad.text
+
+
+def test_video_is_not_loaded_until_revealed_then_muted_and_paused(
+    db_url: str, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    d = _make(db_url, session_factory, tmp_path)
+    fake_video = b"\x00\x00\x00\x18ftypmp42" + bytes(200)  # bytes only: the browser decodes
+    ref = from_settings(d.settings).put(fake_video)
+    with d.sf() as s, s.begin():
+        item = s.get(Item, d.item_id)
+        assert item is not None
+        item.media_type, item.media_ref = "video/mp4", ref
+    with d.client as c:
+        _claim(d, "alice")
+        page = c.get(f"/desk/clusters/{d.cluster_id}").text
+        video = re.search(r"<video[^>]*>", page)
+        assert video is not None
+        tag = video.group(0)
+        assert "muted" in tag and 'preload="none"' in tag and "autoplay" not in tag
+        assert f'data-src="/desk/media/{d.item_id}/full"' in tag and " src=" not in tag
+        assert 'class="speed"' in page and 'data-step="1"' in page
+        assert c.get(f"/desk/media/{d.item_id}/preview").status_code == 404
+        res = c.get(f"/desk/media/{d.item_id}/full")
+        assert res.status_code == 200 and res.headers["content-type"] == "video/mp4"
+        assert res.content == fake_video

@@ -121,14 +121,22 @@ def status(session: Session, user_id: int, now: datetime, limits: ExposureLimits
             prev_start = a
     stretch /= 60.0
     cap = limits.daily_cap_minutes
-    if cap and today >= cap:
-        resume = start + timedelta(days=1)
+
+    def result(state: str, resume: datetime | None, message: str) -> ExposureStatus:
         return ExposureStatus(
             today,
             stretch,
             cap,
             limits.break_after_minutes,
             limits.break_minutes,
+            state,
+            resume,
+            message,
+        )
+
+    if cap and today >= cap:
+        resume = start + timedelta(days=1)
+        return result(
             "cap",
             resume,
             f"You have reached today's exposure limit ({cap} minutes). Media is hidden until "
@@ -137,27 +145,13 @@ def status(session: Session, user_id: int, now: datetime, limits: ExposureLimits
     if limits.break_after_minutes and stretch >= limits.break_after_minutes:
         assert stretch_end is not None
         resume = stretch_end + gap
-        return ExposureStatus(
-            today,
-            stretch,
-            cap,
-            limits.break_after_minutes,
-            limits.break_minutes,
+        return result(
             "break",
             resume,
             f"Time for a break: {stretch:.0f} minutes of exposure without one. Media is hidden "
             f"until {resume:%H:%M} UTC ({limits.break_minutes} minutes away from the screen).",
         )
-    return ExposureStatus(
-        today,
-        stretch,
-        cap,
-        limits.break_after_minutes,
-        limits.break_minutes,
-        "ok",
-        None,
-        f"{today:.0f} of {cap} minutes today",
-    )
+    return result("ok", None, f"{today:.0f} of {cap} minutes today")
 
 
 def minutes_by_user(session: Session, since: datetime, until: datetime) -> dict[int, float]:
