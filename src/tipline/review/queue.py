@@ -126,7 +126,7 @@ class QueueEntry:
         }
 
 
-def item_evidence(item: Item) -> list[str]:
+def item_evidence(item: Any) -> list[str]:
     """Evidence tags of an item: ``match`` (an alert-bank match), ``ai``, ``keyword``."""
     tags = []
     if any(m.get("role", "alert") == "alert" and not m.get("suppressed_by") for m in _m(item)):
@@ -138,7 +138,7 @@ def item_evidence(item: Item) -> list[str]:
     return tags
 
 
-def _m(item: Item) -> list[dict[str, Any]]:
+def _m(item: Any) -> list[dict[str, Any]]:
     return [m for m in (item.matches or []) if isinstance(m, dict)]
 
 
@@ -196,12 +196,23 @@ def waiting_items(session: Session, cluster_id: int, viewer: Reviewer) -> list[I
     return out
 
 
-def _graded_by(item: Item, done: set[tuple[int, str]]) -> bool:
+def _graded_by(item: Any, done: set[tuple[int, str]]) -> bool:
     """Whether the viewer already graded ``item`` for its current stage. A senior who graded
     an item as an analyst does not decide its escalation: another senior does."""
     if item.status == "escalated":
         return (item.id, "senior") in done or (item.id, "analyst") in done
     return (item.id, "analyst") in done
+
+
+_QUEUE_COLUMNS = (
+    Item.id,
+    Item.cluster_id,
+    Item.status,
+    Item.first_seen,
+    Item.matches,
+    Item.ai_evidence,
+    Item.keyword_hits,
+)
 
 
 def list_queue(
@@ -213,28 +224,34 @@ def list_queue(
     weights: TriageWeights | None = None,
     sla_hours: float = 24.0,
     limit: int = 100,
+    only_cluster: int | None = None,
 ) -> list[QueueEntry]:
-    """The viewer's queue, most urgent first (overdue clusters before others of equal rank)."""
+    """The viewer's queue, most urgent first (overdue clusters before others of equal rank);
+    ``only_cluster``: just that cluster's entry (the cluster page)."""
     f = filters or QueueFilters()
     w = weights or TriageWeights()
     statuses = ["open", "in_review", "escalated"]
     if f.status:
         statuses = [f.status]
-    clusters = session.scalars(
-        select(Cluster)
+    stmt = (
+        select(Cluster.id, Cluster.status, Cluster.size, Cluster.representative_item_id)
         .where(Cluster.status.in_(statuses))
         .order_by(Cluster.priority.desc().nulls_last(), Cluster.id)
         .limit(CANDIDATES)
-    ).all()
+    )
+    if only_cluster is not None:
+        stmt = stmt.where(Cluster.id == only_cluster)
+    clusters = session.execute(stmt).all()
     if not clusters:
         return []
     by_id = {c.id: c for c in clusters}
     item_statuses = (*WAITING, "escalated") if viewer.senior else WAITING
-    items: list[Item] = []
+    # only the columns scoring needs: the queue reads thousands of rows per page
+    items: list[Any] = []
     for chunk in _chunks(list(by_id), 500):
         items.extend(
-            session.scalars(
-                select(Item).where(
+            session.execute(
+                select(*_QUEUE_COLUMNS).where(
                     Item.cluster_id.in_(chunk),
                     Item.status.in_(item_statuses),
                     Item.graded_at.is_(None),
@@ -250,7 +267,7 @@ def list_queue(
     )
     sources = _sources(session, [i.id for i in items])
     auto = auto_confirm_banks(session)
-    members: dict[int, list[Item]] = defaultdict(list)
+    members: dict[int, list[Any]] = defaultdict(list)
     for it in items:
         if _graded_by(it, graded):
             continue

@@ -414,9 +414,9 @@ def _cluster_page(request: Request, p: Principal, cluster_id: int) -> Response:
         escalated = any(it.status == "escalated" for it in items)
         evidence = sorted({str(it.ai_evidence) for it in items if it.ai_evidence}) or ["none"]
         entries = queue.list_queue(
-            s, rv, now, weights=cfg.weights, sla_hours=cfg.sla_hours, limit=10_000
+            s, rv, now, weights=cfg.weights, sla_hours=cfg.sla_hours, only_cluster=cluster_id
         )
-        entry = next((e for e in entries if e.cluster_id == cluster_id), None)
+        entry = entries[0] if entries else None
         claim_expires = claim.expires_at
     return render(
         request,
