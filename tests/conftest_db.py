@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tipline.store import migrations
 from tipline.store.base import make_engine
 from tipline.store.base import session_factory as _session_factory
+from tipline.triage import cluster_index
 
 PG_SERVER = os.environ.get("TIPLINE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -85,6 +86,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'tipline-test.sqlite3'}"
     url: str = request.getfixturevalue("pg_database")
     _reset_pg(url)
+    cluster_index.reset_all()  # the same URL now names an empty database
     return url
 
 

@@ -429,13 +429,11 @@ def test_report_is_processing_until_its_uploads_are_analysed(
         assert "highest item" in report.priority_reason
 
 
-def test_concurrent_cluster_stages_on_postgresql_share_one_cluster(
+def test_concurrent_cluster_stages_share_one_cluster(
     db_url: str, session_factory: sessionmaker[Session], cfg: PipelineConfig
 ) -> None:
     """Two workers placing near-duplicates at the same moment: the second waits for the
-    first's cluster instead of starting its own (PostgreSQL advisory lock)."""
-    if not db_url.startswith("postgresql"):
-        pytest.skip("SQLite serialises writers itself (the stale one fails and is retried)")
+    first's cluster instead of starting its own (PostgreSQL advisory lock, SQLite write lock)."""
     pdq = "f" * 64
     near = "e" + "f" * 63  # 1 bit away
     with session_factory() as s, s.begin():

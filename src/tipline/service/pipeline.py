@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 from sqlalchemy import select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -43,7 +42,6 @@ from tipline.crawl.fetch import (
     TooLargeError,
     fetch,
 )
-from tipline.index.hamming import codes_from_hex
 from tipline.provenance.keywords import KeywordMatcher
 from tipline.scan.hashing import HashOptions, hash_bytes
 from tipline.scan.keywords import apply_keywords
@@ -51,6 +49,7 @@ from tipline.scan.record import ItemRecord, Match
 from tipline.signals.pdq import MIN_USABLE_QUALITY
 from tipline.store.jobs import JobContext, PermanentJobError, register_handler
 from tipline.store.models import BankRow, Cluster, Item, Report, ReportItem, Upload
+from tipline.triage import cluster_index
 from tipline.triage.priority import (
     ItemFacts,
     Score,
@@ -382,42 +381,36 @@ def stage_analyse(session: Session, payload: dict[str, Any], cfg: PipelineConfig
     ]
 
 
-def _popcount(x: np.ndarray[Any, np.dtype[np.uint8]]) -> np.ndarray[Any, np.dtype[np.int64]]:
-    out: np.ndarray[Any, np.dtype[np.int64]] = np.unpackbits(x, axis=1).sum(axis=1, dtype=np.int64)
-    return out
-
-
 #: The PostgreSQL advisory lock that serialises cluster assignment ("tipl" "clus").
 CLUSTER_LOCK_KEY = 0x7469706C_636C7573
+
+
+def _serialise_cluster_assignment(session: Session) -> None:
+    """One cluster assignment at a time, until this transaction ends: two workers placing
+    near-duplicates concurrently would otherwise each start a cluster. PostgreSQL: an advisory
+    lock; SQLite: its write lock, taken now by a write that changes nothing (the reads that
+    follow then see every committed assignment)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLUSTER_LOCK_KEY})
+    else:
+        session.execute(text("UPDATE clusters SET id = id WHERE 0 = 1"))
 
 
 def stage_cluster(session: Session, payload: dict[str, Any], cfg: PipelineConfig) -> list[FollowUp]:
     """Join the cluster of the nearest clustered item within ``cluster_threshold`` PDQ bits,
     else start a cluster. Items are unique by SHA-256, so an identical file is the same item."""
     item_id = _int(payload, "item_id")
-    if session.get_bind().dialect.name == "postgresql":
-        # One cluster assignment at a time: two workers placing near-duplicates concurrently
-        # would otherwise each start a cluster. (SQLite already serialises the writes: the
-        # later transaction fails on its stale snapshot and the job is retried.)
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLUSTER_LOCK_KEY})
+    _serialise_cluster_assignment(session)
     item = session.get(Item, item_id)
     if item is None:
         raise PermanentJobError(f"item {item_id} does not exist")
     if item.cluster_id is None:
         target: int | None = None
         if item.pdq and (item.pdq_quality or 0) >= MIN_USABLE_QUALITY:
-            rows = session.execute(
-                select(Item.pdq, Item.cluster_id).where(
-                    Item.cluster_id.is_not(None), Item.pdq.is_not(None), Item.id != item.id
-                )
-            ).all()
-            if rows:
-                codes = codes_from_hex([str(r[0]) for r in rows])
-                mine = codes_from_hex([item.pdq])
-                dist = _popcount(np.bitwise_xor(codes, mine))
-                best = int(np.argmin(dist))
-                if int(dist[best]) <= cfg.cluster_threshold:
-                    target = rows[best][1]
+            index = cluster_index.for_session(session)
+            index.refresh(session)
+            hit = index.nearest(item.pdq, cfg.cluster_threshold)
+            target = hit[0] if hit is not None else None
         cluster = session.get(Cluster, target) if target is not None else None
         if cluster is None:
             cluster = Cluster(representative_item_id=item.id, size=1)
@@ -426,6 +419,7 @@ def stage_cluster(session: Session, payload: dict[str, Any], cfg: PipelineConfig
         else:
             cluster.size = (cluster.size or 0) + 1
         item.cluster_id = cluster.id
+        item.clustered_seq = cluster_index.next_seq(session)
     report_id = payload.get("report_id")
     return [_triage_item(item.id, report_id)] if isinstance(report_id, int) else []
 

@@ -138,6 +138,9 @@ class Item(Base):
     cluster_id: Mapped[int | None] = mapped_column(
         ForeignKey("clusters.id", ondelete="SET NULL"), index=True
     )
+    #: Order of cluster assignment (1, 2, 3...; assignments are serialised): workers keep an
+    #: in-memory index of clustered items and read only what was assigned since they last looked.
+    clustered_seq: Mapped[int | None] = mapped_column(BigInteger, index=True)
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     #: Pointer into the media store (None once the bytes are purged or never kept).
     media_ref: Mapped[str | None] = mapped_column(String(255))
