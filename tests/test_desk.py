@@ -292,3 +292,20 @@ def test_video_is_not_loaded_until_revealed_then_muted_and_paused(
         res = c.get(f"/desk/media/{d.item_id}/full")
         assert res.status_code == 200 and res.headers["content-type"] == "video/mp4"
         assert res.content == fake_video
+
+
+def test_provenance_beside_the_media_and_its_details_behind_a_reveal(desk: Desk) -> None:
+    with desk.sf() as s, s.begin():
+        item = s.get(Item, desk.item_id)
+        assert item is not None
+        item.ai_evidence = "strong"
+        item.provenance = [
+            {"signal": "infotext", "verdict": "ai_generated", "generator": "AUTOMATIC1111",
+             "evidence": {"model": "benign-test-model"}, "confidence": 1.0},
+        ]  # fmt: skip
+    _claim(desk, "alice")
+    page = desk.client.get(f"/desk/clusters/{desk.cluster_id}").text
+    details = page.index('<details class="texts">')
+    assert page.index("infotext: ai_generated (AUTOMATIC1111)") < details
+    assert page.index("model=benign-test-model") > details
+    assert "AI evidence: strong" in page  # beside the AI-generated question

@@ -323,35 +323,37 @@ async def release_cluster(
     return await run_in_threadpool(_release, request, p, cluster_id)
 
 
-def _texts(item: Item) -> list[str]:
-    """Text findings (keyword hits, prompts and other generator text): behind a reveal."""
-    out = [f"keyword: {h}" for h in (item.keyword_hits or [])][:50]
-    prov = item.provenance if isinstance(item.provenance, dict) else {}
-    for key in ("prompt", "negative_prompt"):
-        v = prov.get(key)
-        if isinstance(v, str) and v:
-            out.append(f"{key}: {v[:2000]}")
-    for g in prov.get("generators", []) if isinstance(prov.get("generators"), list) else []:
-        if isinstance(g, dict) and isinstance(g.get("prompt"), str):
-            out.append(f"prompt ({g.get('name', 'generator')}): {g['prompt'][:2000]}")
-    return out
+def _findings(item: Item) -> list[dict[str, Any]]:
+    """The item's provenance findings (``Finding.to_json()`` dicts; free text already dropped
+    by the pipeline)."""
+    prov = item.provenance
+    if isinstance(prov, dict):
+        prov = prov.get("findings", [prov])
+    return [f for f in prov if isinstance(f, dict)] if isinstance(prov, list) else []
 
 
 def _ai_findings(item: Item) -> list[str]:
-    prov = item.provenance if isinstance(item.provenance, dict) else {}
+    """One line per provenance finding, shown beside the media: signal, verdict, generator."""
     out = []
-    for key in ("verdict", "summary"):
-        if isinstance(prov.get(key), str):
-            out.append(f"{key}: {prov[key][:300]}")
-    findings = prov.get("findings") or prov.get("evidence") or []
-    if isinstance(findings, list):
-        for f in findings[:8]:
-            if isinstance(f, dict):
-                what = f.get("kind") or f.get("source") or f.get("type") or "finding"
-                detail = f.get("detail") or f.get("name") or f.get("generator") or ""
-                out.append(f"{what}: {str(detail)[:200]}")
-            elif isinstance(f, str):
-                out.append(f[:200])
+    for f in _findings(item)[:12]:
+        if f.get("verdict") in (None, "none", "absent"):
+            continue
+        line = f"{f.get('signal', 'finding')}: {f.get('verdict', '')}"
+        if f.get("generator"):
+            line += f" ({f['generator']})"
+        out.append(line[:200])
+    return out
+
+
+def _texts(item: Item) -> list[str]:
+    """Text findings (keyword-list hits, the details of provenance evidence such as model and
+    LoRA names): behind a reveal, since names can be explicit."""
+    out = [f"keyword list: {h}" for h in (item.keyword_hits or [])][:50]
+    for f in _findings(item)[:12]:
+        ev = f.get("evidence")
+        if isinstance(ev, dict) and ev:
+            details = ", ".join(f"{k}={str(v)[:120]}" for k, v in list(ev.items())[:8])
+            out.append(f"{f.get('signal', 'finding')}: {details}"[:1000])
     return out
 
 
