@@ -464,3 +464,58 @@ def test_concurrent_cluster_stages_share_one_cluster(
         assert a is not None and b is not None
         assert a.cluster_id is not None and a.cluster_id == b.cluster_id
         assert s.scalar(select(func.count()).select_from(Cluster)) == 1
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return out.getvalue()
+
+
+def test_uploaded_archive_members_become_items_and_the_archive_a_container(
+    engine: Engine, session_factory: sessionmaker[Session], cfg: PipelineConfig
+) -> None:
+    other = encode(noise_image(77), "PNG")
+    inner = _zip({"deep/other.png": other})
+    archive = _zip({"a/known.png": KNOWN_COPY, "nested.zip": inner, "empty.txt": b""})
+    report_id = _submit(engine, session_factory, [archive])
+    queue = JobQueue(engine)
+    _drain(queue, session_factory)
+    assert {j.status for j in queue.list()} == {"done"}
+    with session_factory() as s:
+        items = {i.sha256: i for i in s.scalars(select(Item))}
+        container = items[_record(archive).sha256]
+        assert container.status == "container" and container.cluster_id is None
+        assert "archive opened: 2 member(s)" in container.errors
+        known = items[_record(KNOWN_COPY).sha256]
+        assert known.status == "matched" and known.cluster_id is not None
+        nested = items[_record(other).sha256]
+        assert nested.status == "hashed" and nested.cluster_id is not None
+        linked = set(s.scalars(select(ReportItem.item_id).where(ReportItem.report_id == report_id)))
+        assert linked == {container.id, known.id, nested.id}
+        names = sorted(u.filename for u in s.scalars(select(Upload)))
+        assert names == ["f0.img", "f0.img!a/known.png", "f0.img!nested.zip!deep/other.png"]
+        assert all(u.data is None for u in s.scalars(select(Upload)))
+        report = s.get(Report, report_id)
+        assert report is not None and report.status == "triaged"
+    # running the archive's analyse job again changes nothing
+    with session_factory() as s, s.begin():
+        up = s.scalars(select(Upload).where(Upload.filename == "f0.img")).one()
+        assert pipeline.stage_analyse(s, {"report_id": report_id, "upload_id": up.id}, cfg) == []
+
+
+def test_zip_bomb_upload_is_cut_off_and_reported_on_the_container(
+    engine: Engine, session_factory: sessionmaker[Session], cfg: PipelineConfig
+) -> None:
+    bomb = _zip({"zeros.bin": bytes(50 * 1024 * 1024), "ok.png": KNOWN_COPY})
+    _submit(engine, session_factory, [bomb])
+    _drain(JobQueue(engine), session_factory)
+    with session_factory() as s:
+        container = s.scalars(select(Item).where(Item.status == "container")).one()
+        assert any("ratio" in e or "limit" in e for e in container.errors), container.errors
+        assert s.scalar(select(func.count()).select_from(Item).where(Item.status == "matched"))

@@ -44,7 +44,7 @@ HUMAN_FINAL = ("confirmed", "dismissed")
 AUTO_FINAL = ("auto_confirmed",)
 RESOLVED = HUMAN_FINAL + AUTO_FINAL
 #: Items in these statuses are not waiting for anyone.
-NOT_WAITING = (*RESOLVED, "failed")
+NOT_WAITING = (*RESOLVED, "failed", "container")
 #: Cluster statuses that may still need review.
 CLUSTER_ACTIVE = ("open", "in_review", "escalated")
 AI_EVIDENCE_VALUES = ("strong", "weak")

@@ -234,3 +234,53 @@ def _tar_members(
 
 def sniff_bytes(data: bytes) -> MediaType:
     return sniff(data[:SNIFF_BYTES])
+
+
+@dataclass(slots=True)
+class Expanded:
+    """What :func:`expand` found: the leaf members (not archives) with their paths inside
+    the archive (``inner/a.jpg``, nested as ``inner.zip!b.jpg``), and every problem met."""
+
+    members: list[tuple[str, bytes]]
+    errors: list[str]
+
+
+def expand(data: bytes, limits: Limits) -> Expanded:
+    """Every non-archive member of an in-memory zip or tar, nested archives opened up to
+    ``limits.max_archive_depth`` with one shared byte budget (the service's uploads; ``tipline
+    scan`` streams instead). A nested archive past the depth limit is kept as a member."""
+    out = Expanded([], [])
+    budget = Budget(limits.max_archive_bytes)
+
+    def walk(blob: bytes, prefix: str, depth: int) -> None:
+        mt = sniff_bytes(blob)
+        seen: set[str] = set()
+        try:
+            for m in iter_members(
+                io.BytesIO(blob),
+                mt,
+                len(blob),
+                limits,
+                budget,
+                lambda e: out.errors.append(f"{prefix or 'archive'}: {e}"),
+            ):
+                name = "".join(ch if ch.isprintable() else "?" for ch in m.name) or "?"
+                while name in seen:
+                    name += "_"
+                seen.add(name)
+                path = f"{prefix}!{name}" if prefix else name
+                if m.error is not None:
+                    out.errors.append(f"{path}: {m.error}")
+                    continue
+                member = m.data or b""
+                if not member:
+                    continue
+                if is_archive(sniff_bytes(member)) and depth < limits.max_archive_depth:
+                    walk(member, path, depth + 1)
+                else:
+                    out.members.append((path, member))
+        except ItemError as err:
+            out.errors.append(f"{prefix or 'archive'}: {err}")
+
+    walk(data, "", 1)
+    return out

@@ -33,6 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from tipline.actions import webhooks
+from tipline.config import Limits, MiB
 from tipline.crawl.fetch import (
     BlockedAddressError,
     FetchError,
@@ -43,6 +44,7 @@ from tipline.crawl.fetch import (
     fetch,
 )
 from tipline.provenance.keywords import KeywordMatcher
+from tipline.scan.archives import expand, is_archive, sniff_bytes
 from tipline.scan.hashing import HashOptions, hash_bytes
 from tipline.scan.keywords import apply_keywords
 from tipline.scan.record import ItemRecord, Match
@@ -77,6 +79,11 @@ class FollowUp:
 MatchFn = Callable[[ItemRecord], list[Match]]
 
 
+#: Archives uploaded with a report are opened in memory, their members stored as uploads:
+#: tighter totals than ``tipline scan``, which streams.
+SERVICE_ARCHIVE_LIMITS = Limits(max_archive_bytes=512 * MiB, max_archive_members=2_000)
+
+
 @dataclass
 class PipelineConfig:
     """What the stages need besides the database."""
@@ -93,6 +100,8 @@ class PipelineConfig:
     #: fetch direct media URLs named in reports (through the SSRF-safe fetcher)
     fetch_urls: bool = True
     cluster_threshold: int = _CLUSTER_PDQ_THRESHOLD
+    #: limits for opening uploaded zip/tar archives (members become uploads of their own)
+    archive_limits: Limits = SERVICE_ARCHIVE_LIMITS
 
 
 _config: PipelineConfig | None = None
@@ -330,6 +339,11 @@ def stage_analyse(session: Session, payload: dict[str, Any], cfg: PipelineConfig
         item = session.scalar(select(Item).where(Item.sha256 == up.sha256))
         if item is None:
             raise PermanentJobError(f"upload {upload_id} has no bytes and no item")
+        if item.status == "container":
+            _link(session, report_id, item, up)
+            return []
+    elif "!" not in (up.filename or "") and is_archive(sniff_bytes(bytes(up.data[:64]))):
+        return _expand_upload(session, up, report_id, cfg)
     else:
         data = bytes(up.data)
         options = cfg.hash_options
@@ -361,6 +375,16 @@ def stage_analyse(session: Session, payload: dict[str, Any], cfg: PipelineConfig
         up.data = None
         if record.alert_matches:  # webhooks subscribed to "match" (same transaction)
             webhooks.emit_match(session, item, report_id, record.alert_matches)
+    _link(session, report_id, item, up)
+    return [
+        FollowUp(
+            "cluster", {"item_id": item.id, "report_id": report_id}, f"cluster:item:{item.id}"
+        ),
+        _triage_item(item.id, report_id),
+    ]
+
+
+def _link(session: Session, report_id: int, item: Item, up: Upload) -> None:
     # the same file twice in one report (two uploads) links once; a racing twin is a no-op
     session.execute(
         _insert(session)
@@ -373,12 +397,58 @@ def stage_analyse(session: Session, payload: dict[str, Any], cfg: PipelineConfig
         )
         .on_conflict_do_nothing(index_elements=["report_id", "item_id"])
     )
-    return [
-        FollowUp(
-            "cluster", {"item_id": item.id, "report_id": report_id}, f"cluster:item:{item.id}"
+
+
+def _expand_upload(
+    session: Session, up: Upload, report_id: int, cfg: PipelineConfig
+) -> list[FollowUp]:
+    """An uploaded zip/tar: each member becomes an upload of its own (analysed, clustered and
+    reviewed like any other); the archive itself is kept as a ``container`` item with its
+    hashes and any limit it hit (zip bombs, too many members), linked to the report but never
+    queued for review."""
+    import hashlib
+
+    assert up.data is not None
+    data = bytes(up.data)
+    found = expand(data, cfg.archive_limits)
+    item = _upsert_item(
+        session,
+        ItemRecord(
+            path=up.filename or "",
+            media_type=sniff_bytes(data).mime,
+            size=len(data),
+            sha256=up.sha256,
         ),
-        _triage_item(item.id, report_id),
-    ]
+    )
+    item.md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+    item.sha1 = hashlib.sha1(data, usedforsecurity=False).hexdigest()
+    item.media_type = sniff_bytes(data).mime
+    item.size = len(data)
+    item.status = "container"
+    item.errors = [*found.errors[:100], f"archive opened: {len(found.members)} member(s)"]
+    _link(session, report_id, item, up)
+    base = up.filename or f"upload-{up.id}"
+    follow: list[FollowUp] = []
+    for path, member in found.members:
+        child = Upload(
+            report_id=report_id,
+            filename=f"{base}!{path}"[-255:],
+            source_url=up.source_url,
+            data=member,
+            size=len(member),
+            sha256=hashlib.sha256(member).hexdigest(),
+        )
+        session.add(child)
+        session.flush()
+        follow.append(
+            FollowUp(
+                "analyse",
+                {"report_id": report_id, "upload_id": child.id},
+                f"analyse:upload:{child.id}",
+            )
+        )
+    up.data = None
+    return follow
 
 
 #: The PostgreSQL advisory lock that serialises cluster assignment ("tipl" "clus").

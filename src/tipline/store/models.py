@@ -48,6 +48,8 @@ ITEM_STATUSES = (
     "auto_confirmed",
     "dismissed",
     "failed",
+    # an uploaded archive: its members are items of their own; the archive is never reviewed
+    "container",
 )
 CLUSTER_STATUSES = ("open", "in_review", "escalated", "closed")
 JOB_STATUSES = ("queued", "running", "done", "failed", "dead")
