@@ -21,8 +21,10 @@ a background thread, and applies the same incremental update (operations are ide
 hash added through one process is matchable on all of them within about a second, with no
 rebuild. Only a bulk add of more than ``JOURNAL_MAX_ADDS`` entries is journalled as ``reload``:
 the others rebuild from the database in the background while their old index keeps answering
-(memory peak: two indexes for the length of one reload). The journal only grows; remove it
-while every process on the directory is stopped (they rebuild from the database at start).
+(memory peak: two indexes for the length of one reload). The journal is rotated when it
+outgrows ``JOURNAL_ROTATE_BYTES``: the writer renames it to ``changes.jsonl.old`` and starts a
+new one; a process that finds a new file under the name rebuilds from the database (which
+already holds every change journalled before the rotation) and follows the new file.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ log = logging.getLogger("tipline.service.matching")
 JOURNAL = "changes.jsonl"
 #: Adds larger than this are journalled as "reload" (the other processes rebuild).
 JOURNAL_MAX_ADDS = 10_000
+#: The journal is rotated past this size (a rotation costs each other process one rebuild).
+JOURNAL_ROTATE_BYTES = 64 * 1024 * 1024
 
 #: Exact signal types an uploaded item's own hashes are looked up under.
 _RECORD_EXACT = ("md5", "sha1", "sha256", "autov1", "autov2", "autov3")
@@ -186,6 +190,8 @@ class MatchService:
         self.index_dir = index_dir
         self.refresh_seconds = refresh_seconds
         self._offset = 0
+        self._inode = 0
+        self._old_at_load = 0
         self._instance = secrets.token_hex(8)
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
@@ -245,12 +251,15 @@ class MatchService:
         if self.index_dir is not None:
             # its existence tells tools outside the service (`tipline bank`) to journal changes
             self.index_dir.mkdir(parents=True, exist_ok=True)
-        offset = self._journal_size()
+        inode, offset = self._journal_stat()
+        old_inode = self._old_inode()
         t0 = time.perf_counter()
         idx = self._build(self.store)
         with self._lock:
             self._index = idx
             self._offset = offset
+            self._inode = inode
+            self._old_at_load = old_inode
         self.load_seconds = time.perf_counter() - t0
         log.info(
             "match index loaded",
@@ -289,11 +298,24 @@ class MatchService:
         return None if self.index_dir is None else self.index_dir / JOURNAL
 
     def _journal_size(self) -> int:
+        return self._journal_stat()[1]
+
+    def _old_inode(self) -> int:
+        """Inode of the rotated journal (``changes.jsonl.old``); 0 when there is none."""
         path = self._journal()
         try:
-            return path.stat().st_size if path is not None else 0
+            return path.with_name(path.name + ".old").stat().st_ino if path is not None else 0
         except OSError:
             return 0
+
+    def _journal_stat(self) -> tuple[int, int]:
+        """(inode, size) of the journal; (0, 0) when there is none."""
+        path = self._journal()
+        try:
+            st = path.stat() if path is not None else None
+        except OSError:
+            return 0, 0
+        return (st.st_ino, st.st_size) if st is not None else (0, 0)
 
     def _log(self, op: dict[str, Any]) -> None:
         """Append one change for the other processes (JSON, one line, under a file lock)."""
@@ -325,7 +347,18 @@ class MatchService:
         """Apply the changes other processes journalled since our last look; returns how
         many. Every operation is idempotent, so one seen twice does no harm."""
         path = self._journal()
-        if path is None or self._index is None or self._journal_size() <= self._offset:
+        if path is None or self._index is None:
+            return 0
+        inode, size = self._journal_stat()
+        if inode != self._inode:
+            if self._inode == 0 and self._old_inode() == self._old_at_load:
+                self._inode = inode  # created since we loaded, never rotated: follow it
+            else:
+                # rotated or removed since we loaded: rebuild; the database holds every
+                # change journalled before
+                self.load()
+                return 0
+        if size <= self._offset:
             return 0
         with path.open("rb") as f:
             f.seek(self._offset)
@@ -645,12 +678,25 @@ def announce_reload(index_dir: Path) -> None:
 def _append_journal(path: Path, op: dict[str, Any]) -> None:
     """One JSON line, appended under an exclusive lock so concurrent writers never interleave."""
     line = (json.dumps(op, separators=(",", ":")) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+    for _ in range(5):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            st = os.fstat(fd)
+            try:
+                current = os.stat(path).st_ino
+            except FileNotFoundError:
+                current = -1
+            if current != st.st_ino:
+                continue  # another writer rotated it while we waited: write to the new file
+            if st.st_size + len(line) > JOURNAL_ROTATE_BYTES and st.st_size > 0:
+                os.replace(path, path.with_name(path.name + ".old"))
+                continue  # readers see a new file and rebuild; our line goes into it
+            os.write(fd, line)
+            return
+        finally:
+            os.close(fd)
+    raise OSError(f"could not append to the change journal {path}")
 
 
 def _put(
