@@ -357,3 +357,19 @@ def test_api_v1_hash_list_import(client: TestClient) -> None:
     )
     assert r.json()["added"] == 2 and r.json()["skipped_lines"] == 1
     assert client.post("/api/v1/banks/NOPE/import", content=bad).status_code == 404
+
+
+def test_api_v1_bank_review_settings(client: TestClient) -> None:
+    assert client.post("/api/v1/banks", json={"name": "TRUSTED"}).status_code == 201
+    out = client.get("/api/v1/banks/TRUSTED").json()
+    assert (out["auto_confirm"], out["consensus_required"]) == (False, None)
+    r = client.patch("/api/v1/banks/TRUSTED", json={"auto_confirm": True, "consensus_required": 3})
+    assert r.status_code == 200, r.text
+    assert (r.json()["auto_confirm"], r.json()["consensus_required"]) == (True, 3)
+    r = client.patch("/api/v1/banks/TRUSTED", json={"consensus_required": 0, "pdq_threshold": 20})
+    assert r.json()["consensus_required"] is None and r.json()["pdq_threshold"] == 20
+    assert r.json()["auto_confirm"] is True
+    assert client.patch("/api/v1/banks/TRUSTED", json={"consensus_required": 11}).status_code in (
+        400,
+        422,
+    )

@@ -41,6 +41,10 @@ class BankPatch(BaseModel):
     pdq_threshold: int | None = Field(None, ge=0, le=128)
     enabled: bool | None = None
     description: str | None = Field(None, max_length=2000)
+    #: action this alert bank's matches without a human view
+    auto_confirm: bool | None = None
+    #: agreeing analysts an item matching this bank needs (0: the service default)
+    consensus_required: int | None = Field(None, ge=0, le=10)
 
 
 class BankOut(BaseModel):
@@ -51,6 +55,8 @@ class BankOut(BaseModel):
     description: str
     created_at: float
     entries: int | None = None
+    auto_confirm: bool | None = None
+    consensus_required: int | None = None
 
 
 class EntryIn(BaseModel):
@@ -104,7 +110,9 @@ class MatchOut(BaseModel):
     suppressed_by: int | None = None
 
 
-def _bank_out(b: Bank, entries: int | None = None) -> BankOut:
+def _bank_out(b: Bank, entries: int | None = None, store: Any = None) -> BankOut:
+    review = getattr(store, "review_settings", None)
+    auto, need = review(b.name) if review is not None else (None, None)
     return BankOut(
         name=b.name,
         role=b.role,
@@ -113,6 +121,8 @@ def _bank_out(b: Bank, entries: int | None = None) -> BankOut:
         description=b.description,
         created_at=b.created_at,
         entries=entries,
+        auto_confirm=auto,
+        consensus_required=need,
     )
 
 
@@ -149,7 +159,10 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
 
     @r.get("/banks", dependencies=[Depends(require("bank:read"))])
     def banks_list() -> list[BankOut]:
-        return [_bank_out(b, service.count_entries(b.name)) for b in service.list_banks()]
+        return [
+            _bank_out(b, service.count_entries(b.name), service.store)
+            for b in service.list_banks()
+        ]
 
     @r.post("/banks", status_code=201, dependencies=[Depends(require("bank:write"))])
     def banks_create(body: BankIn) -> BankOut:
@@ -158,14 +171,24 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
 
     @r.get("/banks/{name}", dependencies=[Depends(require("bank:read"))])
     def bank_get(name: str) -> BankOut:
-        return _bank_out(service.get_bank(name), service.count_entries(name))
+        return _bank_out(service.get_bank(name), service.count_entries(name), service.store)
 
     @r.patch("/banks/{name}", dependencies=[Depends(require("bank:write"))])
     def bank_patch(name: str, body: BankPatch) -> BankOut:
         bank = service.get_bank(name)
-        for k, v in body.model_dump(exclude_none=True).items():
+        changes = body.model_dump(exclude_none=True)
+        auto = changes.pop("auto_confirm", None)
+        need = changes.pop("consensus_required", None)
+        if auto is not None or need is not None:
+            setter = getattr(service.store, "set_review_settings", None)
+            if setter is None:
+                raise ApiError(400, "this bank store has no review settings")
+            setter(name, auto_confirm=auto, consensus=need)
+        for k, v in changes.items():
             setattr(bank, k, v)
-        return _bank_out(service.update_bank(bank), service.count_entries(name))
+        if changes:
+            bank = service.update_bank(bank)
+        return _bank_out(bank, service.count_entries(name), service.store)
 
     @r.delete("/banks/{name}", dependencies=[Depends(require("bank:write"))])
     def bank_delete(name: str) -> dict[str, int]:
