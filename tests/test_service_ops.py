@@ -373,3 +373,59 @@ def test_api_v1_bank_review_settings(client: TestClient) -> None:
         400,
         422,
     )
+
+
+@pytest.mark.slow
+def test_metrics_add_up_across_api_processes(tmp_path: Path) -> None:
+    """`tipline serve --workers 2`: /metrics counts every process's requests, whichever
+    process answers the scrape."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIPLINE_", "PROMETHEUS"))}
+    env.update(
+        {
+            "TIPLINE_DATA_DIR": str(tmp_path / "multi"),
+            "TIPLINE_ANONYMOUS_PERMISSIONS": "match:read",
+            "TIPLINE_INPROCESS_WORKERS": "0",
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tipline", "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None
+            assert time.monotonic() < deadline, "tipline serve did not become ready"
+            time.sleep(0.2)
+        n = 40
+        for _ in range(n):  # new connections: spread over both processes
+            with httpx.Client() as c:
+                assert c.get(url + "/m/lookup", params={"signal_type": "pdq", "signal": PDQ_A})
+        pattern = re.compile(
+            r'^tipline_http_requests_total\{method="GET",route="/m/lookup",status="200"\} (\S+)$',
+            re.M,
+        )
+        for _ in range(6):  # every scrape, from either process, sees the total
+            with httpx.Client() as c:
+                text = c.get(url + "/metrics").text
+            m = pattern.search(text)
+            assert m is not None, text[:2000]
+            assert float(m.group(1)) == n
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert (tmp_path / "multi" / "metrics").is_dir()

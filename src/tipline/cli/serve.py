@@ -60,6 +60,9 @@ def serve(
         err=True,
     )
     os.environ[SETTINGS_ENV] = json.dumps({k: str(v) for k, v in _as_dict(settings).items()})
+    if settings.workers > 1 and not os.environ.get(METRICS_DIR_ENV):
+        # several API processes: each writes its metrics to files here, /metrics adds them up
+        os.environ[METRICS_DIR_ENV] = str(_fresh_metrics_dir(settings.data_dir))
     uvicorn.run(
         "tipline.cli.serve:app_from_env",
         factory=True,
@@ -71,6 +74,20 @@ def serve(
         proxy_headers=True,
         timeout_keep_alive=5,
     )
+
+
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _fresh_metrics_dir(data_dir: Path) -> Path:
+    """An empty directory for this run's per-process metric files (a previous run's are
+    removed: counters start at zero with the service, as with one process)."""
+    import shutil
+
+    path = data_dir / "metrics"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, mode=0o700)
+    return path
 
 
 def _as_dict(settings: object) -> dict[str, object]:

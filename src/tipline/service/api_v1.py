@@ -160,8 +160,7 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
     @r.get("/banks", dependencies=[Depends(require("bank:read"))])
     def banks_list() -> list[BankOut]:
         return [
-            _bank_out(b, service.count_entries(b.name), service.store)
-            for b in service.list_banks()
+            _bank_out(b, service.count_entries(b.name), service.store) for b in service.list_banks()
         ]
 
     @r.post("/banks", status_code=201, dependencies=[Depends(require("bank:write"))])

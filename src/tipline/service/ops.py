@@ -18,6 +18,7 @@ import contextvars
 import importlib
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -99,9 +100,13 @@ def configure_logging(level: str = "info", json_logs: bool = True) -> None:
 
 
 class Metrics:
-    """One registry per app, so several apps (tests) never collide."""
+    """One registry per app, so several apps (tests) never collide. With several API
+    processes (``PROMETHEUS_MULTIPROC_DIR`` set by ``tipline serve --workers N``), every
+    process writes its values to files there and ``/metrics`` reports the sum of all of them,
+    whichever process answers."""
 
     def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "tipline_http_requests",
@@ -120,11 +125,27 @@ class Metrics:
             "tipline_matches", "Matches returned, by bank", ["bank"], registry=self.registry
         )
         self.index_entries = Gauge(
-            "tipline_index_entries", "Enabled entries in the match index", registry=self.registry
+            "tipline_index_entries",
+            "Enabled entries in the match index",
+            registry=self.registry,
+            multiprocess_mode="max",
         )
         self.index_loaded = Gauge(
-            "tipline_index_loaded", "1 when the match index is loaded", registry=self.registry
+            "tipline_index_loaded",
+            "1 when the match index is loaded",
+            registry=self.registry,
+            multiprocess_mode="min",
         )
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of this process, or of all processes in multiprocess mode."""
+        if not self.multiprocess:
+            return bytes(generate_latest(self.registry))
+        from prometheus_client import multiprocess
+
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        return bytes(generate_latest(merged))
 
     def count_matches(self, banks: list[str]) -> None:
         for b in banks:
@@ -195,7 +216,7 @@ def router(matcher: MatchService, metrics: Metrics) -> APIRouter:
     def get_metrics() -> Response:
         metrics.index_entries.set(matcher.index_size())
         metrics.index_loaded.set(1 if matcher.loaded else 0)
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @r.get("/healthz")
     def healthz() -> dict[str, str]:
