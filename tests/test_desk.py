@@ -309,3 +309,42 @@ def test_provenance_beside_the_media_and_its_details_behind_a_reveal(desk: Desk)
     assert page.index("infotext: ai_generated (AUTOMATIC1111)") < details
     assert page.index("model=benign-test-model") > details
     assert "AI evidence: strong" in page  # beside the AI-generated question
+
+
+def test_json_review_api_takes_an_item_to_a_final_grade(desk: Desk) -> None:
+    c = desk.client
+    tokens = {}
+    with desk.sf() as s, s.begin():
+        for name in ("alice", "bob"):
+            user = s.scalars(select(User).where(User.username == name)).one()
+            tokens[name] = auth.create_token(s, user, "desk-api", ["review:grade"])
+
+    def call(who: str, method: str, path: str, **kw: object) -> object:
+        c.cookies.clear()
+        headers = {"Authorization": f"Bearer {tokens[who]}"}
+        return c.request(method, path, headers=headers, **kw)  # type: ignore[arg-type]
+
+    tax = call("alice", "GET", "/api/v1/review/taxonomy").json()  # type: ignore[attr-defined]
+    assert tax["consensus"] == ["uk_category", "ncmec_category"]
+    queue = call("alice", "GET", "/api/v1/review/queue").json()  # type: ignore[attr-defined]
+    assert [e["cluster_id"] for e in queue["clusters"]] == [desk.cluster_id]
+    assert "unknown material" in queue["clusters"][0]["reason"]
+    url = f"/api/v1/review/clusters/{desk.cluster_id}"
+    values = {"values": {"uk_category": "C", "ncmec_category": "none"}}
+    res = call("alice", "POST", url + "/grade", json=values)
+    assert res.status_code == 409 and "claim" in res.json()["message"]  # type: ignore[attr-defined]
+    claim = call("alice", "POST", url + "/claim").json()  # type: ignore[attr-defined]
+    assert claim["waiting"] == [desk.item_id]
+    taken = call("bob", "POST", url + "/claim")
+    assert taken.status_code == 409  # type: ignore[attr-defined]
+    bad = call("alice", "POST", url + "/grade", json={"values": {"uk_category": "Q"}})
+    assert bad.status_code == 400  # type: ignore[attr-defined]
+    out = call("alice", "POST", url + "/grade", json=values).json()  # type: ignore[attr-defined]
+    assert out == {"outcomes": [{"item_id": desk.item_id, "state": "pending", "grade": None}]}
+    call("bob", "POST", url + "/claim")
+    out = call("bob", "POST", url + "/grade", json=values).json()  # type: ignore[attr-defined]
+    [final] = out["outcomes"]
+    assert final["state"] == "final" and final["grade"]["graders"] == ["alice", "bob"]
+    with desk.sf() as s:
+        item = s.get(Item, desk.item_id)
+        assert item is not None and item.status == "confirmed" and item.banked_at is not None

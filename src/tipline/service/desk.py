@@ -53,6 +53,8 @@ from tipline.triage.priority import TriageWeights
 log = logging.getLogger("tipline.desk")
 
 routes = APIRouter(include_in_schema=False)
+#: The desk's JSON routes (in the OpenAPI spec).
+api_routes = APIRouter()
 
 _env = Environment(
     loader=PackageLoader("tipline.service", "templates/desk"),
@@ -890,7 +892,7 @@ async def dashboard_csv(
     )
 
 
-@routes.get("/api/v1/dashboard", tags=["review"])
+@api_routes.get("/api/v1/dashboard", tags=["review"])
 async def dashboard_api(
     request: Request, _p: Principal = Depends(require("dashboard:read"))
 ) -> dict[str, Any]:
@@ -903,9 +905,150 @@ async def dashboard_api(
     return await run_in_threadpool(run)
 
 
+# -- the same desk as JSON (integrations, a hotline's own front end) -----------------------------
+
+
+def _api_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"message": message}, status_code=status)
+
+
+def _api_queue(request: Request, p: Principal) -> Response:
+    cfg = _config(request)
+    q = request.query_params
+    try:
+        limit = max(1, min(int(q.get("limit", "100")), 1000))
+    except ValueError:
+        return _api_error(400, "limit must be a whole number")
+    with _sf(request)() as s:
+        entries = queue.list_queue(
+            s,
+            _reviewer(p),
+            _now(),
+            filters=_filters(request, escalations=False),
+            weights=cfg.weights,
+            sla_hours=cfg.sla_hours,
+            limit=limit,
+        )
+    return JSONResponse({"clusters": [e.to_json() for e in entries]})
+
+
+@api_routes.get("/api/v1/review/queue", tags=["review"])
+async def api_queue(request: Request, p: Principal = Depends(require("review:grade"))) -> Response:
+    """The caller's review queue (same filters as /desk: bank, evidence, source,
+    min_age_hours, max_age_hours, status, overdue=1; ``limit``)."""
+    return await run_in_threadpool(_api_queue, request, p)
+
+
+def _api_claim(request: Request, p: Principal, cluster_id: int, take: bool) -> Response:
+    cfg = _config(request)
+    rv = _reviewer(p)
+    try:
+        with _sf(request)() as s, s.begin():
+            if take:
+                c = queue.claim(s, cluster_id, rv, _now(), cfg.claim_minutes)
+                audit.record(
+                    s, p.actor, "review.claim", "cluster", str(cluster_id), client_ip(request), {}
+                )
+                items = [i.id for i in queue.waiting_items(s, cluster_id, rv)]
+                return JSONResponse(
+                    {
+                        "cluster_id": cluster_id,
+                        "expires_at": c.expires_at.isoformat(),
+                        "waiting": items,
+                    }
+                )
+            released = queue.release(s, cluster_id, rv)
+    except ReviewError as err:
+        return _api_error(409, str(err))
+    return JSONResponse({"cluster_id": cluster_id, "released": released})
+
+
+@api_routes.post("/api/v1/review/clusters/{cluster_id}/claim", tags=["review"])
+async def api_claim(
+    cluster_id: int, request: Request, p: Principal = Depends(require("review:grade"))
+) -> Response:
+    """Claim (or renew the claim on) a cluster; 409 when someone else holds it."""
+    return await run_in_threadpool(_api_claim, request, p, cluster_id, True)
+
+
+@api_routes.delete("/api/v1/review/clusters/{cluster_id}/claim", tags=["review"])
+async def api_release(
+    cluster_id: int, request: Request, p: Principal = Depends(require("review:grade"))
+) -> Response:
+    """Give the claim back without grading."""
+    return await run_in_threadpool(_api_claim, request, p, cluster_id, False)
+
+
+def _api_grade(request: Request, p: Principal, cluster_id: int, body: Any) -> Response:
+    cfg = _config(request)
+    if not isinstance(body, dict) or not isinstance(body.get("values"), dict):
+        return _api_error(400, 'want {"values": {field: value, ...}, "item_ids"?: [...]}')
+    ids = body.get("item_ids")
+    if ids is not None and not (isinstance(ids, list) and all(isinstance(i, int) for i in ids)):
+        return _api_error(400, "item_ids must be a list of item ids")
+    try:
+        with _sf(request)() as s, s.begin():
+            outcomes = grading.grade_cluster(
+                s,
+                cluster_id,
+                _reviewer(p),
+                body["values"],
+                cfg.taxonomy,
+                _now(),
+                policy=cfg.policy,
+                item_ids=ids,
+                ip=client_ip(request),
+            )
+    except TaxonomyError as err:
+        return _api_error(400, str(err))
+    except ReviewError as err:
+        return _api_error(409, str(err))
+    if any(o.state == "final" for o in outcomes):
+        try:
+            grading.bank_final_grades(_sf(request), request.app.state.ctx.matcher, cfg.policy)
+        except Exception:
+            log.exception("could not add final grades to the banks yet")
+    return JSONResponse(
+        {"outcomes": [{"item_id": o.item_id, "state": o.state, "grade": o.grade} for o in outcomes]}
+    )
+
+
+@api_routes.post("/api/v1/review/clusters/{cluster_id}/grade", tags=["review"])
+async def api_grade(
+    cluster_id: int, request: Request, p: Principal = Depends(require("review:grade"))
+) -> Response:
+    """Grade every item of a claimed cluster still waiting for the caller (or ``item_ids``):
+    ``{"values": {"uk_category": "C", "ncmec_category": "none"}}``. Answers each item's
+    outcome: pending, escalated or final (with the final grade)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return _api_error(400, "the body is not valid JSON")
+    return await run_in_threadpool(_api_grade, request, p, cluster_id, body)
+
+
+@api_routes.get("/api/v1/review/taxonomy", tags=["review"])
+async def api_taxonomy(
+    request: Request, _p: Principal = Depends(require("review:grade"))
+) -> dict[str, Any]:
+    """The grading taxonomy in use: fields, options, shortcut keys, consensus fields."""
+    import dataclasses
+
+    t = _config(request).taxonomy
+    return {
+        "name": t.name,
+        "consensus": list(t.consensus),
+        "actionable_field": t.actionable_field,
+        "fields": [dataclasses.asdict(f) for f in t.fields],
+    }
+
+
 def router(app_ctx: Any = None) -> APIRouter:
-    """The desk's routes (``OPTIONAL_ROUTERS``)."""
-    return routes
+    """The desk's pages and JSON routes (``OPTIONAL_ROUTERS``)."""
+    combined = APIRouter()
+    combined.include_router(routes)
+    combined.include_router(api_routes)
+    return combined
 
 
-__all__ = ["DeskConfig", "render", "router", "routes"]
+__all__ = ["DeskConfig", "api_routes", "render", "router", "routes"]
