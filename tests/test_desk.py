@@ -291,7 +291,18 @@ def test_video_is_not_loaded_until_revealed_then_muted_and_paused(
         assert c.get(f"/desk/media/{d.item_id}/preview").status_code == 404
         res = c.get(f"/desk/media/{d.item_id}/full")
         assert res.status_code == 200 and res.headers["content-type"] == "video/mp4"
-        assert res.content == fake_video
+        assert res.content == fake_video and res.headers["accept-ranges"] == "bytes"
+        # a player's seek: a range, answered 206, and not a second view in the audit trail
+        part = c.get(f"/desk/media/{d.item_id}/full", headers={"Range": "bytes=10-19"})
+        assert part.status_code == 206 and part.content == fake_video[10:20]
+        assert part.headers["content-range"] == f"bytes 10-19/{len(fake_video)}"
+        tail = c.get(f"/desk/media/{d.item_id}/full", headers={"Range": "bytes=-5"})
+        assert tail.status_code == 206 and tail.content == fake_video[-5:]
+        junk = c.get(f"/desk/media/{d.item_id}/full", headers={"Range": "bytes=zz-"})
+        assert junk.status_code == 200 and junk.content == fake_video
+        with d.sf() as s:
+            views = s.scalars(select(AuditEvent).where(AuditEvent.action == "media.view")).all()
+        assert [v.details["mode"] for v in views] == ["video", "video"]  # full + junk (whole)
 
 
 def test_provenance_beside_the_media_and_its_details_behind_a_reveal(desk: Desk) -> None:

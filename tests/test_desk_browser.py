@@ -355,3 +355,61 @@ def test_two_analysts_take_a_batch_to_an_exported_hash_list(
     _shot(admin, "exposure")
     alice.goto("/desk/settings")
     _shot(alice, "settings")
+
+
+@pytest.fixture(scope="module")
+def video_item(server: Server, batch: dict[str, list[int]]) -> tuple[str, int]:
+    """A short benign clip (moving shapes, VP8 WebM made here) reported after the batch."""
+    from tipline.demo.clips import render_clip
+
+    path = render_clip(
+        server.data_dir / "clip.webm", "shapes", (160, 120), seconds=2.0, codec="libvpx"
+    )
+    body = {
+        "description": "test clip",
+        "uploads": [
+            {
+                "filename": "clip.webm",
+                "content_base64": base64.b64encode(path.read_bytes()).decode(),
+            }
+        ],
+    }
+    res = server.api("POST", "/api/v1/reports", server.partner_token, json=body)
+    assert res.status_code == 201, res.text
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        items = server.api("GET", "/api/v1/items?limit=50").json()["items"]
+        videos = [i for i in items if i["media_type"].startswith("video/")]
+        if videos and videos[0]["cluster_id"] and videos[0]["priority"] is not None:
+            return str(videos[0]["cluster_id"]), int(videos[0]["id"])
+        time.sleep(0.3)
+    pytest.fail("the pipeline did not triage the clip in time")
+
+
+def test_video_loads_only_on_reveal_muted_paused_with_speed_and_frame_step(
+    server: Server, video_item: tuple[str, int], browser: Any
+) -> None:
+    cluster, item = video_item
+    page = _login(browser, server, "bob")
+    _claim(page, cluster)
+    video = f"#item-{item} video"
+    # before the reveal: no source at all, nothing fetched
+    assert page.eval_on_selector(video, "v => v.hidden && !v.getAttribute('src')")
+    page.click(f"#item-{item} button.reveal")
+    page.wait_for_function(
+        f"() => {{ const v = document.querySelector('{video}'); return v && v.readyState >= 1; }}"
+    )
+    state = page.eval_on_selector(
+        video, "v => ({muted: v.muted, paused: v.paused, autoplay: v.autoplay, d: v.duration})"
+    )
+    assert state["muted"] and state["paused"] and not state["autoplay"] and state["d"] > 1
+    page.select_option(f"#item-{item} select.speed", "2.0")
+    assert page.eval_on_selector(video, "v => v.playbackRate") == 2.0
+    page.click(f'#item-{item} button.step[data-step="1"]')
+    page.click(f'#item-{item} button.step[data-step="1"]')
+    page.wait_for_function(
+        f"() => Math.abs(document.querySelector('{video}').currentTime - 0.08) < 0.001"
+    )
+    assert page.eval_on_selector(video, "v => v.paused")
+    _shot(page, "video-revealed")
+    page.goto("/desk")  # leave the claim to lapse: nothing else to check here

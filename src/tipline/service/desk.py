@@ -569,17 +569,47 @@ def _media(request: Request, p: Principal, item_id: int, mode: str) -> Response:
             body, mime, shown = _encode_view(data, FULL_PIXELS, None), "image/jpeg", "reveal"
     except TiplineError as err:
         raise _Refused(422, f"cannot show this media: {err}") from None
-    with sf() as s, s.begin():
-        audit.record(
-            s,
-            p.actor,
-            "media.view",
-            "media",
-            ref,
-            client_ip(request),
-            {"item_id": item_id, "mode": shown, "bytes": len(body)},
-        )
-    return Response(body, media_type=mime, headers=MEDIA_HEADERS)
+    headers = dict(MEDIA_HEADERS)
+    status = 200
+    span = _byte_range(request.headers.get("range"), len(body)) if is_video else None
+    if is_video:
+        headers["Accept-Ranges"] = "bytes"  # seeking and frame stepping need ranges
+    if span is not None:
+        start, end = span
+        headers["Content-Range"] = f"bytes {start}-{end}/{len(body)}"
+        body, status = body[start : end + 1], 206
+    if span is None or span[0] == 0:
+        # one audit event per view: a player's later range requests (seeks) are the same view
+        with sf() as s, s.begin():
+            audit.record(
+                s,
+                p.actor,
+                "media.view",
+                "media",
+                ref,
+                client_ip(request),
+                {"item_id": item_id, "mode": shown, "bytes": len(body)},
+            )
+    return Response(body, status_code=status, media_type=mime, headers=headers)
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The one ``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` range asked for, clipped to the
+    body; None for no (or an unusable) range: the whole body is sent."""
+    if not header or not header.startswith("bytes=") or "," in header or size == 0:
+        return None
+    first, _, last = header[6:].strip().partition("-")
+    try:
+        if first == "":
+            n = int(last)
+            return (max(0, size - n), size - 1) if n > 0 else None
+        start = int(first)
+        end = int(last) if last else size - 1
+    except ValueError:
+        return None
+    if start < 0 or start >= size or end < start:
+        return None
+    return start, min(end, size - 1)
 
 
 async def _media_route(request: Request, p: Principal, item_id: int, mode: str) -> Response:

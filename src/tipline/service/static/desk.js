@@ -46,8 +46,11 @@
       var media = btn.closest(".media");
       var video = media.querySelector("video");
       if (video) {
-        video.src = video.getAttribute("data-src");
         video.muted = true;
+        video.autoplay = false;
+        video.preload = "metadata"; // the first frame and duration; playing is a further click
+        video.src = video.getAttribute("data-src");
+        video.load();
         video.hidden = false;
         var speed = media.querySelector("select.speed");
         video.addEventListener("loadedmetadata", function () {
