@@ -519,3 +519,30 @@ def test_zip_bomb_upload_is_cut_off_and_reported_on_the_container(
         container = s.scalars(select(Item).where(Item.status == "container")).one()
         assert any("ratio" in e or "limit" in e for e in container.errors), container.errors
         assert s.scalar(select(func.count()).select_from(Item).where(Item.status == "matched"))
+
+
+def test_material_graded_not_illegal_is_not_queued_again(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    """An exact copy of a file graded not illegal is auto-dismissed; a similar one is not."""
+    benign = _record(KNOWN)
+    bank = "TIPLINE_NOT_ILLEGAL"
+    matcher = BankMatcher(
+        [Bank(bank, "ignore")],
+        [Entry(bank, "sha256", benign.sha256, id=1), Entry(bank, "pdq", benign.pdq, id=2)],
+    )
+    pipeline.configure(PipelineConfig(match=matcher.match))
+    try:
+        with session_factory() as s, s.begin():
+            s.add(BankRow(name=bank, role="ignore", auto_confirm=True, created_at=0.0))
+        _submit(engine, session_factory, [KNOWN, KNOWN_COPY])  # the same file, a resized copy
+        _drain(JobQueue(engine), session_factory)
+    finally:
+        pipeline.configure(None)
+    with session_factory() as s:
+        same = s.scalars(select(Item).where(Item.sha256 == benign.sha256)).one()
+        assert same.status == "auto_dismissed" and same.priority is None
+        assert "graded not illegal" in same.priority_reason
+        copy = s.scalars(select(Item).where(Item.sha256 != benign.sha256)).one()
+        assert copy.status == "hashed" and copy.priority is not None
+        assert "known benign" in copy.priority_reason

@@ -113,3 +113,23 @@ def test_weights_configurable() -> None:
         TriageWeights.from_mapping({"bogus": 1})
     with pytest.raises(TriageSettingsError, match="not a number"):
         TriageWeights.from_mapping({"ai_weak": "lots"})
+
+
+def test_exact_match_in_an_auto_dismiss_bank_spares_the_analyst_pdq_does_not() -> None:
+    exact = _match("GRADED_BENIGN", 0, role="ignore")  # sha256
+    similar = _match("GRADED_BENIGN", 5, role="ignore")  # pdq
+    s = score_item(ItemFacts(matches=[exact]), now=NOW, auto_dismiss_banks={"GRADED_BENIGN"})
+    assert s.auto_dismissed and not s.auto_confirmed and s.priority is None
+    assert "graded not illegal" in s.reason
+    near = score_item(ItemFacts(matches=[similar]), now=NOW, auto_dismiss_banks={"GRADED_BENIGN"})
+    assert not near.auto_dismissed and near.priority is not None and "known benign" in near.reason
+    # an alert match wins over a dismissal: a person looks
+    both = score_item(
+        ItemFacts(matches=[exact, _match("ALERTS", 4)]),
+        now=NOW,
+        auto_dismiss_banks={"GRADED_BENIGN"},
+    )
+    assert not both.auto_dismissed and both.priority is not None
+    # without the bank's auto_confirm, an exact benign match only lowers the priority
+    plain = score_item(ItemFacts(matches=[exact]), now=NOW)
+    assert not plain.auto_dismissed and plain.priority is not None

@@ -810,7 +810,7 @@ def test_final_grades_reach_the_banks(
         rows = {r.name: r for r in s.scalars(select(BankRow))}
         assert (rows["TIPLINE_GRADED"].role, rows["TIPLINE_GRADED"].auto_confirm) == ("alert", True)
         assert rows["TIPLINE_NOT_ILLEGAL"].role == "ignore"
-        assert rows["TIPLINE_NOT_ILLEGAL"].auto_confirm is False
+        assert rows["TIPLINE_NOT_ILLEGAL"].auto_confirm is True  # identical files: dismissed
         # the same material now skips the queue: the graded bank auto-confirms
         assert "TIPLINE_GRADED" in auto_confirm_banks(s)
         assert "TIPLINE_NOT_ILLEGAL" not in auto_confirm_banks(s)

@@ -466,7 +466,8 @@ def set_(
         bool | None,
         typer.Option(
             "--auto-confirm/--no-auto-confirm",
-            help="Action this alert bank's matches without a human view (a trusted list).",
+            help="Alert bank: action its matches without a human view (a trusted list). "
+            "Ignore bank: dismiss exact-hash (MD5/SHA) matches without a view.",
             show_default=False,
         ),
     ] = None,

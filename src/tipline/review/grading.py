@@ -323,9 +323,9 @@ def _ensure_bank(sink: BankSink, factory: sessionmaker[Session], name: str, role
         sink.create_bank(Bank(name=name, role=role, description=description))  # type: ignore[arg-type]
     except Exception:
         sink.get_bank(name)  # another process created it first
-    if role == "alert":
-        with factory() as s, s.begin():
-            s.execute(update(BankRow).where(BankRow.name == name).values(auto_confirm=True))
+    # alert: matches actioned without a view; ignore: identical files dismissed without one
+    with factory() as s, s.begin():
+        s.execute(update(BankRow).where(BankRow.name == name).values(auto_confirm=True))
 
 
 def entries_for(item: Item, bank: str) -> list[Entry]:

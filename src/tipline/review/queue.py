@@ -41,7 +41,7 @@ from tipline.triage.priority import ItemFacts, TriageWeights, score_cluster, sco
 #: Item statuses that still need an analyst grade.
 WAITING = ("new", "hashed", "matched", "in_review")
 #: Item statuses with a final outcome (or nothing a person can do).
-FINAL = ("confirmed", "dismissed", "auto_confirmed", "failed")
+FINAL = ("confirmed", "dismissed", "auto_confirmed", "auto_dismissed", "failed")
 #: Roles that decide escalated items.
 SENIOR_ROLES = frozenset({"senior_analyst", "admin"})
 #: Roles that grade at all.

@@ -41,7 +41,7 @@ from tipline.store.models import Cluster, ExposureInterval, Grade, Item, User
 
 #: Item statuses that end review (a human or a trusted bank decided).
 HUMAN_FINAL = ("confirmed", "dismissed")
-AUTO_FINAL = ("auto_confirmed",)
+AUTO_FINAL = ("auto_confirmed", "auto_dismissed")
 RESOLVED = HUMAN_FINAL + AUTO_FINAL
 #: Items in these statuses are not waiting for anyone.
 NOT_WAITING = (*RESOLVED, "failed", "container")

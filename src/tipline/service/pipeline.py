@@ -494,6 +494,17 @@ def stage_cluster(session: Session, payload: dict[str, Any], cfg: PipelineConfig
     return [_triage_item(item.id, report_id)] if isinstance(report_id, int) else []
 
 
+def _auto_dismiss_banks(session: Session) -> set[str]:
+    """Ignore banks with ``auto_confirm``: exact matches there are dismissed without a view."""
+    return set(
+        session.scalars(
+            select(BankRow.name).where(
+                BankRow.auto_confirm.is_(True), BankRow.role == "ignore", BankRow.enabled.is_(True)
+            )
+        )
+    )
+
+
 def _auto_confirm_banks(session: Session) -> set[str]:
     return set(
         session.scalars(
@@ -505,7 +516,11 @@ def _auto_confirm_banks(session: Session) -> set[str]:
 
 
 def _stored_score(item: Item) -> Score:
-    return Score(item.priority, item.priority_reason or "", item.status == "auto_confirmed")
+    return Score(
+        item.priority,
+        item.priority_reason or "",
+        item.status in ("auto_confirmed", "auto_dismissed"),
+    )
 
 
 def _score_report(session: Session, report: Report, cfg: PipelineConfig) -> None:
@@ -549,10 +564,17 @@ def stage_triage(session: Session, payload: dict[str, Any], cfg: PipelineConfig)
         sources=[r.source for r in reports],
         queued_at=item.first_seen,
     )
-    s = score_item(facts, _auto_confirm_banks(session), cfg.weights)
+    s = score_item(
+        facts,
+        _auto_confirm_banks(session),
+        cfg.weights,
+        auto_dismiss_banks=_auto_dismiss_banks(session),
+    )
     item.priority, item.priority_reason = s.priority, s.reason
     if s.auto_confirmed and item.status not in _HUMAN_STATUSES:
         item.status = "auto_confirmed"
+    elif s.auto_dismissed and item.status not in _HUMAN_STATUSES:
+        item.status = "auto_dismissed"
     if item.cluster_id is not None:
         cluster = session.get(Cluster, item.cluster_id)
         if cluster is not None:

@@ -111,7 +111,7 @@ async def list_items(
         if status is not None:
             stmt = stmt.where(Item.status == status)
         else:
-            stmt = stmt.where(Item.status != "auto_confirmed")
+            stmt = stmt.where(Item.status.not_in(("auto_confirmed", "auto_dismissed")))
         with _sf(request)() as s:
             return [item_json(i) for i in s.scalars(stmt)]
 

@@ -47,6 +47,8 @@ ITEM_STATUSES = (
     "confirmed",
     "auto_confirmed",
     "dismissed",
+    # identical to material graded not illegal (an exact match in an auto-confirm ignore bank)
+    "auto_dismissed",
     "failed",
     # an uploaded archive: its members are items of their own; the archive is never reviewed
     "container",

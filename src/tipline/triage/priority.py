@@ -18,6 +18,10 @@ already settles. The formula (docs/pipeline.md has a worked example)::
 
 An item with an alert match in a bank whose ``auto_confirm`` is on is **auto-confirmed**: it is
 actioned without a human view and gets no priority at all (it never enters a review queue).
+Likewise an item with no alert match but an *exact* hash match (MD5, SHA-1, SHA-256) in an
+ignore bank whose ``auto_confirm`` is on (the review desk's not-illegal bank) is
+**auto-dismissed**: the identical file was already graded not illegal. A PDQ match there only
+lowers the priority (``known_benign``): similar is not the same.
 
     cluster priority = max(member item priorities) + cluster_size * log2(members)
     report priority  = max(its item priorities), or source + age when it has no items yet
@@ -107,6 +111,7 @@ class Score:
     reason: str
     auto_confirmed: bool = False
     parts: list[tuple[str, float]] = field(default_factory=list)
+    auto_dismissed: bool = False
 
 
 @dataclass(slots=True)
@@ -156,11 +161,15 @@ def _total(parts: list[tuple[str, float]]) -> Score:
     return Score(value, f"{value:.1f} = {shown}", False, parts)
 
 
+EXACT_SIGNALS = frozenset({"md5", "sha1", "sha256", "video_md5"})
+
+
 def score_item(
     facts: ItemFacts,
     auto_confirm_banks: Iterable[str] = (),
     weights: TriageWeights | None = None,
     now: datetime | None = None,
+    auto_dismiss_banks: Iterable[str] = (),
 ) -> Score:
     """The priority of one item (see the module docstring for the formula)."""
     w = weights or TriageWeights()
@@ -176,6 +185,23 @@ def score_item(
             f"auto-confirmed: matched auto_confirm bank(s) {', '.join(confirmed_by)}; "
             "actioned without a human view",
             True,
+        )
+    dismiss = set(auto_dismiss_banks)
+    dismissed_by = sorted(
+        {
+            str(m["bank"])
+            for m in facts.matches
+            if m.get("role") == "ignore"
+            and m.get("bank") in dismiss
+            and m.get("signal_type") in EXACT_SIGNALS
+        }
+    )
+    if dismissed_by and not alerts:
+        return Score(
+            None,
+            f"auto-dismissed: identical to material graded not illegal ({', '.join(dismissed_by)});"
+            " no human view",
+            auto_dismissed=True,
         )
     parts: list[tuple[str, float]] = []
     if alerts:
@@ -219,7 +245,7 @@ def score_cluster(members: Sequence[Score], weights: TriageWeights | None = None
         if members:
             return Score(
                 None,
-                f"auto-confirmed: all {len(members)} member(s) auto-confirmed; no human view",
+                f"resolved: all {len(members)} member(s) settled by a bank; no human view",
                 True,
             )
         return Score(0.0, "0.0 = empty cluster", False, [])
@@ -244,7 +270,7 @@ def score_report(
         top = max(live, key=lambda s: s.priority or 0.0)
         return Score(top.priority, f"{top.priority:.1f} = highest item [{top.reason}]", False)
     if items:
-        return Score(None, "auto-confirmed: every item auto-confirmed; no human view", True)
+        return Score(None, "resolved: every item settled by a bank; no human view", True)
     parts: list[tuple[str, float]] = [("no media items analysed yet", w.unknown_base)]
     src = _source_part([source], w)
     if src:
