@@ -38,11 +38,12 @@ from tipline.review.queue import (
     ReviewError,
     holds_claim,
     release,
+    usernames,
     waiting_items,
 )
 from tipline.review.taxonomy import Taxonomy
 from tipline.signals.pdq import MIN_USABLE_QUALITY
-from tipline.store.models import BankRow, Cluster, Grade, Item, User
+from tipline.store.models import BankRow, Cluster, Grade, Item
 
 log = logging.getLogger("tipline.review")
 
@@ -150,13 +151,6 @@ def _finalise(
     return grade
 
 
-def _usernames(session: Session, ids: Iterable[int]) -> dict[int, str]:
-    ids = set(ids)
-    if not ids:
-        return {}
-    return dict(session.execute(select(User.id, User.username).where(User.id.in_(ids))).all())
-
-
 def grade_cluster(
     session: Session,
     cluster_id: int,
@@ -247,7 +241,7 @@ def grade_cluster(
             outcomes.append(Outcome(item.id, "escalated"))
         elif count >= need:
             agreeing = [g for g in grades if g.decision == top]
-            names = _usernames(session, [g.user_id for g in agreeing])
+            names = usernames(session, [g.user_id for g in agreeing])
             grade = _finalise(
                 session,
                 item,

@@ -26,8 +26,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tipline.errors import TiplineError
+from tipline.store.banks import auto_confirm_banks
 from tipline.store.models import (
-    BankRow,
     Cluster,
     ClusterClaim,
     Grade,
@@ -140,16 +140,6 @@ def item_evidence(item: Any) -> list[str]:
 
 def _m(item: Any) -> list[dict[str, Any]]:
     return [m for m in (item.matches or []) if isinstance(m, dict)]
-
-
-def auto_confirm_banks(session: Session) -> set[str]:
-    return set(
-        session.scalars(
-            select(BankRow.name).where(
-                BankRow.auto_confirm.is_(True), BankRow.role == "alert", BankRow.enabled.is_(True)
-            )
-        )
-    )
 
 
 def _sources(session: Session, item_ids: Sequence[int]) -> dict[int, list[str]]:
@@ -281,7 +271,7 @@ def list_queue(
             )
         )
     }
-    holders = _usernames(session, {c.user_id for c in claims.values()})
+    holders = usernames(session, {c.user_id for c in claims.values()})
     out: list[QueueEntry] = []
     for cid, its in members.items():
         cluster = by_id[cid]
@@ -341,10 +331,12 @@ def _keep(e: QueueEntry, f: QueueFilters) -> bool:
     return not (f.overdue_only and not e.overdue)
 
 
-def _usernames(session: Session, ids: set[int]) -> dict[int, str]:
-    if not ids:
+def usernames(session: Session, ids: Iterable[int]) -> dict[int, str]:
+    """user id -> username for ``ids``."""
+    wanted = set(ids)
+    if not wanted:
         return {}
-    return dict(session.execute(select(User.id, User.username).where(User.id.in_(ids))).all())
+    return dict(session.execute(select(User.id, User.username).where(User.id.in_(wanted))).all())
 
 
 # -- claims -------------------------------------------------------------------------------------
@@ -390,7 +382,7 @@ def claim(
                 )
         except IntegrityError:
             holder = current_claim(session, cluster_id, now)
-            who = _usernames(session, {holder.user_id}).get(holder.user_id) if holder else None
+            who = usernames(session, {holder.user_id}).get(holder.user_id) if holder else None
             raise ReviewError(
                 f"cluster {cluster_id} is being reviewed by {who or 'someone else'}"
             ) from None
@@ -428,5 +420,6 @@ __all__ = [
     "item_evidence",
     "list_queue",
     "release",
+    "usernames",
     "waiting_items",
 ]

@@ -289,14 +289,49 @@ async def escalations(
 # -- claiming and the cluster page ----------------------------------------------------------------
 
 
-def _claim(request: Request, p: Principal, cluster_id: int) -> Response:
+def _take_claim(request: Request, p: Principal, cluster_id: int) -> tuple[datetime, list[int]]:
+    """Claim (or renew) for the pages and the API: (expiry, items waiting for the caller).
+    Raises ReviewError when someone else holds it."""
+    rv = _reviewer(p)
+    with _sf(request)() as s, s.begin():
+        c = queue.claim(s, cluster_id, rv, _now(), _config(request).claim_minutes)
+        audit.record(s, p.actor, "review.claim", "cluster", str(cluster_id), client_ip(request), {})
+        return c.expires_at, [i.id for i in queue.waiting_items(s, cluster_id, rv)]
+
+
+def _grade_and_bank(
+    request: Request,
+    p: Principal,
+    cluster_id: int,
+    values: Mapping[str, Any],
+    item_ids: list[int] | None = None,
+) -> list[grading.Outcome]:
+    """Grade (pages and API), then bank what became final. Raises ReviewError or
+    TaxonomyError; the grade stands even when banking must wait (next grading or restart)."""
     cfg = _config(request)
+    with _sf(request)() as s, s.begin():
+        outcomes = grading.grade_cluster(
+            s,
+            cluster_id,
+            _reviewer(p),
+            values,
+            cfg.taxonomy,
+            _now(),
+            policy=cfg.policy,
+            item_ids=item_ids,
+            ip=client_ip(request),
+        )
+    if any(o.state == "final" for o in outcomes):
+        try:
+            grading.bank_final_grades(_sf(request), request.app.state.ctx.matcher, cfg.policy)
+        except Exception:
+            log.exception("could not add final grades to the banks yet")
+    return outcomes
+
+
+def _claim(request: Request, p: Principal, cluster_id: int) -> Response:
     try:
-        with _sf(request)() as s, s.begin():
-            queue.claim(s, cluster_id, _reviewer(p), _now(), cfg.claim_minutes)
-            audit.record(
-                s, p.actor, "review.claim", "cluster", str(cluster_id), client_ip(request), {}
-            )
+        _take_claim(request, p, cluster_id)
     except ReviewError as err:
         return _message(request, p, 409, "Cannot claim this cluster", str(err))
     return RedirectResponse(f"/desk/clusters/{cluster_id}", status_code=303)
@@ -455,25 +490,14 @@ async def cluster_page(
 
 
 def _grade(request: Request, p: Principal, cluster_id: int, form: Mapping[str, Any]) -> Response:
-    cfg = _config(request)
-    rv = _reviewer(p)
+    taxonomy = _config(request).taxonomy
     values = {
         f.id: form.get(f.id)
-        for f in cfg.taxonomy.fields
+        for f in taxonomy.fields
         if form.get(f.id) is not None or f.kind == "flag"
     }
     try:
-        with _sf(request)() as s, s.begin():
-            outcomes = grading.grade_cluster(
-                s,
-                cluster_id,
-                rv,
-                values,
-                cfg.taxonomy,
-                _now(),
-                policy=cfg.policy,
-                ip=client_ip(request),
-            )
+        _grade_and_bank(request, p, cluster_id, values)
     except (ReviewError, TaxonomyError) as err:
         return _message(
             request,
@@ -482,12 +506,6 @@ def _grade(request: Request, p: Principal, cluster_id: int, form: Mapping[str, A
             "The grade was not recorded",
             str(err),
         )
-    finals = sum(o.state == "final" for o in outcomes)
-    if finals:
-        try:
-            grading.bank_final_grades(_sf(request), request.app.state.ctx.matcher, cfg.policy)
-        except Exception:  # the grade stands; the next grading or a restart banks it
-            log.exception("could not add final grades to the banks yet")
     return RedirectResponse("/desk?flash=graded", status_code=303)
 
 
@@ -970,24 +988,14 @@ async def api_queue(request: Request, p: Principal = Depends(require("review:gra
 
 
 def _api_claim(request: Request, p: Principal, cluster_id: int, take: bool) -> Response:
-    cfg = _config(request)
-    rv = _reviewer(p)
     try:
+        if take:
+            expires, waiting = _take_claim(request, p, cluster_id)
+            return JSONResponse(
+                {"cluster_id": cluster_id, "expires_at": expires.isoformat(), "waiting": waiting}
+            )
         with _sf(request)() as s, s.begin():
-            if take:
-                c = queue.claim(s, cluster_id, rv, _now(), cfg.claim_minutes)
-                audit.record(
-                    s, p.actor, "review.claim", "cluster", str(cluster_id), client_ip(request), {}
-                )
-                items = [i.id for i in queue.waiting_items(s, cluster_id, rv)]
-                return JSONResponse(
-                    {
-                        "cluster_id": cluster_id,
-                        "expires_at": c.expires_at.isoformat(),
-                        "waiting": items,
-                    }
-                )
-            released = queue.release(s, cluster_id, rv)
+            released = queue.release(s, cluster_id, _reviewer(p))
     except ReviewError as err:
         return _api_error(409, str(err))
     return JSONResponse({"cluster_id": cluster_id, "released": released})
@@ -1010,34 +1018,17 @@ async def api_release(
 
 
 def _api_grade(request: Request, p: Principal, cluster_id: int, body: Any) -> Response:
-    cfg = _config(request)
     if not isinstance(body, dict) or not isinstance(body.get("values"), dict):
         return _api_error(400, 'want {"values": {field: value, ...}, "item_ids"?: [...]}')
     ids = body.get("item_ids")
     if ids is not None and not (isinstance(ids, list) and all(isinstance(i, int) for i in ids)):
         return _api_error(400, "item_ids must be a list of item ids")
     try:
-        with _sf(request)() as s, s.begin():
-            outcomes = grading.grade_cluster(
-                s,
-                cluster_id,
-                _reviewer(p),
-                body["values"],
-                cfg.taxonomy,
-                _now(),
-                policy=cfg.policy,
-                item_ids=ids,
-                ip=client_ip(request),
-            )
+        outcomes = _grade_and_bank(request, p, cluster_id, body["values"], ids)
     except TaxonomyError as err:
         return _api_error(400, str(err))
     except ReviewError as err:
         return _api_error(409, str(err))
-    if any(o.state == "final" for o in outcomes):
-        try:
-            grading.bank_final_grades(_sf(request), request.app.state.ctx.matcher, cfg.policy)
-        except Exception:
-            log.exception("could not add final grades to the banks yet")
     return JSONResponse(
         {"outcomes": [{"item_id": o.item_id, "state": o.state, "grade": o.grade} for o in outcomes]}
     )

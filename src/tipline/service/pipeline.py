@@ -49,8 +49,9 @@ from tipline.scan.hashing import HashOptions, hash_bytes
 from tipline.scan.keywords import apply_keywords
 from tipline.scan.record import ItemRecord, Match
 from tipline.signals.pdq import MIN_USABLE_QUALITY
+from tipline.store.banks import auto_confirm_banks
 from tipline.store.jobs import JobContext, PermanentJobError, register_handler
-from tipline.store.models import BankRow, Cluster, Item, Report, ReportItem, Upload
+from tipline.store.models import Cluster, Item, Report, ReportItem, Upload
 from tipline.triage import cluster_index
 from tipline.triage.priority import (
     ItemFacts,
@@ -494,27 +495,6 @@ def stage_cluster(session: Session, payload: dict[str, Any], cfg: PipelineConfig
     return [_triage_item(item.id, report_id)] if isinstance(report_id, int) else []
 
 
-def _auto_dismiss_banks(session: Session) -> set[str]:
-    """Ignore banks with ``auto_confirm``: exact matches there are dismissed without a view."""
-    return set(
-        session.scalars(
-            select(BankRow.name).where(
-                BankRow.auto_confirm.is_(True), BankRow.role == "ignore", BankRow.enabled.is_(True)
-            )
-        )
-    )
-
-
-def _auto_confirm_banks(session: Session) -> set[str]:
-    return set(
-        session.scalars(
-            select(BankRow.name).where(
-                BankRow.auto_confirm.is_(True), BankRow.role == "alert", BankRow.enabled.is_(True)
-            )
-        )
-    )
-
-
 def _stored_score(item: Item) -> Score:
     return Score(
         item.priority,
@@ -566,9 +546,9 @@ def stage_triage(session: Session, payload: dict[str, Any], cfg: PipelineConfig)
     )
     s = score_item(
         facts,
-        _auto_confirm_banks(session),
+        auto_confirm_banks(session, "alert"),
         cfg.weights,
-        auto_dismiss_banks=_auto_dismiss_banks(session),
+        auto_dismiss_banks=auto_confirm_banks(session, "ignore"),
     )
     item.priority, item.priority_reason = s.priority, s.reason
     if s.auto_confirmed and item.status not in _HUMAN_STATUSES:

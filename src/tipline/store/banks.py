@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, insert, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from tipline.banks.model import Bank, BankRole, BankStore, Entry
 from tipline.banks.sqlite_store import SqliteBankStore, _tags_text, _validate_bank_fields
@@ -76,6 +77,18 @@ def _entry(row: Any) -> Entry:
         added_at=float(row[7]),
         enabled=bool(row[8]),
         tags=row[9].split() if row[9] else [],
+    )
+
+
+def auto_confirm_banks(session: Session, role: BankRole = "alert") -> set[str]:
+    """Enabled banks of ``role`` with ``auto_confirm`` on: alert banks whose matches are
+    actioned without a human view; ignore banks whose exact matches are dismissed without one."""
+    return set(
+        session.scalars(
+            select(BankRow.name).where(
+                BankRow.auto_confirm.is_(True), BankRow.role == role, BankRow.enabled.is_(True)
+            )
+        )
     )
 
 
