@@ -152,7 +152,8 @@ def render(
     """A desk page with the common frame (navigation, exposure badge, flash message)."""
     flash_code = request.query_params.get("flash", "")
     flash, kind = FLASH.get(flash_code, (values.pop("flash", ""), values.pop("flash_kind", "")))
-    values.setdefault("exposure", None)
+    if "exposure" not in values:  # the badge in the header, for people who view media
+        values["exposure"] = _exposure(_sf(request), principal, _config(request))
     html = _env.get_template(template).render(
         csrf=principal.csrf_token or "",
         user=principal.username,
@@ -714,7 +715,6 @@ def _exposure_admin(request: Request, p: Principal) -> Response:
         page="exposure",
         rows=rows,
         limits=cfg.limits,
-        exposure=_exposure(_sf(request), p, cfg),
     )
 
 
@@ -816,7 +816,6 @@ def _exports_page(request: Request, p: Principal) -> Response:
         page="exports",
         count=count or 0,
         graded=graded,
-        exposure=_exposure(_sf(request), p, _config(request)),
     )
 
 
@@ -909,7 +908,6 @@ def _dashboard(request: Request, p: Principal) -> Response:
         page="dashboard",
         cards=cards,
         charts=charts,
-        exposure=_exposure(_sf(request), p, _config(request)),
     )
 
 

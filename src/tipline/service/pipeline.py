@@ -45,7 +45,7 @@ from tipline.crawl.fetch import (
 )
 from tipline.provenance.keywords import KeywordMatcher
 from tipline.scan.archives import expand, is_archive, sniff_bytes
-from tipline.scan.hashing import HashOptions, hash_bytes
+from tipline.scan.hashing import HashOptions, digest_stream, hash_bytes
 from tipline.scan.keywords import apply_keywords
 from tipline.scan.record import ItemRecord, Match
 from tipline.signals.pdq import MIN_USABLE_QUALITY
@@ -408,23 +408,16 @@ def _expand_upload(
     hashes and any limit it hit (zip bombs, too many members), linked to the report but never
     queued for review."""
     import hashlib
+    import io
 
     assert up.data is not None
     data = bytes(up.data)
     found = expand(data, cfg.archive_limits)
-    item = _upsert_item(
-        session,
-        ItemRecord(
-            path=up.filename or "",
-            media_type=sniff_bytes(data).mime,
-            size=len(data),
-            sha256=up.sha256,
-        ),
-    )
-    item.md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
-    item.sha1 = hashlib.sha1(data, usedforsecurity=False).hexdigest()
-    item.media_type = sniff_bytes(data).mime
-    item.size = len(data)
+    record = ItemRecord(path=up.filename or "", media_type=sniff_bytes(data).mime)
+    digest_stream(io.BytesIO(data), record, len(data))
+    item = _upsert_item(session, record)
+    item.md5, item.sha1 = record.md5, record.sha1
+    item.media_type, item.size = record.media_type, len(data)
     item.status = "container"
     item.errors = [*found.errors[:100], f"archive opened: {len(found.members)} member(s)"]
     _link(session, report_id, item, up)
