@@ -17,7 +17,7 @@ import numpy as np
 
 from tipline.index.mih import default_index
 from tipline.index.synthetic import realistic_bank
-from tipline.scan.record import ItemRecord
+from tipline.record import ItemRecord
 from tipline.triage.clusters import cluster_records
 
 

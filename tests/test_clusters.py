@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from conftest import photo
 from tipline.cli.app import _register, app
-from tipline.scan.record import ItemRecord
+from tipline.record import ItemRecord
 from tipline.triage.clusters import cluster_records
 
 

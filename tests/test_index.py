@@ -395,7 +395,7 @@ def test_second_process_sees_new_entries_within_a_second(tmp_path: Path) -> None
 def test_default_index_and_matcher_use_it() -> None:
     from tipline.banks.model import Bank, Entry
     from tipline.index.matcher import BankMatcher
-    from tipline.scan.record import ItemRecord
+    from tipline.record import ItemRecord
 
     assert isinstance(default_index(10), FlatHammingIndex)
     assert isinstance(default_index(), MIHIndex)

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tipline.findings import Finding
 from tipline.provenance import keywords as kw
 from tipline.provenance.keywords import (
     Keyword,
@@ -25,7 +26,6 @@ from tipline.provenance.keywords import (
     load_demo_list,
     normalise,
 )
-from tipline.provenance.model import Finding
 
 TERMS = KeywordList(
     [
@@ -251,9 +251,9 @@ def test_item_fields_and_findings_keep_terms_private() -> None:
 def test_scan_with_keywords(tmp_path: Path) -> None:
     import struct
 
+    from tipline.record import ItemRecord
     from tipline.scan.hashing import HashOptions
     from tipline.scan.items import scan_file
-    from tipline.scan.record import ItemRecord
 
     header = json.dumps(
         {

@@ -29,13 +29,13 @@ from PIL.PngImagePlugin import PngInfo
 
 from tipline.banks import Bank, Entry
 from tipline.errors import InvalidSignalError
+from tipline.findings import Finding
 from tipline.index.matcher import BankMatcher
 from tipline.media import sniff as sn
 from tipline.provenance import models
-from tipline.provenance.model import Finding
+from tipline.record import ItemRecord, Match
 from tipline.scan.hashing import HashOptions
 from tipline.scan.items import scan_file
-from tipline.scan.record import ItemRecord, Match
 from tipline.signals.types import signal_type
 from tipline.store.banks import open_bank_store as open_store
 

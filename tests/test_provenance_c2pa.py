@@ -22,9 +22,9 @@ from PIL import Image
 
 c2pa = pytest.importorskip("c2pa")
 
+from tipline.findings import ai_evidence  # noqa: E402
 from tipline.media.sniff import JPEG, PNG, WEBP, MediaType  # noqa: E402
 from tipline.provenance import c2pa as reader  # noqa: E402
-from tipline.provenance.model import ai_evidence  # noqa: E402
 
 DST = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 FORMATS = [("JPEG", JPEG), ("PNG", PNG), ("WEBP", WEBP)]

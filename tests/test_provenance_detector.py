@@ -21,9 +21,9 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from tipline.cli.app import _register, app  # noqa: E402
+from tipline.findings import ai_evidence  # noqa: E402
 from tipline.media.sniff import PNG  # noqa: E402
 from tipline.provenance import detector as det  # noqa: E402
-from tipline.provenance.model import ai_evidence  # noqa: E402
 
 GAIN, BIAS = 12.0, -6.0  # logit = 12 * mean(x) - 6 with x in [0, 1]
 

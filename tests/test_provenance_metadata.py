@@ -21,11 +21,11 @@ from typer.testing import CliRunner
 import fixtures_provenance as fx
 from tipline import provenance
 from tipline.cli.app import _register, app
+from tipline.findings import Finding
 from tipline.media.sniff import PNG, sniff
 from tipline.provenance import containers, stealth
-from tipline.provenance.model import Finding
+from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions, hash_bytes
-from tipline.scan.record import ItemRecord
 
 _register()
 runner = CliRunner()

@@ -16,10 +16,10 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
+from tipline.findings import ai_evidence
 from tipline.media.sniff import GIF, JPEG, PNG, WEBP, MediaType
 from tipline.provenance import analyse
 from tipline.provenance import watermark as wm
-from tipline.provenance.model import ai_evidence
 
 U8 = npt.NDArray[np.uint8]
 

@@ -27,9 +27,9 @@ from tipline.errors import InvalidSignalError
 from tipline.index.matcher import BankMatcher
 from tipline.media.sniff import MP4
 from tipline.media.video import sample_frames
+from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions, hash_bytes, signals_for_file
 from tipline.scan.items import scan_file
-from tipline.scan.record import ItemRecord
 from tipline.signals.pdq import hamming
 from tipline.signals.vpdq import (
     VpdqFrame,

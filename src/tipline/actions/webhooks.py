@@ -57,7 +57,7 @@ from tipline.crawl.fetch import (
     vet_url,
 )
 from tipline.errors import TiplineError
-from tipline.scan.record import Match
+from tipline.record import Match
 from tipline.store.jobs import JobContext, JobQueue, PermanentJobError, register_handler
 from tipline.store.models import Item, Webhook
 

@@ -70,9 +70,9 @@ def dedupe(
         tipline scan ~/reports -o results.jsonl && tipline dedupe --from-results results.jsonl
     """
     from tipline.os_utils import cpu_count
+    from tipline.record import ItemRecord
     from tipline.scan.hashing import HashOptions
     from tipline.scan.output import iter_journal
-    from tipline.scan.record import ItemRecord
     from tipline.scan.runner import run_scan
     from tipline.triage.clusters import cluster_records
 

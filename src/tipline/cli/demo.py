@@ -32,7 +32,7 @@ def demo(
     """
     from tipline.demo.corpus import VARIANTS
     from tipline.demo.run import DEMO_BANK, run_demo
-    from tipline.scan.record import ItemRecord
+    from tipline.record import ItemRecord
 
     console = Console()
     with console.status("Building the demo corpus and scanning it..."):

@@ -25,8 +25,8 @@ from tipline.cli.scan import (
 )
 from tipline.config import Limits
 from tipline.errors import TiplineError
+from tipline.findings import DECLARED, Finding
 from tipline.media.sniff import SNIFF_BYTES, MediaType, sniff
-from tipline.provenance.model import DECLARED, Finding
 
 _EVIDENCE_STYLE = {"strong": "bold red", "weak": "bold yellow", "none": "bold green"}
 _GROUPS: tuple[tuple[str, frozenset[str]], ...] = (

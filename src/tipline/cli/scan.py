@@ -26,9 +26,9 @@ from tipline.cli.app import app
 from tipline.config import Limits
 from tipline.errors import BankError
 from tipline.media.video import VideoMode
+from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions, PdqMode
 from tipline.scan.output import OutputFormat
-from tipline.scan.record import ItemRecord
 from tipline.scan.runner import ScanSummary, run_scan
 
 if TYPE_CHECKING:

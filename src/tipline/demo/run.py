@@ -10,9 +10,9 @@ from tipline.banks import Bank, Entry
 from tipline.demo.clips import DemoClip, build_clips
 from tipline.demo.corpus import DEMO_LABEL, DemoFile, build_corpus
 from tipline.index.matcher import BankMatcher
+from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions, signals_for_file
 from tipline.scan.output import JournalWriter, render_html
-from tipline.scan.record import ItemRecord
 from tipline.scan.runner import ScanSummary, run_scan
 from tipline.store.banks import open_bank_store
 

@@ -20,7 +20,7 @@ from tipline.errors import InvalidSignalError
 from tipline.index.hamming import HammingIndex, codes_from_hex
 from tipline.index.mih import default_index
 from tipline.index.prefix import HexPrefixIndex
-from tipline.scan.record import ItemRecord, Match
+from tipline.record import ItemRecord, Match
 from tipline.signals.types import MODEL_SIGNAL_TYPES, SIGNAL_TYPES
 from tipline.signals.vpdq import VpdqFrameIndex, VpdqHash, VpdqMatchOptions, VpdqMatchResult
 

@@ -7,7 +7,7 @@ its exception becomes an ``error`` finding for its signal.
 Readers live in their own modules and plug in by calling :func:`register_reader` at import time::
 
     from tipline.provenance import ReadContext, register_reader
-    from tipline.provenance.model import Finding
+    from tipline.findings import Finding
 
     def read_c2pa(ctx: ReadContext) -> list[Finding]:
         if not ctx.container.c2pa_present:   # parsed once, shared by every reader
@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from tipline.findings import Evidence, Finding, Signal, ai_evidence
 from tipline.media.sniff import SNIFF_BYTES, MediaType, sniff
-from tipline.provenance.model import Evidence, Finding, Signal, ai_evidence
 
 if TYPE_CHECKING:
     from tipline.provenance.containers import ContainerInfo

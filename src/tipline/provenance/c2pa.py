@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from tipline.findings import Finding, Verdict
 from tipline.media.sniff import JPEG, PNG, WEBP, MediaType
 from tipline.provenance import ReadContext, register_reader
-from tipline.provenance.model import Finding, Verdict
 
 Presence = Literal["embedded", "remote"]
 

@@ -44,10 +44,10 @@ from PIL import Image
 
 from tipline.config import Limits
 from tipline.errors import ItemError, TiplineError
+from tipline.findings import Finding
 from tipline.media.decode import decode_rgb
 from tipline.media.sniff import SNIFF_BYTES, MediaType, sniff
 from tipline.provenance import ReadContext, register_reader
-from tipline.provenance.model import Finding
 
 CARD_FORMAT = "tipline-detector-card/1"
 Resize = Literal["center_crop", "stretch"]

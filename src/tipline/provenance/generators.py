@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from tipline.findings import Finding, Verdict
 from tipline.provenance import comfy
 from tipline.provenance.containers import TextEntry
 from tipline.provenance.infotext import (
@@ -29,7 +30,6 @@ from tipline.provenance.infotext import (
     name_hash_list,
     parse_infotext,
 )
-from tipline.provenance.model import Finding, Verdict
 from tipline.provenance.xmp import XmpFacts, parse_xmp, source_type_term
 
 if TYPE_CHECKING:

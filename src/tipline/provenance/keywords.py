@@ -50,7 +50,7 @@ from typing import Any, BinaryIO
 import ahocorasick
 import numpy as np
 
-from tipline.provenance.model import Finding
+from tipline.findings import Finding
 
 DEFAULT_CATEGORY = "default"
 MAX_TERM_CHARS = 256

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
+from tipline.findings import Finding
 from tipline.media.sniff import GGUF, PICKLE, PYTORCH, SAFETENSORS, SNIFF_BYTES, MediaType, sniff
-from tipline.provenance.model import Finding
 
 MiB = 1024 * 1024
 

@@ -44,10 +44,10 @@ from PIL import Image, JpegImagePlugin
 
 from tipline.config import Limits
 from tipline.errors import ItemError
+from tipline.findings import Finding
 from tipline.media.decode import _convert, _load, deadline, open_image
 from tipline.media.sniff import BMP, JPEG, PNG, TIFF, WEBP, MediaType
 from tipline.provenance import ReadContext, register_reader
-from tipline.provenance.model import Finding
 
 U8 = npt.NDArray[np.uint8]
 

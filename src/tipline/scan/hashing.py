@@ -13,7 +13,7 @@ from tipline.errors import ItemError
 from tipline.media.decode import deadline, decode_luma_fast, decode_rgb
 from tipline.media.sniff import IMAGE_EXTENSIONS, SNIFF_BYTES, MediaType, sniff
 from tipline.media.video import VideoMode, VideoSource
-from tipline.scan.record import ItemRecord
+from tipline.record import ItemRecord
 from tipline.signals import pdq
 
 if TYPE_CHECKING:

@@ -20,9 +20,9 @@ from tipline.errors import (
     UnreadableError,
 )
 from tipline.media.sniff import PYTORCH, SNIFF_BYTES, ZIP, sniff
+from tipline.record import ItemRecord
 from tipline.scan.archives import Budget, is_archive, iter_members
 from tipline.scan.hashing import HashOptions, digest_stream, hash_bytes, hash_video_file
-from tipline.scan.record import ItemRecord
 
 Emit = Callable[[ItemRecord], None]
 

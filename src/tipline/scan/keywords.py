@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from tipline.findings import ai_evidence
 from tipline.provenance.keywords import KeywordMatcher, item_fields
-from tipline.provenance.model import ai_evidence
-from tipline.scan.record import ItemRecord
+from tipline.record import ItemRecord
 
 
 def apply_keywords(rec: ItemRecord, matcher: KeywordMatcher, include_text: bool) -> None:

@@ -13,11 +13,11 @@ import io
 from collections.abc import Callable, Collection
 from typing import BinaryIO
 
+from tipline.findings import ai_evidence
 from tipline.media.sniff import PYTORCH, MediaType
-from tipline.provenance.model import ai_evidence
 from tipline.provenance.models import inspect_model, torch_zip_layout
+from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions
-from tipline.scan.record import ItemRecord
 
 
 def is_plain_model(f: BinaryIO, size: int, mt: MediaType) -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Literal
 
-from tipline.scan.record import ItemRecord
+from tipline.record import ItemRecord
 
 OutputFormat = Literal["jsonl", "csv", "html"]
 

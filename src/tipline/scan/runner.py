@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 from tipline.index.matcher import BankMatcher
 from tipline.os_utils import cpu_count
+from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions
 from tipline.scan.items import scan_file
-from tipline.scan.record import ItemRecord
 from tipline.scan.sources import iter_inputs
 
 #: Files handed to a worker at a time: big enough to amortise IPC, small enough to balance.

@@ -6,8 +6,8 @@ import os
 from collections.abc import Iterable, Iterator
 
 from tipline.errors import SymlinkLoopError, UnreadableError
+from tipline.record import ItemRecord
 from tipline.scan.items import error_record
-from tipline.scan.record import ItemRecord
 
 
 def iter_inputs(paths: Iterable[str], follow_symlinks: bool = False) -> Iterator[str | ItemRecord]:

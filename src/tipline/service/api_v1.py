@@ -15,8 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from tipline.banks.formats import parse_hash_list
 from tipline.banks.model import DEFAULT_PDQ_THRESHOLD, Bank, Entry, validate_bank_name
 from tipline.errors import BankError, InvalidSignalError
+from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions, hash_bytes
-from tipline.scan.record import ItemRecord
 from tipline.service.hma import ApiError, read_body, read_upload
 from tipline.service.matching import MatchService
 from tipline.service.ops import Metrics, require

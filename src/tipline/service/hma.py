@@ -29,8 +29,8 @@ from starlette.datastructures import UploadFile
 from tipline.banks.model import DEFAULT_PDQ_THRESHOLD, Bank, Entry, validate_bank_name
 from tipline.crawl.fetch import FetchError, HTTPStatusError, TooLargeError, fetch
 from tipline.errors import BankError, BankNotFoundError, InvalidSignalError
+from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions, hash_bytes
-from tipline.scan.record import ItemRecord
 from tipline.service.bodies import BodyError, read_limited_body
 from tipline.service.matching import Hit, MatchService
 from tipline.service.ops import Metrics, require

@@ -51,7 +51,7 @@ from tipline.banks.model import Bank, BankStore, Entry
 from tipline.errors import BankError, BankNotFoundError
 from tipline.index.hamming import HammingIndex, codes_from_hex
 from tipline.index.mih import MIHIndex
-from tipline.scan.record import ItemRecord, Match
+from tipline.record import ItemRecord, Match
 from tipline.signals.types import SIGNAL_TYPES, signal_type
 
 log = logging.getLogger("tipline.service.matching")

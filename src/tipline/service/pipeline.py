@@ -44,10 +44,10 @@ from tipline.crawl.fetch import (
     fetch,
 )
 from tipline.provenance.keywords import KeywordMatcher
+from tipline.record import ItemRecord, Match
 from tipline.scan.archives import expand, is_archive, sniff_bytes
 from tipline.scan.hashing import HashOptions, digest_stream, hash_bytes
 from tipline.scan.keywords import apply_keywords
-from tipline.scan.record import ItemRecord, Match
 from tipline.signals.pdq import MIN_USABLE_QUALITY
 from tipline.store.banks import auto_confirm_banks
 from tipline.store.jobs import JobContext, PermanentJobError, register_handler

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tipline.index.hamming import FlatHammingIndex, HammingIndex, codes_from_hex
-from tipline.scan.record import ItemRecord
+from tipline.record import ItemRecord
 
 Edges = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tipline.provenance.model import Finding, finding_from_json
+from tipline.findings import Finding, finding_from_json
 
 
 @dataclass(slots=True)
