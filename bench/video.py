@@ -43,11 +43,11 @@ import numpy.typing as npt  # noqa: E402
 
 from tipline.config import Limits  # noqa: E402
 from tipline.demo.clips import encode_frames, frame_source, transcode  # noqa: E402
+from tipline.index.vpdq import VpdqFrameIndex  # noqa: E402
 from tipline.media.sniff import MP4  # noqa: E402
 from tipline.media.video import VideoMode, sample_frames  # noqa: E402
 from tipline.signals.vpdq import (  # noqa: E402
     VpdqFrame,
-    VpdqFrameIndex,
     VpdqHash,
     VpdqMatchOptions,
     hash_sample,

@@ -394,7 +394,8 @@ def test_second_process_sees_new_entries_within_a_second(tmp_path: Path) -> None
 
 def test_default_index_and_matcher_use_it() -> None:
     from tipline.banks.model import Bank, Entry
-    from tipline.index.matcher import BankMatcher
+    from tipline.index.bank_index import BankIndex
+    from tipline.index.signal_index import HammingSignalIndex
     from tipline.record import ItemRecord
 
     assert isinstance(default_index(10), FlatHammingIndex)
@@ -407,8 +408,10 @@ def test_default_index_and_matcher_use_it() -> None:
         Entry(id=i + 1, bank="ALERTS" if i < 500 else "OK", signal_type="pdq", signal=h)
         for i, h in enumerate(hexes)
     ]
-    matcher = BankMatcher(banks, entries)
-    assert isinstance(matcher.index, MIHIndex)
+    matcher = BankIndex.build(banks, entries)
+    pdq_index = matcher.type_index("pdq")
+    assert isinstance(pdq_index, HammingSignalIndex)
+    assert isinstance(pdq_index.hamming, MIHIndex)
     near = flip(codes[3], list(range(0, 80, 4)))  # 20 bits from entry 4
     rec = ItemRecord(path="x.jpg", pdq=near.tobytes().hex(), pdq_quality=90)
     assert [m.entry_id for m in matcher.match(rec)] == []  # ALERTS threshold is 10

@@ -30,7 +30,7 @@ from PIL.PngImagePlugin import PngInfo
 from tipline.banks import Bank, Entry
 from tipline.errors import InvalidSignalError
 from tipline.findings import Finding
-from tipline.index.matcher import BankMatcher
+from tipline.index.bank_index import BankIndex
 from tipline.media import sniff as sn
 from tipline.provenance import models
 from tipline.record import ItemRecord, Match
@@ -563,7 +563,7 @@ def test_model_signal_types() -> None:
             signal_type(name).normalise(bad)
 
 
-def _matcher(tmp_path: Path, signals: list[tuple[str, str]]) -> tuple[BankMatcher, dict[str, int]]:
+def _matcher(tmp_path: Path, signals: list[tuple[str, str]]) -> tuple[BankIndex, dict[str, int]]:
     store = open_store(tmp_path / "data")
     try:
         store.create_bank(Bank("DEMO_MODELS", description="DEMO-benign-stand-in model hashes"))
@@ -576,7 +576,7 @@ def _matcher(tmp_path: Path, signals: list[tuple[str, str]]) -> tuple[BankMatche
         banks = store.list_banks()
     finally:
         store.close()
-    return BankMatcher(banks, bank_entries), {
+    return BankIndex.build(banks, bank_entries), {
         f"{t}:{v}": i for (t, v), i in zip(signals, ids, strict=True)
     }
 

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from conftest import encode, noise_image, photo
 from tipline.banks.model import Bank, Entry
 from tipline.crawl.fetch import FetchSettings
-from tipline.index.matcher import BankMatcher
+from tipline.index.bank_index import BankIndex
 from tipline.scan.hashing import HashOptions, hash_bytes
 from tipline.service import pipeline
 from tipline.service.intake import IntakeContext, IntakeSettings, NewReport, create_reports
@@ -57,17 +57,17 @@ def _record(data: bytes) -> Any:
 
 
 @pytest.fixture
-def matcher() -> BankMatcher:
+def matcher() -> BankIndex:
     known = _record(KNOWN)
     entries = [
         Entry(BANK, "pdq", known.pdq, label="DEMO-benign-stand-in", id=1),
         Entry(BANK, "sha256", known.sha256, label="DEMO-benign-stand-in", id=2),
     ]
-    return BankMatcher([Bank(BANK, "alert")], entries)
+    return BankIndex.build([Bank(BANK, "alert")], entries)
 
 
 @pytest.fixture
-def cfg(matcher: BankMatcher) -> Iterator[PipelineConfig]:
+def cfg(matcher: BankIndex) -> Iterator[PipelineConfig]:
     c = PipelineConfig(
         match=matcher.match,
         media_store=None,
@@ -527,7 +527,7 @@ def test_material_graded_not_illegal_is_not_queued_again(
     """An exact copy of a file graded not illegal is auto-dismissed; a similar one is not."""
     benign = _record(KNOWN)
     bank = "TIPLINE_NOT_ILLEGAL"
-    matcher = BankMatcher(
+    matcher = BankIndex.build(
         [Bank(bank, "ignore")],
         [Entry(bank, "sha256", benign.sha256, id=1), Entry(bank, "pdq", benign.pdq, id=2)],
     )

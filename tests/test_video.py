@@ -24,7 +24,8 @@ from tipline.banks.model import Bank, Entry
 from tipline.cli.app import _register, app
 from tipline.config import Limits
 from tipline.errors import InvalidSignalError
-from tipline.index.matcher import BankMatcher
+from tipline.index.bank_index import BankIndex
+from tipline.index.vpdq import VpdqFrameIndex
 from tipline.media.sniff import MP4
 from tipline.media.video import sample_frames
 from tipline.record import ItemRecord
@@ -33,7 +34,6 @@ from tipline.scan.items import scan_file
 from tipline.signals.pdq import hamming
 from tipline.signals.vpdq import (
     VpdqFrame,
-    VpdqFrameIndex,
     VpdqHash,
     VpdqMatchOptions,
     hash_sample,
@@ -329,14 +329,14 @@ def test_scan_record_carries_vpdq_and_stream_digests(clips: Clips) -> None:
     assert ref.vpdq_frames == int(SECONDS)
 
 
-def _bank_matcher(*paths: Path) -> BankMatcher:
+def _bank_matcher(*paths: Path) -> BankIndex:
     bank = Bank("KNOWN_VIDEO")
     entries = []
     for i, p in enumerate(paths, start=1):
         sig = signals_for_file(p)  # reference sampling for banks
         entries.append(Entry("KNOWN_VIDEO", "vpdq", sig["vpdq"], label="DEMO", id=i))
         entries.append(Entry("KNOWN_VIDEO", "md5", sig["md5"], label="DEMO", id=100 + i))
-    return BankMatcher([bank], entries)
+    return BankIndex.build([bank], entries)
 
 
 @pytest.mark.parametrize("mode", ["fast", "reference"])

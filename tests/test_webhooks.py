@@ -393,7 +393,7 @@ def test_alert_match_in_the_pipeline_emits_a_match_event(
     engine: Engine, session_factory: sessionmaker[Session], policy: None
 ) -> None:
     from tipline.banks.model import Bank, Entry
-    from tipline.index.matcher import BankMatcher
+    from tipline.index.bank_index import BankIndex
     from tipline.scan.hashing import HashOptions, hash_bytes
     from tipline.service import pipeline
     from tipline.service.intake import IntakeContext, IntakeSettings, NewReport, create_reports
@@ -402,7 +402,7 @@ def test_alert_match_in_the_pipeline_emits_a_match_event(
     unknown = encode(noise_image(11, 256, 192), "PNG")
     rec = hash_bytes(known, "x", HashOptions(provenance=False))
     bank = "DEMO_BENIGN_STAND_IN"
-    matcher = BankMatcher(
+    matcher = BankIndex.build(
         [Bank(bank, "alert")], [Entry(bank, "sha256", rec.sha256 or "", label="DEMO", id=1)]
     )
     pipeline.configure(pipeline.PipelineConfig(match=matcher.match, media_store=None))

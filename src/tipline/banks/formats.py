@@ -249,8 +249,10 @@ def _jsonl_entry(text: str) -> Entry:
         return value
 
     st = signal_type(text_field("signal_type", required=True))
-    if st.kind == "vpdq" and isinstance(obj.get("signal"), list):
-        obj["signal"] = json.dumps(obj["signal"])  # the frame list itself, not its JSON text
+    if isinstance(obj.get("signal"), list):
+        # a list-valued signal (vPDQ frames) given as the list itself, not its JSON text;
+        # types whose signals are not lists reject it in normalise
+        obj["signal"] = json.dumps(obj["signal"])
     added_at = obj.get("added_at", 0.0)
     if added_at is None:
         added_at = 0.0

@@ -335,7 +335,7 @@ def scan(
 
         tipline scan big-folder -o results.jsonl --resume   # after an interruption
     """
-    from tipline.index.matcher import BankMatcher
+    from tipline.index.bank_index import BankIndex
     from tipline.scan import output as out
     from tipline.store.banks import open_bank_store
 
@@ -380,13 +380,14 @@ def scan(
             missing = [n for n in bank if n not in all_banks]
             if missing:
                 raise BankError(f"no such bank: {', '.join(missing)} (see `tipline bank list`)")
-            chosen = [all_banks[n] for n in bank]
+            # a bank named on the command line is matched even if it is disabled
+            chosen = [replace(all_banks[n], enabled=True) for n in bank]
         else:
             chosen = [b for b in all_banks.values() if b.enabled]
         entries = [e for b in chosen for e in store.iter_entries(b.name, enabled_only=True)]
     finally:
         store.close()
-    matcher = BankMatcher(chosen, entries)
+    matcher = BankIndex.build(chosen, entries)
     if options.provenance:
         from tipline.provenance import registered_readers
 

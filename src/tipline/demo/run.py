@@ -9,7 +9,7 @@ from pathlib import Path
 from tipline.banks import Bank, Entry
 from tipline.demo.clips import DemoClip, build_clips
 from tipline.demo.corpus import DEMO_LABEL, DemoFile, build_corpus
-from tipline.index.matcher import BankMatcher
+from tipline.index.bank_index import BankIndex
 from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions, signals_for_file
 from tipline.scan.output import JournalWriter, render_html
@@ -67,7 +67,7 @@ def run_demo(data_dir: Path, jobs: int = 0, fresh: bool = True) -> DemoResult:
     finally:
         store.close()
 
-    matcher = BankMatcher([bank], bank_entries)
+    matcher = BankIndex.build([bank], bank_entries)
     results_path = root / "results.jsonl"
     records: dict[str, ItemRecord] = {}
     with open(results_path, "w", encoding="utf-8") as stream:

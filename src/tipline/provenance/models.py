@@ -32,7 +32,7 @@ import re
 import struct
 import zipfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
@@ -1315,48 +1315,6 @@ def is_model_type(mt: MediaType) -> bool:
 
 
 # ---- cited hashes (an image or model citing another model) -----------------------------------
-
-_HEX_RE = re.compile(r"^[0-9a-fA-F]{8,64}$")
-
-
-def cited_model_hashes(findings: Iterable[Finding]) -> Iterator[tuple[str, str]]:
-    """``(role, lowercase hex)`` for every model hash the findings cite.
-
-    Roles: ``model`` (a checkpoint's "Model hash": AutoV1 8 hex, AutoV2 10 hex, or a full
-    SHA-256), ``lora`` (A1111 "Lora hashes": 12 hex of AutoV3, or of the SHA-256 for non-
-    safetensors files), ``base_model`` (kohya's ss_new_sd_model_hash), ``resource`` (Civitai
-    "Hashes" entries and other named resources). The model file's own hashes are not cited.
-    """
-    seen: set[tuple[str, str]] = set()
-    for f in findings:
-        ev = f.evidence
-        for role, key in (("model", "model_hash"), ("base_model", "base_model_hash")):
-            yield from _emit(seen, role, ev.get(key))
-        for key in ("vae_hash", "refiner_hash"):
-            yield from _emit(seen, "model", ev.get(key))
-        for key, role in (("loras", "lora"), ("resources", "resource"), ("embeddings", "lora")):
-            items = ev.get(key)
-            if isinstance(items, list):
-                for item in items[:256]:
-                    if isinstance(item, dict):
-                        yield from _emit(seen, role, item.get("hash"))
-        hashes = ev.get("hashes") if f.signal != "model_file" else None
-        if isinstance(hashes, dict):
-            for name, h in list(hashes.items())[:256]:
-                role = "lora" if str(name).lower().startswith("lora") else "resource"
-                yield from _emit(seen, role, h)
-
-
-def _emit(seen: set[tuple[str, str]], role: str, value: object) -> Iterator[tuple[str, str]]:
-    if not isinstance(value, str):
-        return
-    v = value.strip().removeprefix("0x")
-    if not _HEX_RE.match(v):
-        return
-    key = (role, v.lower())
-    if key not in seen:
-        seen.add(key)
-        yield key
 
 
 def _read_model_ctx(ctx: Any) -> list[Finding]:

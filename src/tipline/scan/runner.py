@@ -17,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
-from tipline.index.matcher import BankMatcher
+from tipline.index.bank_index import BankIndex
 from tipline.os_utils import cpu_count
 from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions
@@ -59,7 +59,7 @@ class ScanSummary:
 
 # Set in the parent before the pool forks; read by workers.
 _OPTIONS: HashOptions | None = None
-_MATCHER: BankMatcher | None = None
+_MATCHER: BankIndex | None = None
 
 
 def process_path(path: str, skip: frozenset[str]) -> list[ItemRecord]:
@@ -91,7 +91,7 @@ def _crashed(path: str) -> ItemRecord:
 def run_scan(
     paths: Iterable[str],
     options: HashOptions,
-    matcher: BankMatcher | None,
+    matcher: BankIndex | None,
     sink: Callable[[list[ItemRecord]], None],
     *,
     jobs: int = 0,
@@ -116,7 +116,7 @@ def run_scan(
 def _run_scan(
     paths: Iterable[str],
     options: HashOptions,
-    matcher: BankMatcher | None,
+    matcher: BankIndex | None,
     sink: Callable[[list[ItemRecord]], None],
     jobs: int,
     follow_symlinks: bool,

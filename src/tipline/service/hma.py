@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from tipline.banks.model import DEFAULT_PDQ_THRESHOLD, Bank, Entry, validate_bank_name
+from tipline.banks.model import Bank, Entry, validate_bank_name
 from tipline.crawl.fetch import FetchError, HTTPStatusError, TooLargeError, fetch
 from tipline.errors import BankError, BankNotFoundError, InvalidSignalError
 from tipline.record import ItemRecord
@@ -35,7 +35,6 @@ from tipline.service.bodies import BodyError, read_limited_body
 from tipline.service.matching import Hit, MatchService
 from tipline.service.ops import Metrics, require
 from tipline.service.settings import ServiceSettings
-from tipline.signals import pdq as pdq_mod
 from tipline.signals.types import signal_type
 
 #: HMA signal type names we answer to, and the bank signal type each is stored as.
@@ -321,11 +320,8 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
                 a, b = t.normalise(pair[0]), t.normalise(pair[1])
             except InvalidSignalError as err:
                 raise ApiError(400, str(err)) from None
-            if t.kind == "hamming":
-                d = pdq_mod.hamming(a, b)
-                out[st] = [d <= DEFAULT_PDQ_THRESHOLD, {"distance": d}]
-            else:
-                out[st] = [a == b, {"distance": 0 if a == b else 1}]
+            d = t.distance(a, b)
+            out[st] = [d <= t.default_threshold, {"distance": d}]
         return out
 
     @r.get("/m/index/status", dependencies=[Depends(require("index:read"))])

@@ -2,11 +2,11 @@
 
 ``MatchService`` owns a ``BankStore`` (the service database through
 ``tipline.store.banks.SqlBankStore`` when that module is present, else the bank SQLite file of
-``tipline.banks.open_store``) and an in-memory index of every enabled entry:
-
-* PDQ codes in a ``HammingIndex`` (``MIHIndex`` once the bank is not tiny), searched at the
-  largest threshold of the enabled banks, then filtered by each bank's own ``pdq_threshold``;
-* exact signals (md5 / sha1 / sha256 / model hashes) in a dict.
+``tipline.banks.open_store``) and one live ``tipline.index.bank_index.BankIndex`` of every
+entry: the same index, matching rules and ignore-bank suppression `tipline scan` uses (one per
+signal type: PDQ in an MIH index searched at the largest threshold of the enabled banks, then
+filtered by each bank's own ``pdq_threshold``; vPDQ frames; exact and model hashes). What is the
+service's own is below: the store, the lock, the change journal and reloads.
 
 **Incremental updates.** Every change made through the service (add, remove, enable, disable an
 entry; create, update or delete a bank) is written to the store and then applied to the index in
@@ -43,16 +43,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 from sqlalchemy.engine import Engine
 
 from tipline.banks.model import Bank, BankStore, Entry
 from tipline.errors import BankError, BankNotFoundError
-from tipline.index.hamming import HammingIndex, codes_from_hex
-from tipline.index.mih import MIHIndex
+from tipline.index.bank_index import BankIndex, Hit
 from tipline.record import ItemRecord, Match
-from tipline.signals.types import SIGNAL_TYPES, signal_type
+from tipline.signals.types import signal_type
 
 log = logging.getLogger("tipline.service.matching")
 
@@ -63,83 +60,14 @@ JOURNAL_MAX_ADDS = 10_000
 #: The journal is rotated past this size (a rotation costs each other process one rebuild).
 JOURNAL_ROTATE_BYTES = 64 * 1024 * 1024
 
-#: Exact signal types an uploaded item's own hashes are looked up under.
-_RECORD_EXACT = ("md5", "sha1", "sha256", "autov1", "autov2", "autov3")
-
-
-@dataclass(slots=True)
-class _Info:
-    bank: str
-    signal_type: str
-    label: str
-    enabled: bool
-    #: only kept for exact types (PDQ codes live in the Hamming index)
-    signal: str = ""
-
-
-@dataclass(slots=True)
-class Hit:
-    """One entry found for a signal."""
-
-    entry_id: int
-    bank: str
-    signal_type: str
-    distance: int
-    label: str
-
 
 @dataclass(slots=True)
 class _Index:
+    """The live index and the banks it was told about (for roles in answers)."""
+
     banks: dict[str, Bank] = field(default_factory=dict)
-    info: dict[int, _Info] = field(default_factory=dict)
-    pdq: HammingIndex = field(default_factory=lambda: MIHIndex())
-    exact: dict[tuple[str, str], set[int]] = field(default_factory=dict)
+    matcher: BankIndex = field(default_factory=lambda: BankIndex(grows=True))
     built_at: float = 0.0
-    #: PDQ hits are filtered with arrays, not per-hit dict lookups: the bank slot of every
-    #: entry id (0 = none), and per slot the PDQ threshold (-1: bank disabled or gone)
-    pdq_slot: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
-    slots: dict[str, int] = field(default_factory=dict)
-    slot_names: list[str] = field(default_factory=lambda: [""])
-    slot_thr: npt.NDArray[np.int32] = field(default_factory=lambda: np.full(1, -1, np.int32))
-
-    def slot(self, bank: str) -> int:
-        s = self.slots.get(bank)
-        if s is None:
-            s = self.slots[bank] = len(self.slot_names)
-            self.slot_names.append(bank)
-        return s
-
-    def set_pdq_slots(self, ids: list[int], bank: str) -> None:
-        if not ids:
-            return
-        top = max(ids)
-        if top >= len(self.pdq_slot):
-            grown = np.zeros(max(top + 1, 2 * len(self.pdq_slot), 1024), np.int32)
-            grown[: len(self.pdq_slot)] = self.pdq_slot
-            self.pdq_slot = grown
-        self.pdq_slot[np.asarray(ids, dtype=np.int64)] = self.slot(bank)
-
-    def refresh_thresholds(self) -> None:
-        for name in self.banks:
-            self.slot(name)
-        thr = np.full(len(self.slot_names), -1, np.int32)
-        for name, s in self.slots.items():
-            b = self.banks.get(name)
-            if b is not None and b.enabled:
-                thr[s] = b.pdq_threshold
-        self.slot_thr = thr
-
-    def radius(self, banks: set[str] | None = None) -> int:
-        """The search radius: the largest threshold of the enabled banks asked for (-1: none).
-        Reads only arrays replaced whole under the lock, so it needs no lock itself."""
-        thr = self.slot_thr
-        if banks is None:
-            return int(thr.max()) if len(thr) else -1
-        slots = [self.slots[b] for b in banks if b in self.slots]
-        return int(thr[slots].max()) if slots else -1
-
-    def size(self) -> int:
-        return sum(1 for i in self.info.values() if i.enabled)
 
 
 def _store_factory(
@@ -263,28 +191,17 @@ class MatchService:
         self.load_seconds = time.perf_counter() - t0
         log.info(
             "match index loaded",
-            extra={"entries": idx.size(), "seconds": round(self.load_seconds, 3)},
+            extra={"entries": len(idx.matcher), "seconds": round(self.load_seconds, 3)},
         )
         self._start_watcher()
 
     @staticmethod
     def _build(store: BankStore) -> _Index:
-        idx = _Index(built_at=time.time())
-        idx.banks = {b.name: b for b in store.list_banks()}
-        ids: list[int] = []
-        hexes: list[str] = []
-        pending: dict[str, list[int]] = {}
-        for e in store.iter_entries():
-            if e.id is None:
-                continue
-            _put(idx, e, ids, hexes, pending)
-        for bank, bank_ids in pending.items():
-            idx.set_pdq_slots(bank_ids, bank)
-        idx.pdq = MIHIndex()
-        if ids:
-            idx.pdq.add(np.asarray(ids, dtype=np.int64), codes_from_hex(hexes))
-        idx.refresh_thresholds()
-        return idx
+        banks = {b.name: b for b in store.list_banks()}
+        matcher = BankIndex.build(
+            banks.values(), (e for e in store.iter_entries() if e.id), grows=True
+        )
+        return _Index(banks=banks, matcher=matcher, built_at=time.time())
 
     def _current(self) -> _Index:
         idx = self._index
@@ -423,7 +340,7 @@ class MatchService:
         with self._lock:
             if self._index is not None:
                 self._index.banks[bank.name] = bank
-                self._index.refresh_thresholds()
+                self._index.matcher.put_bank(bank)
 
     def delete_bank(self, name: str) -> int:
         n = self.store.delete_bank(name)
@@ -436,9 +353,7 @@ class MatchService:
             idx = self._index
             if idx is not None:
                 idx.banks.pop(name, None)
-                idx.refresh_thresholds()
-                gone = [i for i, inf in idx.info.items() if inf.bank == name]
-                _drop(idx, gone)
+                idx.matcher.delete_bank(name)
 
     def count_entries(self, bank: str) -> int:
         return self.store.count_entries(bank)
@@ -479,20 +394,9 @@ class MatchService:
     def _apply_add(self, entries: list[Entry]) -> None:
         with self._lock:
             idx = self._index
-            if idx is None:
-                return
-            new_ids: list[int] = []
-            hexes: list[str] = []
-            pending: dict[str, list[int]] = {}
-            for e in entries:
-                if e.id is None or e.id in idx.info:
-                    continue  # the bank already held this signal, or we saw this add
-                _put(idx, e, new_ids, hexes, pending)
-            for bank, bank_ids in pending.items():
-                idx.set_pdq_slots(bank_ids, bank)
-            idx.refresh_thresholds()
-            if new_ids:
-                idx.pdq.add(np.asarray(new_ids, dtype=np.int64), codes_from_hex(hexes))
+            if idx is not None:
+                # an id already indexed: the bank already held this signal, or we saw this add
+                idx.matcher.add(entries)
 
     def get_entry(self, entry_id: int) -> Entry:
         getter = getattr(self.store, "get_entry", None)
@@ -500,8 +404,8 @@ class MatchService:
             entry: Entry = getter(entry_id)
             return entry
         idx = self._index
-        inf = idx.info.get(entry_id) if idx is not None else None
-        banks = [inf.bank] if inf is not None else [b.name for b in self.store.list_banks()]
+        known = idx.matcher.bank_of(entry_id) if idx is not None else None
+        banks = [known] if known is not None else [b.name for b in self.store.list_banks()]
         for bank in banks:
             for e in self.store.iter_entries(bank):
                 if e.id == entry_id:
@@ -519,7 +423,7 @@ class MatchService:
         with self._lock:
             idx = self._index
             if idx is not None:
-                _drop(idx, [i for i in ids if (inf := idx.info.get(i)) and inf.bank == bank])
+                idx.matcher.remove(ids, bank=bank)
 
     def set_entries_enabled(self, bank: str, entry_ids: Iterable[int], enabled: bool) -> int:
         ids = [int(i) for i in entry_ids]
@@ -531,23 +435,8 @@ class MatchService:
     def _apply_enabled(self, bank: str, ids: list[int], enabled: bool) -> None:
         with self._lock:
             idx = self._index
-            if idx is None:
-                return
-            for i in ids:
-                inf = idx.info.get(i)
-                if inf is None or inf.bank != bank or inf.enabled == enabled:
-                    continue
-                if inf.signal_type == "pdq":
-                    if enabled:
-                        sig = self.get_entry(i).signal
-                        idx.pdq.add(np.asarray([i], dtype=np.int64), codes_from_hex([sig]))
-                    else:
-                        idx.pdq.remove(np.asarray([i], dtype=np.int64))
-                elif enabled:
-                    idx.exact.setdefault((inf.signal_type, inf.signal), set()).add(i)
-                else:
-                    idx.exact.get((inf.signal_type, inf.signal), set()).discard(i)
-                inf.enabled = enabled
+            if idx is not None:
+                idx.matcher.set_enabled(ids, enabled, bank=bank)
 
     def iter_entries(self, bank: str) -> Iterator[Entry]:
         return self.store.iter_entries(bank)
@@ -563,96 +452,31 @@ class MatchService:
         st = signal_type(st_name)
         value = st.normalise(signal)
         idx = self._current()
-        return self._lookup(idx, st.name, value, banks, labels)
-
-    def _lookup(
-        self, idx: _Index, st: str, value: str, banks: set[str] | None, labels: bool = True
-    ) -> list[Hit]:
-        hits: list[Hit] = []
-        if st == "pdq":
-            radius = idx.radius(banks)
-            if radius < 0:
-                return hits
-            with self._lock:
-                res = idx.pdq.search(codes_from_hex([value]), radius)
-            ids, dists = res[0]
-            if not len(ids):
-                return hits
-            slot = idx.pdq_slot[ids]
-            keep = dists <= idx.slot_thr[slot]
-            if banks is not None:
-                allowed = [idx.slots[b] for b in banks if b in idx.slots]
-                keep &= np.isin(slot, np.asarray(allowed, dtype=np.int32))
-            ids, dists, slot = ids[keep], dists[keep], slot[keep]
-            order = np.lexsort((ids, dists))  # closest first, then by id
-            names, info = idx.slot_names, idx.info
-            for eid, dist, sl in zip(
-                ids[order].tolist(), dists[order].tolist(), slot[order].tolist(), strict=True
-            ):
-                inf = info.get(eid) if labels else None
-                hits.append(Hit(eid, names[sl], st, dist, inf.label if inf is not None else ""))
-            return hits
-        for eid in sorted(idx.exact.get((st, value), ())):
-            hit = self._hit(idx, eid, st, 0, banks)
-            if hit is not None:
-                hits.append(hit)
-        return hits
-
-    @staticmethod
-    def _hit(idx: _Index, eid: int, st: str, dist: int, banks: set[str] | None) -> Hit | None:
-        inf = idx.info.get(eid)
-        if inf is None or not inf.enabled:
-            return None
-        bank = idx.banks.get(inf.bank)
-        if bank is None or not bank.enabled or (banks is not None and bank.name not in banks):
-            return None
-        return Hit(eid, bank.name, st, dist, inf.label)
+        with self._lock:
+            return idx.matcher.lookup(st.name, value, banks, labels)
 
     def match_record(self, record: ItemRecord, banks: set[str] | None = None) -> list[Match]:
-        """Matches for a hashed item (an upload): its PDQ and its cryptographic digests.
-
-        Alert matches equalled or beaten by an ignore-bank match of the same signal type are
-        marked ``suppressed_by`` (the core matcher's rule)."""
+        """Matches for a hashed item (an upload): the same ``BankIndex.match`` as `tipline
+        scan` (every signal type, dihedral PDQ when computed, vPDQ, cited model hashes, the
+        ignore-bank rule)."""
         idx = self._current()
-        found: dict[int, Hit] = {}
-        queries: list[tuple[str, str]] = []
-        if record.pdq_usable and record.pdq:
-            queries.append(("pdq", record.pdq))
-        for st in _RECORD_EXACT:
-            value = getattr(record, st, None)
-            if value:
-                queries.append((st, value.lower()))
-        for st, value in queries:
-            for h in self._lookup(idx, st, value, banks):
-                if h.entry_id not in found or h.distance < found[h.entry_id].distance:
-                    found[h.entry_id] = h
-        matches = [
-            Match(h.bank, h.entry_id, h.signal_type, h.distance, h.label, role=_role(idx, h.bank))
-            for h in sorted(found.values(), key=lambda h: (h.distance, h.entry_id))
-        ]
-        ignores = [m for m in matches if m.role == "ignore"]
-        for m in matches:
-            if m.role == "alert":
-                for ig in ignores:
-                    if ig.signal_type == m.signal_type and ig.distance <= m.distance:
-                        m.suppressed_by = ig.entry_id
-                        break
-        return matches
+        with self._lock:
+            return idx.matcher.match(record, banks)
 
     def status(self) -> dict[str, Any]:
         idx = self._index
         if idx is None:
             return {"loaded": False}
-        counts: dict[str, int] = {}
-        for inf in idx.info.values():
-            if inf.enabled:
-                counts[inf.signal_type] = counts.get(inf.signal_type, 0) + 1
+        with self._lock:
+            counts = idx.matcher.by_signal_type()
+            pdq = idx.matcher.type_index("pdq")
+            pdq_size = len(pdq) if pdq is not None else 0
         return {
             "loaded": True,
             "built_at": int(idx.built_at),
             "size": sum(counts.values()),
             "by_signal_type": counts,
-            "pdq_index_size": len(idx.pdq),
+            "pdq_index_size": pdq_size,
             "banks": len(idx.banks),
             "journal_offset": self._offset,
             "load_seconds": round(self.load_seconds, 3),
@@ -660,7 +484,7 @@ class MatchService:
 
     def index_size(self) -> int:
         idx = self._index
-        return 0 if idx is None else len(idx.pdq) + sum(len(v) for v in idx.exact.values())
+        return 0 if idx is None else idx.matcher.index_size()
 
 
 class IndexNotLoadedError(BankError):
@@ -699,34 +523,6 @@ def _append_journal(path: Path, op: dict[str, Any]) -> None:
     raise OSError(f"could not append to the change journal {path}")
 
 
-def _put(
-    idx: _Index, e: Entry, ids: list[int], hexes: list[str], pending: dict[str, list[int]]
-) -> None:
-    """Record ``e`` in ``idx``; PDQ codes of enabled entries are queued in ids/hexes, and every
-    PDQ entry's id under its bank in ``pending`` (for ``_Index.set_pdq_slots``)."""
-    assert e.id is not None
-    kind = SIGNAL_TYPES[e.signal_type].kind if e.signal_type in SIGNAL_TYPES else "exact"
-    if kind == "vpdq":
-        return  # video frame lists are matched by the scan pipeline, not the lookup API
-    label = e.label
-    if kind == "hamming":
-        idx.info[e.id] = _Info(e.bank, e.signal_type, label, e.enabled)
-        pending.setdefault(e.bank, []).append(e.id)
-        if not e.enabled:
-            return
-        ids.append(e.id)
-        hexes.append(e.signal)
-        return
-    idx.info[e.id] = _Info(e.bank, e.signal_type, label, e.enabled, e.signal)
-    if e.enabled:
-        idx.exact.setdefault((e.signal_type, e.signal), set()).add(e.id)
-
-
-def _role(idx: _Index, bank: str) -> str:
-    b = idx.banks.get(bank)
-    return b.role if b is not None else "alert"
-
-
 def _bank_fields(b: Bank) -> dict[str, Any]:
     return {
         "name": b.name,
@@ -736,21 +532,6 @@ def _bank_fields(b: Bank) -> dict[str, Any]:
         "description": b.description,
         "created_at": b.created_at,
     }
-
-
-def _drop(idx: _Index, ids: list[int]) -> None:
-    pdq: list[int] = []
-    for i in ids:
-        inf = idx.info.pop(i, None)
-        if inf is None:
-            continue
-        if inf.signal_type == "pdq":
-            if inf.enabled:
-                pdq.append(i)
-        else:
-            idx.exact.get((inf.signal_type, inf.signal), set()).discard(i)
-    if pdq:
-        idx.pdq.remove(np.asarray(pdq, dtype=np.int64))
 
 
 __all__ = ["BankNotFoundError", "Hit", "IndexNotLoadedError", "MatchService"]

@@ -90,7 +90,7 @@ class PipelineConfig:
     """What the stages need besides the database."""
 
     #: bank matching of a hashed item (the service's MatchService.match_record, or a
-    #: BankMatcher(...).match in tests)
+    #: BankIndex.build(...).match in tests)
     match: MatchFn
     #: where media bytes go (``put(data) -> ref | None``); None keeps no bytes (hash-only)
     media_store: Any = None

@@ -1,37 +1,63 @@
 """Signal types: the kinds of hash Tipline computes, stores in banks and matches.
 
+In the spirit of python-threatexchange's ``SignalType``: each type says how its signals are
+normalised and validated, which index holds them (``index``: a name registered in
+``tipline.index.signal_index``), how an item record is queried (``record_queries``), whether a
+bank's PDQ-style distance threshold applies (``uses_bank_threshold``), how two signals compare,
+which short model hashes an image may cite for it (``cited_queries``), and examples used by the
+contract tests. Adding a signal type is one module with one ``register`` call (or a
+``tipline.signal_types`` entry point in another package, see docs/extending.md).
+
 Names follow python-threatexchange where it has one (``pdq``, ``video_md5``) so hash lists move
 between the tools unchanged.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 from tipline.errors import InvalidSignalError
+from tipline.record import ItemRecord
 
-MatchKind = Literal["exact", "hamming", "vpdq"]
+log = logging.getLogger("tipline.signals")
+
+#: how a cited short hash finds entries of a type: the signal equal to it, or starting with it
+CiteMode = Literal["exact", "prefix"]
+
+_HEX = re.compile(r"[0-9a-f]+")
+
+#: Entry-point group through which other packages add signal types.
+ENTRY_POINT_GROUP = "tipline.signal_types"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SignalType:
+    """A hex signal of fixed length, matched exactly (md5, sha1, sha256, model hashes)."""
+
     name: str
-    #: exact string equality, Hamming distance between fixed-width bit strings, or vPDQ frame
-    #: overlap (``tipline.signals.vpdq``)
-    kind: MatchKind
     hex_len: int
     description: str
+    #: the index kind holding this type's signals (``tipline.index.signal_index``)
+    index: str = "exact"
     #: shorter forms also accepted (Civitai shows AutoV3 as its first 12 hex)
     short_lens: tuple[int, ...] = ()
+    #: valid signals, for the docs and the contract tests (two distinct ones at least)
+    examples: tuple[str, ...] = ()
+    #: ItemRecord attribute holding an item's own signal of this type ("" for none)
+    record_field: str = ""
+    #: per-bank distance threshold applies (PDQ); exact types match at distance 0
+    uses_bank_threshold: bool = False
+    #: lengths of cited hashes this type answers: length -> ((mode, cut), ...): the cited
+    #: hash, cut to ``cut`` hex (0 = whole), looked up exactly or as a prefix
+    cites: dict[int, tuple[tuple[CiteMode, int], ...]] = field(default_factory=dict)
 
     def normalise(self, signal: str) -> str:
         """Canonical form (lowercase hex) or InvalidSignalError with a one-line reason."""
-        if self.kind == "vpdq":
-            from tipline.signals.vpdq import normalise_signal
-
-            return normalise_signal(signal)
         s = signal.strip().lower()
         if (len(s) != self.hex_len and len(s) not in self.short_lens) or not _HEX.fullmatch(s):
             raise InvalidSignalError(
@@ -41,34 +67,223 @@ class SignalType:
             )
         return s
 
+    def record_queries(self, record: ItemRecord) -> list[str]:
+        """The normalised values an item record is looked up under (empty: none)."""
+        value = getattr(record, self.record_field, None) if self.record_field else None
+        if not isinstance(value, str) or not value:
+            return []
+        v = value.lower()
+        extra = [v[:n] for n in self.short_lens if n < len(v)]
+        return [v, *extra]
 
-_HEX = re.compile(r"[0-9a-f]+")
+    def cited_queries(self, cited: str) -> list[tuple[CiteMode, str]]:
+        """How a model hash cited by an image (lowercase hex) finds entries of this type."""
+        rules = self.cites.get(len(cited), ())
+        return [(mode, cited[:cut] if cut else cited) for mode, cut in rules]
 
-MD5 = SignalType("md5", "exact", 32, "MD5 of the file bytes")
-SHA1 = SignalType("sha1", "exact", 40, "SHA-1 of the file bytes")
-SHA256 = SignalType("sha256", "exact", 64, "SHA-256 of the file bytes")
-PDQ = SignalType("pdq", "hamming", 64, "PDQ perceptual hash of an image (256 bits)")
-VPDQ = SignalType(
-    "vpdq", "vpdq", 0, "vPDQ video hash: JSON list of 'pdq_hex,quality,timestamp' frames"
+    def distance(self, a: str, b: str) -> int:
+        """Distance between two normalised signals (exact types: 0 or 1)."""
+        return 0 if a == b else 1
+
+    @property
+    def default_threshold(self) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class PdqSignalType(SignalType):
+    """256-bit PDQ, matched by Hamming distance within each bank's threshold; with dihedral
+    hashing on, every one of the item's 8 rotations/flips is a query."""
+
+    def record_queries(self, record: ItemRecord) -> list[str]:
+        if not record.pdq_usable:
+            return []
+        return [h.lower() for h in (record.pdq_dihedral or [record.pdq or ""])]
+
+    def distance(self, a: str, b: str) -> int:
+        return (int(a, 16) ^ int(b, 16)).bit_count()
+
+    @property
+    def default_threshold(self) -> int:
+        return 31
+
+
+@dataclass(frozen=True)
+class VpdqSignalType(SignalType):
+    """vPDQ: a JSON list of ``pdq_hex,quality,timestamp`` frames, matched by frame overlap."""
+
+    def normalise(self, signal: str) -> str:
+        from tipline.signals.vpdq import normalise_signal
+
+        return normalise_signal(signal)
+
+    def record_queries(self, record: ItemRecord) -> list[str]:
+        if not record.vpdq:
+            return []
+        from tipline.signals.vpdq import VpdqHash
+
+        try:
+            return [VpdqHash.from_strings(record.vpdq).to_te_json()]
+        except InvalidSignalError:
+            return []
+
+    def distance(self, a: str, b: str) -> int:
+        from tipline.signals.vpdq import VpdqHash, match_vpdq
+
+        res = match_vpdq(VpdqHash.from_te_json(a), VpdqHash.from_te_json(b))
+        return res.best_distance if res.best_distance is not None else 256
+
+
+_PDQ_EXAMPLES = (
+    "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22",
+    "0000000000000000000000000000000000000000000000000000000000000000"[:-8] + "ffffffff",
+)
+
+MD5 = SignalType(
+    "md5",
+    32,
+    "MD5 of the file bytes",
+    examples=("d41d8cd98f00b204e9800998ecf8427e", "900150983cd24fb0d6963f7d28e17f72"),
+    record_field="md5",
+)
+SHA1 = SignalType(
+    "sha1",
+    40,
+    "SHA-1 of the file bytes",
+    examples=(
+        "da39a3ee5e6b4b0d3255bfef95601890afd80709",
+        "a9993e364706816aba3e25717850c26c9cd0d89d",
+    ),
+    record_field="sha1",
+)
+SHA256 = SignalType(
+    "sha256",
+    64,
+    "SHA-256 of the file bytes",
+    examples=(
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+    ),
+    record_field="sha256",
+    # A1111 cites a checkpoint by 10 hex of its SHA-256, a non-safetensors LoRA by 12
+    cites={10: (("prefix", 0),), 12: (("prefix", 0),), 64: (("exact", 0),)},
+)
+PDQ = PdqSignalType(
+    "pdq",
+    64,
+    "PDQ perceptual hash of an image (256 bits)",
+    index="hamming",
+    examples=_PDQ_EXAMPLES,
+    record_field="pdq",
+    uses_bank_threshold=True,
+)
+VPDQ = VpdqSignalType(
+    "vpdq",
+    0,
+    "vPDQ video hash: JSON list of 'pdq_hex,quality,timestamp' frames",
+    index="vpdq",
+    examples=(
+        '["' + _PDQ_EXAMPLES[0] + ',100,0.000", "' + _PDQ_EXAMPLES[1] + ',90,1.000"]',
+        '["' + "0f" * 32 + ',100,0.000"]',
+    ),
+    record_field="vpdq",
 )
 # Model files (AI checkpoints and LoRAs; see tipline.provenance.models and ai-provenance.md).
 AUTOV1 = SignalType(
-    "autov1", "exact", 8, "A1111 legacy model hash: sha256(file[1 MiB:+64 KiB])[:8]"
+    "autov1",
+    8,
+    "A1111 legacy model hash: sha256(file[1 MiB:+64 KiB])[:8]",
+    examples=("0123abcd", "ffee0011"),
+    record_field="autov1",
+    cites={8: (("exact", 0),)},
 )
-AUTOV2 = SignalType("autov2", "exact", 10, "A1111 model hash: first 10 hex of the file's SHA-256")
+AUTOV2 = SignalType(
+    "autov2",
+    10,
+    "A1111 model hash: first 10 hex of the file's SHA-256",
+    examples=("0123456789", "abcdefabcd"),
+    record_field="autov2",
+    cites={10: (("exact", 0),)},
+)
 AUTOV3 = SignalType(
     "autov3",
-    "exact",
     64,
     "kohya/addnet hash: SHA-256 of a safetensors file's tensor data (metadata edits keep it); "
     "Civitai's 12-hex form accepted",
     short_lens=(12,),
+    examples=("a1" * 32, "0123456789ab"),
+    record_field="autov3",
+    # "Lora hashes" cite 12 hex of the AutoV3: a 12-hex entry, or a full one it starts
+    cites={12: (("exact", 0), ("prefix", 0)), 64: (("exact", 0), ("exact", 12))},
 )
-MODEL_SIGNAL_TYPES = ("autov1", "autov2", "autov3")
 
-SIGNAL_TYPES: dict[str, SignalType] = {
-    t.name: t for t in (MD5, SHA1, SHA256, PDQ, VPDQ, AUTOV1, AUTOV2, AUTOV3)
-}
+_REGISTRY: dict[str, SignalType] = {}
+_LOCK = threading.Lock()
+_PLUGINS_LOADED = False
+
+
+def register(st: SignalType) -> SignalType:
+    """Make ``st`` known to banks, formats and matching. Re-registering a name replaces it."""
+    with _LOCK:
+        _REGISTRY[st.name] = st
+    return st
+
+
+def unregister(name: str) -> None:
+    with _LOCK:
+        _REGISTRY.pop(name, None)
+
+
+for _builtin in (MD5, SHA1, SHA256, PDQ, VPDQ, AUTOV1, AUTOV2, AUTOV3):
+    register(_builtin)
+
+
+def _load_plugins() -> None:
+    """Signal types other packages declare under the ``tipline.signal_types`` entry points
+    (each names a SignalType instance, or a callable returning one). A broken plugin is logged
+    and skipped: it must not take the built-in types down with it."""
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+            st = obj() if callable(obj) and not isinstance(obj, SignalType) else obj
+            if not isinstance(st, SignalType):
+                raise TypeError(f"{ep.value} is not a SignalType")
+            register(st)
+        except Exception:
+            log.exception("could not load signal type plugin %s", ep.name)
+
+
+def registered() -> dict[str, SignalType]:
+    """Every known signal type by name (built-in, registered, and entry-point plugins)."""
+    _load_plugins()
+    with _LOCK:
+        return dict(_REGISTRY)
+
+
+def iter_types() -> Iterator[SignalType]:
+    return iter(registered().values())
+
+
+class _RegistryView(Mapping[str, SignalType]):
+    """``SIGNAL_TYPES``: a live read-only view of the registry."""
+
+    def __getitem__(self, key: str) -> SignalType:
+        return registered()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(registered())
+
+    def __len__(self) -> int:
+        return len(registered())
+
+
+SIGNAL_TYPES: Mapping[str, SignalType] = _RegistryView()
 
 #: Names other tools use for the same signal. python-threatexchange calls file MD5 of a video
 #: ``video_md5``; the bytes hashed are the same, so they match the same entries.
@@ -84,10 +299,11 @@ ALIASES = {
 def signal_type(name: str) -> SignalType:
     key = name.strip().lower()
     key = ALIASES.get(key, key)
+    types = registered()
     try:
-        return SIGNAL_TYPES[key]
+        return types[key]
     except KeyError:
-        known = ", ".join(sorted(SIGNAL_TYPES))
+        known = ", ".join(sorted(types))
         raise InvalidSignalError(f"unknown signal type {name!r} (known: {known})") from None
 
 

@@ -200,7 +200,8 @@ def _video_edges(records: Sequence[ItemRecord], threshold: int) -> list[Edges]:
     """Videos join when their vPDQ hashes match one way or the other (a copy and its
     original; a clip and the video it was cut from), frames within ``threshold``."""
     from tipline.errors import InvalidSignalError
-    from tipline.signals.vpdq import VpdqHash, VpdqMatchOptions, duplicate_pairs
+    from tipline.index.vpdq import duplicate_pairs
+    from tipline.signals.vpdq import VpdqHash, VpdqMatchOptions
 
     videos: list[int] = []
     hashes: list[VpdqHash | None] = []

@@ -1,0 +1,404 @@
+"""One bank index: what `tipline scan` and the service both match with.
+
+``BankIndex`` holds the entries of any number of banks, one ``SignalIndex`` per signal type
+(``tipline.index.signal_index``), and per bank its role (alert / ignore), PDQ threshold and
+enabled flag. It is updated in place (add, remove, enable, disable, bank changes), so the
+service keeps one live copy, and built in bulk for a scan.
+
+Per-entry state is columnar (numpy arrays indexed by entry id: bank slot, enabled flag, signal
+type), so filtering the hits of a lookup is vectorised and a large bank costs a few bytes per
+entry beyond its signal index.
+
+Matching an item record (``match``): every registered signal type's queries for the record
+(its own hashes; PDQ with all 8 dihedral variants when the scan computed them; vPDQ frames),
+then every model hash its provenance cites ("Model hash", "Lora hashes", a LoRA's base model),
+each found through the types that answer a hash of that length (``SignalType.cited_queries``).
+
+Ignore banks (known benign) suppress false positives: an alert match is suppressed when the same
+item matches an ignore-bank entry of the same signal type at a distance no larger than the alert
+match's. Suppressed matches stay in the output, marked, so an analyst can see why.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from tipline.findings import cited_model_hashes
+from tipline.index.signal_index import IndexHits, SignalIndex, new_index
+from tipline.record import ItemRecord, Match
+from tipline.signals.types import SignalType, registered, signal_type
+
+log = logging.getLogger("tipline.index")
+
+
+class BankLike(Protocol):
+    """What the index needs of a bank (``tipline.banks.model.Bank`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def pdq_threshold(self) -> int: ...
+    @property
+    def enabled(self) -> bool: ...
+
+
+class EntryLike(Protocol):
+    """What the index needs of a bank entry (``tipline.banks.model.Entry`` is one)."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def bank(self) -> str: ...
+    @property
+    def signal_type(self) -> str: ...
+    @property
+    def signal(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def enabled(self) -> bool: ...
+
+
+@dataclass(slots=True)
+class Hit:
+    """One entry found for a signal."""
+
+    entry_id: int
+    bank: str
+    signal_type: str
+    distance: int
+    label: str
+
+
+class BankIndex:
+    """Not thread-safe by itself: the service serialises access (``MatchService``)."""
+
+    def __init__(self, grows: bool = False) -> None:
+        #: entries keep arriving one by one (the service): pick index structures that scale,
+        #: not the one that suits the first add's size
+        self._grows = grows
+        # per entry id (0 in _slot: no such entry)
+        self._slot = np.zeros(0, np.int32)
+        self._on = np.zeros(0, bool)
+        self._tcode = np.zeros(0, np.int16)
+        self._labels: dict[int, str] = {}
+        # per bank slot (slot 0 is "none")
+        self._slots: dict[str, int] = {}
+        self._names: list[str] = [""]
+        self._roles: list[str] = ["alert"]
+        self._bank_on = np.zeros(1, bool)
+        self._thr = np.full(1, -1, np.int32)
+        # per signal type
+        self._types: list[SignalType] = []
+        self._tcodes: dict[str, int] = {}
+        self._indexes: dict[str, SignalIndex] = {}
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def build(
+        cls, banks: Iterable[BankLike], entries: Iterable[EntryLike], grows: bool = False
+    ) -> BankIndex:
+        """A full index in one pass (a scan; the service at start-up, with ``grows``)."""
+        idx = cls(grows)
+        for b in banks:
+            idx.put_bank(b)
+        idx.add(entries)
+        return idx
+
+    def put_bank(self, bank: BankLike) -> None:
+        """Add a bank or change its role, threshold or enabled flag."""
+        s = self._slot_for(bank.name)
+        self._roles[s] = bank.role
+        self._bank_on[s] = bool(bank.enabled)
+        self._thr[s] = int(bank.pdq_threshold) if bank.enabled else -1
+
+    def delete_bank(self, name: str) -> None:
+        s = self._slots.get(name)
+        if s is None:
+            return
+        self._bank_on[s] = False
+        self._thr[s] = -1
+        ids = np.nonzero(self._slot == s)[0]
+        self._drop(ids)
+
+    def banks(self) -> list[str]:
+        return [n for n, s in self._slots.items() if self._bank_on[s]]
+
+    def _slot_for(self, name: str) -> int:
+        s = self._slots.get(name)
+        if s is None:
+            s = self._slots[name] = len(self._names)
+            self._names.append(name)
+            self._roles.append("alert")
+            self._bank_on = np.append(self._bank_on, False)
+            self._thr = np.append(self._thr, np.int32(-1))
+        return s
+
+    def _type_code(self, st: SignalType) -> int:
+        code = self._tcodes.get(st.name)
+        if code is None:
+            code = self._tcodes[st.name] = len(self._types)
+            self._types.append(st)
+        return code
+
+    def _grow(self, top: int) -> None:
+        n = len(self._slot)
+        if top < n:
+            return
+        size = max(top + 1, 2 * n, 1024)
+        for name, dtype in (("_slot", np.int32), ("_on", bool), ("_tcode", np.int16)):
+            old = getattr(self, name)
+            grown = np.zeros(size, dtype)
+            grown[:n] = old
+            setattr(self, name, grown)
+
+    # ------------------------------------------------------------------ entries
+
+    def add(self, entries: Iterable[EntryLike]) -> int:
+        """Index entries (normalised signals); an id already indexed is left as it is.
+        Returns how many were added."""
+        by_type: dict[str, tuple[list[int], list[str]]] = {}
+        rows: list[tuple[int, int, bool, str]] = []
+        types = registered()
+        for e in entries:
+            eid = e.id
+            if eid is None or (eid < len(self._slot) and self._slot[eid]):
+                continue
+            st = types.get(e.signal_type)
+            if st is None:
+                log.warning("entry %s has unknown signal type %r; not indexed", eid, e.signal_type)
+                continue
+            ids, sigs = by_type.setdefault(st.name, ([], []))
+            ids.append(eid)
+            sigs.append(e.signal)
+            rows.append((eid, self._slot_for(e.bank), bool(e.enabled), e.label))
+        if not rows:
+            return 0
+        self._grow(max(r[0] for r in rows))
+        for st_name, (ids, sigs) in by_type.items():
+            st = types[st_name]
+            index = self._indexes.get(st_name)
+            if index is None:
+                index = self._indexes[st_name] = new_index(
+                    st.index, None if self._grows else len(ids)
+                )
+            index.add(ids, sigs)
+            self._tcode[np.asarray(ids, np.int64)] = self._type_code(st)
+        arr = np.asarray([r[0] for r in rows], np.int64)
+        self._slot[arr] = np.asarray([r[1] for r in rows], np.int32)
+        self._on[arr] = np.asarray([r[2] for r in rows], bool)
+        for eid, _, _, label in rows:
+            if label:
+                self._labels[eid] = label
+        return len(rows)
+
+    def remove(self, ids: Iterable[int], bank: str | None = None) -> None:
+        """Drop entries (only those of ``bank`` when given)."""
+        arr = self._known(ids)
+        if bank is not None:
+            arr = arr[self._slot[arr] == self._slots.get(bank, -1)]
+        self._drop(arr)
+
+    def set_enabled(self, ids: Iterable[int], enabled: bool, bank: str | None = None) -> None:
+        arr = self._known(ids)
+        if bank is not None:
+            arr = arr[self._slot[arr] == self._slots.get(bank, -1)]
+        self._on[arr] = enabled
+
+    def contains(self, entry_id: int) -> bool:
+        return 0 <= entry_id < len(self._slot) and bool(self._slot[entry_id])
+
+    def bank_of(self, entry_id: int) -> str | None:
+        return self._names[int(self._slot[entry_id])] if self.contains(entry_id) else None
+
+    def _known(self, ids: Iterable[int]) -> npt.NDArray[np.int64]:
+        arr = np.asarray([int(i) for i in ids], np.int64)
+        arr = arr[(arr >= 0) & (arr < len(self._slot))]
+        return arr[self._slot[arr] > 0]
+
+    def _drop(self, ids: npt.NDArray[np.int64]) -> None:
+        if not len(ids):
+            return
+        codes = self._tcode[ids]
+        for code in np.unique(codes).tolist():
+            st = self._types[code]
+            index = self._indexes.get(st.name)
+            if index is not None:
+                index.remove(ids[codes == code].tolist())
+        self._slot[ids] = 0
+        self._on[ids] = False
+        for i in ids.tolist():
+            self._labels.pop(i, None)
+
+    # ------------------------------------------------------------------ queries
+
+    def type_index(self, name: str) -> SignalIndex | None:
+        return self._indexes.get(name)
+
+    def radius(self, banks: set[str] | None = None) -> int:
+        """Largest PDQ threshold of the enabled banks asked for (-1: none)."""
+        thr = self._thr
+        if banks is None:
+            return int(thr.max()) if len(thr) else -1
+        slots = [self._slots[b] for b in banks if b in self._slots]
+        return int(thr[slots].max()) if slots else -1
+
+    def _allowed(self, banks: set[str] | None) -> npt.NDArray[np.bool_]:
+        if banks is None:
+            return self._bank_on
+        mask = np.zeros(len(self._bank_on), bool)
+        for b in banks:
+            s = self._slots.get(b)
+            if s is not None:
+                mask[s] = self._bank_on[s]
+        return mask
+
+    def _query(
+        self,
+        st: SignalType,
+        values: Sequence[str],
+        allowed: npt.NDArray[np.bool_],
+        radius: int,
+    ) -> tuple[IndexHits, npt.NDArray[np.int32]]:
+        """Hits of ``st`` for ``values`` kept by entry and bank state (and bank threshold);
+        returns the hits and their bank slots."""
+        index = self._indexes.get(st.name)
+        if index is None or not values:
+            return IndexHits.empty(), np.zeros(0, np.int32)
+        hits = index.query(values, radius if st.uses_bank_threshold else 0)
+        return self._keep(st, hits, allowed)
+
+    def _keep(
+        self, st: SignalType, hits: IndexHits, allowed: npt.NDArray[np.bool_]
+    ) -> tuple[IndexHits, npt.NDArray[np.int32]]:
+        ids, dists = hits.ids, hits.distances
+        if not len(ids):
+            return hits, np.zeros(0, np.int32)
+        slot = self._slot[ids]
+        keep = (slot > 0) & self._on[ids] & allowed[slot]
+        if st.uses_bank_threshold:
+            keep &= dists <= self._thr[slot]
+        return IndexHits(ids[keep], dists[keep], hits.details), slot[keep]
+
+    def lookup(
+        self, st_name: str, value: str, banks: set[str] | None = None, labels: bool = True
+    ) -> list[Hit]:
+        """Enabled entries of enabled banks matching a normalised ``value`` (PDQ within each
+        bank's threshold), closest first, then by id. ``labels=False`` leaves labels empty."""
+        st = signal_type(st_name)
+        hits, slot = self._query(st, [value], self._allowed(banks), self.radius(banks))
+        if not len(hits.ids):
+            return []
+        order = np.lexsort((hits.ids, hits.distances))
+        names, lab = self._names, self._labels
+        return [
+            Hit(eid, names[sl], st.name, dist, lab.get(eid, "") if labels else "")
+            for eid, dist, sl in zip(
+                hits.ids[order].tolist(),
+                hits.distances[order].tolist(),
+                slot[order].tolist(),
+                strict=True,
+            )
+        ]
+
+    def match(self, record: ItemRecord, banks: set[str] | None = None) -> list[Match]:
+        """Every match of a hashed item, closest first, with the ignore-bank rule applied."""
+        allowed = self._allowed(banks)
+        radius = self.radius(banks)
+        types = registered()
+        found: dict[int, tuple[int, str]] = {}  # entry id -> (distance, signal type)
+        details: dict[int, tuple[float, float]] = {}
+        for name in self._indexes:
+            st = types.get(name)
+            if st is None:
+                continue
+            hits, _ = self._query(st, st.record_queries(record), allowed, radius)
+            for eid, dist in zip(hits.ids.tolist(), hits.distances.tolist(), strict=True):
+                if eid not in found or dist < found[eid][0]:
+                    found[eid] = (dist, name)
+            if hits.details:
+                details.update(hits.details)
+        via = self._cited(record, allowed, found, types)
+        matches = []
+        for eid, (dist, st_name) in sorted(found.items(), key=lambda kv: (kv[1][0], kv[0])):
+            s = int(self._slot[eid])
+            m = Match(
+                self._names[s], eid, st_name, dist, self._labels.get(eid, ""), role=self._roles[s]
+            )
+            m.via = via.get(eid)
+            if eid in details:
+                m.query_match_pct, m.index_match_pct = details[eid]
+            matches.append(m)
+        suppress(matches)
+        return matches
+
+    def _cited(
+        self,
+        record: ItemRecord,
+        allowed: npt.NDArray[np.bool_],
+        found: dict[int, tuple[int, str]],
+        types: dict[str, SignalType],
+    ) -> dict[int, str]:
+        """Entries found only through a model hash the item's provenance cites: entry id ->
+        ``cited_<role>``. Hex compares lowercase."""
+        via: dict[int, str] = {}
+        if not record.provenance:
+            return via
+        for role, h in cited_model_hashes(record.provenance):
+            for name, index in self._indexes.items():
+                st = types.get(name)
+                if st is None:
+                    continue
+                for mode, value in st.cited_queries(h):
+                    if mode == "prefix":
+                        ids = np.asarray(index.prefix(value), np.int64)
+                        hits = IndexHits(ids, np.zeros(len(ids), np.int32))
+                    else:
+                        hits = index.query([value], 0)
+                    kept, _ = self._keep(st, hits, allowed)
+                    for eid in kept.ids.tolist():
+                        if eid not in found:
+                            found[eid] = (0, name)
+                            via[eid] = f"cited_{role}"
+        return via
+
+    # ------------------------------------------------------------------ status
+
+    def __len__(self) -> int:
+        return int(np.count_nonzero((self._slot > 0) & self._on))
+
+    @property
+    def size(self) -> int:
+        return len(self)
+
+    def by_signal_type(self) -> dict[str, int]:
+        live = (self._slot > 0) & self._on
+        counts = np.bincount(self._tcode[live], minlength=len(self._types))
+        return {st.name: int(c) for st, c in zip(self._types, counts.tolist(), strict=True) if c}
+
+    def index_size(self) -> int:
+        return sum(len(i) for i in self._indexes.values())
+
+
+def suppress(matches: list[Match]) -> None:
+    """The ignore-bank rule: an alert match equalled or beaten by an ignore-bank match of the
+    same signal type is marked ``suppressed_by`` that entry."""
+    ignores = [m for m in matches if m.role == "ignore"]
+    if not ignores:
+        return
+    for m in matches:
+        if m.role != "alert":
+            continue
+        for ig in ignores:
+            if ig.signal_type == m.signal_type and ig.distance <= m.distance:
+                m.suppressed_by = ig.entry_id
+                break
