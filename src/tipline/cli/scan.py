@@ -24,7 +24,6 @@ from rich.progress import (
 from tipline.cli import state
 from tipline.cli.app import app
 from tipline.config import Limits
-from tipline.errors import BankError
 from tipline.media.video import VideoMode
 from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions, PdqMode
@@ -335,8 +334,8 @@ def scan(
 
         tipline scan big-folder -o results.jsonl --resume   # after an interruption
     """
-    from tipline.index.bank_index import BankIndex
     from tipline.scan import output as out
+    from tipline.scan.runner import bank_index_for_scan
     from tipline.store.banks import open_bank_store
 
     limits = limits_from(
@@ -375,19 +374,9 @@ def scan(
 
     store = open_bank_store(state.data_dir())
     try:
-        all_banks = {b.name: b for b in store.list_banks()}
-        if bank:
-            missing = [n for n in bank if n not in all_banks]
-            if missing:
-                raise BankError(f"no such bank: {', '.join(missing)} (see `tipline bank list`)")
-            # a bank named on the command line is matched even if it is disabled
-            chosen = [replace(all_banks[n], enabled=True) for n in bank]
-        else:
-            chosen = [b for b in all_banks.values() if b.enabled]
-        entries = [e for b in chosen for e in store.iter_entries(b.name, enabled_only=True)]
+        matcher = bank_index_for_scan(store, bank)
     finally:
         store.close()
-    matcher = BankIndex.build(chosen, entries)
     if options.provenance:
         from tipline.provenance import registered_readers
 
@@ -456,7 +445,7 @@ def scan(
         summary.add(rec)
     if output is not None and journal is not None and fmt_ != "jsonl":
         meta = {
-            "banks": ", ".join(b.name for b in chosen) or "none",
+            "banks": ", ".join(matcher.banks()) or "none",
             "pdq mode": options.pdq_mode,
             "paths": ", ".join(str(p) for p in paths)[:300],
         }

@@ -12,12 +12,14 @@ import multiprocessing
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from tipline.index.bank_index import BankIndex
+from tipline.errors import BankError
+from tipline.index.bank_index import BankIndex, BankLike, EntryLike
 from tipline.os_utils import cpu_count
 from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions
@@ -55,6 +57,41 @@ class ScanSummary:
         if self.errors:
             return 2
         return 1 if self.matched else 0
+
+
+class _BankSource(Protocol):
+    """What a scan reads banks from (``tipline.store.banks.SqlBankStore`` is one)."""
+
+    def list_banks(self) -> Sequence[BankLike]: ...
+    def iter_entries(
+        self, bank: str | None = None, *, enabled_only: bool = False
+    ) -> Iterable[EntryLike]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _ChosenBank:
+    name: str
+    role: str
+    pdq_threshold: int
+    enabled: bool = True
+
+
+def bank_index_for_scan(store: _BankSource, names: Sequence[str] | None = None) -> BankIndex:
+    """The index a scan matches with: the banks named (even a disabled one: naming it is
+    asking for it), else every enabled bank; their enabled entries."""
+    all_banks = {b.name: b for b in store.list_banks()}
+    if names:
+        missing = [n for n in names if n not in all_banks]
+        if missing:
+            raise BankError(f"no such bank: {', '.join(missing)} (see `tipline bank list`)")
+        chosen: list[BankLike] = [
+            _ChosenBank(all_banks[n].name, all_banks[n].role, all_banks[n].pdq_threshold)
+            for n in names
+        ]
+    else:
+        chosen = [b for b in all_banks.values() if b.enabled]
+    entries = (e for b in chosen for e in store.iter_entries(b.name, enabled_only=True))
+    return BankIndex.build(chosen, entries)
 
 
 # Set in the parent before the pool forks; read by workers.
