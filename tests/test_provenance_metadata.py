@@ -388,10 +388,8 @@ def test_reader_exception_becomes_error_finding_and_others_run() -> None:
         assert one(fs, "keyword").evidence["saw_text"] is True  # later readers see the text
         assert provenance.has_readers("image")
     finally:
-        provenance._READERS.pop("test_boom")
-        provenance._READERS.pop("test_late")
-        provenance._ORDER.remove("test_boom")
-        provenance._ORDER.remove("test_late")
+        provenance.unregister_reader("test_boom")
+        provenance.unregister_reader("test_late")
 
 
 # --- hostile and broken input: each problem is an error finding, the rest goes on --------------

@@ -290,11 +290,15 @@ class BankIndex:
         return IndexHits(ids[keep], dists[keep], hits.details), slot[keep]
 
     def lookup(
-        self, st_name: str, value: str, banks: set[str] | None = None, labels: bool = True
+        self,
+        st_name: str | SignalType,
+        value: str,
+        banks: set[str] | None = None,
+        labels: bool = True,
     ) -> list[Hit]:
         """Enabled entries of enabled banks matching a normalised ``value`` (PDQ within each
         bank's threshold), closest first, then by id. ``labels=False`` leaves labels empty."""
-        st = signal_type(st_name)
+        st = st_name if isinstance(st_name, SignalType) else signal_type(st_name)
         hits, slot = self._query(st, [value], self._allowed(banks), self.radius(banks))
         if not len(hits.ids):
             return []

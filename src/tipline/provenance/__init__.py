@@ -48,6 +48,7 @@ __all__ = [
     "has_readers",
     "register_reader",
     "registered_readers",
+    "unregister_reader",
 ]
 
 #: Modules under ``tipline.provenance`` imported on first use so their readers register.
@@ -144,6 +145,17 @@ def register_reader(
         _READERS[name] = reader
 
 
+def unregister_reader(name: str) -> None:
+    """Forget a reader (tests; a plugin that withdraws one)."""
+    with _lock:
+        if _READERS.pop(name, None) is not None:
+            _ORDER.remove(name)
+
+
+#: Entry-point group through which other packages add readers (docs/extending.md).
+READER_ENTRY_POINTS = "tipline.readers"
+
+
 def registered_readers() -> list[Reader]:
     """Every reader, in the order ``analyse`` runs them."""
     _load_plugins()
@@ -172,6 +184,21 @@ def _load_plugins() -> None:
                 _plugin_errors.append((mod, signal, f"{type(err).__name__}: {err}"))
         except Exception as err:  # a broken plugin must not break scanning
             _plugin_errors.append((mod, signal, f"{type(err).__name__}: {err}"))
+    _load_entry_points()
+
+
+def _load_entry_points() -> None:
+    """Readers of other packages: each ``tipline.readers`` entry point names a module that
+    calls ``register_reader`` when imported, or a callable that does when called."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=READER_ENTRY_POINTS):
+        try:
+            obj = ep.load()
+            if callable(obj):
+                obj()
+        except Exception as err:  # a broken plugin must not break scanning
+            _plugin_errors.append((ep.name, "generator_metadata", f"{type(err).__name__}: {err}"))
 
 
 def _register_builtins() -> None:

@@ -453,7 +453,7 @@ class MatchService:
         value = st.normalise(signal)
         idx = self._current()
         with self._lock:
-            return idx.matcher.lookup(st.name, value, banks, labels)
+            return idx.matcher.lookup(st, value, banks, labels)
 
     def match_record(self, record: ItemRecord, banks: set[str] | None = None) -> list[Match]:
         """Matches for a hashed item (an upload): the same ``BankIndex.match`` as `tipline

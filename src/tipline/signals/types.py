@@ -218,20 +218,27 @@ AUTOV3 = SignalType(
 )
 
 _REGISTRY: dict[str, SignalType] = {}
+#: what ``registered`` hands out: replaced whole on every change, never mutated, so readers
+#: (every lookup) take no lock and copy nothing
+_SNAPSHOT: dict[str, SignalType] = {}
 _LOCK = threading.Lock()
 _PLUGINS_LOADED = False
 
 
 def register(st: SignalType) -> SignalType:
     """Make ``st`` known to banks, formats and matching. Re-registering a name replaces it."""
+    global _SNAPSHOT
     with _LOCK:
         _REGISTRY[st.name] = st
+        _SNAPSHOT = dict(_REGISTRY)
     return st
 
 
 def unregister(name: str) -> None:
+    global _SNAPSHOT
     with _LOCK:
         _REGISTRY.pop(name, None)
+        _SNAPSHOT = dict(_REGISTRY)
 
 
 for _builtin in (MD5, SHA1, SHA256, PDQ, VPDQ, AUTOV1, AUTOV2, AUTOV3):
@@ -260,10 +267,11 @@ def _load_plugins() -> None:
 
 
 def registered() -> dict[str, SignalType]:
-    """Every known signal type by name (built-in, registered, and entry-point plugins)."""
-    _load_plugins()
-    with _LOCK:
-        return dict(_REGISTRY)
+    """Every known signal type by name (built-in, registered, and entry-point plugins).
+    Read-only: use ``register`` / ``unregister`` to change it."""
+    if not _PLUGINS_LOADED:
+        _load_plugins()
+    return _SNAPSHOT
 
 
 def iter_types() -> Iterator[SignalType]:
