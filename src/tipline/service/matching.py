@@ -1,8 +1,7 @@
 """The service's bank store plus a live match index, updated incrementally.
 
 ``MatchService`` owns a ``BankStore`` (the service database through
-``tipline.store.banks.SqlBankStore`` when that module is present, else the bank SQLite file of
-``tipline.banks.open_store``) and one live ``tipline.index.bank_index.BankIndex`` of every
+``tipline.store.banks.SqlBankStore``) and one live ``tipline.index.bank_index.BankIndex`` of every
 entry: the same index, matching rules and ignore-bank suppression `tipline scan` uses (one per
 signal type: PDQ in an MIH index searched at the largest threshold of the enabled banks, then
 filtered by each bank's own ``pdq_threshold``; vPDQ frames; exact and model hashes). What is the
@@ -31,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib
 import json
 import logging
 import os
@@ -50,6 +48,7 @@ from tipline.errors import BankError, BankNotFoundError
 from tipline.index.bank_index import BankIndex, Hit
 from tipline.record import ItemRecord, Match
 from tipline.signals.types import signal_type
+from tipline.store.banks import SqlBankStore
 
 log = logging.getLogger("tipline.service.matching")
 
@@ -70,34 +69,19 @@ class _Index:
     built_at: float = 0.0
 
 
-def _store_factory(
-    data_dir: Path, db_url: str, engine: Engine | None = None
-) -> Callable[[], BankStore]:
-    """One shared ``SqlBankStore`` on the service database (thread-safe: a connection pool)
-    when the storage layer provides it; else a bank SQLite file per thread in ``data_dir``."""
-    try:
-        mod = importlib.import_module("tipline.store.banks")
-    except ModuleNotFoundError:
-        mod = None
-    cls = getattr(mod, "SqlBankStore", None) if mod is not None else None
-    if cls is not None:
-        shared: list[BankStore] = []
-        lock = threading.Lock()
+def _store_factory(db_url: str, engine: Engine | None = None) -> Callable[[], BankStore]:
+    """One shared ``SqlBankStore`` on the service database (thread-safe: a connection pool),
+    opened on first use."""
+    shared: list[BankStore] = []
+    lock = threading.Lock()
 
-        def sql_store() -> BankStore:
-            with lock:
-                if not shared:
-                    shared.append(cls(engine if engine is not None else db_url))
-                return shared[0]
+    def sql_store() -> BankStore:
+        with lock:
+            if not shared:
+                shared.append(SqlBankStore(engine if engine is not None else db_url))
+            return shared[0]
 
-        return sql_store
-
-    from tipline.banks import open_store
-
-    def sqlite_store() -> BankStore:
-        return open_store(data_dir)
-
-    return sqlite_store
+    return sql_store
 
 
 class MatchService:
@@ -134,9 +118,7 @@ class MatchService:
         refresh: float = 1.0,
         engine: Engine | None = None,
     ) -> MatchService:
-        return cls(
-            _store_factory(data_dir, db_url, engine), index_dir or data_dir / "index", refresh
-        )
+        return cls(_store_factory(db_url, engine), index_dir or data_dir / "index", refresh)
 
     # ------------------------------------------------------------------ store plumbing
 
