@@ -90,6 +90,7 @@ COMMAND_MODULES = {
     "keywords": "keywords",
     "detector": "detector",
     "serve": "serve",
+    "config": "config",
     "db": "db",
     "worker": "worker",
     "user": "users",
@@ -126,6 +127,7 @@ def _register(only: str | None = None) -> None:
     from tipline.cli import (  # noqa: F401
         audit,  # the audit trail
         bank,
+        config,  # the effective service settings
         db,  # service database, job workers
         dedupe,
         demo,

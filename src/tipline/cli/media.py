@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -72,7 +71,9 @@ def rotate_cmd(
     """Re-encrypt every stored blob to a new key. Safe to interrupt and re-run."""
     path = _key_path(key_file)
     if new_key:
-        if os.environ.get(ms.KEY_ENV):
+        from tipline.service.settings import env_setting
+
+        if env_setting("media_key"):  # the media_key setting, $TIPLINE_MEDIA_KEY
             raise ms.MediaError(
                 f"{ms.KEY_ENV} is set and overrides the key file: put the new key in "
                 f"{ms.KEY_ENV} (last of a comma-separated list) and use --no-new-key"
@@ -115,10 +116,8 @@ def purge_cmd(
 
     Hashes and reports stay; only the bytes go. Run it daily (cron or a systemd timer).
     """
-    from tipline.service.settings import ServiceSettings
-
     if days is None:
-        days = float(ServiceSettings.load(config, data_dir=state.data_dir()).media_retention_days)
+        days = float(state.service_settings(config).media_retention_days)
     if days <= 0:
         typer.echo("retention is 0 days (keep forever): nothing purged")
         return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -42,13 +42,8 @@ def serve(
     import uvicorn
 
     from tipline.service.ops import configure_logging
-    from tipline.service.settings import ServiceSettings, _read_file
 
-    file_values = _read_file(config) if config else {}
-    overrides: dict[str, Any] = {"host": host, "port": port, "workers": workers}
-    if "data_dir" not in file_values:
-        overrides["data_dir"] = state.data_dir()
-    settings = ServiceSettings.load(config, **overrides)
+    settings = state.service_settings(config, host=host, port=port, workers=workers)
     configure_logging(settings.log_level, settings.json_logs)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not no_migrate:
@@ -59,7 +54,7 @@ def serve(
         f"workers {settings.workers}  (API docs at /docs, spec at /openapi.json)",
         err=True,
     )
-    os.environ[SETTINGS_ENV] = json.dumps({k: str(v) for k, v in _as_dict(settings).items()})
+    os.environ[SETTINGS_ENV] = json.dumps(settings.to_json())
     if settings.workers > 1 and not os.environ.get(METRICS_DIR_ENV):
         # several API processes: each writes its metrics to files here, /metrics adds them up
         os.environ[METRICS_DIR_ENV] = str(_fresh_metrics_dir(settings.data_dir))
@@ -88,12 +83,6 @@ def _fresh_metrics_dir(data_dir: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True, mode=0o700)
     return path
-
-
-def _as_dict(settings: object) -> dict[str, object]:
-    import dataclasses
-
-    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}  # type: ignore[arg-type]
 
 
 def _migrate(url: str) -> None:
@@ -133,6 +122,10 @@ def app_from_env() -> object:
     from tipline.service.settings import ServiceSettings
 
     raw = os.environ.get(SETTINGS_ENV)
-    settings = ServiceSettings.load(env={}, **json.loads(raw)) if raw else ServiceSettings.load()
+    settings = (
+        ServiceSettings.load(env={}, **json.loads(raw))
+        if raw
+        else ServiceSettings.from_environment()
+    )
     configure_logging(settings.log_level, settings.json_logs)
     return create_app(settings)

@@ -17,8 +17,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event as EventType
+from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,13 +27,17 @@ from tipline.cli import state
 from tipline.cli.app import app
 from tipline.errors import TiplineError
 from tipline.store import migrations
-from tipline.store.base import database_url, make_engine, session_factory
+from tipline.store.base import make_engine, session_factory
 from tipline.store.jobs import (
     DEFAULT_LEASE_SECONDS,
     JobQueue,
     handlers,
     load_handler_modules,
 )
+
+if TYPE_CHECKING:
+    from tipline.service.pipeline import PipelineConfig
+    from tipline.service.settings import ServiceSettings
 
 log = logging.getLogger("tipline.worker")
 
@@ -47,6 +52,17 @@ class WorkerConfig:
     #: Exit once no job is due (for scripts and tests) instead of polling forever.
     drain: bool = False
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    #: The settings ``tipline worker`` resolved (``--config``, ``TIPLINE_*``, flags); each
+    #: process builds its pipeline configuration from them (:func:`pipeline_config`).
+    settings: ServiceSettings | None = None
+
+
+def pipeline_config(settings: ServiceSettings) -> PipelineConfig:
+    """A worker process's pipeline configuration: :func:`pipeline.config_from_settings`, the
+    function ``tipline serve``'s in-process workers use too (with their own live index)."""
+    from tipline.service import pipeline
+
+    return pipeline.config_from_settings(settings)
 
 
 def check_schema(url: str) -> None:
@@ -63,6 +79,10 @@ def worker_loop(cfg: WorkerConfig, stop: EventType, index: int = 0) -> int:
     """One worker: lease and run jobs until ``stop`` is set. Returns how many jobs it ran."""
     for problem in load_handler_modules(cfg.modules):
         log.warning("%s", problem)
+    if cfg.settings is not None:
+        from tipline.service import pipeline
+
+        pipeline.use_settings(cfg.settings)  # built by pipeline_config() on first job
     engine = make_engine(cfg.url)
     queue = JobQueue(engine, lease_seconds=cfg.lease_seconds)
     factory = session_factory(engine)
@@ -133,6 +153,15 @@ def run_workers(cfg: WorkerConfig, concurrency: int) -> None:
 
 @app.command("worker")
 def worker_cmd(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar="TIPLINE_CONFIG",
+            help="TOML or JSON settings file (docs/deployment.md), the one `tipline serve` uses.",
+            show_default=False,
+        ),
+    ] = None,
     database_url_opt: Annotated[
         str | None,
         typer.Option(
@@ -174,7 +203,8 @@ def worker_cmd(
     ] = False,
 ) -> None:
     """Run queued jobs (report processing stages) in worker processes until SIGTERM/Ctrl-C."""
-    url = database_url(state.data_dir(), database_url_opt)
+    settings = state.service_settings(config, database_url=database_url_opt)
+    url = settings.db_url
     if dead:
         from tipline.cli.db import print_jobs
 
@@ -204,6 +234,7 @@ def worker_cmd(
         lease_seconds=lease_seconds,
         poll_interval=poll_interval,
         drain=drain,
+        settings=settings,
     )
     shown = ", ".join(cfg.kinds or sorted(known))
     typer.echo(f"tipline worker: {concurrency} process(es), kinds: {shown}", err=True)

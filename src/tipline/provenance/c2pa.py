@@ -447,10 +447,11 @@ def configure(settings: C2paSettings | None) -> None:
 def current_settings() -> C2paSettings:
     if _configured is not None:
         return _configured
-    import os
+    from tipline.service.settings import env_setting
 
-    anchors = os.environ.get(ENV_TRUST_ANCHORS)
-    allowed = os.environ.get(ENV_ALLOWED_LIST)
+    # the c2pa_trust_anchors / c2pa_allowed_list settings (ENV_TRUST_ANCHORS, ENV_ALLOWED_LIST)
+    anchors = env_setting("c2pa_trust_anchors")
+    allowed = env_setting("c2pa_allowed_list")
     return C2paSettings(
         trust_anchors=Path(anchors) if anchors else None,
         allowed_list=Path(allowed) if allowed else None,

@@ -32,7 +32,6 @@ rates.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import types
 from dataclasses import dataclass, field
@@ -449,7 +448,9 @@ def enabled(ctx: ReadContext) -> bool:
     flag = getattr(ctx, "include_watermarks", None)
     if flag is not None:
         return bool(flag)
-    return os.environ.get(ENV_ENABLE, "").strip().lower() in ("1", "true", "yes", "on")
+    from tipline.service.settings import env_setting
+
+    return bool(env_setting("watermarks"))  # the watermarks setting, TIPLINE_WATERMARKS
 
 
 def _registered_reader(ctx: ReadContext) -> list[Finding]:

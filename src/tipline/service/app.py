@@ -1,26 +1,28 @@
 """The web service: ``create_app(settings)`` builds the FastAPI app.
 
-**Adding a router (other modules):** append one line to ``OPTIONAL_ROUTERS`` below, naming a
-function ``router(ctx: AppContext) -> APIRouter`` as ``"module:function"``. Modules not present
-yet are skipped, so the line can land before the module does.
+**Adding a router:** import its module below and add one ``app.include_router(...)`` line to
+:func:`include_routers`. Every router is mounted explicitly; a module that fails to import
+stops the start (nothing is skipped silently).
 
 What the app holds (``app.state.ctx``, an :class:`AppContext`): the settings, the database
 engine and session factory (``tipline.store.base``), the :class:`MatchService` (banks plus the
-live match index) and the Prometheus metrics.
+live match index) and the Prometheus metrics. Everything the routes need (authentication,
+the intake and desk contexts, the pipeline configuration) is built in :func:`create_app`, at
+start-up, from the settings: a bad setting stops the start instead of failing a request.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
@@ -29,17 +31,36 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tipline import __version__
-from tipline.errors import BankError, BankNotFoundError
-from tipline.service import api_v1, hma, ops
+from tipline.errors import BankError, BankNotFoundError, TiplineError
+from tipline.review.exposure import ExposureLimits
+from tipline.review.grading import ReviewPolicy, bank_final_grades
+from tipline.review.taxonomy import load as load_taxonomy
+from tipline.service import (
+    actions_api,
+    api_v1,
+    auth,
+    desk,
+    hma,
+    intake,
+    ops,
+    pipeline,
+    reports,
+)
 from tipline.service.hma import HMA_PREFIXES, ApiError
 from tipline.service.matching import IndexNotLoadedError, MatchService
+from tipline.service.media_store import from_settings
 from tipline.service.ops import Metrics, RequestMiddleware, request_id_var
 from tipline.service.settings import ServiceSettings
 from tipline.store.base import make_engine, session_factory
+from tipline.store.jobs import JobQueue
 
 log = logging.getLogger("tipline.service")
 
 LoadMode = Literal["background", "sync", "none"]
+
+
+class StartupError(TiplineError):
+    """The service cannot start with these settings (the message says which and why)."""
 
 
 @dataclass(slots=True)
@@ -51,61 +72,84 @@ class AppContext:
     metrics: Metrics
 
 
-#: Routers of other modules, ``"module:function"``, each ``function(ctx) -> APIRouter``.
-#: Append one line per router; a module that does not exist yet is skipped.
-OPTIONAL_ROUTERS: list[str] = [
-    "tipline.service.intake:router",
-    "tipline.service.reports:router",
-    "tipline.service.actions_api:router",
-    "tipline.service.desk:router",
-]
-
-
 def include_routers(app: FastAPI, ctx: AppContext) -> None:
     """Every router of the service. Order matters only for identical paths."""
     app.include_router(ops.router(ctx.matcher, ctx.metrics))
     app.include_router(hma.router(ctx.matcher, ctx.settings, ctx.metrics))
     app.include_router(api_v1.router(ctx.matcher, ctx.settings, ctx.metrics))
-    for spec in OPTIONAL_ROUTERS:
-        module, _, func = spec.partition(":")
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name == module:
-                log.info("optional router %s not installed", spec)
-                continue
-            raise
-        factory: Callable[[AppContext], APIRouter] = getattr(mod, func or "router")
-        app.include_router(factory(ctx))
+    app.include_router(intake.router(ctx))
+    app.include_router(reports.router(ctx))
+    app.include_router(actions_api.router(ctx))
+    app.include_router(desk.router(ctx))
 
 
 def _install_auth(app: FastAPI, ctx: AppContext) -> None:
-    """Authentication (tipline.service.auth) when that module is present."""
-    try:
-        auth = importlib.import_module("tipline.service.auth")
-    except ModuleNotFoundError:
-        log.warning("tipline.service.auth is missing: routes are NOT protected")
-        return
-    from datetime import timedelta
-
-    from tipline.service.media_store import from_settings
-
+    """Authentication for every route. Fails the start (never open) when it cannot be set
+    up: an unknown anonymous permission, an unusable media store."""
     s = ctx.settings
     secure: bool | Literal["auto"] = (
         "auto" if s.cookie_secure == "auto" else s.cookie_secure == "true"
     )
     anon = frozenset(p.strip() for p in s.anonymous_permissions.split(",") if p.strip())
+    unknown = sorted(anon - set(auth.PERMISSIONS))
+    if unknown:
+        raise StartupError(
+            f"setting anonymous_permissions: unknown permission(s) {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(auth.PERMISSIONS))})"
+        )
+    try:
+        store = from_settings(s)
+    except Exception as err:
+        raise StartupError(f"cannot set up authentication (media store): {err}") from err
     auth.install_auth(
         app,
         auth.AuthContext(
             session_factory=ctx.session_factory,
-            media_store=from_settings(s),
+            media_store=store,
             cookie_secure=secure,
             session_idle=timedelta(minutes=s.session_idle_minutes),
             session_max=timedelta(hours=s.session_max_hours),
             anonymous_permissions=anon,
         ),
     )
+
+
+def _install_contexts(app: FastAPI, ctx: AppContext) -> None:
+    """The intake and review-desk contexts, built now rather than on their first request."""
+    s = ctx.settings
+    overrides: dict[str, Any] = {"secret": s.secret_key.encode()} if s.secret_key else {}
+    try:
+        app.state.intake = intake.IntakeContext(
+            ctx.session_factory,
+            JobQueue(ctx.engine),
+            intake.IntakeSettings.from_service(s, **overrides),
+        )
+        app.state.desk = desk.DeskConfig(
+            taxonomy=load_taxonomy(s.review_taxonomy or None),
+            limits=ExposureLimits(
+                s.exposure_daily_cap_minutes,
+                s.exposure_break_after_minutes,
+                s.exposure_break_minutes,
+            ),
+            policy=review_policy(s),
+            weights=s.triage,
+            claim_minutes=s.review_claim_minutes,
+            sla_hours=s.review_sla_hours,
+        )
+    except TiplineError:
+        raise
+    except Exception as err:
+        raise StartupError(f"cannot start the service: {err}") from err
+
+
+def review_policy(s: ServiceSettings) -> ReviewPolicy:
+    return ReviewPolicy(s.review_consensus, s.review_bank, s.review_benign_bank)
+
+
+def pipeline_config(ctx: AppContext) -> pipeline.PipelineConfig:
+    """The in-process workers' pipeline configuration: :func:`pipeline.config_from_settings`
+    (the same function ``tipline worker`` uses), matching with this process's live index."""
+    return pipeline.config_from_settings(ctx.settings, match=ctx.matcher.match_record)
 
 
 def _is_hma(path: str) -> bool:
@@ -188,7 +232,7 @@ def create_app(
     """The service app. ``load_index``: build the match index in a background thread at start
     (``/status`` answers ``INDEX-NOT-LOADED`` until it is ready), synchronously, or not at all.
     The database must already be migrated (``tipline serve`` runs ``db upgrade`` first)."""
-    settings = settings or ServiceSettings.load()
+    settings = settings or ServiceSettings.from_environment()
     engine = make_engine(settings.db_url)
     matcher = matcher or MatchService.for_data_dir(
         settings.data_dir,
@@ -207,7 +251,7 @@ def create_app(
         elif load_index == "background":
             threading.Thread(target=_load_quietly, args=(matcher,), daemon=True).start()
         stop = threading.Event()
-        workers = _start_pipeline(ctx, stop)
+        workers = _start_pipeline(ctx, config, stop)
         threading.Thread(target=_bank_pending_grades, args=(ctx,), daemon=True).start()
         try:
             yield
@@ -227,35 +271,26 @@ def create_app(
     app.state.ctx = ctx
     app.state.settings = settings
     _install_errors(app)
-    _install_auth(app, ctx)
+    try:
+        _install_auth(app, ctx)
+        _install_contexts(app, ctx)
+        config = pipeline_config(ctx) if settings.inprocess_workers > 0 else None
+    except Exception:
+        engine.dispose()
+        raise
     include_routers(app, ctx)
     app.add_middleware(RequestMiddleware, metrics=metrics)
     return app
 
 
-def _start_pipeline(ctx: AppContext, stop: threading.Event) -> list[threading.Thread]:
+def _start_pipeline(
+    ctx: AppContext, config: pipeline.PipelineConfig | None, stop: threading.Event
+) -> list[threading.Thread]:
     """In-process pipeline workers (``inprocess_workers``), matching with this process's
-    live index, when the pipeline module is present."""
-    if ctx.settings.inprocess_workers <= 0:
+    live index."""
+    if config is None or ctx.settings.inprocess_workers <= 0:
         return []
-    try:
-        pipeline = importlib.import_module("tipline.service.pipeline")
-    except ModuleNotFoundError:
-        return []
-    import dataclasses
-
-    from tipline.service.media_store import from_settings
-
-    s = ctx.settings
-    base = pipeline._config_from_settings()  # keywords and other pipeline extras from env
-    pipeline.configure(
-        dataclasses.replace(
-            base,
-            match=ctx.matcher.match_record,
-            media_store=from_settings(s) if s.media_mode != "hash-only" else None,
-            fetch_settings=s.fetch_settings(),
-        )
-    )
+    pipeline.configure(config)
     threads: list[threading.Thread] = pipeline.start_workers(
         ctx.engine, stop, count=ctx.settings.inprocess_workers
     )
@@ -265,11 +300,8 @@ def _start_pipeline(ctx: AppContext, stop: threading.Event) -> list[threading.Th
 def _bank_pending_grades(ctx: AppContext) -> None:
     """Final grades whose hashes did not reach the banks (a crash right after grading) are
     banked at start-up."""
-    from tipline.review.grading import ReviewPolicy, bank_final_grades
-
-    s = ctx.settings
     try:
-        policy = ReviewPolicy(s.review_consensus, s.review_bank, s.review_benign_bank)
+        policy = review_policy(ctx.settings)
         while bank_final_grades(ctx.session_factory, ctx.matcher, policy, limit=500) >= 500:
             pass
     except Exception:

@@ -114,9 +114,11 @@ class IntakeSettings:
 def load_secret(data_dir: Path, env: dict[str, str] | None = None) -> bytes:
     """The server secret: ``$TIPLINE_SECRET_KEY``, else ``<data_dir>/secret.key`` (created with
     mode 0600 on first use, so every process of one deployment shares it)."""
-    env = dict(os.environ) if env is None else env
-    if env.get("TIPLINE_SECRET_KEY"):
-        return env["TIPLINE_SECRET_KEY"].encode()
+    from tipline.service.settings import env_setting
+
+    configured: str = env_setting("secret_key", env)  # the secret_key setting
+    if configured:
+        return configured.encode()
     path = data_dir / "secret.key"
     try:
         return path.read_bytes().strip()

@@ -383,6 +383,9 @@ def from_settings(
     created: a missing one is an error when media is stored.
     """
     env = os.environ if env is None else env
+    media_key = getattr(settings, "media_key", "")  # the media_key setting (TIPLINE_MEDIA_KEY)
+    if media_key and env.get(KEY_ENV) != media_key:
+        env = {**env, KEY_ENV: ",".join(k for k in (env.get(KEY_ENV), media_key) if k)}
     if (
         settings.media_mode == "encrypted"
         and not getattr(settings, "key_file", "")

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -61,6 +61,9 @@ from tipline.triage.priority import (
     score_item,
     score_report,
 )
+
+if TYPE_CHECKING:
+    from tipline.service.settings import ServiceSettings
 
 log = logging.getLogger("tipline.pipeline")
 
@@ -106,6 +109,7 @@ class PipelineConfig:
 
 
 _config: PipelineConfig | None = None
+_settings: Any = None
 _config_lock = threading.Lock()
 
 
@@ -116,56 +120,63 @@ def configure(config: PipelineConfig | None) -> None:
         _config = config
 
 
+def use_settings(settings: ServiceSettings | None) -> None:
+    """Build this process's configuration from ``settings`` (``tipline worker`` passes the
+    settings it resolved from ``--config``, the environment and flags) on first use."""
+    global _config, _settings
+    with _config_lock:
+        _config = None
+        _settings = settings
+
+
 def get_config() -> PipelineConfig:
     """The configured pipeline, or one built from the service settings (worker processes)."""
     global _config
     with _config_lock:
         if _config is None:
-            _config = _config_from_settings()
+            from tipline.service.settings import ServiceSettings
+
+            settings = _settings or ServiceSettings.from_environment()
+            _config = config_from_settings(settings)
         return _config
 
 
-def _config_from_settings() -> PipelineConfig:
-    import os
+def config_from_settings(settings: ServiceSettings, match: MatchFn | None = None) -> PipelineConfig:
+    """THE pipeline configuration of a deployment: built only from its settings, by this one
+    function, for ``tipline worker`` processes and ``tipline serve``'s in-process workers alike.
 
-    from tipline.service.matching import MatchService
+    ``match``: the caller's live index (the service's ``MatchService.match_record``); None
+    opens one on the settings' database, loaded on first use."""
     from tipline.service.media_store import from_settings
-    from tipline.service.settings import ServiceSettings
 
-    settings = ServiceSettings.load(os.environ.get("TIPLINE_CONFIG") or None)
-    svc = MatchService.for_data_dir(settings.data_dir, settings.db_url, settings.index_path)
+    if match is None:
+        from tipline.service.matching import MatchService
 
-    def match(record: ItemRecord) -> list[Match]:
-        if not svc.loaded:
-            svc.load()
-        return svc.match_record(record)
+        svc = MatchService.for_data_dir(
+            settings.data_dir, settings.db_url, settings.index_path, settings.index_refresh_seconds
+        )
 
-    store = from_settings(settings)
-    fetch_settings = FetchSettings.build(
-        allow_hosts=_split(os.environ.get("TIPLINE_FETCH_ALLOW_HOSTS", "")),
-        allow_networks=_split(os.environ.get("TIPLINE_FETCH_ALLOW_NETWORKS", "")),
-        ca_file=os.environ.get("TIPLINE_FETCH_CA_FILE") or None,
-    )
+        def match(record: ItemRecord) -> list[Match]:
+            if not svc.loaded:
+                svc.load()
+            return svc.match_record(record)
+
     keywords = None
-    kw_file = os.environ.get("TIPLINE_KEYWORDS_FILE")
-    if kw_file:
+    if settings.keywords_file:
         from pathlib import Path
 
         from tipline.provenance.keywords import KeywordList
 
-        keywords = KeywordMatcher(KeywordList.load(Path(kw_file)))
+        keywords = KeywordMatcher(KeywordList.load(Path(settings.keywords_file)))
     return PipelineConfig(
         match=match,
-        media_store=store if settings.media_mode != "hash-only" else None,
-        fetch_settings=fetch_settings,
-        weights=TriageWeights.from_env(),
+        media_store=from_settings(settings) if settings.media_mode != "hash-only" else None,
+        fetch_settings=settings.fetch_settings(),
+        hash_options=HashOptions(watermarks=settings.watermarks),
+        weights=settings.triage,
         keywords=keywords,
-        fetch_urls=os.environ.get("TIPLINE_FETCH_URLS", "1").lower() not in ("0", "false", "no"),
+        fetch_urls=settings.fetch_urls,
     )
-
-
-def _split(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 # -- helpers -------------------------------------------------------------------------------------

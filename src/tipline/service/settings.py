@@ -12,7 +12,13 @@ Every field is documented in docs/deployment.md. Example ``tipline.toml``::
     log_level = "info"
 
 Environment variables use the field name in capitals: ``TIPLINE_DATA_DIR``,
-``TIPLINE_DATABASE_URL``, ``TIPLINE_PORT``, ...
+``TIPLINE_DATABASE_URL``, ``TIPLINE_PORT``, ...; a table's fields add theirs
+(``[triage] alert_match`` is ``TIPLINE_TRIAGE_ALERT_MATCH``).
+
+Every value is parsed by its field's type annotation (:func:`tipline.config.parse_fields`):
+``int`` (at least ``metadata["min"]``, default 0), ``float``, ``bool``, ``Literal[...]``,
+``Path``, ``str`` and nested dataclasses (tables). There is no other list of settings: add a
+field here (and a line to docs/deployment.md) and it is read from file, environment and flags.
 """
 
 from __future__ import annotations
@@ -24,18 +30,21 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
-from tipline.config import MiB
+from tipline.config import MiB, env_names, env_values, field_types, is_settings_table, parse_fields
 from tipline.config import data_dir as default_data_dir
 from tipline.crawl.fetch import FetchSettings
 from tipline.errors import TiplineError
 from tipline.store.base import database_url
+from tipline.triage.priority import TriageWeights
 
 MediaMode = Literal["hash-only", "encrypted"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 CookieSecure = Literal["auto", "true", "false"]
 ENV_PREFIX = "TIPLINE_"
+#: The settings file of processes started without ``--config``.
+CONFIG_ENV = "TIPLINE_CONFIG"
 
 
 class SettingsError(TiplineError):
@@ -51,7 +60,7 @@ class ServiceSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     #: API processes started by ``tipline serve`` (uvicorn workers).
-    workers: int = 1
+    workers: int = field(default=1, metadata={"min": 1})
     #: ``hash-only`` keeps no media bytes; ``encrypted`` keeps them AES-GCM encrypted.
     media_mode: MediaMode = "encrypted"
     #: The media encryption key file; empty = ``<data_dir>/media.key``.
@@ -60,7 +69,7 @@ class ServiceSettings:
     #: One JSON object per log line (false: plain text, for a terminal).
     json_logs: bool = True
     #: Largest upload accepted by /h/hash, /m/lookup, /c/bank/.../content and /api/v1/match.
-    max_upload_bytes: int = 64 * MiB
+    max_upload_bytes: int = field(default=64 * MiB, metadata={"min": 1})
     #: Seconds a client may take to send an upload (slow-loris guard): 408 after that.
     upload_timeout_seconds: float = 60.0
     #: Where the match index keeps its version file (and, later, a persisted MIH index).
@@ -74,7 +83,20 @@ class ServiceSettings:
     fetch_allow_hosts: str = ""
     fetch_allow_networks: str = ""
     #: Largest body fetched for ``?url=`` hashing and lookups.
-    fetch_max_bytes: int = 64 * MiB
+    fetch_max_bytes: int = field(default=64 * MiB, metadata={"min": 1})
+    #: PEM file of CA certificates the URL fetcher trusts instead of the system's.
+    fetch_ca_file: str = ""
+    #: Fetch direct media URLs named in reports (pipeline ``fetch`` stage).
+    fetch_urls: bool = True
+    #: Keyword list (``tipline keywords``' format) matched against report text and metadata.
+    keywords_file: str = ""
+    #: Decode SD/SDXL invisible watermarks in the pipeline and in scans (costly).
+    watermarks: bool = False
+    #: C2PA trust anchors (PEM) and allowed signer list for provenance checks.
+    c2pa_trust_anchors: str = ""
+    c2pa_allowed_list: str = ""
+    #: Model card of a learned AI-image detector (``tipline detector``).
+    detector_card: str = ""
     #: Days media bytes are kept (0: until purged by hand).
     media_retention_days: int = 0
     #: Session cookies: ``auto`` sets ``Secure`` when the request came over https.
@@ -87,7 +109,7 @@ class ServiceSettings:
     #: The grading taxonomy file (TOML); empty: the built-in default (docs/review.md).
     review_taxonomy: str = ""
     #: Independent agreeing grades that make an item's grade final (a bank may ask for more).
-    review_consensus: int = 2
+    review_consensus: int = field(default=2, metadata={"min": 1})
     #: Minutes a claim on a cluster lasts without activity before others may take it.
     review_claim_minutes: int = 30
     #: Hours a cluster may wait before it is shown as overdue.
@@ -101,6 +123,13 @@ class ServiceSettings:
     exposure_daily_cap_minutes: int = 300
     exposure_break_after_minutes: int = 60
     exposure_break_minutes: int = 10
+    #: Signs the public report form's CSRF tokens; empty: ``<data_dir>/secret.key``.
+    secret_key: str = field(default="", repr=False, metadata={"secret": True})
+    #: Media encryption key(s), base64, comma-separated (the last one active); adds to
+    #: ``key_file``.
+    media_key: str = field(default="", repr=False, metadata={"secret": True})
+    #: Triage weights (``[triage]`` table, ``TIPLINE_TRIAGE_<WEIGHT>``; docs/pipeline.md).
+    triage: TriageWeights = field(default_factory=TriageWeights)
 
     @property
     def db_url(self) -> str:
@@ -119,10 +148,26 @@ class ServiceSettings:
             allow_hosts=[h for h in self.fetch_allow_hosts.split(",") if h.strip()],
             allow_networks=[n for n in self.fetch_allow_networks.split(",") if n.strip()],
             max_bytes=self.fetch_max_bytes,
+            ca_file=self.fetch_ca_file or None,
         )
 
     def replace(self, **changes: Any) -> ServiceSettings:
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        parsed = _parse({k: v for k, v in changes.items() if v is not None})
+        return dataclasses.replace(self, **parsed)
+
+    def to_json(self) -> dict[str, Any]:
+        """Every value as JSON (nested tables as objects): ``load(env={}, **to_json())`` gives
+        the same settings back (``tipline serve`` hands them to its worker processes)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                out[f.name] = dataclasses.asdict(value)
+            elif isinstance(value, Path):
+                out[f.name] = str(value)
+            else:
+                out[f.name] = value
+        return out
 
     @classmethod
     def load(
@@ -132,35 +177,91 @@ class ServiceSettings:
         **overrides: Any,
     ) -> ServiceSettings:
         """Defaults < config file < environment < ``overrides`` (None values are ignored)."""
+        return cls.load_with_sources(config_file, env, **overrides)[0]
+
+    @classmethod
+    def load_with_sources(
+        cls,
+        config_file: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> tuple[ServiceSettings, dict[str, str]]:
+        """The settings and, for each (dotted) name, where its value came from: ``default``,
+        ``file``, ``env`` or ``flag``."""
         env = os.environ if env is None else env
-        values: dict[str, Any] = {}
+        layers: list[tuple[str, Mapping[str, Any]]] = []
         if config_file:
-            values.update(_read_file(Path(config_file)))
-        for f in dataclasses.fields(cls):
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is not None and raw != "":
-                values[f.name] = raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**{k: _coerce(k, v) for k, v in values.items()})
+            layers.append(("file", _read_file(Path(config_file))))
+        layers.append(("env", env_values(cls, env, ENV_PREFIX)))
+        layers.append(("flag", {k: v for k, v in overrides.items() if v is not None}))
+        values: dict[str, Any] = {}
+        sources = dict.fromkeys(env_names(cls, ENV_PREFIX), "default")
+        for source, layer in layers:
+            for name, raw in layer.items():
+                if name not in _FIELDS:
+                    raise SettingsError(f"unknown setting {name!r}")
+                if isinstance(raw, Mapping) and is_settings_table(_TYPES[name]):
+                    table = values.setdefault(name, {})
+                    if not isinstance(table, dict):
+                        table = values[name] = dataclasses.asdict(table)
+                    for sub, v in raw.items():
+                        table[sub] = v
+                        sources[f"{name}.{sub}"] = source
+                else:
+                    values[name] = raw
+                    if is_settings_table(_TYPES[name]):
+                        for key in sources:
+                            if key.startswith(name + "."):
+                                sources[key] = source
+                    else:
+                        sources[name] = source
+        return cls(**_parse(values)), sources
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str] | None = None) -> ServiceSettings:
+        """Settings of a process started without flags (pipeline and webhook workers): the
+        file named by ``$TIPLINE_CONFIG``, then ``TIPLINE_*`` variables."""
+        env = os.environ if env is None else env
+        return cls.load(env.get(CONFIG_ENV) or None, env)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ServiceSettings)}
-_INTS = (
-    "inprocess_workers",
-    "port",
-    "workers",
-    "max_upload_bytes",
-    "fetch_max_bytes",
-    "media_retention_days",
-    "session_idle_minutes",
-    "session_max_hours",
-    "review_consensus",
-    "review_claim_minutes",
-    "review_sla_hours",
-    "exposure_daily_cap_minutes",
-    "exposure_break_after_minutes",
-    "exposure_break_minutes",
-)
+_TYPES = field_types(ServiceSettings)
+#: Names of settings whose values are shown masked (``tipline config show``).
+SECRET_WORDS = ("key", "password", "passwd", "token", "secret")
+
+
+def is_secret(name: str) -> bool:
+    """A setting whose value must not be shown: marked secret, or named like one (``*_key``,
+    ``*_token``, ``*password*``, ``*secret*``; ``key_file`` names a file, not a key)."""
+    top = name.split(".")[0]
+    f = _FIELDS.get(top)
+    if f is not None and f.metadata.get("secret"):
+        return True
+    words = name.replace(".", "_").split("_")
+    return words[-1] in SECRET_WORDS or "password" in words or "secret" in words
+
+
+def env_setting(name: str, env: Mapping[str, str] | None = None) -> Any:
+    """One setting from the environment alone (``TIPLINE_<NAME>``), parsed by its type, else
+    its default: for code that runs in scan worker processes, which get no settings object."""
+    env = os.environ if env is None else env
+    raw = env_values(ServiceSettings, env, ENV_PREFIX).get(name)
+    if raw is None:
+        f = _FIELDS[name]
+        if f.default_factory is not dataclasses.MISSING:
+            return f.default_factory()
+        return f.default
+    return _parse({name: raw})[name]
+
+
+def _parse(values: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        return parse_fields(ServiceSettings, values)
+    except KeyError as err:
+        raise SettingsError(f"unknown setting {err.args[0]!r}") from None
+    except ValueError as err:
+        raise SettingsError(f"setting {err}") from None
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -173,55 +274,21 @@ def _read_file(path: Path) -> dict[str, Any]:
     except (ValueError, tomllib.TOMLDecodeError) as err:
         raise SettingsError(f"config file {path} is not valid: {err}") from None
     if isinstance(data, dict) and isinstance(data.get("service"), dict):
-        data = data["service"]  # a [service] table is accepted too
+        top = data
+        data = dict(data["service"])  # a [service] table is accepted too
+        for name in _FIELDS:  # tables beside it ([triage])
+            if name in top and is_settings_table(_TYPES[name]) and name not in data:
+                data[name] = top[name]
     if not isinstance(data, dict):
         raise SettingsError(f"config file {path} must hold a table of settings")
     unknown = sorted(set(data) - set(_FIELDS))
+    for name, value in data.items():
+        if name in _FIELDS and is_settings_table(_TYPES[name]) and isinstance(value, dict):
+            known = {f.name for f in dataclasses.fields(_TYPES[name])}
+            unknown += sorted(f"{name}.{k}" for k in set(value) - known)
     if unknown:
         raise SettingsError(
             f"config file {path}: unknown setting(s) {', '.join(unknown)} "
             f"(known: {', '.join(_FIELDS)})"
         )
     return data
-
-
-def _coerce(name: str, value: Any) -> Any:
-    if name not in _FIELDS:
-        raise SettingsError(f"unknown setting {name!r}")
-    try:
-        if name == "data_dir":
-            return Path(str(value)).expanduser()
-        if name in _INTS:
-            out = int(value)
-            positive = ("workers", "max_upload_bytes", "fetch_max_bytes", "review_consensus")
-            if out < (1 if name in positive else 0):
-                raise ValueError("out of range")
-            return out
-        if name in ("index_refresh_seconds", "upload_timeout_seconds"):
-            return float(value)
-        if name == "json_logs":
-            if isinstance(value, bool):
-                return value
-            low = str(value).strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise ValueError("want true or false")
-        if name == "cookie_secure":
-            low = str(value).lower()
-            if low not in get_args(CookieSecure):
-                raise ValueError(f"want one of {', '.join(get_args(CookieSecure))}")
-            return low
-        if name == "media_mode":
-            if value not in get_args(MediaMode):
-                raise ValueError(f"want one of {', '.join(get_args(MediaMode))}")
-            return value
-        if name == "log_level":
-            low = str(value).lower()
-            if low not in get_args(LogLevel):
-                raise ValueError(f"want one of {', '.join(get_args(LogLevel))}")
-            return low
-        return str(value)
-    except (TypeError, ValueError) as err:
-        raise SettingsError(f"setting {name}: invalid value {str(value)[:80]!r}: {err}") from None

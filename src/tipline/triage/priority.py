@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -94,13 +93,11 @@ class TriageWeights:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TriageWeights:
-        env = os.environ if env is None else env
-        values = {
-            f.name: env[ENV_PREFIX + f.name.upper()]
-            for f in dataclasses.fields(cls)
-            if env.get(ENV_PREFIX + f.name.upper())
-        }
-        return cls.from_mapping(values)
+        """The ``triage`` service setting from the environment alone (``ENV_PREFIX + NAME``)."""
+        from tipline.service.settings import env_setting
+
+        weights: TriageWeights = env_setting("triage", env)
+        return weights
 
 
 @dataclass(slots=True)
