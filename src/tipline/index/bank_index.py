@@ -284,9 +284,13 @@ class BankIndex:
         if not len(ids):
             return hits, np.zeros(0, np.int32)
         slot = self._slot[ids]
-        keep = (slot > 0) & self._on[ids] & allowed[slot]
         if st.uses_bank_threshold:
-            keep &= dists <= self._thr[slot]
+            # slot 0 (gone) and disabled banks have threshold -1: nothing is within it
+            keep = (dists <= self._thr[slot]) & self._on[ids]
+            if allowed is not self._bank_on:
+                keep &= allowed[slot]
+        else:
+            keep = allowed[slot] & self._on[ids]  # allowed[0] is False: slot 0 is "gone"
         return IndexHits(ids[keep], dists[keep], hits.details), slot[keep]
 
     def lookup(
@@ -302,7 +306,7 @@ class BankIndex:
         hits, slot = self._query(st, [value], self._allowed(banks), self.radius(banks))
         if not len(hits.ids):
             return []
-        order = np.lexsort((hits.ids, hits.distances))
+        order = np.lexsort((hits.ids, hits.distances)) if len(hits.ids) > 1 else [0]
         names, lab = self._names, self._labels
         return [
             Hit(eid, names[sl], st.name, dist, lab.get(eid, "") if labels else "")
