@@ -10,10 +10,10 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import select
 
+from tipline import accounts as auth
 from tipline.audit import log as audit
 from tipline.cli.app import app
 from tipline.cli.audit import UrlOption, open_db
-from tipline.service import auth
 from tipline.store.models import ApiToken, User
 
 user_app = typer.Typer(

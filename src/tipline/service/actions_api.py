@@ -23,9 +23,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from tipline.accounts import Principal
 from tipline.actions import exports, ncmec, webhooks
 from tipline.audit import log as audit
-from tipline.service.auth import Principal, client_ip, require
+from tipline.service.auth import client_ip, require
 
 routes = APIRouter(tags=["actions"])
 

@@ -45,9 +45,10 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from tipline.accounts import AuthError, Principal
 from tipline.audit import log as audit
 from tipline.errors import TiplineError
-from tipline.service.auth import AuthError, Principal, client_ip, context, require
+from tipline.service.auth import client_ip, context, require
 from tipline.store.models import Item
 
 log = logging.getLogger("tipline.media")
