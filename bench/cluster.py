@@ -1,6 +1,6 @@
 """`dedupe` clustering at scale: N items (default 1M) on 2 cores (target: under 10 minutes).
 
-Items are the realistic synthetic PDQ bank of ``tipline.index.synthetic`` (hashes of benign
+Items are the realistic synthetic PDQ bank of ``synthetic.py`` (hashes of benign
 procedural and sample images expanded into near-duplicate clumps, mixed with uniform codes),
 with a share of exact SHA-256 duplicates. The anchor measured in the same run is the time to
 build the index alone, so the ratio says what the radius self-join and union-find add.
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from synthetic import realistic_bank  # bench/synthetic.py (run as a script: bench/ is on the path)
 from tipline.index.mih import default_index
-from tipline.index.synthetic import realistic_bank
 from tipline.record import ItemRecord
 from tipline.triage.clusters import cluster_records
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/index.py --size 1M      # a few minutes
     .venv/bin/python bench/index.py --size 10M     # ~15 minutes, ~8 GB peak (HMA's index)
 
-Banks (``tipline.index.synthetic``, seeded, generated on the fly; no data is kept in the repo):
+Banks (``synthetic.py`` here, seeded, generated on the fly; no data is kept in the repo):
 ``uniform`` (random 256-bit codes) and ``realistic`` (PDQ hashes of benign procedural and
 scikit-image sample images expanded with near-duplicate clusters, correlated halos and
 low-entropy clumps, mixed with uniform codes). Queries: half fresh codes from the same
@@ -336,7 +336,7 @@ def recall(truth: list[np.ndarray], got: list[np.ndarray]) -> tuple[float, bool]
 def bench_bank(
     kind: str, n: int, a: argparse.Namespace, tmp: Path, hma_bytes_per_code: float | None
 ) -> dict[str, Any]:
-    from tipline.index import synthetic
+    import synthetic
 
     t = time.perf_counter()
     if kind == "uniform":

@@ -6,7 +6,7 @@
 What it does (everything on 127.0.0.1, bounded in count and time):
 
 1. Makes a fresh data dir with a SQLite service database, migrates it, and fills one bank with
-   ``--entries`` PDQ codes from ``tipline.index.synthetic.realistic_bank`` (seeded).
+   ``--entries`` PDQ codes from ``synthetic.realistic_bank`` (bench/synthetic.py) (seeded).
 2. Starts ``tipline serve`` in a separate process (``--workers`` API processes, JSON logs at
    ``warning`` so the access log does not dominate, anonymous ``match:read``) and waits until
    ``/status`` answers ``I-AM-ALIVE`` (the index is built in the background at start).
@@ -54,8 +54,8 @@ def _free_port() -> int:
 
 
 def build_bank(data_dir: Path, entries: int, seed: int) -> tuple[str, np.ndarray, float]:
+    from synthetic import realistic_bank
     from tipline.banks.model import Bank, Entry
-    from tipline.index.synthetic import realistic_bank
     from tipline.store import migrations
     from tipline.store.banks import SqlBankStore
     from tipline.store.base import default_url
@@ -172,7 +172,7 @@ async def run_load(
 
 
 def lookup_requests(codes: np.ndarray, n: int, seed: int) -> list[bytes]:
-    from tipline.index.synthetic import realistic_queries
+    from synthetic import realistic_queries
 
     qs = realistic_queries(codes, n, seed=seed + 1)
     return [

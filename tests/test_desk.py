@@ -18,11 +18,12 @@ from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from tipline.actions import webhooks
 from tipline.service import auth
 from tipline.service.app import create_app
 from tipline.service.media_store import from_settings
 from tipline.service.settings import ServiceSettings
-from tipline.store.models import AuditEvent, Cluster, ExposureInterval, Item, User
+from tipline.store.models import AuditEvent, Cluster, ExposureInterval, Item, Job, User
 
 PASSWORD = "desk route password"
 
@@ -329,6 +330,7 @@ def test_json_review_api_takes_an_item_to_a_final_grade(desk: Desk) -> None:
         for name in ("alice", "bob"):
             user = s.scalars(select(User).where(User.username == name)).one()
             tokens[name] = auth.create_token(s, user, "desk-api", ["review:grade"])
+        webhooks.create_webhook(s, "https://hooks.example.test/grades", ["grade"])
 
     def call(who: str, method: str, path: str, **kw: object) -> object:
         c.cookies.clear()
@@ -359,3 +361,7 @@ def test_json_review_api_takes_an_item_to_a_final_grade(desk: Desk) -> None:
     with desk.sf() as s:
         item = s.get(Item, desk.item_id)
         assert item is not None and item.status == "confirmed" and item.banked_at is not None
+        # the service passes the webhooks sink into review: the final grade is announced
+        sent = s.scalars(select(Job).where(Job.kind == webhooks.DELIVER_KIND)).all()
+        assert [j.payload["event"] for j in sent] == ["grade"]
+        assert sent[0].payload["data"]["item_id"] == desk.item_id

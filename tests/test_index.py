@@ -1,6 +1,6 @@
 """The PDQ index (``tipline.index.mih``): exact against brute force, updates, persistence.
 
-All codes are random or PDQ hashes of benign procedural images (``tipline.index.synthetic``).
+All codes are random or PDQ hashes of benign procedural images (``bench/synthetic.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ from hypothesis import strategies as st
 from tipline.index import mih
 from tipline.index.hamming import FlatHammingIndex, codes_from_hex
 from tipline.index.mih import MIHIndex, TableLayout, default_index, plan_for
-from tipline.index.synthetic import flip_bits, realistic_bank, realistic_queries, seed_hashes
+
+# the bank generator is benchmark tooling (bench/), not part of the package
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from synthetic import flip_bits, realistic_bank, realistic_queries, seed_hashes
 
 BACKENDS = ["numpy", "numba"]
 Codes = npt.NDArray[np.uint8]

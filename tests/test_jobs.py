@@ -27,7 +27,10 @@ from tipline.store.jobs import (
     JobError,
     JobQueue,
     backoff_seconds,
+    handler_modules,
+    load_handler_modules,
     register_handler,
+    register_handler_modules,
 )
 from tipline.store.models import Job
 
@@ -235,6 +238,20 @@ def test_register_handler_conflict() -> None:
     with pytest.raises(JobError, match="already registered"):
         register_handler("test.effect", other)
     register_handler("test.effect", jobs_helpers.effect)  # same function again: fine
+
+
+def test_handler_modules_are_registered_from_above(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tipline.store import registry
+
+    # tipline.cli.app (imported above, as by every worker process) names the deployment's
+    assert handler_modules()[:2] == ("tipline.service.pipeline", "tipline.actions.webhooks")
+    monkeypatch.setattr(registry, "_MODULES", [])
+    register_handler_modules("jobs_helpers", "tipline.no_such_handlers", "jobs_helpers")
+    assert handler_modules() == ("jobs_helpers", "tipline.no_such_handlers")
+    [problem] = load_handler_modules()  # a registered module that is missing: a warning
+    assert "tipline.no_such_handlers" in problem
+    with pytest.raises(JobError, match="cannot import"):
+        load_handler_modules(["tipline.no_such_handlers"])  # an --import one: an error
 
 
 def test_backoff_seconds() -> None:

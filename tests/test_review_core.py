@@ -18,6 +18,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from tipline.accounts import create_user
 from tipline.audit import log as audit
 from tipline.review import exposure, prefs
 from tipline.review.grading import (
@@ -41,7 +42,6 @@ from tipline.review.queue import (
     waiting_items,
 )
 from tipline.review.taxonomy import load
-from tipline.service.auth import create_user
 from tipline.service.matching import MatchService
 from tipline.store.models import (
     AuditEvent,
@@ -144,7 +144,6 @@ def _grade(
     """Claim, then grade, each in its own transaction (as the desk does)."""
     with factory() as s, s.begin():
         claim(s, cluster_id, who, now)
-    kw.setdefault("sink", False)
     with factory() as s, s.begin():
         return grade_cluster(s, cluster_id, who, values, TAX, now, **kw)
 
@@ -443,15 +442,15 @@ def test_grading_needs_a_claim(
     f = session_factory
     cid, iid = _one_item_cluster(f)
     with f() as s, s.begin(), pytest.raises(ReviewError, match=f"claim cluster {cid}"):
-        grade_cluster(s, cid, team["ana"], CAT_A, TAX, NOW, sink=False)
+        grade_cluster(s, cid, team["ana"], CAT_A, TAX, NOW)
     with f() as s, s.begin():
         claim(s, cid, team["ben"], NOW)
     with f() as s, s.begin(), pytest.raises(ReviewError, match="claim cluster"):
-        grade_cluster(s, cid, team["ana"], CAT_A, TAX, NOW, sink=False)
+        grade_cluster(s, cid, team["ana"], CAT_A, TAX, NOW)
     with f() as s:
         assert s.scalar(select(func.count()).select_from(Grade)) == 0
     with f() as s, s.begin():
-        out = grade_cluster(s, cid, team["ana"], CAT_A, TAX, NOW, sink=False, require_claim=False)
+        out = grade_cluster(s, cid, team["ana"], CAT_A, TAX, NOW, require_claim=False)
     assert out == [Outcome(iid, "pending")]
 
 
@@ -460,7 +459,7 @@ def test_grading_unknown_cluster_or_bad_values(
 ) -> None:
     f = session_factory
     with f() as s, pytest.raises(ReviewError, match="does not exist"):
-        grade_cluster(s, 999, team["ana"], CAT_A, TAX, NOW, sink=False)
+        grade_cluster(s, 999, team["ana"], CAT_A, TAX, NOW)
     cid, _ = _one_item_cluster(f)
     from tipline.review.taxonomy import TaxonomyError
 
@@ -530,7 +529,7 @@ def test_disagreement_escalates_then_senior_decides(
     with f() as s, s.begin():
         claim(s, cid, team["cai"], NOW)
     with f() as s, s.begin(), pytest.raises(ReviewError, match="nothing in cluster"):
-        grade_cluster(s, cid, team["cai"], CAT_A, TAX, NOW, sink=False)
+        grade_cluster(s, cid, team["cai"], CAT_A, TAX, NOW)
     with f() as s, s.begin():
         release(s, cid, team["cai"])
     later = NOW + timedelta(hours=2)
@@ -550,7 +549,7 @@ def test_disagreement_escalates_then_senior_decides(
     with f() as s, s.begin():
         claim(s, cid, team["sen"], later)
     with f() as s, s.begin(), pytest.raises(ReviewError, match="nothing in cluster"):
-        grade_cluster(s, cid, team["sen"], CAT_A, TAX, later, sink=False)
+        grade_cluster(s, cid, team["sen"], CAT_A, TAX, later)
 
 
 def test_analyst_cannot_grade_twice(
@@ -562,7 +561,7 @@ def test_analyst_cannot_grade_twice(
     with f() as s, s.begin():
         claim(s, cid, team["ana"], NOW)
     with f() as s, s.begin(), pytest.raises(ReviewError, match="waiting for your grade"):
-        grade_cluster(s, cid, team["ana"], CAT_B, TAX, NOW, sink=False)
+        grade_cluster(s, cid, team["ana"], CAT_B, TAX, NOW)
     with f() as s:
         assert s.scalar(select(func.count()).select_from(Grade)) == 1
         assert _get(f, Item, _one_id(s, cid)).status == "in_review"
@@ -637,7 +636,7 @@ def test_grading_only_some_items(
     with f() as s, s.begin():
         claim(s, cid, team["ana"], NOW)
     with f() as s, s.begin(), pytest.raises(ReviewError):
-        grade_cluster(s, cid, team["ana"], CAT_A, TAX, NOW, item_ids=[b], sink=False)
+        grade_cluster(s, cid, team["ana"], CAT_A, TAX, NOW, item_ids=[b])
 
 
 def test_mixed_cluster_escalates_one_item_and_closes_after_senior(
@@ -1122,4 +1121,4 @@ def test_senior_who_graded_as_analyst_does_not_decide_the_escalation(
     with f() as s, s.begin():
         claim(s, cid, team["sen"], NOW)
     with f() as s, s.begin(), pytest.raises(ReviewError, match="nothing in cluster"):
-        grade_cluster(s, cid, team["sen"], CAT_A, TAX, NOW, sink=False)
+        grade_cluster(s, cid, team["sen"], CAT_A, TAX, NOW)

@@ -15,6 +15,11 @@ import typer
 from tipline import __version__
 from tipline.cli import state
 from tipline.errors import TiplineError
+from tipline.store.registry import register_handler_modules
+
+#: The deployment's job handlers, registered with the job queue from here (the composition
+#: root: every ``tipline worker`` process imports this module before it loads them).
+register_handler_modules("tipline.service.pipeline", "tipline.actions.webhooks")
 
 app = typer.Typer(
     name="tipline",

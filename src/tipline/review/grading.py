@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -62,18 +62,12 @@ class Outcome:
     grade: dict[str, Any] | None = None
 
 
-#: Called inside the grading transaction for each final grade: ``(session, event, data)``
-#: (tipline.actions.webhooks.emit when present).
-EventSink = Callable[[Session, str, dict[str, Any]], object]
+class EventSink(Protocol):
+    """Where final grades are announced, inside the grading transaction: called
+    ``sink(session, "grade", data)`` once per final grade. The service passes
+    :func:`tipline.actions.webhooks.emit`; review itself knows no delivery mechanism."""
 
-
-def _default_sink() -> EventSink | None:
-    try:
-        from tipline.actions import webhooks
-    except ImportError:
-        return None
-    emit: EventSink = webhooks.emit
-    return emit
+    def __call__(self, session: Session, event: str, data: dict[str, Any], /) -> object: ...
 
 
 def required_agreement(session: Session, item: Item, policy: ReviewPolicy) -> int:
@@ -163,13 +157,13 @@ def grade_cluster(
     item_ids: Iterable[int] | None = None,
     ip: str | None = None,
     require_claim: bool = True,
-    sink: EventSink | bool | None = True,
+    sink: EventSink | None = None,
 ) -> list[Outcome]:
     """Record ``reviewer``'s grade for every item of the cluster that still needs it (or only
     ``item_ids``), then settle consensus item by item. Escalated items take a senior's
-    decision. Releases the reviewer's claim. Runs in the caller's transaction."""
+    decision. Releases the reviewer's claim. Runs in the caller's transaction. ``sink``
+    (e.g. the service's webhooks) hears of each final grade; None: nobody is told."""
     policy = policy or ReviewPolicy()
-    event_sink: EventSink | None = _default_sink() if sink is True else (sink or None)
     cluster = session.get(Cluster, cluster_id, with_for_update=True)
     if cluster is None:
         raise ReviewError(f"cluster {cluster_id} does not exist")
@@ -217,7 +211,7 @@ def grade_cluster(
                 [reviewer.username],
                 reviewer.username,
                 now,
-                event_sink,
+                sink,
             )
             outcomes.append(Outcome(item.id, "final", grade))
             continue
@@ -251,7 +245,7 @@ def grade_cluster(
                 sorted(names.values()),
                 reviewer.username,
                 now,
-                event_sink,
+                sink,
             )
             outcomes.append(Outcome(item.id, "final", grade))
         else:

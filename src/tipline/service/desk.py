@@ -35,6 +35,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from tipline.accounts import Principal
+from tipline.actions import webhooks
 from tipline.audit import log as audit
 from tipline.config import Limits
 from tipline.errors import TiplineError
@@ -46,7 +48,7 @@ from tipline.review import grading, prefs, queue, stats
 from tipline.review.queue import QueueFilters, Reviewer, ReviewError
 from tipline.review.taxonomy import Taxonomy, TaxonomyError
 from tipline.review.taxonomy import load as load_taxonomy
-from tipline.service.auth import Principal, client_ip, context, require
+from tipline.service.auth import client_ip, context, require
 from tipline.store.models import REPORT_SOURCES, BankRow, Cluster, Item, Report, ReportItem, User
 from tipline.triage.priority import TriageWeights
 
@@ -321,6 +323,7 @@ def _grade_and_bank(
             policy=cfg.policy,
             item_ids=item_ids,
             ip=client_ip(request),
+            sink=webhooks.emit,  # final grades announce themselves as `grade` webhooks
         )
     if any(o.state == "final" for o in outcomes):
         try:

@@ -27,9 +27,10 @@ that running it again has no second effect: it upserts keyed by natural keys (an
 a (report, item) pair, the job id), checks state before acting ("already hashed? skip"), and
 enqueues follow-up jobs with a ``dedupe_key``. The pipeline's stages follow this rule.
 
-Handlers are plain functions registered by kind with :func:`register_handler`; ``tipline worker``
-imports :data:`HANDLER_MODULES` (plus any ``--import`` modules) in each worker process so the
-registrations exist there.
+Handlers are plain functions registered by kind with :func:`register_handler`. The layers above
+name the modules that register them with :func:`register_handler_modules` (the queue knows no
+service); ``tipline worker`` imports those (plus any ``--import`` modules) in each worker
+process so the registrations exist there.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tipline.errors import TiplineError
 from tipline.store.base import session_factory as make_session_factory
 from tipline.store.models import Job, utcnow
+from tipline.store.registry import handler_modules, register_handler_modules
 
 DEFAULT_LEASE_SECONDS = 300.0
 DEFAULT_MAX_ATTEMPTS = 5
@@ -60,10 +62,6 @@ DEFAULT_BACKOFF_BASE = 10.0
 DEFAULT_BACKOFF_CAP = 3600.0
 #: Longest error text kept in ``jobs.last_error``.
 MAX_ERROR_CHARS = 4000
-
-#: Modules imported by every worker process to register the pipeline's handlers. A module that
-#: is not installed/importable is reported, not fatal (so a partial checkout still runs).
-HANDLER_MODULES: list[str] = ["tipline.service.pipeline", "tipline.actions.webhooks"]
 
 
 class JobError(TiplineError):
@@ -173,9 +171,11 @@ def handlers() -> dict[str, Handler]:
 
 
 def load_handler_modules(extra: Iterable[str] = ()) -> list[str]:
-    """Import :data:`HANDLER_MODULES` and ``extra``; returns one warning per module that failed."""
+    """Import the registered handler modules (:func:`register_handler_modules`) and ``extra``;
+    returns one warning per registered module that failed (not fatal, so a partial checkout
+    still runs; an ``extra`` module that fails raises :class:`JobError`)."""
     problems: list[str] = []
-    for name in [*HANDLER_MODULES, *extra]:
+    for name in [*handler_modules(), *extra]:
         try:
             importlib.import_module(name)
         except ImportError as err:
@@ -560,7 +560,6 @@ def _log_failure(job: LeasedJob, err: BaseException) -> None:
 
 
 __all__ = [
-    "HANDLER_MODULES",
     "Handler",
     "JobContext",
     "JobError",
@@ -569,8 +568,10 @@ __all__ = [
     "LeasedJob",
     "PermanentJobError",
     "backoff_seconds",
+    "handler_modules",
     "handlers",
     "load_handler_modules",
     "register_handler",
+    "register_handler_modules",
     "unregister_handler",
 ]
