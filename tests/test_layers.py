@@ -30,9 +30,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("signals",),
     ("index",),
     ("provenance", "scan"),
-    # audit: the audit trail is rows in the service database (store.models), used by review,
-    # actions, the service and the CLI, so it sits beside the store
-    ("banks", "store", "audit"),
+    # audit and accounts (tipline.accounts: users, tokens, roles) are rows in the service
+    # database (store.models), used by review, actions, the service and the CLI, so they sit
+    # beside the store
+    ("banks", "store", "audit", "accounts"),
     ("triage",),
     # demo: an end-to-end run of the library (scan, banks, store) behind `tipline demo`, so it
     # sits with the other users of the lower layers, just below the entry points
@@ -46,12 +47,27 @@ PEER_EDGES: set[tuple[str, str]] = {
     ("scan", "provenance"),  # scanning runs the provenance analysers
     ("store", "banks"),  # the SQL bank store implements the bank model
     ("audit", "store"),  # audit events are store rows
+    ("accounts", "store"),  # users and tokens are store rows
     ("actions", "crawl"),  # webhook deliveries go through crawl.fetch's SSRF policy
     ("cli", "service"),  # `tipline serve`, `tipline user`, ... run the service
 }
 
+#: The top-level modules of the bottom layer (``tipline`` in LAYERS). A new top-level module
+#: has no layer until it is named here or in MODULE_PACKAGE.
+BOTTOM_MODULES = {
+    "tipline",
+    "tipline.errors",
+    "tipline.config",
+    "tipline.os_utils",
+    "tipline.record",
+    "tipline.findings",
+}
+
 #: Modules that belong to a package other than their path says.
-MODULE_PACKAGE = {"tipline.__main__": "cli"}  # `python -m tipline` is the CLI
+MODULE_PACKAGE = {
+    "tipline.__main__": "cli",  # `python -m tipline` is the CLI
+    "tipline.accounts": "accounts",  # a module, not a package, but a concern above the store
+}
 
 #: Known violations, (importer, imported): why each is still here. Only ever remove entries.
 ALLOWED: dict[tuple[str, str], str] = {
@@ -97,11 +113,14 @@ class Violation:
 
 
 def package_of(module: str) -> str:
-    """``tipline.review.grading`` -> ``review``; a top-level module -> ``tipline``."""
+    """``tipline.review.grading`` -> ``review``; a module of BOTTOM_MODULES -> ``tipline``; an
+    unplaced top-level module -> its own name (in no layer)."""
     if module in MODULE_PACKAGE:
         return MODULE_PACKAGE[module]
+    if module in BOTTOM_MODULES:
+        return "tipline"
     parts = module.split(".")
-    return parts[1] if len(parts) > 2 or (len(parts) == 2 and _is_package(parts)) else "tipline"
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and _is_package(parts)) else module
 
 
 def _is_package(parts: list[str]) -> bool:
@@ -124,6 +143,16 @@ def imports(
     module: str, source: str, is_pkg: bool, known: Mapping[str, object]
 ) -> Iterator[tuple[str, int]]:
     """``(imported tipline module, line)`` for every import anywhere in ``source``."""
+    seen: set[tuple[str, int]] = set()
+    for target, line in _imports(module, source, is_pkg, known):
+        if (target, line) not in seen:
+            seen.add((target, line))
+            yield target, line
+
+
+def _imports(
+    module: str, source: str, is_pkg: bool, known: Mapping[str, object]
+) -> Iterator[tuple[str, int]]:
     for node in ast.walk(ast.parse(source, filename=module)):
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -229,3 +258,10 @@ def test_the_checker_catches_an_undeclared_peer_and_allows_downward() -> None:
     [v] = violations(modules)
     assert (v.importer, v.imported) == ("tipline.review.fake", "tipline.actions.webhooks")
     assert "peer" in str(v) and "line 1" in str(v)
+
+
+def test_a_new_top_level_module_needs_a_layer() -> None:
+    modules = {"tipline.newthing": ("from tipline.errors import TiplineError\n", False)}
+    assert [str(v) for v in violations(modules)] == [
+        "tipline.newthing -> tipline.errors (line 1): tipline.newthing is in no layer"
+    ]
