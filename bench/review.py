@@ -141,7 +141,7 @@ def main() -> None:
         for c in targets:
             with sf() as s, s.begin():
                 claim(s, c, who, datetime.now(UTC))
-                grade_cluster(s, c, who, values, tax, datetime.now(UTC), policy=policy, sink=False)
+                grade_cluster(s, c, who, values, tax, datetime.now(UTC), policy=policy)
     g = (time.perf_counter() - t) / (2 * len(targets))
     with sf() as s:
         finals = s.scalar(
