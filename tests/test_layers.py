@@ -71,9 +71,6 @@ MODULE_PACKAGE = {
 
 #: Known violations, (importer, imported): why each is still here. Only ever remove entries.
 ALLOWED: dict[tuple[str, str], str] = {
-    # signals/pdq.py is owned elsewhere: the fix is to move MIN_USABLE_QUALITY down into
-    # tipline.record (or another bottom module) and have signals.pdq import it from there.
-    ("tipline.record", "tipline.signals.pdq"): "ItemRecord.pdq_usable reads MIN_USABLE_QUALITY",
     # Settings read from the environment by the library itself through the service's typed
     # parser (service.settings.env_setting, owned elsewhere). The fix is to move that parser
     # down (tipline.config) or to have `tipline serve` / `tipline worker` / `tipline scan` call

@@ -8,6 +8,10 @@ from typing import Any
 from tipline.findings import Finding, finding_from_json
 
 
+#: PDQ hashes of lower quality are kept but never matched (the PDQ paper's recommendation)
+MIN_USABLE_QUALITY = 50
+
+
 @dataclass(slots=True)
 class Match:
     bank: str
@@ -75,8 +79,6 @@ class ItemRecord:
 
     @property
     def pdq_usable(self) -> bool:
-        from tipline.signals.pdq import MIN_USABLE_QUALITY
-
         return self.pdq is not None and (self.pdq_quality or 0) >= MIN_USABLE_QUALITY
 
     @property

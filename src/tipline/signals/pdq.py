@@ -24,10 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from tipline.record import MIN_USABLE_QUALITY as MIN_USABLE_QUALITY
+
 PDQ_BITS = 256
 PDQ_HEX_LEN = 64
-#: Below this quality a hash is kept but not used for matching (python-threatexchange / HMA rule).
-MIN_USABLE_QUALITY = 50
+#: Below MIN_USABLE_QUALITY a hash is kept but not used for matching (python-threatexchange /
+#: HMA rule); the constant lives with the item record.
 #: The distance at which two PDQ hashes are considered a match by default.
 DEFAULT_THRESHOLD = 31
 
