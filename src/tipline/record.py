@@ -7,7 +7,6 @@ from typing import Any
 
 from tipline.findings import Finding, finding_from_json
 
-
 #: PDQ hashes of lower quality are kept but never matched (the PDQ paper's recommendation)
 MIN_USABLE_QUALITY = 50
 
