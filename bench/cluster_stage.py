@@ -23,11 +23,10 @@ import numpy as np
 from sqlalchemy import insert, select
 
 from tipline.index.hamming import codes_from_hex
-from tipline.service import pipeline
-from tipline.service.pipeline import PipelineConfig
+from tipline.pipeline import PipelineConfig, stages
 from tipline.store import migrations
 from tipline.store.base import make_engine, session_factory
-from tipline.store.models import Cluster, Item
+from tipline.store.tables import Cluster, Item
 
 
 def _flip(pdq: str, bits: int, rng: random.Random) -> str:
@@ -109,7 +108,7 @@ def main() -> None:
     for k in range(args.new):
         t0 = time.perf_counter()
         with sf() as s, s.begin():
-            pipeline.stage_cluster(s, {"item_id": base + k}, cfg)
+            stages.stage_cluster(s, {"item_id": base + k}, cfg)
         times.append(time.perf_counter() - t0)
     total = time.perf_counter() - first
     with sf() as s:

@@ -34,7 +34,7 @@ from tipline.review.taxonomy import load
 from tipline.service import auth
 from tipline.store import migrations
 from tipline.store.base import make_engine, session_factory
-from tipline.store.models import Cluster, Item, ReportItem, User
+from tipline.store.tables import Cluster, Item, ReportItem, User
 
 
 def _timed(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]

@@ -55,7 +55,7 @@ def _free_port() -> int:
 
 def build_bank(data_dir: Path, entries: int, seed: int) -> tuple[str, np.ndarray, float]:
     from synthetic import realistic_bank
-    from tipline.banks.model import Bank, Entry
+    from tipline.banks.bank import Bank, Entry
     from tipline.store import migrations
     from tipline.store.banks import SqlBankStore
     from tipline.store.base import default_url

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from tipline.audit import log as audit
-from tipline.store.models import AuditEvent
+from tipline.store.tables import AuditEvent
 
 
 def _add(factory: sessionmaker[Session], n: int, actor: str = "user:alice") -> None:

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from tipline.service import auth
 from tipline.service.app import create_app
 from tipline.service.settings import ServiceSettings
-from tipline.store.models import ApiToken, AuditEvent, SessionRow, User
+from tipline.store.tables import ApiToken, AuditEvent, SessionRow, User
 
 PASSWORD = "correct horse battery"
 

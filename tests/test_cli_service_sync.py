@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tipline.banks.model import Bank, Entry
+from tipline.banks.bank import Bank, Entry
 from tipline.cli.app import _register, app
 from tipline.service import matching
 from tipline.service.matching import MatchService

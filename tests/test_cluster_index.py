@@ -8,7 +8,7 @@ import random
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
-from tipline.store.models import Cluster, Item
+from tipline.store.tables import Cluster, Item
 from tipline.triage.cluster_index import ClusterIndex, next_seq
 
 

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 import tipline.cli.app as cli_app
 from tipline.config import env_names
+from tipline.pipeline import PipelineConfig
 from tipline.service import app as service_app
-from tipline.service.pipeline import PipelineConfig
 from tipline.service.settings import ENV_PREFIX, ServiceSettings, SettingsError
 
 cli_app._register()  # before importing single command modules: keeps the commands' order

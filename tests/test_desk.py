@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from tipline.actions import webhooks
 from tipline.service import auth
 from tipline.service.app import create_app
-from tipline.service.media_store import from_settings
 from tipline.service.settings import ServiceSettings
-from tipline.store.models import AuditEvent, Cluster, ExposureInterval, Item, Job, User
+from tipline.store.media import from_settings
+from tipline.store.tables import AuditEvent, Cluster, ExposureInterval, Item, Job, User
 
 PASSWORD = "desk route password"
 

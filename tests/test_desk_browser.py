@@ -36,7 +36,7 @@ from sqlalchemy import select
 from tipline.service import auth
 from tipline.store import migrations
 from tipline.store.base import make_engine, session_factory
-from tipline.store.models import AuditEvent, BankEntryRow, BankRow, Item
+from tipline.store.tables import AuditEvent, BankEntryRow, BankRow, Item
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [

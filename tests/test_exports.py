@@ -27,7 +27,7 @@ from tipline.actions import exports, ncmec
 from tipline.audit import log as audit
 from tipline.banks.formats import parse_hash_list
 from tipline.service import auth
-from tipline.store.models import AuditEvent, Item, Job, Report, ReportItem, Webhook
+from tipline.store.tables import AuditEvent, Item, Job, Report, ReportItem, Webhook
 
 GRADED_AT = datetime(2026, 3, 2, 10, 30, tzinfo=UTC)
 FIRST_SEEN = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)

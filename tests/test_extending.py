@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tipline import provenance
-from tipline.banks.model import Bank, Entry
+from tipline.banks.bank import Bank, Entry
 from tipline.errors import InvalidSignalError
 from tipline.index.bank_index import BankIndex
 from tipline.record import ItemRecord

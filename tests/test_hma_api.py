@@ -370,7 +370,7 @@ def test_other_process_sees_changes(tmp_path: Path) -> None:
     import time
 
     from tipline.banks import open_store
-    from tipline.banks.model import Bank, Entry
+    from tipline.banks.bank import Bank, Entry
 
     def factory() -> object:
         return open_store(tmp_path)

@@ -396,7 +396,7 @@ def test_second_process_sees_new_entries_within_a_second(tmp_path: Path) -> None
 
 
 def test_default_index_and_matcher_use_it() -> None:
-    from tipline.banks.model import Bank, Entry
+    from tipline.banks.bank import Bank, Entry
     from tipline.index.bank_index import BankIndex
     from tipline.index.signal_index import HammingSignalIndex
     from tipline.record import ItemRecord

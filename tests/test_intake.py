@@ -24,7 +24,7 @@ from tipline.service.intake import (
     new_reference,
 )
 from tipline.store.jobs import JobQueue
-from tipline.store.models import AuditEvent, Job, Report, Upload
+from tipline.store.tables import AuditEvent, Job, Report, Upload
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x01" * 200
 
@@ -344,7 +344,7 @@ def test_service_app_form_to_review_queue(
     import time
 
     from conftest import encode, noise_image
-    from tipline.service import pipeline
+    from tipline import pipeline
     from tipline.service.app import create_app
     from tipline.service.settings import ServiceSettings
 

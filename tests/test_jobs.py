@@ -32,7 +32,7 @@ from tipline.store.jobs import (
     register_handler,
     register_handler_modules,
 )
-from tipline.store.models import Job
+from tipline.store.tables import Job
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -244,7 +244,7 @@ def test_handler_modules_are_registered_from_above(monkeypatch: pytest.MonkeyPat
     from tipline.store import registry
 
     # tipline.cli.app (imported above, as by every worker process) names the deployment's
-    assert handler_modules()[:2] == ("tipline.service.pipeline", "tipline.actions.webhooks")
+    assert handler_modules()[:2] == ("tipline.pipeline", "tipline.actions.webhooks")
     monkeypatch.setattr(registry, "_MODULES", [])
     register_handler_modules("jobs_helpers", "tipline.no_such_handlers", "jobs_helpers")
     assert handler_modules() == ("jobs_helpers", "tipline.no_such_handlers")

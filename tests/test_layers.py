@@ -31,13 +31,15 @@ LAYERS: list[tuple[str, ...]] = [
     ("index",),
     ("provenance", "scan"),
     # audit and accounts (tipline.accounts: users, tokens, roles) are rows in the service
-    # database (store.models), used by review, actions, the service and the CLI, so they sit
+    # database (store.tables), used by review, actions, the service and the CLI, so they sit
     # beside the store
     ("banks", "store", "audit", "accounts"),
     ("triage",),
     # demo: an end-to-end run of the library (scan, banks, store) behind `tipline demo`, so it
     # sits with the other users of the lower layers, just below the entry points
     ("review", "actions", "crawl", "demo"),
+    # the report pipeline's stages: fetch (crawl), webhooks (actions), triage; no HTTP
+    ("pipeline",),
     ("service", "cli"),
 ]
 
@@ -241,7 +243,7 @@ def test_the_checker_catches_an_upward_import(source: str) -> None:
     modules["tipline.media.fake"] = (source, False)
     new = [v for v in violations(modules) if v.importer == "tipline.media.fake"]
     assert [(v.imported, v.why) for v in new] == [
-        ("tipline.service.app", "media (layer 1) imports service (layer 8, above)")
+        ("tipline.service.app", "media (layer 1) imports service (layer 9, above)")
     ]
 
 

@@ -16,12 +16,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
+from tipline.actions import retention
 from tipline.audit import log as audit
 from tipline.service import auth
-from tipline.service import media_store as ms
 from tipline.service.app import create_app
+from tipline.service.media import view_media
 from tipline.service.settings import ServiceSettings
-from tipline.store.models import AuditEvent, Item
+from tipline.store import media as ms
+from tipline.store.tables import AuditEvent, Item
 
 BENIGN = b"benign test bytes: " + bytes(range(256)) * 8
 
@@ -191,8 +193,8 @@ def test_purge_deletes_expired_media_with_an_audit_event_each(
     with session_factory() as s, s.begin():
         for i, ref in enumerate([*old, fresh]):
             s.add(Item(sha256=f"{i:064x}", media_ref=ref))
-    assert ms.purge(store, session_factory, 0).purged == []  # 0 = keep forever
-    result = ms.purge(store, session_factory, 30)
+    assert retention.purge(store, session_factory, 0).purged == []  # 0 = keep forever
+    result = retention.purge(store, session_factory, 30)
     assert sorted(result.purged) == sorted(old) and result.kept == 1
     assert list(store.refs()) == [fresh]
     with session_factory() as s:
@@ -203,7 +205,7 @@ def test_purge_deletes_expired_media_with_an_audit_event_each(
     assert [e.action for e in events] == ["media.purge", "media.purge"]
     assert sorted(e.target_id or "" for e in events) == sorted(old)
     assert events[0].details["retention_days"] == 30
-    assert ms.purge(store, session_factory, 30).purged == []
+    assert retention.purge(store, session_factory, 30).purged == []
 
 
 def test_cli_purge(
@@ -297,11 +299,11 @@ def test_view_media_function_refuses_without_permission(
     ref = store.put(BENIGN)
     nobody = auth.Principal(1, "aud", "auditor", auth.ROLE_PERMISSIONS["auditor"], "session")
     with pytest.raises(auth.AuthError):
-        ms.view_media(store, session_factory, nobody, ref, "192.0.2.7")
+        view_media(store, session_factory, nobody, ref, "192.0.2.7")
     with pytest.raises(auth.AuthError):
-        ms.view_media(store, session_factory, None, ref, "192.0.2.7")
+        view_media(store, session_factory, None, ref, "192.0.2.7")
     ana = auth.Principal(2, "ana", "analyst", auth.ROLE_PERMISSIONS["analyst"], "session")
-    assert ms.view_media(store, session_factory, ana, ref, "192.0.2.7") == BENIGN
+    assert view_media(store, session_factory, ana, ref, "192.0.2.7") == BENIGN
     with session_factory() as s:
         (event,) = s.scalars(select(AuditEvent))
     assert (event.action, event.actor, event.ip) == ("media.view", "user:ana", "192.0.2.7")

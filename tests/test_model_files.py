@@ -32,7 +32,7 @@ from tipline.errors import InvalidSignalError
 from tipline.findings import Finding
 from tipline.index.bank_index import BankIndex
 from tipline.media import sniff as sn
-from tipline.provenance import models
+from tipline.provenance import model_files
 from tipline.record import ItemRecord, Match
 from tipline.scan.hashing import HashOptions
 from tipline.scan.items import scan_file
@@ -181,7 +181,7 @@ def _never_unpickle(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def one(path: Path) -> Finding:
-    findings = models.describe_model(path)
+    findings = model_files.describe_model(path)
     assert len(findings) == 1
     return findings[0]
 
@@ -409,11 +409,11 @@ def test_malicious_pickle_is_flagged_and_never_run(
 def test_protocol_0_and_hidden_imports(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     text_pickle = pickle.dumps(Evil(marker), protocol=0)
-    rep = models.inspect_pickle(io.BytesIO(text_pickle), len(text_pickle))
+    rep = model_files.inspect_pickle(io.BytesIO(text_pickle), len(text_pickle))
     assert rep.dangerous_globals == [f"{os.system.__module__}.system"]
     # STACK_GLOBAL whose operands are not literal strings: the file hides what it imports
     hidden = b"\x80\x04NN\x93)R."
-    rep = models.inspect_pickle(io.BytesIO(hidden), len(hidden))
+    rep = model_files.inspect_pickle(io.BytesIO(hidden), len(hidden))
     assert rep.dangerous_globals == ["<unresolved STACK_GLOBAL>"]
     assert not marker.exists()
 

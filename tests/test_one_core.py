@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from conftest import encode, noise_image, photo
+from tipline.banks.bank import Bank, Entry
 from tipline.banks.formats import FORMATS, parse_hash_list, write_hash_list
-from tipline.banks.model import Bank, Entry
 from tipline.errors import InvalidSignalError
 from tipline.findings import Finding
 from tipline.index.bank_index import BankIndex
@@ -367,7 +367,7 @@ def test_reported_video_in_a_bank_is_matched_by_vpdq_in_the_pipeline(
     from tipline.scan.hashing import signals_for_file
     from tipline.service.intake import IntakeContext, IntakeSettings, NewReport, create_reports
     from tipline.store.jobs import JobQueue
-    from tipline.store.models import Item
+    from tipline.store.tables import Item
 
     original = render_clip(tmp_path / "orig.mp4", "pan-coffee", (240, 180), 6.0)
     copy = transcode(original, tmp_path / "copy.mp4", crf=36)

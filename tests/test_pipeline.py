@@ -25,15 +25,15 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from conftest import encode, noise_image, photo
-from tipline.banks.model import Bank, Entry
+from tipline import pipeline
+from tipline.banks.bank import Bank, Entry
 from tipline.crawl.fetch import FetchSettings
 from tipline.index.bank_index import BankIndex
+from tipline.pipeline import FollowUp, PipelineConfig, run_stage, stages
 from tipline.scan.hashing import HashOptions, hash_bytes
-from tipline.service import pipeline
 from tipline.service.intake import IntakeContext, IntakeSettings, NewReport, create_reports
-from tipline.service.pipeline import FollowUp, PipelineConfig, run_stage
 from tipline.store.jobs import JobContext, JobQueue, handlers
-from tipline.store.models import (
+from tipline.store.tables import (
     BankEntryRow,
     BankRow,
     Cluster,
@@ -249,7 +249,7 @@ def test_crash_inside_a_stage_rolls_back_and_retries(
     _submit(engine, session_factory, [UNKNOWN])
     now = [utcnow()]
     queue = JobQueue(engine, clock=lambda: now[0])
-    real = pipeline.stage_analyse
+    real = stages.stage_analyse
     fail = [True]
 
     def flaky(s: Session, payload: dict[str, Any], c: PipelineConfig) -> list[FollowUp]:
@@ -444,12 +444,12 @@ def test_concurrent_cluster_stages_share_one_cluster(
         ids = (first.id, second.id)
     holder = session_factory()
     holder.begin()
-    pipeline.stage_cluster(holder, {"item_id": ids[0]}, cfg)  # holds the lock, not committed
+    stages.stage_cluster(holder, {"item_id": ids[0]}, cfg)  # holds the lock, not committed
     done = threading.Event()
 
     def other() -> None:
         with session_factory() as s, s.begin():
-            pipeline.stage_cluster(s, {"item_id": ids[1]}, cfg)
+            stages.stage_cluster(s, {"item_id": ids[1]}, cfg)
         done.set()
 
     t = threading.Thread(target=other)
@@ -506,7 +506,7 @@ def test_uploaded_archive_members_become_items_and_the_archive_a_container(
     # running the archive's analyse job again changes nothing
     with session_factory() as s, s.begin():
         up = s.scalars(select(Upload).where(Upload.filename == "f0.img")).one()
-        assert pipeline.stage_analyse(s, {"report_id": report_id, "upload_id": up.id}, cfg) == []
+        assert stages.stage_analyse(s, {"report_id": report_id, "upload_id": up.id}, cfg) == []
 
 
 def test_zip_bomb_upload_is_cut_off_and_reported_on_the_container(

@@ -43,7 +43,7 @@ from tipline.review.queue import (
 )
 from tipline.review.taxonomy import load
 from tipline.service.matching import MatchService
-from tipline.store.models import (
+from tipline.store.tables import (
     AuditEvent,
     BankEntryRow,
     BankRow,
@@ -838,7 +838,7 @@ def test_banking_uses_an_existing_bank_and_policy_names(
     team: dict[str, Reviewer],
     bank_service: MatchService,
 ) -> None:
-    from tipline.banks.model import Bank
+    from tipline.banks.bank import Bank
 
     f = session_factory
     bank_service.create_bank(Bank(name="MY_GRADED", role="alert"))
@@ -858,7 +858,7 @@ class FakeSink:
     """A minimal BankSink: banks and entries in memory."""
 
     def __init__(self) -> None:
-        from tipline.banks.model import Bank, Entry
+        from tipline.banks.bank import Bank, Entry
 
         self.banks: dict[str, Bank] = {}
         self.entries: dict[tuple[str, str, str], Entry] = {}

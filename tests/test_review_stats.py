@@ -37,7 +37,7 @@ from tipline.review.stats import (
     dashboard_csv,
     dashboard_json,
 )
-from tipline.store.models import Cluster, ExposureInterval, Grade, Item, User
+from tipline.store.tables import Cluster, ExposureInterval, Grade, Item, User
 
 NOW = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
 SVG = "{http://www.w3.org/2000/svg}"

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.store import migrations
 from tipline.store.base import Base, make_engine, transaction
-from tipline.store.models import Item, Job, Report, ReportItem, User
+from tipline.store.tables import Item, Job, Report, ReportItem, User
 
 TABLES = {
     "reports",

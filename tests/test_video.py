@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tipline.banks.bank import Bank, Entry
 from tipline.banks.formats import parse_hash_list, write_hash_list
-from tipline.banks.model import Bank, Entry
 from tipline.cli.app import _register, app
 from tipline.config import Limits
 from tipline.errors import InvalidSignalError

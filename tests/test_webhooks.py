@@ -30,7 +30,7 @@ from tipline.actions import webhooks
 from tipline.crawl.fetch import FetchSettings
 from tipline.service import auth
 from tipline.store.jobs import JobQueue, handlers
-from tipline.store.models import AuditEvent, Job, Webhook, utcnow
+from tipline.store.tables import AuditEvent, Job, Webhook, utcnow
 
 LOCAL = FetchSettings.build(allow_networks=["127.0.0.1/32"])
 
@@ -393,10 +393,10 @@ def test_removed_or_disabled_webhooks_get_nothing(
 def test_alert_match_in_the_pipeline_emits_a_match_event(
     engine: Engine, session_factory: sessionmaker[Session], policy: None
 ) -> None:
-    from tipline.banks.model import Bank, Entry
+    from tipline import pipeline
+    from tipline.banks.bank import Bank, Entry
     from tipline.index.bank_index import BankIndex
     from tipline.scan.hashing import HashOptions, hash_bytes
-    from tipline.service import pipeline
     from tipline.service.intake import IntakeContext, IntakeSettings, NewReport, create_reports
 
     known = encode(photo("coffee", (320, 240)), "JPEG", quality=90)

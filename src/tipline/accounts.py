@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tipline.errors import TiplineError
-from tipline.store.models import ROLES, ApiToken, SessionRow, User
+from tipline.store.tables import ROLES, ApiToken, SessionRow, User
 
 log = logging.getLogger("tipline.accounts")
 

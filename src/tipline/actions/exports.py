@@ -39,11 +39,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tipline.audit import log as audit
+from tipline.banks.bank import Entry
 from tipline.banks.formats import write_hash_list
-from tipline.banks.model import Entry
 from tipline.errors import TiplineError
 from tipline.signals.pdq import MIN_USABLE_QUALITY
-from tipline.store.models import Item, Report, ReportItem
+from tipline.store.tables import Item, Report, ReportItem
 
 HashFormat = Literal["te-csv", "jsonl", "iwf-csv"]
 HASH_FORMATS: tuple[HashFormat, ...] = ("te-csv", "jsonl", "iwf-csv")

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from tipline.actions.exports import is_final_actionable
 from tipline.errors import TiplineError
-from tipline.store.models import AuditEvent, Item, Report, ReportItem
+from tipline.store.tables import AuditEvent, Item, Report, ReportItem
 
 INCIDENT_TYPE = "Child Pornography (possession, manufacture, and distribution)"
 INDUSTRY_CLASSIFICATIONS = frozenset({"A1", "A2", "B1", "B2"})

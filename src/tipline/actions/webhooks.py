@@ -59,7 +59,7 @@ from tipline.crawl.fetch import (
 from tipline.errors import TiplineError
 from tipline.record import Match
 from tipline.store.jobs import JobContext, JobQueue, PermanentJobError, register_handler
-from tipline.store.models import Item, Webhook
+from tipline.store.tables import Item, Webhook
 
 log = logging.getLogger("tipline.webhooks")
 

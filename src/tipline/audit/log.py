@@ -27,7 +27,7 @@ from typing import IO, Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from tipline.store.models import AuditEvent
+from tipline.store.tables import AuditEvent
 
 GENESIS = "0" * 64
 

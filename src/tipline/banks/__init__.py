@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tipline.banks.bank import ROLES, Bank, BankStore, Entry, validate_bank_name
 from tipline.banks.formats import (
     FORMATS,
     ImportReport,
@@ -14,7 +15,6 @@ from tipline.banks.formats import (
     parse_hash_list,
     write_hash_list,
 )
-from tipline.banks.model import ROLES, Bank, BankStore, Entry, validate_bank_name
 from tipline.banks.sqlite_store import SqliteBankStore
 
 #: File name of the bank database inside the data directory.

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, TextIO
 
-from tipline.banks.model import BankStore, Entry
+from tipline.banks.bank import BankStore, Entry
 from tipline.errors import BankError, InvalidSignalError, MalformedLineError
 from tipline.signals.types import SignalType, guess_signal_type, signal_type
 

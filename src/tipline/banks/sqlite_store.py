@@ -1,4 +1,4 @@
-"""A :class:`~tipline.banks.model.BankStore` kept in one SQLite file (stdlib ``sqlite3``).
+"""A :class:`~tipline.banks.bank.BankStore` kept in one SQLite file (stdlib ``sqlite3``).
 
 Entry ids are ``INTEGER PRIMARY KEY AUTOINCREMENT``: unique across banks and never reused, like
 HMA's ``bank_content_id``, so an id in an old match report never points at a different hash.
@@ -15,7 +15,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, cast
 
-from tipline.banks.model import (
+from tipline.banks.bank import (
     ROLES,
     Bank,
     BankRole,

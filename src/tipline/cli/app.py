@@ -19,7 +19,7 @@ from tipline.store.registry import register_handler_modules
 
 #: The deployment's job handlers, registered with the job queue from here (the composition
 #: root: every ``tipline worker`` process imports this module before it loads them).
-register_handler_modules("tipline.service.pipeline", "tipline.actions.webhooks")
+register_handler_modules("tipline.pipeline", "tipline.actions.webhooks")
 
 app = typer.Typer(
     name="tipline",

@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tipline.banks import Bank, Entry
+from tipline.banks.bank import DEFAULT_PDQ_THRESHOLD, BankRole
 from tipline.banks.formats import FORMATS, import_file, write_hash_list
-from tipline.banks.model import DEFAULT_PDQ_THRESHOLD, BankRole
 from tipline.cli import state
 from tipline.cli.app import app
 from tipline.errors import BankError, InvalidSignalError

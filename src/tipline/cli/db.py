@@ -15,7 +15,7 @@ from tipline.errors import TiplineError
 from tipline.store import migrations
 from tipline.store.base import database_url, make_engine
 from tipline.store.jobs import JobQueue
-from tipline.store.models import JOB_STATUSES
+from tipline.store.tables import JOB_STATUSES
 
 db_app = typer.Typer(
     help="The service database (SQLite file by default, or PostgreSQL): schema and job queue.",

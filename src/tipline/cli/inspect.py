@@ -81,7 +81,7 @@ def inspect_cmd(
     mt = _sniff_file(file)
     if mt.kind == "model":
         # Model files can be many GB: streamed, never read whole.
-        from tipline.provenance.models import describe_model
+        from tipline.provenance.model_files import describe_model
 
         findings = describe_model(file)
         data_sha256, size = _stream_sha256(file)

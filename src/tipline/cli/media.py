@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 
+from tipline.actions import retention
 from tipline.cli import state
 from tipline.cli.app import app
 from tipline.cli.audit import UrlOption, open_db
-from tipline.service import media_store as ms
+from tipline.store import media as ms
 
 media_app = typer.Typer(
     help=(
@@ -123,5 +124,5 @@ def purge_cmd(
         return
     # Dates are read from the blob headers, so purging needs no key.
     store = ms.EncryptedStore(state.data_dir() / "media", ms.Keyring())
-    result = ms.purge(store, open_db(database_url_opt), days, actor="cli:media-purge")
+    result = retention.purge(store, open_db(database_url_opt), days, actor="cli:media-purge")
     typer.echo(f"purged {len(result.purged)} blobs, kept {result.kept}")

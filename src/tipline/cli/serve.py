@@ -86,21 +86,14 @@ def _fresh_metrics_dir(data_dir: Path) -> Path:
 
 
 def _migrate(url: str) -> None:
-    try:
-        from tipline.store import migrations
-    except ModuleNotFoundError:  # no migrations in this build
-        return
+    from tipline.store import migrations
+
     migrations.upgrade(url)
 
 
 def _first_run_hint(url: str) -> None:
     """Say how to create the first admin while there is none."""
-    import importlib
-
-    try:
-        auth = importlib.import_module("tipline.service.auth")
-    except ModuleNotFoundError:
-        return
+    from tipline.service import auth
     from tipline.store.base import make_engine, session_factory
 
     engine = make_engine(url)

@@ -14,7 +14,7 @@ from tipline import accounts as auth
 from tipline.audit import log as audit
 from tipline.cli.app import app
 from tipline.cli.audit import UrlOption, open_db
-from tipline.store.models import ApiToken, User
+from tipline.store.tables import ApiToken, User
 
 user_app = typer.Typer(
     help=(

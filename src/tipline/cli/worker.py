@@ -36,7 +36,7 @@ from tipline.store.jobs import (
 )
 
 if TYPE_CHECKING:
-    from tipline.service.pipeline import PipelineConfig
+    from tipline.pipeline import PipelineConfig
     from tipline.service.settings import ServiceSettings
 
 log = logging.getLogger("tipline.worker")
@@ -58,11 +58,11 @@ class WorkerConfig:
 
 
 def pipeline_config(settings: ServiceSettings) -> PipelineConfig:
-    """A worker process's pipeline configuration: :func:`pipeline.config_from_settings`, the
-    function ``tipline serve``'s in-process workers use too (with their own live index)."""
-    from tipline.service import pipeline
+    """A worker process's pipeline configuration: :func:`tipline.service.wiring.pipeline_config`,
+    the function ``tipline serve``'s in-process workers use too (with their own live index)."""
+    from tipline.service.wiring import pipeline_config as build
 
-    return pipeline.config_from_settings(settings)
+    return build(settings)
 
 
 def check_schema(url: str) -> None:
@@ -79,10 +79,11 @@ def worker_loop(cfg: WorkerConfig, stop: EventType, index: int = 0) -> int:
     """One worker: lease and run jobs until ``stop`` is set. Returns how many jobs it ran."""
     for problem in load_handler_modules(cfg.modules):
         log.warning("%s", problem)
-    if cfg.settings is not None:
-        from tipline.service import pipeline
+    from tipline import pipeline
+    from tipline.service.settings import ServiceSettings
 
-        pipeline.use_settings(cfg.settings)  # built by pipeline_config() on first job
+    settings = cfg.settings if cfg.settings is not None else ServiceSettings.from_environment()
+    pipeline.configure_lazily(lambda: pipeline_config(settings))  # built on the first job
     engine = make_engine(cfg.url)
     queue = JobQueue(engine, lease_seconds=cfg.lease_seconds)
     factory = session_factory(engine)

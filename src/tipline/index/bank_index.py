@@ -38,7 +38,7 @@ log = logging.getLogger("tipline.index")
 
 
 class BankLike(Protocol):
-    """What the index needs of a bank (``tipline.banks.model.Bank`` is one)."""
+    """What the index needs of a bank (``tipline.banks.bank.Bank`` is one)."""
 
     @property
     def name(self) -> str: ...
@@ -51,7 +51,7 @@ class BankLike(Protocol):
 
 
 class EntryLike(Protocol):
-    """What the index needs of a bank entry (``tipline.banks.model.Entry`` is one)."""
+    """What the index needs of a bank entry (``tipline.banks.bank.Entry`` is one)."""
 
     @property
     def id(self) -> int | None: ...

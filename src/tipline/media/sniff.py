@@ -38,7 +38,7 @@ MP4 = MediaType("video/mp4", "video")
 QUICKTIME = MediaType("video/quicktime", "video")
 WEBM = MediaType("video/webm", "video")
 AVI = MediaType("video/x-msvideo", "video")
-#: Model files (see tipline.provenance.models). safetensors and pickle have no registered type.
+#: Model files (see tipline.provenance.model_files). safetensors and pickle have no registered type.
 SAFETENSORS = MediaType("application/x-safetensors", "model")
 GGUF = MediaType("application/x-gguf", "model")
 #: PyTorch >= 1.6 zip archive whose first member is ``<name>/data.pkl``.

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tipline.store.models import ExposureInterval
+from tipline.store.tables import ExposureInterval
 
 #: A heartbeat later than this after the previous one starts a new interval.
 JOIN_SECONDS = 90

@@ -30,7 +30,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.audit import log as audit
-from tipline.banks.model import Bank, Entry
+from tipline.banks.bank import Bank, Entry
 from tipline.errors import BankNotFoundError
 from tipline.review.queue import (
     WAITING,
@@ -43,7 +43,7 @@ from tipline.review.queue import (
 )
 from tipline.review.taxonomy import Taxonomy
 from tipline.signals.pdq import MIN_USABLE_QUALITY
-from tipline.store.models import BankRow, Cluster, Grade, Item
+from tipline.store.tables import BankRow, Cluster, Grade, Item
 
 log = logging.getLogger("tipline.review")
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tipline.errors import TiplineError
-from tipline.store.models import UserPreference
+from tipline.store.tables import UserPreference
 
 BLUR_RANGE = (4, 60)
 GREY_RANGE = (0, 100)

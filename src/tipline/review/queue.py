@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from tipline.errors import TiplineError
 from tipline.store.banks import auto_confirm_banks
-from tipline.store.models import (
+from tipline.store.tables import (
     Cluster,
     ClusterClaim,
     Grade,

@@ -37,7 +37,7 @@ from sqlalchemy import SQLColumnExpression, Text, and_, case, cast, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from tipline.store.models import Cluster, ExposureInterval, Grade, Item, User
+from tipline.store.tables import Cluster, ExposureInterval, Grade, Item, User
 
 #: Item statuses that end review (a human or a trusted bank decided).
 HUMAN_FINAL = ("confirmed", "dismissed")

@@ -191,7 +191,7 @@ def signals_for_file(path: str | Path, options: HashOptions | None = None) -> di
                 "vpdq": VpdqHash.from_strings(record.vpdq).to_te_json(),
             }
         if mt.kind == "model":  # streamed: model files can be many GB
-            from tipline.provenance.models import inspect_model
+            from tipline.provenance.model_files import inspect_model
 
             size = f.seek(0, os.SEEK_END)
             hashes = inspect_model(f, size, mt).hashes

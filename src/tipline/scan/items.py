@@ -97,8 +97,8 @@ def scan_file(path: str, options: HashOptions, emit: Emit, skip: Collection[str]
             f.seek(0)
             _scan_archive(f, path, st.st_size, options, emit, skip, depth=1, container=path)
             return
-        if mt.kind == "model":  # streamed hashes + header findings (tipline.scan.models)
-            from tipline.scan.models import is_plain_model, model_record
+        if mt.kind == "model":  # streamed hashes + header findings (tipline.scan.model_files)
+            from tipline.scan.model_files import is_plain_model, model_record
 
             try:
                 if not is_plain_model(f, st.st_size, mt):
@@ -152,7 +152,7 @@ def _scan_archive(
     limits = options.limits
     budget = budget or Budget(limits.max_archive_bytes)
     mt = sniff(stream.read(SNIFF_BYTES))
-    if mt.mime == PYTORCH.mime:  # a zip that is more than a PyTorch model (scan.models)
+    if mt.mime == PYTORCH.mime:  # a zip that is more than a PyTorch model (scan.model_files)
         mt = ZIP
     stream.seek(0)
     own = ItemRecord(path=path, media_type=mt.mime, container=None if depth == 1 else container)
@@ -184,7 +184,7 @@ def _scan_archive(
             data = member.data or b""
             cmt = sniff(data[:SNIFF_BYTES])
             if cmt.kind == "model":
-                from tipline.scan.models import emit_model_member
+                from tipline.scan.model_files import emit_model_member
 
                 if emit_model_member(data, child, cmt, options, emit, skip, container):
                     continue

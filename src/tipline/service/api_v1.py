@@ -12,8 +12,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from tipline.banks.bank import DEFAULT_PDQ_THRESHOLD, Bank, Entry, validate_bank_name
 from tipline.banks.formats import parse_hash_list
-from tipline.banks.model import DEFAULT_PDQ_THRESHOLD, Bank, Entry, validate_bank_name
 from tipline.errors import BankError, InvalidSignalError
 from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions, hash_bytes

@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tipline import __version__
+from tipline import __version__, pipeline
 from tipline.errors import BankError, BankNotFoundError, TiplineError
 from tipline.review.exposure import ExposureLimits
 from tipline.review.grading import ReviewPolicy, bank_final_grades
@@ -43,16 +43,16 @@ from tipline.service import (
     hma,
     intake,
     ops,
-    pipeline,
     reports,
+    wiring,
 )
 from tipline.service.hma import HMA_PREFIXES, ApiError
 from tipline.service.matching import IndexNotLoadedError, MatchService
-from tipline.service.media_store import from_settings
 from tipline.service.ops import Metrics, RequestMiddleware, request_id_var
 from tipline.service.settings import ServiceSettings
 from tipline.store.base import make_engine, session_factory
 from tipline.store.jobs import JobQueue
+from tipline.store.media import from_settings
 
 log = logging.getLogger("tipline.service")
 
@@ -147,9 +147,9 @@ def review_policy(s: ServiceSettings) -> ReviewPolicy:
 
 
 def pipeline_config(ctx: AppContext) -> pipeline.PipelineConfig:
-    """The in-process workers' pipeline configuration: :func:`pipeline.config_from_settings`
-    (the same function ``tipline worker`` uses), matching with this process's live index."""
-    return pipeline.config_from_settings(ctx.settings, match=ctx.matcher.match_record)
+    """The in-process workers' pipeline configuration: :func:`wiring.pipeline_config` (the same
+    function ``tipline worker`` uses), matching with this process's live index."""
+    return wiring.pipeline_config(ctx.settings, match=ctx.matcher.match_record)
 
 
 def _is_hma(path: str) -> bool:

@@ -62,7 +62,7 @@ from tipline.accounts import (
     verify_password,
 )
 from tipline.audit import log as audit
-from tipline.store.models import ApiToken, AuditEvent, SessionRow, User
+from tipline.store.tables import ApiToken, AuditEvent, SessionRow, User
 
 log = logging.getLogger("tipline.auth")
 
@@ -732,7 +732,7 @@ def _wants_page(request: Request) -> bool:
 def install_auth(app: FastAPI, ctx: AuthContext) -> None:
     """Attach ``ctx`` to ``app``, add the login/logout/me and media routes and the error
     handler that answers auth failures as ``{"message"}``."""
-    from tipline.service.media_store import router as media_router
+    from tipline.service.media import router as media_router
 
     app.state.auth = ctx
     app.add_exception_handler(AuthError, _auth_error_handler)

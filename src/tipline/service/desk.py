@@ -49,7 +49,7 @@ from tipline.review.queue import QueueFilters, Reviewer, ReviewError
 from tipline.review.taxonomy import Taxonomy, TaxonomyError
 from tipline.review.taxonomy import load as load_taxonomy
 from tipline.service.auth import client_ip, context, require
-from tipline.store.models import REPORT_SOURCES, BankRow, Cluster, Item, Report, ReportItem, User
+from tipline.store.tables import REPORT_SOURCES, BankRow, Cluster, Item, Report, ReportItem, User
 from tipline.triage.priority import TriageWeights
 
 log = logging.getLogger("tipline.desk")

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from tipline.banks.model import Bank, Entry, validate_bank_name
+from tipline.banks.bank import Bank, Entry, validate_bank_name
 from tipline.crawl.fetch import FetchError, HTTPStatusError, TooLargeError, fetch
 from tipline.errors import BankError, BankNotFoundError, InvalidSignalError
 from tipline.record import ItemRecord

@@ -58,7 +58,7 @@ from starlette.formparsers import MultiPartException
 from tipline.audit import log as audit
 from tipline.service.bodies import BodyError, read_limited_body
 from tipline.store.jobs import JobQueue
-from tipline.store.models import ApiToken, Report, ReportItem, Upload
+from tipline.store.tables import ApiToken, Report, ReportItem, Upload
 
 try:  # the auth module replaces the placeholder when present
     from tipline.service.auth import require

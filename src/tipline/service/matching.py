@@ -43,7 +43,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from tipline.banks.model import Bank, BankStore, Entry
+from tipline.banks.bank import Bank, BankStore, Entry
 from tipline.errors import BankError, BankNotFoundError
 from tipline.index.bank_index import BankIndex, Hit
 from tipline.record import ItemRecord, Match

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tipline.audit import log as audit
 from tipline.store.jobs import JobQueue
-from tipline.store.models import (
+from tipline.store.tables import (
     ITEM_STATUSES,
     JOB_STATUSES,
     REPORT_STATUSES,

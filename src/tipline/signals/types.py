@@ -188,7 +188,7 @@ VPDQ = VpdqSignalType(
     ),
     record_field="vpdq",
 )
-# Model files (AI checkpoints and LoRAs; see tipline.provenance.models and ai-provenance.md).
+# Model files (AI checkpoints and LoRAs; see tipline.provenance.model_files and ai-provenance.md).
 AUTOV1 = SignalType(
     "autov1",
     8,

@@ -1,4 +1,4 @@
-"""A :class:`~tipline.banks.model.BankStore` in the service database (SQLite or PostgreSQL).
+"""A :class:`~tipline.banks.bank.BankStore` in the service database (SQLite or PostgreSQL).
 
 Same semantics as :class:`tipline.banks.sqlite_store.SqliteBankStore`, over the ``banks`` and
 ``bank_entries`` tables created by the migrations: entry ids unique across banks and never
@@ -21,12 +21,12 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from tipline.banks.model import Bank, BankRole, BankStore, Entry
+from tipline.banks.bank import Bank, BankRole, BankStore, Entry
 from tipline.banks.sqlite_store import SqliteBankStore, _tags_text, _validate_bank_fields
 from tipline.errors import BankError, BankNotFoundError
 from tipline.signals.types import SignalType, signal_type
 from tipline.store.base import make_engine
-from tipline.store.models import BankEntryRow, BankRow
+from tipline.store.tables import BankEntryRow, BankRow
 
 #: Rows per INSERT batch, and signals per id lookup query.
 _BATCH = 5_000

@@ -53,8 +53,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.errors import TiplineError
 from tipline.store.base import session_factory as make_session_factory
-from tipline.store.models import Job, utcnow
 from tipline.store.registry import handler_modules, register_handler_modules
+from tipline.store.tables import Job, utcnow
 
 DEFAULT_LEASE_SECONDS = 300.0
 DEFAULT_MAX_ATTEMPTS = 5

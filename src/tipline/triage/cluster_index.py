@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from tipline.index.hamming import codes_from_hex
 from tipline.index.mih import MIHIndex
-from tipline.store.models import Item
+from tipline.store.tables import Item
 
 #: Rows read per refresh query.
 BATCH = 50_000

@@ -4,7 +4,7 @@
 no-op when it is already there; ``current(url)`` says which revision a database is at. The CLI
 front is ``tipline db upgrade`` / ``tipline db current``.
 
-To write a new migration after changing :mod:`tipline.store.models`::
+To write a new migration after changing :mod:`tipline.store.tables`::
 
     python -c "from tipline.store.migrations import revision; revision('sqlite:///tmp/x.db', 'msg')"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-import tipline.store.models  # noqa: F401  (registers every table on Base.metadata)
+import tipline.store.tables  # noqa: F401  (registers every table on Base.metadata)
 from tipline.store.base import Base, make_engine
 
 config = context.config

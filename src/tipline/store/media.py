@@ -14,10 +14,11 @@ decrypt older blobs; ``TIPLINE_MEDIA_KEY`` (base64, several separated by commas,
 active) overrides the file's active key. ``tipline media rotate-key`` adds a new key and
 re-encrypts every blob to it; old keys can then be dropped (``--drop-old``).
 
-Retention: blobs older than ``retention_days`` are deleted by :func:`purge`
-(``tipline media purge``); every purge is an audit event (``media.purge``) and clears the
-items' ``media_ref``. Bytes leave the store only through :func:`view_media`, which needs the
-``media:view`` permission and writes a ``media.view`` audit event first.
+Retention: blobs older than ``retention_days`` are deleted by
+:func:`tipline.actions.retention.purge` (``tipline media purge``); every purge is an audit event
+(``media.purge``) and clears the items' ``media_ref``. Bytes leave the store only through
+:func:`tipline.service.media.view_media`, which needs the ``media:view`` permission and writes a
+``media.view`` audit event first.
 """
 
 from __future__ import annotations
@@ -33,23 +34,14 @@ import struct
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
-from sqlalchemy import update
-from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
 
-from tipline.accounts import AuthError, Principal
-from tipline.audit import log as audit
 from tipline.errors import TiplineError
-from tipline.service.auth import client_ip, context, require
-from tipline.store.models import Item
 
 log = logging.getLogger("tipline.media")
 
@@ -426,103 +418,3 @@ def rotate(store: EncryptedStore) -> RotateResult:
         except MediaError as err:
             failed.append((ref, str(err)))
     return RotateResult(active.hex(), done, same, failed)
-
-
-@dataclass(frozen=True, slots=True)
-class PurgeResult:
-    purged: list[str]
-    kept: int
-
-
-def purge(
-    store: HashOnlyStore | EncryptedStore,
-    factory: sessionmaker[Session],
-    retention_days: float,
-    *,
-    actor: str = "system:retention",
-    now: datetime | None = None,
-) -> PurgeResult:
-    """Delete blobs older than ``retention_days`` (0 or less: keep forever).
-
-    Each deletion commits one ``media.purge`` audit event and clears ``items.media_ref`` in the
-    same transaction as the file is removed; if the removal fails the event rolls back.
-    """
-    if retention_days <= 0 or not isinstance(store, EncryptedStore):
-        return PurgeResult([], 0)
-    now = now or datetime.now(UTC)
-    cutoff = now - timedelta(days=retention_days)
-    purged: list[str] = []
-    kept = 0
-    for ref in list(store.refs()):
-        try:
-            created = store.created_at(ref)
-        except MediaNotFound:
-            continue
-        except MediaError:
-            created = datetime.fromtimestamp(0, UTC)  # unreadable header: past any retention
-        if created >= cutoff:
-            kept += 1
-            continue
-        with factory() as s, s.begin():
-            s.execute(update(Item).where(Item.media_ref == ref).values(media_ref=None))
-            audit.record(
-                s,
-                actor,
-                "media.purge",
-                "media",
-                ref,
-                None,
-                {"created": audit.format_time(created), "retention_days": retention_days},
-            )
-            store.delete(ref)
-        purged.append(ref)
-    return PurgeResult(purged, kept)
-
-
-def view_media(
-    store: HashOnlyStore | EncryptedStore,
-    factory: sessionmaker[Session],
-    principal: Principal | None,
-    ref: str,
-    ip: str | None,
-) -> bytes:
-    """The bytes of ``ref`` for ``principal``, who must hold ``media:view``; the view is
-    committed as a ``media.view`` audit event before any byte is returned."""
-    if principal is None or not principal.can("media:view"):
-        raise AuthError(403, "permission 'media:view' required")
-    data = store.get(ref)
-    with factory() as s, s.begin():
-        audit.record(s, principal.actor, "media.view", "media", ref, ip, {"bytes": len(data)})
-    return data
-
-
-router = APIRouter(tags=["media"])
-
-
-@router.get("/api/v1/media/{ref}")
-async def get_media(
-    ref: str, request: Request, principal: Principal = Depends(require("media:view"))
-) -> Response:
-    """The stored bytes of one item (``items.media_ref``). Every view is an audit event."""
-    ctx = context(request)
-    store = ctx.media_store
-    if store is None or not valid_ref(ref):
-        raise AuthError(404, "no such media")
-    try:
-        data = await run_in_threadpool(
-            view_media, store, ctx.session_factory, principal, ref, client_ip(request)
-        )
-    except MediaNotFound as err:
-        raise AuthError(404, str(err)) from None
-    except MediaError as err:
-        raise AuthError(500, str(err)) from None
-    return Response(
-        data,
-        media_type="application/octet-stream",
-        headers={
-            "Content-Disposition": f'attachment; filename="{ref}"',
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "default-src 'none'; sandbox",
-        },
-    )

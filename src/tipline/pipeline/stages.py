@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -51,7 +51,8 @@ from tipline.scan.keywords import apply_keywords
 from tipline.signals.pdq import MIN_USABLE_QUALITY
 from tipline.store.banks import auto_confirm_banks
 from tipline.store.jobs import JobContext, PermanentJobError, register_handler
-from tipline.store.models import Cluster, Item, Report, ReportItem, Upload
+from tipline.store.media import MediaStore
+from tipline.store.tables import Cluster, Item, Report, ReportItem, Upload
 from tipline.triage import cluster_index
 from tipline.triage.priority import (
     ItemFacts,
@@ -61,9 +62,6 @@ from tipline.triage.priority import (
     score_item,
     score_report,
 )
-
-if TYPE_CHECKING:
-    from tipline.service.settings import ServiceSettings
 
 log = logging.getLogger("tipline.pipeline")
 
@@ -96,7 +94,7 @@ class PipelineConfig:
     #: BankIndex.build(...).match in tests)
     match: MatchFn
     #: where media bytes go (``put(data) -> ref | None``); None keeps no bytes (hash-only)
-    media_store: Any = None
+    media_store: MediaStore | None = None
     fetch_settings: FetchSettings = field(default_factory=FetchSettings)
     hash_options: HashOptions = field(default_factory=HashOptions)
     weights: TriageWeights = field(default_factory=TriageWeights)
@@ -109,74 +107,43 @@ class PipelineConfig:
 
 
 _config: PipelineConfig | None = None
-_settings: Any = None
+_builder: Callable[[], PipelineConfig] | None = None
 _config_lock = threading.Lock()
 
 
 def configure(config: PipelineConfig | None) -> None:
     """Set (or with None, reset) the configuration the job handlers use in this process."""
-    global _config
+    global _config, _builder
     with _config_lock:
         _config = config
+        _builder = None
 
 
-def use_settings(settings: ServiceSettings | None) -> None:
-    """Build this process's configuration from ``settings`` (``tipline worker`` passes the
-    settings it resolved from ``--config``, the environment and flags) on first use."""
-    global _config, _settings
+def configure_lazily(builder: Callable[[], PipelineConfig]) -> None:
+    """Have the first job build this process's configuration with ``builder`` (``tipline
+    worker`` passes one over the settings it resolved, so a worker that never gets a job never
+    opens the bank index)."""
+    global _config, _builder
     with _config_lock:
         _config = None
-        _settings = settings
+        _builder = builder
 
 
 def get_config() -> PipelineConfig:
-    """The configured pipeline, or one built from the service settings (worker processes)."""
+    """The configuration :func:`configure` or :func:`configure_lazily` set in this process.
+
+    There is no fallback: a process that runs pipeline jobs without being configured is a
+    wiring bug, and the job is retried rather than run with settings nobody chose."""
     global _config
     with _config_lock:
+        if _config is None and _builder is not None:
+            _config = _builder()
         if _config is None:
-            from tipline.service.settings import ServiceSettings
-
-            settings = _settings or ServiceSettings.from_environment()
-            _config = config_from_settings(settings)
+            raise RuntimeError(
+                "the pipeline is not configured in this process (tipline serve and tipline "
+                "worker configure it from their settings)"
+            )
         return _config
-
-
-def config_from_settings(settings: ServiceSettings, match: MatchFn | None = None) -> PipelineConfig:
-    """THE pipeline configuration of a deployment: built only from its settings, by this one
-    function, for ``tipline worker`` processes and ``tipline serve``'s in-process workers alike.
-
-    ``match``: the caller's live index (the service's ``MatchService.match_record``); None
-    opens one on the settings' database, loaded on first use."""
-    from tipline.service.media_store import from_settings
-
-    if match is None:
-        from tipline.service.matching import MatchService
-
-        svc = MatchService.for_data_dir(
-            settings.data_dir, settings.db_url, settings.index_path, settings.index_refresh_seconds
-        )
-
-        def match(record: ItemRecord) -> list[Match]:
-            if not svc.loaded:
-                svc.load()
-            return svc.match_record(record)
-
-    keywords = None
-    if settings.keywords_file:
-        from pathlib import Path
-
-        from tipline.provenance.keywords import KeywordList
-
-        keywords = KeywordMatcher(KeywordList.load(Path(settings.keywords_file)))
-    return PipelineConfig(
-        match=match,
-        media_store=from_settings(settings) if settings.media_mode != "hash-only" else None,
-        fetch_settings=settings.fetch_settings(),
-        hash_options=HashOptions(watermarks=settings.watermarks),
-        weights=settings.triage,
-        keywords=keywords,
-        fetch_urls=settings.fetch_urls,
-    )
 
 
 # -- helpers -------------------------------------------------------------------------------------

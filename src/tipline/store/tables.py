@@ -4,7 +4,7 @@ The schema is created and changed only by the Alembic migrations in
 ``tipline/store/migrations`` (``tipline db upgrade``); it is identical on SQLite and PostgreSQL.
 
 Times are timezone-aware UTC datetimes (:class:`UTCDateTime`) except in the bank tables, which
-keep the float epoch seconds of :class:`tipline.banks.model.Bank` / ``Entry``. Columns that hold
+keep the float epoch seconds of :class:`tipline.banks.bank.Bank` / ``Entry``. Columns that hold
 personal data are marked in their comments ("personal data") so retention and export code can
 find them.
 """
@@ -215,7 +215,7 @@ class Cluster(Base):
 
 
 class BankRow(Base):
-    """A bank (see :class:`tipline.banks.model.Bank`)."""
+    """A bank (see :class:`tipline.banks.bank.Bank`)."""
 
     __tablename__ = "banks"
     __table_args__ = (

@@ -2,7 +2,7 @@
 
 A model file (safetensors, GGUF, PyTorch zip, pickle) gets one record with md5/sha1/sha256,
 ``autov1``/``autov2``/``autov3`` and a ``model_file`` provenance finding, all from one pass over
-the file (tipline.provenance.models). A zip that only *starts* like a PyTorch archive but holds
+the file (tipline.provenance.model_files). A zip that only *starts* like a PyTorch archive but holds
 other members, or hides media as tensor storages, is scanned as an ordinary archive instead, so
 nothing can be hidden from the scan by naming its first member ``x/data.pkl``.
 """
@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from tipline.findings import ai_evidence
 from tipline.media.sniff import PYTORCH, MediaType
-from tipline.provenance.models import inspect_model, torch_zip_layout
+from tipline.provenance.model_files import inspect_model, torch_zip_layout
 from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions
 

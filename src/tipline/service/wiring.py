@@ -1,0 +1,47 @@
+"""THE pipeline configuration of a deployment, built only from its settings.
+
+One function, :func:`pipeline_config`, for ``tipline serve``'s in-process workers and ``tipline
+worker`` processes alike, so a setting cannot reach one and miss the other
+(tests/test_config_path.py checks both roads give the same configuration).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tipline.pipeline import MatchFn, PipelineConfig
+from tipline.provenance.keywords import KeywordList, KeywordMatcher
+from tipline.record import ItemRecord, Match
+from tipline.scan.hashing import HashOptions
+from tipline.service.matching import MatchService
+from tipline.service.settings import ServiceSettings
+from tipline.store.media import from_settings
+
+
+def pipeline_config(settings: ServiceSettings, match: MatchFn | None = None) -> PipelineConfig:
+    """The pipeline configuration ``settings`` describe.
+
+    ``match``: the caller's live index (the service's ``MatchService.match_record``); None
+    opens one on the settings' database, loaded on first use."""
+    if match is None:
+        svc = MatchService.for_data_dir(
+            settings.data_dir, settings.db_url, settings.index_path, settings.index_refresh_seconds
+        )
+
+        def match(record: ItemRecord) -> list[Match]:
+            if not svc.loaded:
+                svc.load()
+            return svc.match_record(record)
+
+    keywords = None
+    if settings.keywords_file:
+        keywords = KeywordMatcher(KeywordList.load(Path(settings.keywords_file)))
+    return PipelineConfig(
+        match=match,
+        media_store=from_settings(settings) if settings.media_mode != "hash-only" else None,
+        fetch_settings=settings.fetch_settings(),
+        hash_options=HashOptions(watermarks=settings.watermarks),
+        weights=settings.triage,
+        keywords=keywords,
+        fetch_urls=settings.fetch_urls,
+    )
