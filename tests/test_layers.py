@@ -72,20 +72,7 @@ MODULE_PACKAGE = {
 }
 
 #: Known violations, (importer, imported): why each is still here. Only ever remove entries.
-ALLOWED: dict[tuple[str, str], str] = {
-    # Settings read from the environment by the library itself through the service's typed
-    # parser (service.settings.env_setting, owned elsewhere). The fix is to move that parser
-    # down (tipline.config) or to have `tipline serve` / `tipline worker` / `tipline scan` call
-    # each module's configure() with the resolved settings and drop these fallbacks.
-    ("tipline.provenance.c2pa", "tipline.service.settings"): "current_settings() fallback",
-    ("tipline.provenance.detector", "tipline.service.settings"): "the detector_card setting",
-    ("tipline.provenance.watermark", "tipline.service.settings"): "the watermarks setting",
-    ("tipline.triage.priority", "tipline.service.settings"): "TriageWeights.from_env()",
-    # The worker's delivery policy is read from the service settings; the fix is for the
-    # worker (cli/worker.py) and `tipline serve` (service/app.py), both owned elsewhere, to
-    # call webhooks.configure(settings.fetch_settings()) and drop the fallback.
-    ("tipline.actions.webhooks", "tipline.service.settings"): "delivery_settings() fallback",
-}
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def _layer_of() -> dict[str, int]:

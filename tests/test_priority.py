@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tipline.service.settings import ServiceSettings
 from tipline.triage.priority import (
     ItemFacts,
     TriageSettingsError,
@@ -106,7 +107,7 @@ def test_report_priority() -> None:
 
 
 def test_weights_configurable() -> None:
-    w = TriageWeights.from_env({"TIPLINE_TRIAGE_UNKNOWN_BASE": "99", "OTHER": "x"})
+    w = ServiceSettings.from_environment({"TIPLINE_TRIAGE_UNKNOWN_BASE": "99", "OTHER": "x"}).triage
     assert w.unknown_base == 99.0
     assert score_item(ItemFacts(), weights=w, now=NOW).priority == 99.0
     with pytest.raises(TriageSettingsError, match="unknown triage weight"):

@@ -31,7 +31,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import os
 import secrets
 import ssl
 import threading
@@ -156,7 +155,7 @@ _settings_lock = threading.Lock()
 
 
 def configure(settings: FetchSettings | None) -> None:
-    """Set (None: reset to the service settings) the address policy deliveries use in this
+    """Set (None: reset to the default policy) the address policy deliveries use in this
     process. Timeouts are always at most :data:`CONNECT_TIMEOUT` / :data:`READ_TIMEOUT`."""
     global _settings
     with _settings_lock:
@@ -174,15 +173,13 @@ def _short(settings: FetchSettings) -> FetchSettings:
 
 
 def delivery_settings() -> FetchSettings:
-    """The configured policy, or the service's (``fetch_allow_hosts`` / ``fetch_allow_networks``
-    from ``$TIPLINE_CONFIG`` and ``TIPLINE_*`` variables) in worker processes."""
+    """The policy :func:`configure` set in this process (``tipline serve`` and ``tipline worker``
+    set it from the deployment's fetch settings), else the default policy: public addresses
+    only."""
     global _settings
     with _settings_lock:
         if _settings is None:
-            from tipline.service.settings import ServiceSettings
-
-            service = ServiceSettings.load(os.environ.get("TIPLINE_CONFIG") or None)
-            _settings = _short(service.fetch_settings())
+            _settings = _short(FetchSettings())
         return _settings
 
 

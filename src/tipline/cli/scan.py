@@ -141,6 +141,7 @@ WatermarksOpt = Annotated[
     bool,
     typer.Option(
         "--watermarks",
+        envvar="TIPLINE_WATERMARKS",
         help="Decode Stable Diffusion / SDXL invisible watermarks (dwtDct). Off by default: it "
         "costs ~5-35 ms on generator-sized images; thresholds keep false positives <= 1e-3.",
     ),
@@ -149,6 +150,7 @@ DetectorCardOpt = Annotated[
     Path | None,
     typer.Option(
         "--detector-card",
+        envvar="TIPLINE_DETECTOR_CARD",
         help="Run the learned AI-image detector this model card describes (see `tipline "
         "detector --help`). Its score is a ranking signal, never a verdict.",
         show_default=False,
@@ -158,6 +160,7 @@ TrustAnchorsOpt = Annotated[
     Path | None,
     typer.Option(
         "--c2pa-trust-anchors",
+        envvar="TIPLINE_C2PA_TRUST_ANCHORS",
         help="PEM file of C2PA trust anchors: signers under them count as Trusted (without it "
         "the best validation state is Valid). Remote manifests and OCSP are never fetched.",
         show_default=False,
@@ -166,15 +169,23 @@ TrustAnchorsOpt = Annotated[
 
 
 def configure_provenance(detector_card: Path | None, trust_anchors: Path | None) -> bool:
-    """Process-wide reader settings (set before scan workers fork). True if a detector runs."""
-    if trust_anchors is not None:
-        from tipline.provenance import c2pa as c2pa_reader
+    """Process-wide reader settings (set before scan workers fork). True if a detector runs.
 
-        if not trust_anchors.is_file():
-            raise typer.BadParameter(
-                f"no such file: {trust_anchors}", param_hint="--c2pa-trust-anchors"
-            )
-        c2pa_reader.configure(c2pa_reader.C2paSettings(trust_anchors=trust_anchors))
+    The flags fall back to the same settings ``tipline serve`` takes from the environment
+    (``TIPLINE_DETECTOR_CARD``, ``TIPLINE_C2PA_TRUST_ANCHORS``, ``TIPLINE_C2PA_ALLOWED_LIST``)."""
+    from tipline.provenance import c2pa as c2pa_reader
+    from tipline.service.settings import env_setting
+
+    if trust_anchors is not None and not trust_anchors.is_file():
+        raise typer.BadParameter(
+            f"no such file: {trust_anchors}", param_hint="--c2pa-trust-anchors"
+        )
+    allowed = env_setting("c2pa_allowed_list")
+    c2pa_reader.configure(
+        c2pa_reader.C2paSettings(
+            trust_anchors=trust_anchors, allowed_list=Path(allowed) if allowed else None
+        )
+    )
     if detector_card is None:
         return False
     from tipline.provenance import detector

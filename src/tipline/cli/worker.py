@@ -81,8 +81,10 @@ def worker_loop(cfg: WorkerConfig, stop: EventType, index: int = 0) -> int:
         log.warning("%s", problem)
     from tipline import pipeline
     from tipline.service.settings import ServiceSettings
+    from tipline.service.wiring import configure_process
 
     settings = cfg.settings if cfg.settings is not None else ServiceSettings.from_environment()
+    configure_process(settings)
     pipeline.configure_lazily(lambda: pipeline_config(settings))  # built on the first job
     engine = make_engine(cfg.url)
     queue = JobQueue(engine, lease_seconds=cfg.lease_seconds)

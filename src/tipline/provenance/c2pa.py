@@ -445,17 +445,9 @@ def configure(settings: C2paSettings | None) -> None:
 
 
 def current_settings() -> C2paSettings:
-    if _configured is not None:
-        return _configured
-    from tipline.service.settings import env_setting
-
-    # the c2pa_trust_anchors / c2pa_allowed_list settings (ENV_TRUST_ANCHORS, ENV_ALLOWED_LIST)
-    anchors = env_setting("c2pa_trust_anchors")
-    allowed = env_setting("c2pa_allowed_list")
-    return C2paSettings(
-        trust_anchors=Path(anchors) if anchors else None,
-        allowed_list=Path(allowed) if allowed else None,
-    )
+    """What :func:`configure` set in this process (``tipline scan``, ``serve`` and ``worker``
+    set it from the c2pa_trust_anchors / c2pa_allowed_list settings), else the defaults."""
+    return _configured if _configured is not None else C2paSettings()
 
 
 def _registered_reader(ctx: ReadContext) -> list[Finding]:

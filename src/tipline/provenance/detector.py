@@ -360,10 +360,7 @@ def configure(card: str | Path | None) -> None:
 
 
 def _registered_reader(ctx: ReadContext) -> list[Finding]:
-    from tipline.service.settings import env_setting
-
-    configured = env_setting("detector_card")  # the detector_card setting, ENV_CARD
-    card = _configured_card or (Path(configured) if configured else None)
+    card = _configured_card  # the detector_card setting, set by the entry points (configure)
     if card is None:
         return []
     limits = Limits(max_pixels=ctx.max_pixels, max_decode_seconds=ctx.max_decode_seconds)

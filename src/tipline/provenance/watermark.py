@@ -445,12 +445,9 @@ ENV_ENABLE = "TIPLINE_WATERMARKS"
 
 
 def enabled(ctx: ReadContext) -> bool:
-    flag = getattr(ctx, "include_watermarks", None)
-    if flag is not None:
-        return bool(flag)
-    from tipline.service.settings import env_setting
-
-    return bool(env_setting("watermarks"))  # the watermarks setting, TIPLINE_WATERMARKS
+    # the caller decides (``tipline scan --watermarks`` or the watermarks setting,
+    # TIPLINE_WATERMARKS, resolved by the entry point): no environment read down here
+    return bool(getattr(ctx, "include_watermarks", None))
 
 
 def _registered_reader(ctx: ReadContext) -> list[Finding]:

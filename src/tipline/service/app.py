@@ -233,6 +233,7 @@ def create_app(
     (``/status`` answers ``INDEX-NOT-LOADED`` until it is ready), synchronously, or not at all.
     The database must already be migrated (``tipline serve`` runs ``db upgrade`` first)."""
     settings = settings or ServiceSettings.from_environment()
+    wiring.configure_process(settings)  # readers and webhook deliveries, process-wide
     engine = make_engine(settings.db_url)
     matcher = matcher or MatchService.for_data_dir(
         settings.data_dir,

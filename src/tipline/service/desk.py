@@ -113,7 +113,7 @@ def _config(request: Request) -> DeskConfig:
             s.exposure_daily_cap_minutes, s.exposure_break_after_minutes, s.exposure_break_minutes
         ),
         policy=grading.ReviewPolicy(s.review_consensus, s.review_bank, s.review_benign_bank),
-        weights=TriageWeights.from_env(),
+        weights=s.triage,
         claim_minutes=s.review_claim_minutes,
         sla_hours=s.review_sla_hours,
     )

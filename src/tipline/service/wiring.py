@@ -1,15 +1,19 @@
-"""THE pipeline configuration of a deployment, built only from its settings.
+"""A deployment's settings, handed to the library: the one road settings take.
 
-One function, :func:`pipeline_config`, for ``tipline serve``'s in-process workers and ``tipline
-worker`` processes alike, so a setting cannot reach one and miss the other
-(tests/test_config_path.py checks both roads give the same configuration).
+:func:`pipeline_config` builds THE pipeline configuration and :func:`configure_process` sets the
+process-wide reader and delivery settings (C2PA trust, the detector card, the webhook address
+policy), for ``tipline serve``'s in-process workers and ``tipline worker`` processes alike, so a
+setting cannot reach one and miss the other (tests/test_config_path.py checks both roads give
+the same configuration). The library below never reads the settings or the environment itself.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from tipline.actions import webhooks
 from tipline.pipeline import MatchFn, PipelineConfig
+from tipline.provenance import c2pa, detector
 from tipline.provenance.keywords import KeywordList, KeywordMatcher
 from tipline.record import ItemRecord, Match
 from tipline.scan.hashing import HashOptions
@@ -45,3 +49,17 @@ def pipeline_config(settings: ServiceSettings, match: MatchFn | None = None) -> 
         keywords=keywords,
         fetch_urls=settings.fetch_urls,
     )
+
+
+def configure_process(settings: ServiceSettings) -> None:
+    """Process-wide settings of the library's readers and deliveries, from ``settings``."""
+    c2pa.configure(
+        c2pa.C2paSettings(
+            trust_anchors=Path(settings.c2pa_trust_anchors)
+            if settings.c2pa_trust_anchors
+            else None,
+            allowed_list=Path(settings.c2pa_allowed_list) if settings.c2pa_allowed_list else None,
+        )
+    )
+    detector.configure(settings.detector_card or None)
+    webhooks.configure(settings.fetch_settings())

@@ -91,14 +91,6 @@ class TriageWeights:
                 raise TriageSettingsError(f"triage weight {k} must be finite")
         return cls(**out)
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> TriageWeights:
-        """The ``triage`` service setting from the environment alone (``ENV_PREFIX + NAME``)."""
-        from tipline.service.settings import env_setting
-
-        weights: TriageWeights = env_setting("triage", env)
-        return weights
-
 
 @dataclass(slots=True)
 class Score:
