@@ -36,6 +36,9 @@ fetch_ca_file = "{ca}"
 fetch_urls = false
 keywords_file = "{kw}"
 watermarks = true
+c2pa_trust_anchors = "{ca}"
+c2pa_allowed_list = "{kw}"
+detector_card = "{kw}"
 
 [triage]
 alert_match = 7
@@ -170,6 +173,61 @@ def test_worker_and_inprocess_configs_are_equal_from_env(
     assert inproc.fetch_settings.ca_file == str(ca)
     assert inproc.keywords is not None
     assert _described(worker) == _described(inproc)
+
+
+def _process_state() -> dict[str, Any]:
+    """The process-wide settings of the library (readers, webhook deliveries)."""
+    from tipline.actions import webhooks
+    from tipline.provenance import c2pa, detector
+
+    return {
+        "c2pa": c2pa.current_settings(),
+        "detector_card": detector._configured_card,
+        "webhook_policy": webhooks.delivery_settings(),
+    }
+
+
+def _reset_process_state() -> None:
+    from tipline.actions import webhooks
+    from tipline.provenance import c2pa, detector
+
+    c2pa.configure(None)
+    detector.configure(None)
+    webhooks.configure(None)
+
+
+def test_worker_and_serve_set_the_same_process_wide_settings(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """C2PA trust, the detector card and the webhook address policy reach a `tipline worker`
+    process (its real worker loop) and `tipline serve` alike, from the settings file."""
+    import threading
+
+    ca, kw = _files(tmp_path)
+    cfg_file = tmp_path / "tipline.toml"
+    cfg_file.write_text(FILE_TEXT.format(ca=ca, kw=kw))
+    args = ["--data-dir", str(tmp_path / "data"), "--config", str(cfg_file)]
+    seen: list[worker_cmd.WorkerConfig] = []
+    clean_env.setattr(worker_cmd, "check_schema", lambda url: None)
+    clean_env.setattr(worker_cmd, "run_workers", lambda cfg, n: seen.append(cfg))
+    res = runner.invoke(app, [*args[:2], "worker", "--drain", *args[2:]])
+    assert res.exit_code == 0, res.output
+    try:
+        _reset_process_state()
+        stop = threading.Event()
+        stop.set()  # the loop configures its process, then stops at once
+        worker_cmd.worker_loop(seen[0], stop)
+        in_worker = _process_state()
+        _reset_process_state()
+        _inprocess_config(clean_env, args)
+        in_serve = _process_state()
+    finally:
+        _reset_process_state()
+    assert in_worker == in_serve
+    assert in_worker["c2pa"].trust_anchors == ca and in_worker["c2pa"].allowed_list == kw
+    assert in_worker["detector_card"] == kw
+    assert in_worker["webhook_policy"].allow_hosts == frozenset({"media.internal", "cdn.internal"})
+    assert _process_state()["detector_card"] is None  # reset: nothing leaks into later tests
 
 
 def test_settings_file_env_flag_precedence_and_triage_table(tmp_path: Path) -> None:
