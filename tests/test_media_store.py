@@ -20,6 +20,7 @@ from tipline.actions import retention
 from tipline.audit import log as audit
 from tipline.service import auth
 from tipline.service.app import create_app
+from tipline.service.errors import HttpError
 from tipline.service.media import view_media
 from tipline.service.settings import ServiceSettings
 from tipline.store import media as ms
@@ -298,9 +299,9 @@ def test_view_media_function_refuses_without_permission(
     store = _store(tmp_path, ms.new_key())
     ref = store.put(BENIGN)
     nobody = auth.Principal(1, "aud", "auditor", auth.ROLE_PERMISSIONS["auditor"], "session")
-    with pytest.raises(auth.AuthError):
+    with pytest.raises(HttpError):
         view_media(store, session_factory, nobody, ref, "192.0.2.7")
-    with pytest.raises(auth.AuthError):
+    with pytest.raises(HttpError):
         view_media(store, session_factory, None, ref, "192.0.2.7")
     ana = auth.Principal(2, "ana", "analyst", auth.ROLE_PERMISSIONS["analyst"], "session")
     assert view_media(store, session_factory, ana, ref, "192.0.2.7") == BENIGN

@@ -126,16 +126,6 @@ def permissions_table() -> str:
     return "\n".join(lines)
 
 
-class AuthError(TiplineError):
-    """An authentication or authorisation failure, answered as ``{"message"}``."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-
-
 class UserError(TiplineError):
     """A user or token operation that cannot be done (unknown user, bad role or scope)."""
 

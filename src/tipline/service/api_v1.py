@@ -17,7 +17,9 @@ from tipline.banks.formats import parse_hash_list
 from tipline.errors import BankError, InvalidSignalError
 from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions, hash_bytes
-from tipline.service.hma import ApiError, read_body, read_upload
+from tipline.service.bodies import read_limited_body
+from tipline.service.errors import HttpError
+from tipline.service.hma import read_upload
 from tipline.service.matching import MatchService
 from tipline.service.ops import Metrics, require
 from tipline.service.settings import ServiceSettings
@@ -181,7 +183,7 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
         if auto is not None or need is not None:
             setter = getattr(service.store, "set_review_settings", None)
             if setter is None:
-                raise ApiError(400, "this bank store has no review settings")
+                raise HttpError(400, "this bank store has no review settings")
             setter(name, auto_confirm=auto, consensus=need)
         for k, v in changes.items():
             setattr(bank, k, v)
@@ -214,7 +216,7 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
         try:
             return {"ids": service.add_entries(entries)}
         except InvalidSignalError as err:
-            raise ApiError(400, str(err)) from None
+            raise HttpError(400, str(err)) from None
 
     @r.post(
         "/banks/{name}/import",
@@ -235,13 +237,15 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
         (then good lines are added and up to 100 bad ones listed). Signals the bank already
         holds count as duplicates. Entries are matchable when the response is sent."""
         await run_in_threadpool(service.get_bank, name)
-        data = await read_body(request, settings.max_upload_bytes, settings.upload_timeout_seconds)
+        data = await read_limited_body(
+            request, settings.max_upload_bytes, settings.upload_timeout_seconds
+        )
         try:
             parsed = parse_hash_list(data, format, default_signal_type=signal_type)
         except BankError as err:
-            raise ApiError(400, str(err)) from None
+            raise HttpError(400, str(err)) from None
         if parsed.errors and not skip_bad_lines:
-            raise ApiError(
+            raise HttpError(
                 400,
                 f"{parsed.errors[0]} (nothing imported; skip_bad_lines=true "
                 "imports the good lines)",
@@ -253,7 +257,7 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
         try:
             ids = await run_in_threadpool(service.add_entries, parsed.entries)
         except InvalidSignalError as err:
-            raise ApiError(400, str(err)) from None
+            raise HttpError(400, str(err)) from None
         added = service.count_entries(name) - before
         return {
             "format": format,
@@ -267,20 +271,20 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
     def entry_get(name: str, entry_id: int) -> EntryOut:
         e = service.get_entry(entry_id)
         if e.bank != name:
-            raise ApiError(404, f"no entry {entry_id} in bank {name}")
+            raise HttpError(404, f"no entry {entry_id} in bank {name}")
         return _entry_out(e)
 
     @r.patch("/banks/{name}/entries/{entry_id}", dependencies=[Depends(require("bank:write"))])
     def entry_patch(name: str, entry_id: int, body: EntryPatch) -> EntryOut:
         if not service.set_entries_enabled(name, [entry_id], body.enabled):
-            raise ApiError(404, f"no entry {entry_id} in bank {name}")
+            raise HttpError(404, f"no entry {entry_id} in bank {name}")
         return _entry_out(service.get_entry(entry_id))
 
     @r.delete("/banks/{name}/entries/{entry_id}", dependencies=[Depends(require("bank:write"))])
     def entry_delete(name: str, entry_id: int) -> dict[str, int]:
         n = service.remove_entries(name, [entry_id])
         if not n:
-            raise ApiError(404, f"no entry {entry_id} in bank {name}")
+            raise HttpError(404, f"no entry {entry_id} in bank {name}")
         return {"deleted": n}
 
     @r.post(
@@ -320,7 +324,7 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
         try:
             body = MatchIn.model_validate_json(await request.body())
         except ValueError as err:
-            raise ApiError(422, f"invalid match request: {str(err)[:500]}") from None
+            raise HttpError(422, f"invalid match request: {str(err)[:500]}") from None
         banks = set(body.banks) if body.banks else None
         results: list[dict[str, Any]] = []
         for s in body.signals:

@@ -40,13 +40,14 @@ from tipline.service import (
     api_v1,
     auth,
     desk,
+    errors,
     hma,
     intake,
     ops,
     reports,
     wiring,
 )
-from tipline.service.hma import HMA_PREFIXES, ApiError
+from tipline.service.hma import HMA_PREFIXES
 from tipline.service.matching import IndexNotLoadedError, MatchService
 from tipline.service.ops import Metrics, RequestMiddleware, request_id_var
 from tipline.service.settings import ServiceSettings
@@ -157,14 +158,15 @@ def _is_hma(path: str) -> bool:
 
 
 def _install_errors(app: FastAPI) -> None:
-    """Every error is ``{"message": ...}`` (HMA's shape), with the request id on 5xx."""
+    """Every error is ``{"message": ...}`` (HMA's shape), with the request id on 5xx: routes
+    raise :class:`~tipline.service.errors.HttpError`; the errors of the layers below (banks,
+    the index, the database, validation) are mapped to statuses here."""
 
     def msg(status: int, message: str, **extra: Any) -> JSONResponse:
         return JSONResponse({"message": message, **extra}, status_code=status)
 
-    @app.exception_handler(ApiError)
-    async def _api(_r: Request, exc: ApiError) -> JSONResponse:
-        return msg(exc.status, exc.message)
+    # every refusal of a route or dependency: the one HttpError handler (service.errors)
+    errors.install(app)
 
     @app.exception_handler(BankNotFoundError)
     async def _nf(_r: Request, exc: BankNotFoundError) -> JSONResponse:

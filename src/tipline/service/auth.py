@@ -43,7 +43,6 @@ from tipline.accounts import (
     PERMISSIONS,
     ROLE_PERMISSIONS,
     TOKEN_PREFIX,
-    AuthError,
     Principal,
     UserError,
     _check_role,
@@ -62,6 +61,8 @@ from tipline.accounts import (
     verify_password,
 )
 from tipline.audit import log as audit
+from tipline.service import errors
+from tipline.service.errors import HttpError
 from tipline.store.tables import ApiToken, AuditEvent, SessionRow, User
 
 log = logging.getLogger("tipline.auth")
@@ -138,7 +139,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 def context(request: Request) -> AuthContext:
     ctx = getattr(request.app.state, "auth", None)
     if not isinstance(ctx, AuthContext):
-        raise AuthError(503, "authentication is not configured on this server")
+        raise HttpError(503, "authentication is not configured on this server")
     return ctx
 
 
@@ -219,10 +220,12 @@ async def authenticate(request: Request) -> Principal | None:
         scheme, _, value = header.partition(" ")
         value = value.strip()
         if scheme.lower() != "bearer" or not value.startswith(TOKEN_PREFIX) or len(value) > 200:
-            raise AuthError(401, "invalid Authorization header (want: Bearer tl_...)", _www())
+            raise HttpError(
+                401, "invalid Authorization header (want: Bearer tl_...)", headers=_www()
+            )
         principal = await run_in_threadpool(_token_principal, ctx, value)
         if principal is None:
-            raise AuthError(401, "invalid, revoked or expired API token", _www())
+            raise HttpError(401, "invalid, revoked or expired API token", headers=_www())
         return principal
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie and len(cookie) <= 200:
@@ -258,7 +261,7 @@ async def _check_csrf(request: Request, principal: Principal) -> None:
         else:
             sent = request.query_params.get("csrf_token")
     if not sent or not expected or not hmac.compare_digest(sent, expected):
-        raise AuthError(403, "CSRF token missing or invalid")
+        raise HttpError(403, "CSRF token missing or invalid")
 
 
 def require(permission: str) -> Callable[[Request], Awaitable[Principal]]:
@@ -278,9 +281,9 @@ def require(permission: str) -> Callable[[Request], Awaitable[Principal]]:
             if permission in ctx.anonymous_permissions:
                 principal = Principal(None, "anonymous", "", ctx.anonymous_permissions, "anonymous")
             else:
-                raise AuthError(401, "authentication required", _www())
+                raise HttpError(401, "authentication required", headers=_www())
         if not principal.can(permission):
-            raise AuthError(403, f"permission {permission!r} required")
+            raise HttpError(403, f"permission {permission!r} required")
         if principal.via == "session" and request.method not in SAFE_METHODS:
             await _check_csrf(request, principal)
         request.state.principal = principal
@@ -349,7 +352,7 @@ def _login(ctx: AuthContext, username: str, password: str, ip: str) -> tuple[str
 
     Failures are audit events too, committed on their own (the login itself rolls back).
     """
-    failure: AuthError | None = None
+    failure: HttpError | None = None
     with ctx.session_factory() as s, s.begin():
         user = s.scalars(select(User).where(User.username == username)).first()
         if user is None:
@@ -358,9 +361,9 @@ def _login(ctx: AuthContext, username: str, password: str, ip: str) -> tuple[str
         else:
             ok, new_hash = verify_password(user.password_hash, password)
         if not ok or user is None or not user.active:
-            failure = AuthError(401, "wrong username or password")
+            failure = HttpError(401, "wrong username or password")
         elif user.role in API_ONLY_ROLES:
-            failure = AuthError(403, f"{user.role} accounts use API tokens, not sessions")
+            failure = HttpError(403, f"{user.role} accounts use API tokens, not sessions")
         else:
             if new_hash is not None:
                 user.password_hash = new_hash
@@ -399,8 +402,10 @@ def _logout(ctx: AuthContext, principal: Principal, ip: str) -> None:
 def _rate_limit(ctx: AuthContext, ip: str, username: str) -> None:
     wait = ctx.limiter.retry_after(ip, username)
     if wait:
-        raise AuthError(
-            429, f"too many failed logins; try again in {wait} s", {"Retry-After": str(wait)}
+        raise HttpError(
+            429,
+            f"too many failed logins; try again in {wait} s",
+            headers={"Retry-After": str(wait)},
         )
 
 
@@ -413,7 +418,7 @@ async def _do_login(request: Request, username: str, password: str) -> tuple[str
         result = await run_in_threadpool(_login, ctx, username, password[:4096], ip)
         ctx.limiter.succeeded(username)
         return result
-    except AuthError as err:
+    except HttpError as err:
         if err.status == 401:
             ctx.limiter.failed(ip, username)
         raise
@@ -446,13 +451,6 @@ _LOGIN_PAGE = _env.from_string(
 required></label></p>
 <p><button type="submit">Sign in</button></p>
 </form></main></body></html>
-"""
-)
-_DENIED_PAGE = _env.from_string(
-    """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Not allowed - Tipline</title></head>
-<body><main><h1>Not allowed</h1><p role="alert">{{ message }}</p>
-<p><a href="/desk">Back to the desk</a></p></main></body></html>
 """
 )
 
@@ -503,7 +501,7 @@ async def login_form_post(request: Request) -> Response:
         return _login_page(request, "Your form expired; please sign in again.", 403, nxt)
     try:
         raw, _csrf, _user = await _do_login(request, field_("username"), field_("password"))
-    except AuthError as err:
+    except HttpError as err:
         return _login_page(request, err.message, err.status, nxt)
     response = RedirectResponse(_safe_next(nxt), status_code=303)
     _set_session_cookie(response, context(request), request, raw)
@@ -526,16 +524,16 @@ async def login_json(request: Request) -> Response:
     """Open a session (JSON: ``{"username", "password"}``); answers the CSRF token to send as
     ``X-CSRF-Token`` on unsafe requests. API clients should prefer tokens."""
     if not request.headers.get("content-type", "").startswith("application/json"):
-        raise AuthError(415, "send application/json")
+        raise HttpError(415, "send application/json")
     try:
         body = await request.json()
     except ValueError:
-        raise AuthError(400, "body is not valid JSON") from None
+        raise HttpError(400, "body is not valid JSON") from None
     if not isinstance(body, dict):
-        raise AuthError(400, 'want {"username": ..., "password": ...}')
+        raise HttpError(400, 'want {"username": ..., "password": ...}')
     username, password = body.get("username"), body.get("password")
     if not isinstance(username, str) or not isinstance(password, str):
-        raise AuthError(400, 'want {"username": ..., "password": ...}')
+        raise HttpError(400, 'want {"username": ..., "password": ...}')
     raw, csrf, user = await _do_login(request, username, password)
     ctx = context(request)
     response = JSONResponse(
@@ -703,39 +701,14 @@ def _record_write(
         )
 
 
-async def _auth_error_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, AuthError)
-    if _wants_page(request):
-        # A person navigating the review desk: send them to sign in, or say no in words.
-        if exc.status == 401:
-            from urllib.parse import quote
-
-            return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
-        if exc.status == 403:
-            return HTMLResponse(
-                _DENIED_PAGE.render(message=exc.message),
-                status_code=403,
-                headers={"Cache-Control": "no-store"},
-            )
-    return JSONResponse({"message": exc.message}, status_code=exc.status, headers=exc.headers)
-
-
-def _wants_page(request: Request) -> bool:
-    return (
-        request.method == "GET"
-        and request.url.path.startswith("/desk")
-        and not request.url.path.startswith(("/desk/media/", "/desk/assets/"))
-        and "text/html" in request.headers.get("accept", "")
-    )
-
-
 def install_auth(app: FastAPI, ctx: AuthContext) -> None:
-    """Attach ``ctx`` to ``app``, add the login/logout/me and media routes and the error
-    handler that answers auth failures as ``{"message"}``."""
+    """Attach ``ctx`` to ``app``, add the login/logout/me and media routes and the
+    :class:`HttpError` handler (``errors.install``: ``create_app`` installs it with the other
+    handlers too; an app built from parts answers auth failures all the same)."""
     from tipline.service.media import router as media_router
 
     app.state.auth = ctx
-    app.add_exception_handler(AuthError, _auth_error_handler)
+    errors.install(app)
     app.add_middleware(AuditWritesMiddleware)
     app.include_router(router)
     app.include_router(media_router)
@@ -748,7 +721,6 @@ __all__ = [
     "DECLARED",
     "PERMISSIONS",
     "ROLE_PERMISSIONS",
-    "AuthError",
     "Principal",
     "UserError",
     "_check_role",

@@ -8,27 +8,21 @@ import asyncio
 
 from starlette.requests import ClientDisconnect, Request
 
-
-class BodyError(Exception):
-    """The body was refused: ``status`` (400, 408 or 413) and a one-line message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+from tipline.service.errors import HttpError
 
 
 async def read_limited_body(request: Request, limit: int, timeout: float) -> bytes:
     """The request body, refusing more than ``limit`` bytes (413) or a body that takes longer
-    than ``timeout`` seconds to arrive (408)."""
+    than ``timeout`` seconds to arrive (408), as :class:`HttpError` (400 for a bad
+    Content-Length or a body cut short)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
             n = int(declared)
         except ValueError:
-            raise BodyError(400, "invalid Content-Length header") from None
+            raise HttpError(400, "invalid Content-Length header") from None
         if n > limit:
-            raise BodyError(413, f"the request is {n:,} bytes; the limit is {limit:,} bytes")
+            raise HttpError(413, f"the request is {n:,} bytes; the limit is {limit:,} bytes")
     chunks: list[bytes] = []
     size = 0
     try:
@@ -36,10 +30,10 @@ async def read_limited_body(request: Request, limit: int, timeout: float) -> byt
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
-                    raise BodyError(413, f"the request is over the limit of {limit:,} bytes")
+                    raise HttpError(413, f"the request is over the limit of {limit:,} bytes")
                 chunks.append(chunk)
     except TimeoutError:
-        raise BodyError(408, f"the request body did not arrive within {timeout:g} s") from None
+        raise HttpError(408, f"the request body did not arrive within {timeout:g} s") from None
     except ClientDisconnect:
-        raise BodyError(400, "the connection closed before the request body was complete") from None
+        raise HttpError(400, "the connection closed before the request body was complete") from None
     return b"".join(chunks)

@@ -49,6 +49,7 @@ from tipline.review.queue import QueueFilters, Reviewer, ReviewError
 from tipline.review.taxonomy import Taxonomy, TaxonomyError
 from tipline.review.taxonomy import load as load_taxonomy
 from tipline.service.auth import client_ip, context, require
+from tipline.service.errors import HttpError
 from tipline.store.tables import REPORT_SOURCES, BankRow, Cluster, Item, Report, ReportItem, User
 from tipline.triage.priority import TriageWeights
 
@@ -525,11 +526,9 @@ async def grade(
 # -- media --------------------------------------------------------------------------------------
 
 
-class _Refused(TiplineError):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+def _refused(status: int, message: str) -> HttpError:
+    """A media request refused: ``{"message"}``, never cached."""
+    return HttpError(status, message, headers={"Cache-Control": "no-store"})
 
 
 def _encode_view(data: bytes, pixels: int, filters: prefs.ViewPrefs | None) -> bytes:
@@ -564,24 +563,24 @@ def _media(request: Request, p: Principal, item_id: int, mode: str) -> Response:
     with sf() as s, s.begin():
         item = s.get(Item, item_id)
         if item is None or item.cluster_id is None:
-            raise _Refused(404, "no such item")
+            raise _refused(404, "no such item")
         if not queue.holds_claim(s, item.cluster_id, rv, now):
-            raise _Refused(403, "claim the item's cluster before viewing its media")
+            raise _refused(403, "claim the item's cluster before viewing its media")
         st = exp.status(s, rv.user_id, now, cfg.limits)
         if st.blocked:
-            raise _Refused(403, st.message)
+            raise _refused(403, st.message)
         if not item.media_ref or store is None:
-            raise _Refused(404, "this item's media is not kept (hash-only)")
+            raise _refused(404, "this item's media is not kept (hash-only)")
         ref, media_type = item.media_ref, item.media_type or ""
         user_prefs = prefs.load(s, rv.user_id)
         exp.beat(s, rv.user_id, now, item.cluster_id)
     try:
         data = store.get(ref)
     except Exception as err:
-        raise _Refused(404, f"media unavailable: {err}") from None
+        raise _refused(404, f"media unavailable: {err}") from None
     is_video = media_type.startswith("video/")
     if mode == "preview" and is_video:
-        raise _Refused(404, "videos have no preview: reveal to load them")
+        raise _refused(404, "videos have no preview: reveal to load them")
     try:
         if is_video:
             body, mime, shown = data, media_type, "video"
@@ -590,7 +589,7 @@ def _media(request: Request, p: Principal, item_id: int, mode: str) -> Response:
         else:
             body, mime, shown = _encode_view(data, FULL_PIXELS, None), "image/jpeg", "reveal"
     except TiplineError as err:
-        raise _Refused(422, f"cannot show this media: {err}") from None
+        raise _refused(422, f"cannot show this media: {err}") from None
     headers = dict(MEDIA_HEADERS)
     status = 200
     span = _byte_range(request.headers.get("range"), len(body)) if is_video else None
@@ -635,12 +634,7 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 async def _media_route(request: Request, p: Principal, item_id: int, mode: str) -> Response:
-    try:
-        return await run_in_threadpool(_media, request, p, item_id, mode)
-    except _Refused as err:
-        return JSONResponse(
-            {"message": err.message}, status_code=err.status, headers={"Cache-Control": "no-store"}
-        )
+    return await run_in_threadpool(_media, request, p, item_id, mode)
 
 
 @routes.get("/desk/media/{item_id}/preview")

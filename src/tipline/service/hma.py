@@ -31,7 +31,7 @@ from tipline.crawl.fetch import FetchError, HTTPStatusError, TooLargeError, fetc
 from tipline.errors import BankError, BankNotFoundError, InvalidSignalError
 from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions, hash_bytes
-from tipline.service.bodies import BodyError, read_limited_body
+from tipline.service.errors import HttpError
 from tipline.service.matching import Hit, MatchService
 from tipline.service.ops import Metrics, require
 from tipline.service.settings import ServiceSettings
@@ -42,19 +42,6 @@ HMA_SIGNAL_TYPES = {"pdq": "pdq", "video_md5": "md5", "md5": "md5"}
 CONTENT_TYPES = ("photo", "video")
 #: Hashing for the API: PDQ and digests only (provenance is for /api/v1/match).
 HASH_OPTIONS = HashOptions(provenance=False)
-
-
-class ApiError(Exception):
-    """Answered as ``{"message": ...}`` with ``status``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"message": message}, status_code=status)
 
 
 # ------------------------------------------------------------------------- uploads and URLs
@@ -68,29 +55,21 @@ class Media:
 
 
 async def read_form(request: Request, max_bytes: int, timeout: float = 60.0) -> Any:
-    """The multipart form, with size and shape errors as ApiError (413 / 400), and 408 when
+    """The multipart form, with size and shape errors as HttpError (413 / 400), and 408 when
     the client takes longer than ``timeout`` seconds to send it (slow-loris)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
-        raise ApiError(413, f"upload of {int(declared):,} bytes exceeds the limit {max_bytes:,}")
+        raise HttpError(413, f"upload of {int(declared):,} bytes exceeds the limit {max_bytes:,}")
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith("multipart/form-data"):
-        raise ApiError(400, "expected a multipart/form-data body with one file")
+        raise HttpError(400, "expected a multipart/form-data body with one file")
     try:
         async with asyncio.timeout(timeout):
             return await request.form(max_files=4, max_fields=16)
     except TimeoutError:
-        raise ApiError(408, f"the upload was not received within {timeout:g} s") from None
+        raise HttpError(408, f"the upload was not received within {timeout:g} s") from None
     except Exception as err:  # malformed multipart of any kind
-        raise ApiError(400, f"malformed multipart body: {str(err)[:200]}") from None
-
-
-async def read_body(request: Request, max_bytes: int, timeout: float = 60.0) -> bytes:
-    """A raw request body of at most ``max_bytes`` (413), received within ``timeout`` (408)."""
-    try:
-        return await read_limited_body(request, max_bytes, timeout)
-    except BodyError as err:
-        raise ApiError(err.status, err.message) from None
+        raise HttpError(400, f"malformed multipart body: {str(err)[:200]}") from None
 
 
 async def read_upload(
@@ -100,18 +79,18 @@ async def read_upload(
     form = form if form is not None else await read_form(request, max_bytes, timeout)
     files = [(k, v) for k, v in form.multi_items() if isinstance(v, UploadFile)]
     if len(files) != 1:
-        raise ApiError(400, f"expected exactly one file, got {len(files)}")
+        raise HttpError(400, f"expected exactly one file, got {len(files)}")
     field, up = files[0]
     if field not in CONTENT_TYPES and field != "file":
-        raise ApiError(
+        raise HttpError(
             400,
             f"the file field must be named after its content type: photo or video, not {field!r}",
         )
     data = await up.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise ApiError(413, f"upload exceeds the limit of {max_bytes:,} bytes")
+        raise HttpError(413, f"upload exceeds the limit of {max_bytes:,} bytes")
     if not data:
-        raise ApiError(400, "the uploaded file is empty")
+        raise HttpError(400, "the uploaded file is empty")
     return Media(data, field, (up.filename or "upload")[:200])
 
 
@@ -120,11 +99,11 @@ def fetch_media(url: str, settings: ServiceSettings, content_type: str | None) -
     try:
         res = fetch(url, settings.fetch_settings())
     except TooLargeError as err:
-        raise ApiError(413, str(err)) from None
+        raise HttpError(413, str(err)) from None
     except HTTPStatusError as err:
-        raise ApiError(400, str(err)) from None
+        raise HttpError(400, str(err)) from None
     except FetchError as err:
-        raise ApiError(400, str(err)) from None
+        raise HttpError(400, str(err)) from None
     ct = content_type or ("video" if res.media_type.kind == "video" else "photo")
     return Media(res.content, ct, url[:200])
 
@@ -155,7 +134,7 @@ def _parse_types(types: str | None) -> set[str] | None:
     wanted = {t.strip() for t in types.split(",") if t.strip()}
     unknown = wanted - set(HMA_SIGNAL_TYPES)
     if unknown:
-        raise ApiError(400, f"unknown signal type(s): {', '.join(sorted(unknown))}")
+        raise HttpError(400, f"unknown signal type(s): {', '.join(sorted(unknown))}")
     return wanted
 
 
@@ -186,7 +165,7 @@ def _enabled_from(body: dict[str, Any], default: bool) -> bool:
         try:
             return float(body["enabled_ratio"]) > 0
         except (TypeError, ValueError):
-            raise ApiError(400, "enabled_ratio must be a number between 0 and 1") from None
+            raise HttpError(400, "enabled_ratio must be a number between 0 and 1") from None
     return default
 
 
@@ -194,9 +173,9 @@ async def _json_body(request: Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "the body must be a JSON object") from None
+        raise HttpError(400, "the body must be a JSON object") from None
     if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object")
+        raise HttpError(400, "the body must be a JSON object")
     return body
 
 
@@ -210,11 +189,11 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
 
     def lookup(st_name: str, signal: str, banks: set[str] | None) -> list[Hit]:
         if st_name not in HMA_SIGNAL_TYPES:
-            raise ApiError(400, f"unknown signal type {st_name!r} (known: pdq, video_md5)")
+            raise HttpError(400, f"unknown signal type {st_name!r} (known: pdq, video_md5)")
         try:
             hits = service.lookup(HMA_SIGNAL_TYPES[st_name], signal, banks, labels=False)
         except InvalidSignalError as err:
-            raise ApiError(400, f"invalid {st_name} signal: {err}") from None
+            raise HttpError(400, f"invalid {st_name} signal: {err}") from None
         metrics.count_matches([h.bank for h in hits])
         return hits
 
@@ -243,7 +222,7 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
         url: str = Query(...), content_type: str | None = None, types: str | None = None
     ) -> dict[str, str]:
         if content_type is not None and content_type not in CONTENT_TYPES:
-            raise ApiError(400, f"unknown content type {content_type!r} (photo or video)")
+            raise HttpError(400, f"unknown content type {content_type!r} (photo or video)")
         wanted = _parse_types(types)
         media = await run_in_threadpool(fetch_media, url, settings, content_type)
         record = await run_in_threadpool(hash_media, media)
@@ -286,12 +265,12 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
     ) -> JSONResponse:
         if url:
             if signal is not None:
-                raise ApiError(400, "give either url or signal_type and signal, not both")
+                raise HttpError(400, "give either url or signal_type and signal, not both")
             media = await run_in_threadpool(fetch_media, url, settings, content_type)
             record = await run_in_threadpool(hash_media, media)
             return JSONResponse(lookup_record(record, media.content_type))
         if not signal_type or signal is None:
-            raise ApiError(400, "give signal_type and signal, or url")
+            raise HttpError(400, "give signal_type and signal, or url")
         # a JSONResponse skips FastAPI's (slow, recursive) encoder: answers can hold thousands
         # of matches when a query lands in a near-duplicate cluster
         return JSONResponse(_hits_by_bank(lookup(signal_type, signal, _banks_param(banks))))
@@ -308,18 +287,18 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
         out: dict[str, Any] = {}
         for st, pair in body.items():
             if st not in HMA_SIGNAL_TYPES:
-                raise ApiError(400, f"unknown signal type {st!r}")
+                raise HttpError(400, f"unknown signal type {st!r}")
             if (
                 not isinstance(pair, list)
                 or len(pair) != 2
                 or not all(isinstance(x, str) for x in pair)
             ):
-                raise ApiError(400, f"{st}: want a list of exactly two hashes")
+                raise HttpError(400, f"{st}: want a list of exactly two hashes")
             t = signal_type(HMA_SIGNAL_TYPES[st])
             try:
                 a, b = t.normalise(pair[0]), t.normalise(pair[1])
             except InvalidSignalError as err:
-                raise ApiError(400, str(err)) from None
+                raise HttpError(400, str(err)) from None
             d = t.distance(a, b)
             out[st] = [d <= t.default_threshold, {"distance": d}]
         return out
@@ -327,7 +306,7 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
     @r.get("/m/index/status", dependencies=[Depends(require("index:read"))])
     async def index_status(signal_type: str | None = None) -> dict[str, Any]:
         if signal_type is not None and signal_type not in HMA_SIGNAL_TYPES:
-            raise ApiError(400, f"unknown signal type {signal_type!r}")
+            raise HttpError(400, f"unknown signal type {signal_type!r}")
         st = service.status()
         by = st.get("by_signal_type", {})
         names = [signal_type] if signal_type else ["pdq", "video_md5"]
@@ -351,7 +330,7 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
         body = await _json_body(request)
         name = body.get("name")
         if not isinstance(name, str):
-            raise ApiError(400, "name is required")
+            raise HttpError(400, "name is required")
         validate_bank_name(name)
         bank = Bank(name=name, enabled=_enabled_from(body, True))
         try:
@@ -359,7 +338,7 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
         except BankNotFoundError:
             pass
         else:
-            raise ApiError(403, f"bank {name} already exists")
+            raise HttpError(403, f"bank {name} already exists")
         created = await run_in_threadpool(service.create_bank, bank)
         return JSONResponse(_bank_json(created), status_code=201)
 
@@ -375,7 +354,7 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
         if new_name is not None and new_name != name:
             if isinstance(new_name, str):
                 validate_bank_name(new_name)
-            raise ApiError(400, "renaming a bank is not supported; create a new bank instead")
+            raise HttpError(400, "renaming a bank is not supported; create a new bank instead")
         bank.enabled = _enabled_from(body, bank.enabled)
         return _bank_json(await run_in_threadpool(service.update_bank, bank))
 
@@ -392,9 +371,9 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
         service.get_bank(bank)  # 404 before anything else
         usable = {k: v for k, v in signals.items() if v}
         if not usable:
-            raise ApiError(400, "no usable signal (PDQ quality below 50?)")
+            raise HttpError(400, "no usable signal (PDQ quality below 50?)")
         if len(note) > 255:
-            raise ApiError(400, "note is longer than 255 characters")
+            raise HttpError(400, "note is longer than 255 characters")
         label = str(metadata.get("content_id") or "")[:255]
         source = str(metadata.get("content_uri") or uri or "")[:1000]
         entries = [
@@ -411,7 +390,7 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
         try:
             ids = service.add_entries(entries)
         except InvalidSignalError as err:
-            raise ApiError(400, str(err)) from None
+            raise HttpError(400, str(err)) from None
         return {"id": ids[0], "signals": usable}
 
     @r.post("/c/bank/{name}/content", dependencies=[Depends(require("bank:write"))])
@@ -433,9 +412,9 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
                 try:
                     meta = json.loads(raw_meta)
                 except ValueError:
-                    raise ApiError(400, "metadata must be a JSON object") from None
+                    raise HttpError(400, "metadata must be a JSON object") from None
                 if not isinstance(meta, dict):
-                    raise ApiError(400, "metadata must be a JSON object")
+                    raise HttpError(400, "metadata must be a JSON object")
             raw_note = form.get("note")
             note = raw_note if isinstance(raw_note, str) else ""
         record = await run_in_threadpool(hash_media, media)
@@ -447,13 +426,13 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
         body = await _json_body(request)
         note = body.pop("note", "") or ""
         if not isinstance(note, str):
-            raise ApiError(400, "note must be a string")
+            raise HttpError(400, "note must be a string")
         sigs = {k: v for k, v in body.items() if k in HMA_SIGNAL_TYPES}
         unknown = set(body) - set(HMA_SIGNAL_TYPES)
         if unknown:
-            raise ApiError(400, f"unknown signal type(s): {', '.join(sorted(unknown))}")
+            raise HttpError(400, f"unknown signal type(s): {', '.join(sorted(unknown))}")
         if len(sigs) != 1 or not isinstance(next(iter(sigs.values())), str):
-            raise ApiError(400, 'give exactly one signal, e.g. {"pdq": "<64 hex>"}')
+            raise HttpError(400, 'give exactly one signal, e.g. {"pdq": "<64 hex>"}')
         return await run_in_threadpool(add_content, name, sigs, note, "", {})
 
     def content_json(name: str, cid: int, signals: bool, metadata: bool) -> dict[str, Any]:
@@ -461,9 +440,9 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
         try:
             e = service.get_entry(cid)
         except BankError:
-            raise ApiError(404, f"bank content {cid} not found") from None
+            raise HttpError(404, f"bank content {cid} not found") from None
         if e.bank != name:
-            raise ApiError(404, f"bank content {cid} not found in bank {name}")
+            raise HttpError(404, f"bank content {cid} not found in bank {name}")
         out: dict[str, Any] = {
             "id": cid,
             "disable_until_ts": 1 if e.enabled else 0,
@@ -490,11 +469,11 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
         body = await _json_body(request)
         current = await run_in_threadpool(content_json, name, cid, False, False)
         if "note" in body and (body["note"] or "") != current.get("note", ""):
-            raise ApiError(400, "changing a note is not supported; delete and re-add the content")
+            raise HttpError(400, "changing a note is not supported; delete and re-add the content")
         if "disable_until_ts" in body:
             ts = body["disable_until_ts"]
             if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:
-                raise ApiError(400, "disable_until_ts must be 0, 1 or a unix timestamp")
+                raise HttpError(400, "disable_until_ts must be 0, 1 or a unix timestamp")
             enabled = ts != 0 and ts <= time.time()
             await run_in_threadpool(service.set_entries_enabled, name, [cid], enabled)
         return await run_in_threadpool(content_json, name, cid, False, False)

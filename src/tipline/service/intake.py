@@ -56,7 +56,8 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from tipline.audit import log as audit
-from tipline.service.bodies import BodyError, read_limited_body
+from tipline.service.bodies import read_limited_body
+from tipline.service.errors import HttpError
 from tipline.store.jobs import JobQueue
 from tipline.store.tables import ApiToken, Report, ReportItem, Upload
 
@@ -214,16 +215,6 @@ def _ctx(request: Request) -> IntakeContext:
 # -- validation and creation ---------------------------------------------------------------------
 
 
-class IntakeError(Exception):
-    """A request the reporter can fix: ``status`` and a one-line message."""
-
-    def __init__(self, status: int, message: str, problems: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.problems = problems or []
-
-
 @dataclass(slots=True)
 class NewReport:
     urls: list[str] = field(default_factory=list)
@@ -273,7 +264,7 @@ def validate(new: NewReport, s: IntakeSettings) -> NewReport:
         problems.append(f"contact longer than {s.max_contact_chars} characters")
     for name, data in new.uploads:
         if len(data) > s.max_upload_bytes:
-            raise IntakeError(
+            raise HttpError(
                 413,
                 f"upload {name[:80]!r} is {len(data):,} bytes; the limit is "
                 f"{s.max_upload_bytes:,} bytes",
@@ -281,7 +272,9 @@ def validate(new: NewReport, s: IntakeSettings) -> NewReport:
     if not urls and not new.uploads:
         problems.append("give at least one URL or upload a file")
     if problems:
-        raise IntakeError(400, "the report could not be accepted: " + "; ".join(problems), problems)
+        raise HttpError(
+            400, "the report could not be accepted: " + "; ".join(problems), problems=problems
+        )
     return NewReport(urls, new.description.strip(), contact, new.uploads, new.idempotency_key)
 
 
@@ -389,18 +382,10 @@ def create_reports(
 # -- request bodies ------------------------------------------------------------------------------
 
 
-async def read_body(request: Request, limit: int, timeout: float) -> bytes:
-    """The request body within ``limit`` bytes and ``timeout`` seconds (413 / 408 / 400)."""
-    try:
-        return await read_limited_body(request, limit, timeout)
-    except BodyError as err:
-        raise IntakeError(err.status, err.message) from None
-
-
 async def _parse_form(request: Request, body: bytes, s: IntakeSettings) -> dict[str, Any]:
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-        raise IntakeError(400, "the form must be sent as multipart/form-data")
+        raise HttpError(400, "the form must be sent as multipart/form-data")
     sent = False
 
     async def receive() -> dict[str, Any]:
@@ -423,10 +408,10 @@ async def _parse_form(request: Request, body: bytes, s: IntakeSettings) -> dict[
                 out[key] = value
         await form.close()
     except MultiPartException as err:
-        raise IntakeError(400, f"malformed form data: {err.message}") from None
+        raise HttpError(400, f"malformed form data: {err.message}") from None
     except Exception as err:  # starlette wraps parser errors in HTTPException(400)
         detail = getattr(err, "detail", None) or str(err) or type(err).__name__
-        raise IntakeError(400, f"malformed form data: {detail}") from None
+        raise HttpError(400, f"malformed form data: {detail}") from None
     return out
 
 
@@ -571,11 +556,11 @@ async def report_submit(request: Request) -> Response:
         )
     values: dict[str, str] = {}
     try:
-        body = await read_body(request, s.max_request_bytes, s.body_timeout)
+        body = await read_limited_body(request, s.max_request_bytes, s.body_timeout)
         form = await _parse_form(request, body, s)
         values = {k: v for k, v in form.items() if isinstance(v, str)}
         if not _csrf_ok(ctx, request, form.get(CSRF_FIELD)):
-            raise IntakeError(
+            raise HttpError(
                 403,
                 "The form was not sent from this site or has expired. Reload the report page "
                 "and send it again.",
@@ -595,7 +580,7 @@ async def report_submit(request: Request) -> Response:
             ),
             s,
         )
-    except IntakeError as err:
+    except HttpError as err:
         if err.status == 400 and err.problems:
             return _form_page(request, ctx, 400, err.problems, values)
         return _error_page(err.status, err.message)
@@ -623,30 +608,30 @@ def _json_error(status: int, message: str, **extra: Any) -> JSONResponse:
 
 def _api_report(item: Any, s: IntakeSettings, idem: str | None) -> NewReport:
     if not isinstance(item, dict):
-        raise IntakeError(400, "each report must be a JSON object")
+        raise HttpError(400, "each report must be a JSON object")
     unknown = sorted(set(item) - {"urls", "description", "contact", "uploads", "idempotency_key"})
     if unknown:
-        raise IntakeError(400, f"unknown field(s): {', '.join(unknown)}")
+        raise HttpError(400, f"unknown field(s): {', '.join(unknown)}")
     urls = item.get("urls", [])
     if isinstance(urls, str):
         urls = [urls]
     if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
-        raise IntakeError(400, "urls must be a list of strings")
+        raise HttpError(400, "urls must be a list of strings")
     description = item.get("description", "")
     contact = item.get("contact")
     if not isinstance(description, str) or not (contact is None or isinstance(contact, str)):
-        raise IntakeError(400, "description and contact must be strings")
+        raise HttpError(400, "description and contact must be strings")
     raw_uploads = item.get("uploads", [])
     if not isinstance(raw_uploads, list) or len(raw_uploads) > s.max_api_uploads:
-        raise IntakeError(400, f"uploads must be a list of at most {s.max_api_uploads} objects")
+        raise HttpError(400, f"uploads must be a list of at most {s.max_api_uploads} objects")
     uploads: list[tuple[str, bytes]] = []
     for n, up in enumerate(raw_uploads, 1):
         if not isinstance(up, dict) or not isinstance(up.get("content_base64"), str):
-            raise IntakeError(400, f"upload {n}: want {{'filename', 'content_base64'}}")
+            raise HttpError(400, f"upload {n}: want {{'filename', 'content_base64'}}")
         try:
             data = base64.b64decode(up["content_base64"], validate=True)
         except (binascii.Error, ValueError):
-            raise IntakeError(400, f"upload {n}: content_base64 is not valid base64") from None
+            raise HttpError(400, f"upload {n}: content_base64 is not valid base64") from None
         uploads.append((str(up.get("filename") or f"upload-{n}"), data))
     key = item.get("idempotency_key", idem)
     if key is not None:
@@ -656,7 +641,7 @@ def _api_report(item: Any, s: IntakeSettings, idem: str | None) -> NewReport:
 
 def _check_key(key: Any) -> str:
     if not isinstance(key, str) or not 1 <= len(key) <= 200 or not key.isprintable():
-        raise IntakeError(400, "an idempotency key must be 1 to 200 printable characters")
+        raise HttpError(400, "an idempotency key must be 1 to 200 printable characters")
     return key
 
 
@@ -670,11 +655,11 @@ def _reply(report: Report) -> dict[str, Any]:
 
 
 async def _json_body(request: Request, s: IntakeSettings, limit: int) -> Any:
-    body = await read_body(request, limit, s.body_timeout)
+    body = await read_limited_body(request, limit, s.body_timeout)
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as err:
-        raise IntakeError(400, f"the body is not valid JSON: {str(err)[:200]}") from None
+        raise HttpError(400, f"the body is not valid JSON: {str(err)[:200]}") from None
 
 
 def _api_limit(s: IntakeSettings) -> int:
@@ -697,7 +682,7 @@ async def api_submit(
             idem = _check_key(idem)
         payload = await _json_body(request, ctx.settings, _api_limit(ctx.settings))
         new = _api_report(payload, ctx.settings, idem)
-    except IntakeError as err:
+    except HttpError as err:
         return _json_error(err.status, err.message, problems=err.problems)
     try:
         [(report, created)] = await run_in_threadpool(
@@ -730,18 +715,18 @@ async def api_submit_bulk(
     try:
         payload = await _json_body(request, s, _api_limit(s))
         if not isinstance(payload, dict) or not isinstance(payload.get("reports"), list):
-            raise IntakeError(400, 'want {"reports": [...]}')
+            raise HttpError(400, 'want {"reports": [...]}')
         items = payload["reports"]
         if len(items) > s.bulk_max:
-            raise IntakeError(413, f"{len(items)} reports; at most {s.bulk_max} per request")
-    except IntakeError as err:
+            raise HttpError(413, f"{len(items)} reports; at most {s.bulk_max} per request")
+    except HttpError as err:
         return _json_error(err.status, err.message)
     results: list[dict[str, Any]] = [{} for _ in items]
     valid: list[tuple[int, NewReport]] = []
     for i, item in enumerate(items):
         try:
             valid.append((i, _api_report(item, s, None)))
-        except IntakeError as err:
+        except HttpError as err:
             results[i] = {"index": i, "error": err.message}
     try:
         stored = await run_in_threadpool(

@@ -11,9 +11,10 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from tipline.accounts import AuthError, Principal
+from tipline.accounts import Principal
 from tipline.audit import log as audit
 from tipline.service.auth import client_ip, context, require
+from tipline.service.errors import HttpError
 from tipline.store.media import EncryptedStore, HashOnlyStore, MediaError, MediaNotFound, valid_ref
 
 
@@ -27,7 +28,7 @@ def view_media(
     """The bytes of ``ref`` for ``principal``, who must hold ``media:view``; the view is
     committed as a ``media.view`` audit event before any byte is returned."""
     if principal is None or not principal.can("media:view"):
-        raise AuthError(403, "permission 'media:view' required")
+        raise HttpError(403, "permission 'media:view' required")
     data = store.get(ref)
     with factory() as s, s.begin():
         audit.record(s, principal.actor, "media.view", "media", ref, ip, {"bytes": len(data)})
@@ -45,15 +46,15 @@ async def get_media(
     ctx = context(request)
     store = ctx.media_store
     if store is None or not valid_ref(ref):
-        raise AuthError(404, "no such media")
+        raise HttpError(404, "no such media")
     try:
         data = await run_in_threadpool(
             view_media, store, ctx.session_factory, principal, ref, client_ip(request)
         )
     except MediaNotFound as err:
-        raise AuthError(404, str(err)) from None
+        raise HttpError(404, str(err)) from None
     except MediaError as err:
-        raise AuthError(500, str(err)) from None
+        raise HttpError(500, str(err)) from None
     return Response(
         data,
         media_type="application/octet-stream",
