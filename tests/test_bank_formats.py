@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-import tempfile
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,15 +14,14 @@ from hypothesis import strategies as st
 from tipline.banks import (
     Bank,
     Entry,
-    SqliteBankStore,
     detect_format,
     import_file,
-    open_store,
     parse_hash_list,
     write_hash_list,
 )
 from tipline.banks.formats import MAX_LINE_BYTES
 from tipline.errors import BankError, BankNotFoundError, MalformedLineError
+from tipline.store.banks import SqlBankStore, open_bank_store
 
 PDQ_A = "a" * 64
 MD5_A = "0123456789abcdef" * 2
@@ -123,22 +123,27 @@ def test_roundtrip_hex(kind: str, data: st.DataObject) -> None:
         assert [e.signal for e in roundtrip(items, "hex")] == sigs
 
 
+_EXAMPLE = itertools.count()
+
+
 @settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(entries(csv_text), st.sampled_from(["jsonl", "te-csv", "te"]))
 def test_roundtrip_through_store(tmp_path: Path, items: list[Entry], fmt: str) -> None:
-    with open_store(Path(tempfile.mkdtemp(dir=tmp_path))) as store:
-        store.create_bank(Bank("SRC"))
-        store.create_bank(Bank("DST"))
+    # one bank database for every example (migrating one per example is slow): new banks each
+    n = next(_EXAMPLE)
+    with open_bank_store(tmp_path / "data") as store:
+        store.create_bank(Bank(f"SRC_{n}"))
+        store.create_bank(Bank(f"DST_{n}"))
         for e in items:
-            e.bank = "SRC"
+            e.bank = f"SRC_{n}"
         store.add_entries(items)
-        path = store.path.parent / f"out.{fmt}"
+        path = tmp_path / f"out-{n}.{fmt}"
         with path.open("w", encoding="utf-8", newline="") as f:
-            write_hash_list(store.iter_entries("SRC"), fmt, f)
-        report = import_file(store, "DST", path, fmt=fmt)
+            write_hash_list(store.iter_entries(f"SRC_{n}"), fmt, f)
+        report = import_file(store, f"DST_{n}", path, fmt=fmt)
         assert report.added == len(items) and report.duplicates == 0
-        src = list(store.iter_entries("SRC"))
-        dst = list(store.iter_entries("DST"))
+        src = list(store.iter_entries(f"SRC_{n}"))
+        dst = list(store.iter_entries(f"DST_{n}"))
         assert [(e.signal_type, e.signal) for e in dst] == [(e.signal_type, e.signal) for e in src]
         if fmt != "te":
             assert [(e.label, e.source, e.tags) for e in dst] == [
@@ -308,14 +313,14 @@ def test_detect_format(name: str, head: bytes, want: str) -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteBankStore:
-    s = open_store(tmp_path / "data")
+def store(tmp_path: Path) -> Iterator[SqlBankStore]:
+    s = open_bank_store(tmp_path / "data")
     s.create_bank(Bank("KNOWN"))
-    yield s  # type: ignore[misc]
+    yield s
     s.close()
 
 
-def test_import_file_counts_duplicates(store: SqliteBankStore, tmp_path: Path) -> None:
+def test_import_file_counts_duplicates(store: SqlBankStore, tmp_path: Path) -> None:
     p = tmp_path / "bank.txt"
     p.write_text(f"pdq {PDQ_A}\nmd5 {MD5_A}\npdq {PDQ_A.upper()}\n")
     r = import_file(store, "KNOWN", p, label="DEMO-benign-stand-in", source="test")
@@ -327,7 +332,7 @@ def test_import_file_counts_duplicates(store: SqliteBankStore, tmp_path: Path) -
     assert (r.added, r.duplicates) == (0, 3)
 
 
-def test_import_malformed_imports_nothing(store: SqliteBankStore, tmp_path: Path) -> None:
+def test_import_malformed_imports_nothing(store: SqlBankStore, tmp_path: Path) -> None:
     p = tmp_path / "bank.txt"
     good = [f"pdq {i:064x}" for i in range(1, 30_001)]  # spans several insert batches
     lines = [*good[:6], "pdq nothex", *good[6:], "md5 short"]
@@ -346,7 +351,7 @@ def test_import_malformed_imports_nothing(store: SqliteBankStore, tmp_path: Path
     ]
 
 
-def test_import_binary_garbage(store: SqliteBankStore, tmp_path: Path) -> None:
+def test_import_binary_garbage(store: SqlBankStore, tmp_path: Path) -> None:
     p = tmp_path / "garbage.bin"
     p.write_bytes(bytes(range(256)) * 50 + b"\n" + f"pdq {PDQ_A}\n".encode())
     with pytest.raises(MalformedLineError):
@@ -355,7 +360,7 @@ def test_import_binary_garbage(store: SqliteBankStore, tmp_path: Path) -> None:
     assert r.added == 1 and r.skipped_lines
 
 
-def test_import_hex_ambiguous(store: SqliteBankStore, tmp_path: Path) -> None:
+def test_import_hex_ambiguous(store: SqlBankStore, tmp_path: Path) -> None:
     p = tmp_path / "list.txt"
     p.write_text(f"{PDQ_A}\n")
     with pytest.raises(MalformedLineError, match=r"list.txt:1: .*--signal-type"):
@@ -363,7 +368,7 @@ def test_import_hex_ambiguous(store: SqliteBankStore, tmp_path: Path) -> None:
     assert import_file(store, "KNOWN", p, fmt="hex", default_signal_type="pdq").added == 1
 
 
-def test_import_missing_bank_or_file(store: SqliteBankStore, tmp_path: Path) -> None:
+def test_import_missing_bank_or_file(store: SqlBankStore, tmp_path: Path) -> None:
     p = tmp_path / "x.txt"
     p.write_text(f"pdq {PDQ_A}\n")
     with pytest.raises(BankNotFoundError):

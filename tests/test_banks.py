@@ -1,15 +1,19 @@
-"""The SQLite bank store. All signals here are random hex or fixed benign stand-ins."""
+"""The bank store (the service database, SQLite here; tests/test_store.py runs the same tests
+on PostgreSQL too). All signals here are random hex or fixed benign stand-ins."""
 
 from __future__ import annotations
 
 import secrets
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tipline.banks import Bank, BankStore, Entry, SqliteBankStore, open_store
+from tipline.banks import Bank, BankStore, Entry
 from tipline.errors import BankError, BankNotFoundError, InvalidSignalError
+from tipline.store import migrations
+from tipline.store.banks import SqlBankStore, open_bank_store
 
 PDQ_A = "a" * 64
 PDQ_B = "b" * 64
@@ -17,9 +21,9 @@ MD5_A = "0123456789abcdef" * 2
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteBankStore:
-    s = open_store(tmp_path / "data")
-    yield s  # type: ignore[misc]
+def store(tmp_path: Path) -> Iterator[SqlBankStore]:
+    s = open_bank_store(tmp_path / "data")
+    yield s
     s.close()
 
 
@@ -27,39 +31,43 @@ def pdq() -> str:
     return secrets.token_hex(32)
 
 
-def test_open_store_creates_dir_and_file(tmp_path: Path) -> None:
-    with open_store(tmp_path / "a" / "b") as s:
-        assert isinstance(s, SqliteBankStore)
+def test_open_store_creates_dir_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TIPLINE_DATABASE_URL", raising=False)
+    with open_bank_store(tmp_path / "a" / "b") as s:
+        assert isinstance(s, SqlBankStore)
         _: BankStore = s  # satisfies the protocol
-    assert (tmp_path / "a" / "b" / "banks.sqlite3").is_file()
+    assert (tmp_path / "a" / "b" / "tipline.sqlite3").is_file()
+    assert not (tmp_path / "a" / "b" / "banks.sqlite3").exists()  # no old-style file
 
 
-def test_schema_wal_and_version(store: SqliteBankStore) -> None:
-    db = sqlite3.connect(store.path)
+def test_schema_wal_and_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TIPLINE_DATABASE_URL", raising=False)
+    open_bank_store(tmp_path).close()
+    path = tmp_path / "tipline.sqlite3"
+    assert migrations.current(f"sqlite:///{path}") == migrations.head()  # upgraded on open
+    db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
-    indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert {"entries_signal", "entries_bank"} <= indexes
+    # the unique (signal_type, signal, bank_id) key serves lookups and the per-bank dedupe
+    unique = [
+        [c[2] for c in db.execute(f"PRAGMA index_info('{r[1]}')")]
+        for r in db.execute("PRAGMA index_list('bank_entries')")
+        if r[2]
+    ]
+    assert ["signal_type", "signal", "bank_id"] in unique
+    assert "ix_bank_entries_bank_id" in {
+        r[1] for r in db.execute("PRAGMA index_list('bank_entries')")
+    }
     db.close()
 
 
-def test_newer_schema_refused(tmp_path: Path) -> None:
-    open_store(tmp_path).close()
-    db = sqlite3.connect(tmp_path / "banks.sqlite3")
-    db.execute("UPDATE schema_version SET version = 99")
-    db.commit()
-    db.close()
-    with pytest.raises(BankError, match="newer Tipline"):
-        open_store(tmp_path)
+def test_not_a_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TIPLINE_DATABASE_URL", raising=False)
+    (tmp_path / "tipline.sqlite3").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(BankError, match="cannot open the database"):
+        open_bank_store(tmp_path)
 
 
-def test_not_a_database(tmp_path: Path) -> None:
-    (tmp_path / "banks.sqlite3").write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(BankError, match="not a usable"):
-        open_store(tmp_path)
-
-
-def test_bank_crud(store: SqliteBankStore) -> None:
+def test_bank_crud(store: SqlBankStore) -> None:
     b = store.create_bank(Bank("KNOWN_PDQ", description="stand-in"))
     assert b.created_at > 0 and b.role == "alert" and b.pdq_threshold == 31 and b.enabled
     assert store.get_bank("KNOWN_PDQ") == b
@@ -87,20 +95,20 @@ def test_bank_crud(store: SqliteBankStore) -> None:
     assert store.entry_counts() == {"IGNORE_ME": 0}
 
 
-def test_duplicate_bank(store: SqliteBankStore) -> None:
+def test_duplicate_bank(store: SqlBankStore) -> None:
     store.create_bank(Bank("A"))
     with pytest.raises(BankError, match="already exists"):
         store.create_bank(Bank("A"))
 
 
 @pytest.mark.parametrize("name", ["", "lower", "1ABC", "A-B", "A B", "É", "A\n", "A;DROP"])
-def test_bad_names(store: SqliteBankStore, name: str) -> None:
+def test_bad_names(store: SqlBankStore, name: str) -> None:
     with pytest.raises(BankError, match="invalid bank name"):
         store.create_bank(Bank(name))
 
 
 @pytest.mark.parametrize("threshold", [-1, 256, 1000])
-def test_threshold_range(store: SqliteBankStore, threshold: int) -> None:
+def test_threshold_range(store: SqlBankStore, threshold: int) -> None:
     with pytest.raises(BankError, match="threshold"):
         store.create_bank(Bank("A", pdq_threshold=threshold))
     store.create_bank(Bank("B"))
@@ -109,17 +117,17 @@ def test_threshold_range(store: SqliteBankStore, threshold: int) -> None:
     assert store.get_bank("B").pdq_threshold == 31
 
 
-def test_threshold_bounds_ok(store: SqliteBankStore) -> None:
+def test_threshold_bounds_ok(store: SqlBankStore) -> None:
     assert store.create_bank(Bank("LO", pdq_threshold=0)).pdq_threshold == 0
     assert store.create_bank(Bank("HI", pdq_threshold=255)).pdq_threshold == 255
 
 
-def test_bad_role(store: SqliteBankStore) -> None:
+def test_bad_role(store: SqlBankStore) -> None:
     with pytest.raises(BankError, match="role"):
         store.create_bank(Bank("A", role="block"))  # type: ignore[arg-type]
 
 
-def test_missing_bank_errors(store: SqliteBankStore) -> None:
+def test_missing_bank_errors(store: SqlBankStore) -> None:
     for call in (
         lambda: store.get_bank("NOPE"),
         lambda: store.update_bank(Bank("NOPE")),
@@ -133,7 +141,7 @@ def test_missing_bank_errors(store: SqliteBankStore) -> None:
             call()
 
 
-def test_entries_normalised_and_roundtrip(store: SqliteBankStore) -> None:
+def test_entries_normalised_and_roundtrip(store: SqlBankStore) -> None:
     store.create_bank(Bank("A"))
     ids = store.add_entries(
         [
@@ -152,7 +160,7 @@ def test_entries_normalised_and_roundtrip(store: SqliteBankStore) -> None:
     assert [e.id for e in store.lookup("video_md5", MD5_A.upper())] == [ids[1]]
 
 
-def test_invalid_signal_adds_nothing(store: SqliteBankStore) -> None:
+def test_invalid_signal_adds_nothing(store: SqlBankStore) -> None:
     store.create_bank(Bank("A"))
     with pytest.raises(InvalidSignalError):
         store.add_entries([Entry("A", "pdq", PDQ_A), Entry("A", "pdq", "xyz")])
@@ -161,7 +169,7 @@ def test_invalid_signal_adds_nothing(store: SqliteBankStore) -> None:
     assert store.count_entries("A") == 0
 
 
-def test_generator_error_rolls_back(store: SqliteBankStore) -> None:
+def test_generator_error_rolls_back(store: SqlBankStore) -> None:
     store.create_bank(Bank("A"))
 
     def gen():  # type: ignore[no-untyped-def]
@@ -174,7 +182,7 @@ def test_generator_error_rolls_back(store: SqliteBankStore) -> None:
     assert store.count_entries("A") == 0
 
 
-def test_ids_unique_across_banks_and_never_reused(store: SqliteBankStore) -> None:
+def test_ids_unique_across_banks_and_never_reused(store: SqlBankStore) -> None:
     store.create_bank(Bank("A"))
     store.create_bank(Bank("B"))
     a = store.add_entries([Entry("A", "pdq", pdq()) for _ in range(5)])
@@ -186,7 +194,7 @@ def test_ids_unique_across_banks_and_never_reused(store: SqliteBankStore) -> Non
     assert c[0] > max(a + b)
 
 
-def test_dedupe(store: SqliteBankStore) -> None:
+def test_dedupe(store: SqlBankStore) -> None:
     store.create_bank(Bank("A"))
     store.create_bank(Bank("B"))
     first = store.add_entries([Entry("A", "pdq", PDQ_A), Entry("A", "md5", MD5_A)])
@@ -208,7 +216,7 @@ def test_dedupe(store: SqliteBankStore) -> None:
     assert sorted(e.bank for e in store.lookup("pdq", PDQ_A)) == ["A", "B"]
 
 
-def test_dedupe_across_batches(store: SqliteBankStore) -> None:
+def test_dedupe_across_batches(store: SqlBankStore) -> None:
     store.create_bank(Bank("A"))
     sigs = [pdq() for _ in range(12_000)]
     ids = store.add_entries(Entry("A", "pdq", s) for s in sigs)
@@ -220,7 +228,7 @@ def test_dedupe_across_batches(store: SqliteBankStore) -> None:
     assert store.count_entries("A") == 12_100
 
 
-def test_enable_disable(store: SqliteBankStore) -> None:
+def test_enable_disable(store: SqlBankStore) -> None:
     store.create_bank(Bank("A"))
     store.create_bank(Bank("B"))
     a = store.add_entries([Entry("A", "pdq", pdq()) for _ in range(3)])
@@ -244,7 +252,7 @@ def test_enable_disable(store: SqliteBankStore) -> None:
     assert [e.id for e in store.iter_entries("A", enabled_only=True)] == a
 
 
-def test_remove_entries_only_from_that_bank(store: SqliteBankStore) -> None:
+def test_remove_entries_only_from_that_bank(store: SqlBankStore) -> None:
     store.create_bank(Bank("A"))
     store.create_bank(Bank("B"))
     a = store.add_entries([Entry("A", "pdq", pdq()) for _ in range(3)])
@@ -253,7 +261,7 @@ def test_remove_entries_only_from_that_bank(store: SqliteBankStore) -> None:
     assert store.count_entries("A") == 2 and store.count_entries("B") == 1
 
 
-def test_iter_entries_paging(store: SqliteBankStore) -> None:
+def test_iter_entries_paging(store: SqlBankStore) -> None:
     store.create_bank(Bank("A"))
     ids = store.add_entries([Entry("A", "pdq", pdq()) for _ in range(30)])
     assert [e.id for e in store.iter_entries("A", limit=10)] == ids[:10]
@@ -262,16 +270,16 @@ def test_iter_entries_paging(store: SqliteBankStore) -> None:
 
 
 def test_persistence(tmp_path: Path) -> None:
-    with open_store(tmp_path) as s:
+    with open_bank_store(tmp_path) as s:
         s.create_bank(Bank("A", pdq_threshold=12))
         (i,) = s.add_entries([Entry("A", "pdq", PDQ_A, tags=["t"])])
-    with open_store(tmp_path) as s:
+    with open_bank_store(tmp_path) as s:
         assert s.get_bank("A").pdq_threshold == 12
         e = s.get_entry(i)
         assert (e.signal, e.tags) == (PDQ_A, ["t"])
 
 
-def test_bulk_import_assigns_unique_ids(store: SqliteBankStore) -> None:
+def test_bulk_import_assigns_unique_ids(store: SqlBankStore) -> None:
     # speed is measured in bench/, not asserted here (machines are noisy)
     store.create_bank(Bank("BULK"))
     entries = [Entry("BULK", "pdq", pdq()) for _ in range(50_000)]

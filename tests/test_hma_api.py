@@ -369,11 +369,13 @@ def test_other_process_sees_changes(tmp_path: Path) -> None:
     one reach the other through the change journal, incrementally."""
     import time
 
-    from tipline.banks import open_store
     from tipline.banks.bank import Bank, Entry
+    from tipline.store.banks import open_bank_store
+
+    open_bank_store(tmp_path).close()  # migrated once, before any thread opens it
 
     def factory() -> object:
-        return open_store(tmp_path)
+        return open_bank_store(tmp_path)
 
     a = MatchService(factory, tmp_path / "index", refresh_seconds=0.05)  # type: ignore[arg-type]
     b = MatchService(factory, tmp_path / "index", refresh_seconds=0.05)  # type: ignore[arg-type]

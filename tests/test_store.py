@@ -121,7 +121,7 @@ def test_naive_datetime_refused(session_factory: sessionmaker[Session]) -> None:
         s.add(Job(kind="k", run_after=datetime(2026, 1, 1) + timedelta(0)))
 
 
-# -- SqlBankStore: the SQLite bank store's tests, run against the service database --------------
+# -- SqlBankStore: the bank store's tests (tests/test_banks.py), on both backends -------------
 
 from test_banks import (  # noqa: E402  (the same tests, collected here with the fixture below)
     test_bad_names,
@@ -197,30 +197,35 @@ def test_sql_store_persists_across_instances(db_url: str) -> None:
 def test_copy_offline_banks_into_service_db(db_url: str, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from tipline.banks import open_store
+    from legacy_bank_file import write_old_bank_file
     from tipline.cli.app import _register, app
     from tipline.store.banks import open_bank_store, service_db_has_banks
 
     data = tmp_path / "data"
-    with open_store(data) as legacy:
-        legacy.create_bank(Bank("KNOWN", pdq_threshold=20, description="benign stand-in"))
-        legacy.create_bank(Bank("IGNORE_ME", role="ignore", enabled=False))
-        legacy.add_entries(
-            [
-                Entry("KNOWN", "pdq", "d" * 64, label="L", tags=["a", "b"]),
-                Entry("KNOWN", "md5", "e" * 32, enabled=False),
-                Entry("IGNORE_ME", "pdq", "f" * 64),
-            ]
-        )
+    write_old_bank_file(
+        data / "banks.sqlite3",
+        [
+            Bank("KNOWN", pdq_threshold=20, description="benign stand-in"),
+            Bank("IGNORE_ME", role="ignore", enabled=False),
+        ],
+        [
+            Entry("KNOWN", "pdq", "d" * 64, label="L", tags=["a", "b"]),
+            Entry("KNOWN", "md5", "e" * 32, enabled=False),
+            Entry("IGNORE_ME", "pdq", "f" * 64),
+        ],
+    )
     assert not service_db_has_banks(db_url)
     migrations.upgrade(db_url)
     _register()
     runner = CliRunner()
     args = ["--data-dir", str(data), "db", "import-banks", "--database-url", db_url]
     res = runner.invoke(app, args)
-    assert res.exit_code == 0 and "2 bank(s) created, 3 entries copied" in res.output, res.output
+    assert res.exit_code == 0, res.output
+    assert "2 bank(s) adopted, 0 already there; 3 entries adopted, 0 already" in res.output
     res = runner.invoke(app, args)  # again: nothing new
-    assert res.exit_code == 0 and "0 bank(s) created" in res.output and "(3 entries" in res.output
+    assert res.exit_code == 0, res.output
+    assert "0 bank(s) adopted, 2 already there; 0 entries adopted, 3 already" in res.output
+    assert "(3 entries in the service database" in res.output
 
     with open_bank_store(data, db_url) as s:
         assert isinstance(s, SqlBankStore)
@@ -238,13 +243,15 @@ def test_copy_offline_banks_into_service_db(db_url: str, tmp_path: Path) -> None
 def test_bank_tools_adopt_offline_banks_automatically(db_url: str, tmp_path: Path) -> None:
     """`tipline bank` and `scan` open the service database, migrating it and adopting banks an
     older version kept in banks.sqlite3, so CLI and service always see the same banks."""
-    from tipline.banks import open_store
+    from legacy_bank_file import write_old_bank_file
     from tipline.store.banks import open_bank_store, service_db_has_banks
 
     data = tmp_path / "data"
-    with open_store(data) as legacy:
-        legacy.create_bank(Bank("OLD", pdq_threshold=18))
-        legacy.add_entries([Entry("OLD", "md5", "a" * 32, label="L")])
+    write_old_bank_file(
+        data / "banks.sqlite3",
+        [Bank("OLD", pdq_threshold=18)],
+        [Entry("OLD", "md5", "a" * 32, label="L")],
+    )
     assert not service_db_has_banks(db_url)
     with open_bank_store(data, db_url) as s:
         assert isinstance(s, SqlBankStore)

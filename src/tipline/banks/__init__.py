@@ -1,8 +1,8 @@
-"""Banks: named hash lists (alert or ignore), their store, and hash list import/export."""
+"""Banks: named hash lists (alert or ignore), the store interface, hash list import/export, and
+the reader that adopts old ``banks.sqlite3`` files. The store itself is
+:class:`tipline.store.banks.SqlBankStore` (the service database)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from tipline.banks.bank import ROLES, Bank, BankStore, Entry, validate_bank_name
 from tipline.banks.formats import (
@@ -15,32 +15,23 @@ from tipline.banks.formats import (
     parse_hash_list,
     write_hash_list,
 )
-from tipline.banks.sqlite_store import SqliteBankStore
-
-#: File name of the bank database inside the data directory.
-DB_NAME = "banks.sqlite3"
-
-
-def open_store(data_dir: Path) -> SqliteBankStore:
-    """Open (creating if needed) the bank database in ``data_dir``."""
-    data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return SqliteBankStore(data_dir / DB_NAME)
-
+from tipline.banks.sqlite_store import LEGACY_DB_NAME, AdoptReport, LegacyBankFile, adopt_banks
 
 __all__ = [
     "FORMATS",
+    "LEGACY_DB_NAME",
     "ROLES",
+    "AdoptReport",
     "Bank",
     "BankStore",
     "Entry",
     "ImportReport",
+    "LegacyBankFile",
     "ParseResult",
-    "SqliteBankStore",
+    "adopt_banks",
     "detect_format",
     "import_file",
     "iter_hash_list",
-    "open_store",
     "parse_hash_list",
     "validate_bank_name",
     "write_hash_list",

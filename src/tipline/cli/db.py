@@ -185,27 +185,25 @@ def import_banks_cmd(
         Path | None,
         typer.Option(
             "--from",
-            help="The offline bank database. Default: banks.sqlite3 in the data directory.",
+            help="The old bank file. Default: banks.sqlite3 in the data directory.",
             show_default=False,
         ),
     ] = None,
     database_url_opt: UrlOption = None,
 ) -> None:
-    """Copy the offline tools' banks (`tipline bank ...`) into the service database.
+    """Adopt the banks of an old banks.sqlite3 (older Tipline versions) into the service database.
 
-    Safe to run again: existing banks keep their settings, entries are not added twice.
+    The file is only read, never changed, and checked whole before anything is written. Safe to
+    run again: banks already there keep their settings, entries are not added twice.
     """
-    from tipline.banks import DB_NAME, SqliteBankStore
-    from tipline.store.banks import SqlBankStore, copy_banks
+    from tipline.banks import LEGACY_DB_NAME, adopt_banks
+    from tipline.store.banks import SqlBankStore
 
-    path = source or state.data_dir() / DB_NAME
+    path = source or state.data_dir() / LEGACY_DB_NAME
     if not path.is_file():
-        raise TiplineError(f"no bank database at {path}")
+        raise TiplineError(f"no bank file at {path}")
     url = _url(database_url_opt)
-    with SqliteBankStore(path) as src, SqlBankStore(url) as dst:
-        created, copied = copy_banks(src, dst)
+    with SqlBankStore(url) as dst:
+        report = adopt_banks(path, dst)
         total = sum(dst.entry_counts().values())
-    typer.echo(
-        f"{_safe(url)}: {created} bank(s) created, {copied} entries copied "
-        f"({total} entries in the service database)"
-    )
+    typer.echo(f"{report} ({total} entries in the service database {_safe(url)})")

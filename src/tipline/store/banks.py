@@ -1,17 +1,18 @@
-"""A :class:`~tipline.banks.bank.BankStore` in the service database (SQLite or PostgreSQL).
+"""The bank store: a :class:`~tipline.banks.bank.BankStore` in the service database (SQLite or
+PostgreSQL), the only place banks are kept and written.
 
-Same semantics as :class:`tipline.banks.sqlite_store.SqliteBankStore`, over the ``banks`` and
-``bank_entries`` tables created by the migrations: entry ids unique across banks and never
-reused (AUTOINCREMENT on SQLite, a sequence on PostgreSQL); signals stored in canonical form;
-adding a signal a bank already holds returns the existing entry's id; ``add_entries`` is one
-transaction (any error adds nothing).
+Over the ``banks`` and ``bank_entries`` tables created by the migrations: entry ids unique
+across banks and never reused (AUTOINCREMENT on SQLite, a sequence on PostgreSQL), like HMA's
+``bank_content_id``, so an id in an old match report never points at a different hash; signals
+stored in canonical form; adding a signal a bank already holds returns the existing entry's id;
+``add_entries`` is one transaction (any error adds nothing). Old ``banks.sqlite3`` files are
+only read, to be adopted (:mod:`tipline.banks.sqlite_store`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,8 +22,8 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from tipline.banks.bank import Bank, BankRole, BankStore, Entry
-from tipline.banks.sqlite_store import SqliteBankStore, _tags_text, _validate_bank_fields
+from tipline.banks.bank import ROLES, Bank, BankRole, Entry, validate_bank_name
+from tipline.banks.sqlite_store import LEGACY_DB_NAME, adopt_banks
 from tipline.errors import BankError, BankNotFoundError
 from tipline.signals.types import SignalType, signal_type
 from tipline.store.base import make_engine
@@ -48,6 +49,23 @@ _ENTRY_COLS = (
     _E.enabled,
     _E.tags,
 )
+
+
+def _validate_bank_fields(bank: Bank) -> None:
+    validate_bank_name(bank.name)
+    if bank.role not in ROLES:
+        raise BankError(f"invalid role {bank.role!r} for bank {bank.name}: use alert or ignore")
+    threshold = bank.pdq_threshold
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or not 0 <= threshold <= 255:
+        raise BankError(
+            f"invalid PDQ threshold {threshold!r} for bank {bank.name}: "
+            "use a whole number of bits from 0 to 255 (default 31)"
+        )
+
+
+def _tags_text(tags: Iterable[str]) -> str:
+    # Tags are stored space-joined; a tag with whitespace in it becomes several tags.
+    return " ".join(t for tag in tags for t in tag.split())
 
 
 def _not_found(name: str) -> BankNotFoundError:
@@ -428,7 +446,8 @@ def open_bank_store(data_dir: Path, database_url: str | None = None) -> SqlBankS
     another), so banks made with ``tipline bank`` are the banks ``tipline serve`` matches.
 
     The schema is upgraded when it is behind. Banks an older version kept in a standalone
-    ``banks.sqlite3`` are adopted once, when the database has no banks yet.
+    ``banks.sqlite3`` in ``data_dir`` are adopted (read, never changed) while the database has
+    no banks; a file that cannot be adopted is an error, so no bank is silently left out.
     """
     from tipline.store import migrations
     from tipline.store.base import database_url as resolve
@@ -440,27 +459,20 @@ def open_bank_store(data_dir: Path, database_url: str | None = None) -> SqlBankS
     except Exception as err:  # unreachable server, bad URL, read-only file...
         raise BankError(f"cannot open the database {make_url(url)!r}: {err}") from None
     store = SqlBankStore(url)
-    legacy = Path(data_dir) / "banks.sqlite3"
-    if legacy.is_file() and not store.list_banks():
-        with SqliteBankStore(legacy) as old:
-            copy_banks(old, store)
+    legacy = Path(data_dir) / LEGACY_DB_NAME
+    try:
+        if legacy.is_file() and not store.list_banks():
+            adopt_banks(legacy, store)
+    except BankError as err:
+        store.close()
+        raise BankError(
+            f"{err} (an old bank file, adopted automatically: move it out of the data "
+            "directory to go on without its banks)"
+        ) from None
+    except BaseException:
+        store.close()
+        raise
     return store
 
 
-def copy_banks(src: BankStore, dst: BankStore) -> tuple[int, int]:
-    """Copy every bank and entry of ``src`` into ``dst`` (e.g. the offline ``banks.sqlite3``
-    into the service database). Idempotent: banks that exist keep their settings, entries a
-    bank already holds are not added twice. Returns (banks created, entries now copied)."""
-    have = {b.name for b in dst.list_banks()}
-    created = copied = 0
-    for bank in src.list_banks():
-        if bank.name not in have:
-            dst.create_bank(bank)
-            created += 1
-        # the same entry without its id: the destination assigns its own
-        entries = (replace(e, id=None, tags=list(e.tags)) for e in src.iter_entries(bank.name))
-        copied += len(dst.add_entries(entries))
-    return created, copied
-
-
-__all__ = ["SqlBankStore", "copy_banks", "open_bank_store", "service_db_has_banks"]
+__all__ = ["SqlBankStore", "open_bank_store", "service_db_has_banks"]
