@@ -52,12 +52,13 @@ def test_extension_is_ignored_for_decoding() -> None:
     assert rec.media_type == "image/png" and rec.pdq and not rec.errors
 
 
-def test_text_named_jpg_is_a_clear_item_error() -> None:
+def test_text_named_jpg_is_a_clear_item_warning() -> None:
     rec = hash_bytes(b"this is not a picture\n", "holiday.jpg", HashOptions())
     assert rec.media_type == "text/plain"
     assert rec.pdq is None
     assert rec.md5 == hashlib.md5(b"this is not a picture\n").hexdigest()
-    assert len(rec.errors) == 1 and "named like an image" in rec.errors[0]
+    assert rec.errors == []
+    assert rec.warnings == ["name says image/jpeg, content is text/plain"]
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF"])

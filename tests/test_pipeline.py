@@ -546,3 +546,18 @@ def test_material_graded_not_illegal_is_not_queued_again(
         copy = s.scalars(select(Item).where(Item.sha256 != benign.sha256)).one()
         assert copy.status == "hashed" and copy.priority is not None
         assert "known benign" in copy.priority_reason
+
+
+def test_an_upload_whose_name_disguises_it_keeps_the_warning(
+    engine: Engine, session_factory: sessionmaker[Session], cfg: PipelineConfig
+) -> None:
+    ctx = IntakeContext(session_factory, JobQueue(engine), IntakeSettings(secret=b"s"))
+    text = b"teapot-42 bluebird, nothing but words\n" * 30
+    new = NewReport(urls=[], uploads=[("photo.jpg", text), ("honest.png", KNOWN_COPY)])
+    create_reports(ctx, [new], "partner_api")
+    _drain(JobQueue(engine), session_factory)
+    with session_factory() as s:
+        by_type = {i.media_type: i for i in s.scalars(select(Item))}
+    assert by_type["text/plain"].warnings == ["name says image/jpeg, content is text/plain"]
+    assert by_type["text/plain"].errors == []
+    assert by_type["image/png"].warnings is None

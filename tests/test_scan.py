@@ -339,7 +339,8 @@ def test_bad_inputs_in_one_scan_all_reported(tmp_path: Path) -> None:
     assert recs["good.jpg"]["errors"] == [] and recs["good.jpg"]["pdq"]
     assert recs["empty.jpg"]["errors"][0].startswith("empty_file")
     assert recs["truncated.jpg"]["errors"][0].startswith("corrupt_media")
-    assert "named like an image" in recs["text.jpg"]["errors"][0]
+    assert recs["text.jpg"]["errors"] == []  # read as the text it is: hashed, not an error
+    assert recs["text.jpg"]["warnings"] == ["name says image/jpeg, content is text/plain"]
     assert recs["loop_a"]["errors"][0].startswith("symlink_loop")
     assert recs["pipe"]["errors"][0].startswith("not_a_regular_file")
     assert "6 with errors" in err.replace(",", "") or "with errors" in err
@@ -431,3 +432,59 @@ def test_kill_9_then_resume_gives_each_item_exactly_once(tmp_path: Path) -> None
     recs = records(out)  # asserts no duplicates
     assert len(recs) == n
     assert all(not r["errors"] for r in recs.values())
+
+
+def test_a_name_that_disguises_the_content_is_a_warning_in_every_format(tmp_path: Path) -> None:
+    """A text file named photo.jpg is read as the text it is, and every output says the name
+    lies; names that keep their promise (and families like .mov holding MP4) say nothing."""
+    data, media = tmp_path / "data", tmp_path / "media"
+    media.mkdir()
+    (media / "photo.jpg").write_text("teapot-42 bluebird\n" * 200)  # > the sniffed head
+    encode_png = encode(photo("coffee"), "PNG")
+    (media / "picture.jpg").write_bytes(encode_png)  # a PNG named .jpg
+    (media / "honest.png").write_bytes(encode_png)
+    (media / "notes").write_text("no extension: no promise\n")
+    with zipfile.ZipFile(media / "bundle.zip", "w") as z:
+        z.writestr("inner/holiday.gif", b"plain words, not a GIF\n" * 40)
+    out = tmp_path / "r.jsonl"
+    code, _, _ = run(data, "scan", str(media), "-o", str(out))
+    assert code == 0
+    recs = records(out)
+    assert recs[str(media / "photo.jpg")]["warnings"] == [
+        "name says image/jpeg, content is text/plain"
+    ]
+    assert recs[str(media / "photo.jpg")]["media_type"] == "text/plain"
+    assert recs[str(media / "picture.jpg")]["warnings"] == [
+        "name says image/jpeg, content is image/png"
+    ]
+    assert recs[str(media / "picture.jpg")]["pdq"]  # still hashed as the PNG it is
+    assert recs[str(media / "honest.png")]["warnings"] == []
+    assert recs[str(media / "notes")]["warnings"] == []
+    member = f"{media / 'bundle.zip'}!inner/holiday.gif"
+    assert recs[member]["warnings"] == ["name says image/gif, content is text/plain"]
+    out_csv = tmp_path / "r.csv"
+    run(data, "scan", str(media), "-o", str(out_csv))
+    rows = {r["path"]: r for r in csv.DictReader(io.StringIO(out_csv.read_text()))}
+    assert rows[str(media / "photo.jpg")]["warnings"] == (
+        "name says image/jpeg, content is text/plain"
+    )
+    assert rows[str(media / "honest.png")]["warnings"] == ""
+    out_html = tmp_path / "r.html"
+    run(data, "scan", str(media), "-o", str(out_html))
+    html = out_html.read_text()
+    assert "warning: name says image/jpeg, content is text/plain" in html
+
+
+def test_disguise_warning_families() -> None:
+    from tipline.media.sniff import disguise_warning
+
+    assert disguise_warning("clip.mov", "video/mp4") is None  # one ISO-BMFF family
+    assert disguise_warning("clip.mkv", "video/webm") is None  # Matroska
+    assert disguise_warning("model.ckpt", "application/x-python-pickle") is None
+    assert disguise_warning("a.JPG", "image/jpeg") is None
+    assert disguise_warning("a.jpg", "application/x-empty") is None  # nothing to judge
+    assert disguise_warning("weights.bin", "text/plain") is None  # .bin promises nothing
+    assert disguise_warning("x.zip!dir/a.png", "image/jpeg") == (
+        "name says image/png, content is image/jpeg"
+    )
+    assert disguise_warning(".jpg", "text/plain") is None  # a dot file, not an extension

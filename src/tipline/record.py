@@ -68,6 +68,9 @@ class ItemRecord:
     autov3: str | None = None
     matches: list[Match] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: things worth a look that are not errors: a name that disguises the content ("name says
+    #: image/jpeg, content is text/plain")
+    warnings: list[str] = field(default_factory=list)
     #: for archive members: the file on disk that holds them
     container: str | None = None
     #: AI provenance findings (tipline.provenance); None when not analysed (--no-provenance).
@@ -108,6 +111,7 @@ class ItemRecord:
             d["autov3"] = self.autov3
         d["matches"] = [m.to_json() for m in self.matches]
         d["errors"] = list(self.errors)
+        d["warnings"] = list(self.warnings)
         if self.container is not None:
             d["container"] = self.container
         if self.provenance is not None:
@@ -148,6 +152,7 @@ class ItemRecord:
                 for m in d.get("matches", [])
             ],
             errors=list(d.get("errors", [])),
+            warnings=list(d.get("warnings", [])),
             container=d.get("container"),
             provenance=(
                 [finding_from_json(f) for f in d["provenance"]]

@@ -52,14 +52,57 @@ UNKNOWN = MediaType("application/octet-stream", "other")
 _HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
 _AVIF_BRANDS = {b"avif", b"avis"}
 
-#: Extensions that promise an image or video. Used only to say "named like an image but is not
-#: one" when the content disagrees, never to decide how to decode.
-IMAGE_EXTENSIONS = {
-    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".dib", ".tif", ".tiff",
-    ".heic", ".heif", ".avif",
-}  # fmt: skip
-VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi"}
-MODEL_EXTENSIONS = {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".pkl"}
+#: What a file name's extension claims: the type it names, and the content types that keep
+#: that promise (container families whose brands vary: MP4/QuickTime, Matroska/WebM, PyTorch's
+#: zip or pickle). Extensions that promise nothing in particular (.bin, .dat) are not here.
+_ISO_VIDEO = frozenset({"video/mp4", "video/quicktime"})
+_TORCH = frozenset({"application/x-pytorch", "application/x-python-pickle", "application/zip"})
+NAME_CLAIMS: dict[str, tuple[str, frozenset[str]]] = {
+    **{e: ("image/jpeg", frozenset({"image/jpeg"})) for e in (".jpg", ".jpeg", ".jpe", ".jfif")},
+    ".png": ("image/png", frozenset({"image/png"})),
+    ".gif": ("image/gif", frozenset({"image/gif"})),
+    ".webp": ("image/webp", frozenset({"image/webp"})),
+    ".bmp": ("image/bmp", frozenset({"image/bmp"})),
+    ".dib": ("image/bmp", frozenset({"image/bmp"})),
+    ".tif": ("image/tiff", frozenset({"image/tiff"})),
+    ".tiff": ("image/tiff", frozenset({"image/tiff"})),
+    ".heic": ("image/heic", frozenset({"image/heic", "image/avif"})),
+    ".heif": ("image/heic", frozenset({"image/heic", "image/avif"})),
+    ".avif": ("image/avif", frozenset({"image/avif"})),
+    ".mp4": ("video/mp4", _ISO_VIDEO),
+    ".m4v": ("video/mp4", _ISO_VIDEO),
+    ".mov": ("video/quicktime", _ISO_VIDEO),
+    ".webm": ("video/webm", frozenset({"video/webm"})),
+    ".mkv": ("video/x-matroska", frozenset({"video/webm"})),
+    ".avi": ("video/x-msvideo", frozenset({"video/x-msvideo"})),
+    ".zip": ("application/zip", frozenset({"application/zip", "application/x-pytorch"})),
+    ".tar": ("application/x-tar", frozenset({"application/x-tar"})),
+    ".gz": ("application/gzip", frozenset({"application/gzip"})),
+    ".tgz": ("application/gzip", frozenset({"application/gzip"})),
+    ".bz2": ("application/x-bzip2", frozenset({"application/x-bzip2"})),
+    ".xz": ("application/x-xz", frozenset({"application/x-xz"})),
+    ".safetensors": ("application/x-safetensors", frozenset({"application/x-safetensors"})),
+    ".gguf": ("application/x-gguf", frozenset({"application/x-gguf"})),
+    ".ckpt": ("application/x-pytorch", _TORCH),
+    ".pt": ("application/x-pytorch", _TORCH),
+    ".pth": ("application/x-pytorch", _TORCH),
+    ".pkl": ("application/x-python-pickle", frozenset({"application/x-python-pickle"})),
+    ".txt": ("text/plain", frozenset({"text/plain"})),
+}
+
+
+def disguise_warning(name: str, content_mime: str) -> str | None:
+    """``name says image/jpeg, content is text/plain`` when a file's name promises another type
+    than its bytes are (the bytes always decide how it is read); None when they agree, when the
+    name promises nothing we know, or when there was no content to judge."""
+    base = name.rsplit("!", 1)[-1].rsplit("/", 1)[-1]
+    dot = base.rfind(".")
+    if dot <= 0 or content_mime in (EMPTY.mime, ""):
+        return None
+    claim = NAME_CLAIMS.get(base[dot:].lower())
+    if claim is None or content_mime in claim[1]:
+        return None
+    return f"name says {claim[0]}, content is {content_mime}"
 
 
 def sniff(head: bytes) -> MediaType:

@@ -346,6 +346,7 @@ def stage_analyse(session: Session, payload: dict[str, Any], cfg: PipelineConfig
         item.ai_evidence = record.ai_evidence
         item.matches = [m.to_json() for m in record.matches]
         item.errors = list(record.errors)
+        item.warnings = list(record.warnings) or None
         item.keyword_hits = _keyword_hits(record)
         if item.status in ("new", "hashed", "matched"):
             item.status = "matched" if record.alert_matches else "hashed"

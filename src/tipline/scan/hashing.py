@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, BinaryIO, Literal
 from tipline.config import Limits
 from tipline.errors import ItemError
 from tipline.media.decode import deadline, decode_luma_fast, decode_rgb
-from tipline.media.sniff import IMAGE_EXTENSIONS, SNIFF_BYTES, MediaType, sniff
+from tipline.media.sniff import SNIFF_BYTES, MediaType, disguise_warning, sniff
 from tipline.media.video import VideoMode, VideoSource
 from tipline.record import ItemRecord
 from tipline.signals import pdq
@@ -94,14 +94,19 @@ def hash_bytes(
                 record.errors.append(str(err))
     elif mt.kind == "video" and data:
         add_vpdq(record, data, mt, options)
-    elif _named_like_image(path) and mt.kind in ("text", "other"):
-        what = "empty" if not data else f"{mt.mime} content"
-        record.errors.append(
-            f"unsupported_media: named like an image but is {what}; not decodable as an image"
-        )
     if options.provenance and data:
         add_provenance(record, data, mt, options)
+    add_name_warning(record)
     return record
+
+
+def add_name_warning(record: ItemRecord) -> None:
+    """Say when the item's name claims another type than its content (once per record)."""
+    if record.sha256 is None and record.md5 is None:
+        return  # never read: nothing to compare the name with
+    w = disguise_warning(record.path, record.media_type)
+    if w is not None and w not in record.warnings:
+        record.warnings.append(w)
 
 
 def add_provenance(record: ItemRecord, data: bytes, mt: MediaType, options: HashOptions) -> None:
@@ -161,11 +166,6 @@ def hash_video_file(stream: BinaryIO, path: str, mt: MediaType, options: HashOpt
     digest_stream(stream, record, options.limits.max_file_bytes)
     add_vpdq(record, path, mt, options)
     return record
-
-
-def _named_like_image(path: str) -> bool:
-    name = path.rsplit("!", 1)[-1]
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def signals_for_file(path: str | Path, options: HashOptions | None = None) -> dict[str, str]:

@@ -22,7 +22,13 @@ from tipline.errors import (
 from tipline.media.sniff import PYTORCH, SNIFF_BYTES, ZIP, sniff
 from tipline.record import ItemRecord
 from tipline.scan.archives import Budget, is_archive, iter_members
-from tipline.scan.hashing import HashOptions, digest_stream, hash_bytes, hash_video_file
+from tipline.scan.hashing import (
+    HashOptions,
+    add_name_warning,
+    digest_stream,
+    hash_bytes,
+    hash_video_file,
+)
 
 Emit = Callable[[ItemRecord], None]
 
@@ -42,6 +48,7 @@ def scan_file(path: str, options: HashOptions, emit: Emit, skip: Collection[str]
         from tipline.scan.keywords import keyword_emit
 
         emit = keyword_emit(emit, options.keywords, options.include_text)
+    emit = _checking_names(emit)
     try:
         st = os.stat(path)
     except OSError as err:
@@ -217,6 +224,17 @@ def _scan_archive(
         own.errors.append(str(err))
     if path not in skip:
         emit(own)
+
+
+def _checking_names(emit: Emit) -> Emit:
+    """Every record leaves with its name checked against its content (streamed files, videos,
+    models and archive members too, not only those hashed in memory)."""
+
+    def checked(record: ItemRecord) -> None:
+        add_name_warning(record)
+        emit(record)
+
+    return checked
 
 
 def _unique(name: str, seen: dict[str, int]) -> str:

@@ -38,6 +38,7 @@ CSV_COLUMNS = [
     "best_distance",
     "matches",
     "errors",
+    "warnings",
 ]
 
 
@@ -122,6 +123,7 @@ def csv_row(r: ItemRecord) -> dict[str, object]:
         "best_distance": min((m.distance for m in alerts), default=""),
         "matches": json.dumps([m.to_json() for m in r.matches]) if r.matches else "",
         "errors": " | ".join(r.errors),
+        "warnings": " | ".join(r.warnings),
     }
 
 
@@ -143,8 +145,9 @@ def render_html(records: list[ItemRecord], title: str, meta: dict[str, str]) -> 
         loader=PackageLoader("tipline.scan", "templates"), autoescape=select_autoescape(["html"])
     )
     matched = [r for r in records if r.alert_matches]
-    failed = [r for r in records if r.errors and not r.alert_matches]
-    clean = [r for r in records if not r.errors and not r.alert_matches]
+    # items with errors or warnings (a disguised name) are always listed, never capped away
+    failed = [r for r in records if (r.errors or r.warnings) and not r.alert_matches]
+    clean = [r for r in records if not (r.errors or r.warnings) and not r.alert_matches]
     per_bank: Counter[str] = Counter()
     per_label: Counter[tuple[str, str]] = Counter()
     for r in matched:
@@ -156,6 +159,8 @@ def render_html(records: list[ItemRecord], title: str, meta: dict[str, str]) -> 
     return env.get_template("report.html").render(
         provenance_summary=provenance_summary,
         ai_strong=sum(1 for r in records if r.ai_evidence == "strong"),
+        with_errors=sum(1 for r in records if r.errors),
+        with_warnings=sum(1 for r in records if r.warnings),
         title=title,
         meta=meta,
         total=len(records),

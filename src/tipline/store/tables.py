@@ -155,6 +155,8 @@ class Item(Base):
     matches: Mapped[Any | None] = mapped_column(JSON)
     #: Per-item processing errors (list of str).
     errors: Mapped[Any | None] = mapped_column(JSON)
+    #: e.g. a name that disguises the content ("name says image/jpeg, content is text/plain")
+    warnings: Mapped[Any | None] = mapped_column(JSON)
     keyword_hits: Mapped[Any | None] = mapped_column(JSON)
     #: The final grade (taxonomy values) once analysts reached consensus or a senior decided.
     grade: Mapped[Any | None] = mapped_column(JSON)
