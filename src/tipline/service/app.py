@@ -40,11 +40,14 @@ from tipline.service import (
     api_v1,
     auth,
     desk,
+    desk_core,
     errors,
     hma,
     intake,
+    media,
     ops,
     reports,
+    review_api,
     wiring,
 )
 from tipline.service.hma import HMA_PREFIXES
@@ -81,7 +84,9 @@ def include_routers(app: FastAPI, ctx: AppContext) -> None:
     app.include_router(intake.router(ctx))
     app.include_router(reports.router(ctx))
     app.include_router(actions_api.router(ctx))
-    app.include_router(desk.router(ctx))
+    app.include_router(review_api.router(ctx))  # the review desk as JSON
+    app.include_router(desk.router(ctx))  # the review desk's pages
+    app.include_router(media.desk_router(ctx))  # the media those pages show
 
 
 def _install_auth(app: FastAPI, ctx: AppContext) -> None:
@@ -125,7 +130,7 @@ def _install_contexts(app: FastAPI, ctx: AppContext) -> None:
             JobQueue(ctx.engine),
             intake.IntakeSettings.from_service(s, **overrides),
         )
-        app.state.desk = desk.DeskConfig(
+        app.state.desk = desk_core.DeskConfig(
             taxonomy=load_taxonomy(s.review_taxonomy or None),
             limits=ExposureLimits(
                 s.exposure_daily_cap_minutes,
