@@ -73,6 +73,7 @@ def _make(db_url: str, sf: sessionmaker[Session], tmp_path: Path, **over: object
             cluster_id=cluster.id,
             first_seen=datetime.now(UTC) - timedelta(hours=2),
             keyword_hits=["benign-test-keyword"],
+            warnings=["name says image/jpeg, content is image/png"],
         )
         s.add(item)
         s.flush()
@@ -151,6 +152,8 @@ def test_claims_are_exclusive_and_media_needs_the_claim(desk: Desk) -> None:
     assert f' src="/desk/media/{desk.item_id}/full"' not in page.text  # only on a reveal
     # text findings are behind a reveal (<details>), never open by default
     assert '<details class="texts">' in page.text and "benign-test-keyword" in page.text
+    # a name that disguised the content is shown with the item's facts
+    assert "name says image/jpeg, content is image/png" in page.text
     alice_cookies = dict(c.cookies)
     c.cookies.clear()
     for k, v in bob_cookies.items():

@@ -286,6 +286,8 @@ def _item_view(s: Session, item: Item) -> dict[str, Any]:
         "ai_findings": _ai_findings(item),
         "reports": refs,
         "texts": _texts(item),
+        # e.g. "name says image/jpeg, content is text/plain": a disguised file is worth a look
+        "warnings": [str(w)[:200] for w in (item.warnings or [])][:10],
         "pw": PREVIEW_PIXELS,
         "ph": PREVIEW_PIXELS,
     }
