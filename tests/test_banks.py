@@ -47,13 +47,13 @@ def test_schema_wal_and_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert migrations.current(f"sqlite:///{path}") == migrations.head()  # upgraded on open
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    # the unique (signal_type, signal, bank_id) key serves lookups and the per-bank dedupe
-    unique = [
-        [c[2] for c in db.execute(f"PRAGMA index_info('{r[1]}')")]
+    # the (signal_type, signal, bank_id) index serves lookups and the per-bank dedupe; it is
+    # not unique: HMA makes a new content item each time the same hash is added (migration 0005)
+    indexes = {
+        r[1]: [c[2] for c in db.execute(f"PRAGMA index_info('{r[1]}')")]
         for r in db.execute("PRAGMA index_list('bank_entries')")
-        if r[2]
-    ]
-    assert ["signal_type", "signal", "bank_id"] in unique
+    }
+    assert indexes["ix_bank_entries_signal"] == ["signal_type", "signal", "bank_id"]
     assert "ix_bank_entries_bank_id" in {
         r[1] for r in db.execute("PRAGMA index_list('bank_entries')")
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from tipline.errors import BankError
 
@@ -37,6 +37,9 @@ class Bank:
     enabled: bool = True
     description: str = ""
     created_at: float = 0.0
+    #: HMA's ``matching_enabled_ratio`` while enabled: the share of HMA lookups that see this
+    #: bank (a coin flip per lookup); 1.0, the default, is every lookup (and every scan).
+    enabled_ratio: float = 1.0
 
 
 @dataclass(slots=True)
@@ -53,6 +56,15 @@ class Entry:
     enabled: bool = True
     id: int | None = None
     tags: list[str] = field(default_factory=list)
+    #: Disabled until this epoch time, then enabled by itself (HMA's future
+    #: ``disable_until_ts``); None: ``enabled`` alone decides.
+    disabled_until: float | None = None
+    #: HMA's user metadata of the content (``content_id``, ``content_uri``, ``json``).
+    metadata: dict[str, Any] | None = None
+
+    def active(self, now: float) -> bool:
+        """Matchable at ``now``: enabled, and past any ``disabled_until``."""
+        return self.enabled and (self.disabled_until is None or self.disabled_until <= now)
 
 
 class BankStore(Protocol):
@@ -63,7 +75,18 @@ class BankStore(Protocol):
     def list_banks(self) -> list[Bank]: ...
     def update_bank(self, bank: Bank) -> Bank: ...
     def delete_bank(self, name: str) -> int: ...
-    def add_entries(self, entries: Iterable[Entry]) -> list[int]: ...
+    def add_entries(self, entries: Iterable[Entry], *, dedupe: bool = True) -> list[int]: ...
+    def rename_bank(self, old: str, new: str) -> Bank: ...
+    def update_entry(
+        self,
+        bank: str,
+        entry_id: int,
+        *,
+        enabled: bool | None = None,
+        disabled_until: float | Literal["keep"] | None = "keep",
+        note: str | None = None,
+    ) -> Entry: ...
+    def get_entry(self, entry_id: int) -> Entry: ...
     def remove_entries(self, bank: str, entry_ids: Iterable[int]) -> int: ...
     def set_entries_enabled(self, bank: str, entry_ids: Iterable[int], enabled: bool) -> int: ...
     def iter_entries(

@@ -14,6 +14,14 @@ Matching an item record (``match``): every registered signal type's queries for 
 then every model hash its provenance cites ("Model hash", "Lora hashes", a LoRA's base model),
 each found through the types that answer a hash of that length (``SignalType.cited_queries``).
 
+HMA's per-entry and per-bank switches are honoured here too: an entry disabled until a time
+(``disabled_until``, HMA's future ``disable_until_ts``) is left out until that time passes and
+matches again by itself; a bank's ``enabled_ratio`` below 1.0 is a coin flip per query (HMA's
+``matching_enabled_ratio``): the bank is searched when ``ratio >= coinflip``, the coin flip
+drawn by the caller (the HMA routes, seeded by the request's ``seed``) or, in ``match``, seeded
+by the item's SHA-256, so one item always gets the same answer. Banks at 1.0 (the default) are
+always searched, so scans are unchanged by it.
+
 Ignore banks (known benign) suppress false positives: an alert match is suppressed when the same
 item matches an ignore-bank entry of the same signal type at a distance no larger than the alert
 match's. Suppressed matches stay in the output, marked, so an analyst can see why.
@@ -22,6 +30,8 @@ match's. Suppressed matches stay in the output, marked, so an analyst can see wh
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -88,6 +98,8 @@ class BankIndex:
         # per entry id (0 in _slot: no such entry)
         self._slot = np.zeros(0, np.int32)
         self._on = np.zeros(0, bool)
+        #: disabled until this epoch time (0: no such time)
+        self._until = np.zeros(0, np.float64)
         self._tcode = np.zeros(0, np.int16)
         self._labels: dict[int, str] = {}
         # per bank slot (slot 0 is "none")
@@ -96,6 +108,9 @@ class BankIndex:
         self._roles: list[str] = ["alert"]
         self._bank_on = np.zeros(1, bool)
         self._thr = np.full(1, -1, np.int32)
+        #: the bank's threshold whether or not it is enabled (-1: no such bank)
+        self._thr_all = np.full(1, -1, np.int32)
+        self._ratio = np.ones(1, np.float64)
         # per signal type
         self._types: list[SignalType] = []
         self._tcodes: dict[str, int] = {}
@@ -120,6 +135,18 @@ class BankIndex:
         self._roles[s] = bank.role
         self._bank_on[s] = bool(bank.enabled)
         self._thr[s] = int(bank.pdq_threshold) if bank.enabled else -1
+        self._thr_all[s] = int(bank.pdq_threshold)
+        self._ratio[s] = float(getattr(bank, "enabled_ratio", 1.0))
+
+    def rename_bank(self, old: str, new: str) -> None:
+        """A bank's new name (its entries stay where they are)."""
+        s = self._slots.pop(old, None)
+        if s is None or new in self._slots:
+            if s is not None:
+                self._slots[old] = s
+            return
+        self._slots[new] = s
+        self._names[s] = new
 
     def delete_bank(self, name: str) -> None:
         s = self._slots.get(name)
@@ -127,6 +154,7 @@ class BankIndex:
             return
         self._bank_on[s] = False
         self._thr[s] = -1
+        self._thr_all[s] = -1
         ids = np.nonzero(self._slot == s)[0]
         self._drop(ids)
 
@@ -141,6 +169,8 @@ class BankIndex:
             self._roles.append("alert")
             self._bank_on = np.append(self._bank_on, False)
             self._thr = np.append(self._thr, np.int32(-1))
+            self._thr_all = np.append(self._thr_all, np.int32(-1))
+            self._ratio = np.append(self._ratio, 1.0)
         return s
 
     def _type_code(self, st: SignalType) -> int:
@@ -155,7 +185,12 @@ class BankIndex:
         if top < n:
             return
         size = max(top + 1, 2 * n, 1024)
-        for name, dtype in (("_slot", np.int32), ("_on", bool), ("_tcode", np.int16)):
+        for name, dtype in (
+            ("_slot", np.int32),
+            ("_on", bool),
+            ("_until", np.float64),
+            ("_tcode", np.int16),
+        ):
             old = getattr(self, name)
             grown = np.zeros(size, dtype)
             grown[:n] = old
@@ -167,7 +202,7 @@ class BankIndex:
         """Index entries (normalised signals); an id already indexed is left as it is.
         Returns how many were added."""
         by_type: dict[str, tuple[list[int], list[str]]] = {}
-        rows: list[tuple[int, int, bool, str]] = []
+        rows: list[tuple[int, int, bool, str, float]] = []
         types = registered()
         for e in entries:
             eid = e.id
@@ -180,7 +215,8 @@ class BankIndex:
             ids, sigs = by_type.setdefault(st.name, ([], []))
             ids.append(eid)
             sigs.append(e.signal)
-            rows.append((eid, self._slot_for(e.bank), bool(e.enabled), e.label))
+            until = getattr(e, "disabled_until", None) or 0.0
+            rows.append((eid, self._slot_for(e.bank), bool(e.enabled), e.label, until))
         if not rows:
             return 0
         self._grow(max(r[0] for r in rows))
@@ -196,7 +232,8 @@ class BankIndex:
         arr = np.asarray([r[0] for r in rows], np.int64)
         self._slot[arr] = np.asarray([r[1] for r in rows], np.int32)
         self._on[arr] = np.asarray([r[2] for r in rows], bool)
-        for eid, _, _, label in rows:
+        self._until[arr] = np.asarray([r[4] for r in rows], np.float64)
+        for eid, _, _, label, _ in rows:
             if label:
                 self._labels[eid] = label
         return len(rows)
@@ -208,11 +245,20 @@ class BankIndex:
             arr = arr[self._slot[arr] == self._slots.get(bank, -1)]
         self._drop(arr)
 
-    def set_enabled(self, ids: Iterable[int], enabled: bool, bank: str | None = None) -> None:
+    def set_enabled(
+        self,
+        ids: Iterable[int],
+        enabled: bool,
+        bank: str | None = None,
+        until: float | None = None,
+    ) -> None:
+        """Enable or disable entries; ``until``: disabled until that epoch time, then enabled
+        by itself (with ``enabled`` True)."""
         arr = self._known(ids)
         if bank is not None:
             arr = arr[self._slot[arr] == self._slots.get(bank, -1)]
         self._on[arr] = enabled
+        self._until[arr] = until or 0.0
 
     def contains(self, entry_id: int) -> bool:
         return 0 <= entry_id < len(self._slot) and bool(self._slot[entry_id])
@@ -236,6 +282,7 @@ class BankIndex:
                 index.remove(ids[codes == code].tolist())
         self._slot[ids] = 0
         self._on[ids] = False
+        self._until[ids] = 0.0
         for i in ids.tolist():
             self._labels.pop(i, None)
 
@@ -244,22 +291,33 @@ class BankIndex:
     def type_index(self, name: str) -> SignalIndex | None:
         return self._indexes.get(name)
 
-    def radius(self, banks: set[str] | None = None) -> int:
-        """Largest PDQ threshold of the enabled banks asked for (-1: none)."""
-        thr = self._thr
+    def radius(self, banks: set[str] | None = None, all_banks: bool = False) -> int:
+        """Largest PDQ threshold of the enabled banks asked for (-1: none); ``all_banks``:
+        of every bank, enabled or not."""
+        thr = self._thr_all if all_banks else self._thr
         if banks is None:
             return int(thr.max()) if len(thr) else -1
         slots = [self._slots[b] for b in banks if b in self._slots]
         return int(thr[slots].max()) if slots else -1
 
-    def _allowed(self, banks: set[str] | None) -> npt.NDArray[np.bool_]:
+    def _allowed(
+        self,
+        banks: set[str] | None,
+        coinflip: float | None = None,
+        all_banks: bool = False,
+    ) -> npt.NDArray[np.bool_]:
+        """Bank slots searched: the enabled banks (or ``all_banks``) of ``banks`` (None: all),
+        those whose ratio is below ``coinflip`` left out."""
+        on = self._thr_all >= 0 if all_banks else self._bank_on
+        if coinflip is not None:
+            on = on & (self._ratio >= coinflip)
         if banks is None:
-            return self._bank_on
-        mask = np.zeros(len(self._bank_on), bool)
+            return on
+        mask = np.zeros(len(on), bool)
         for b in banks:
             s = self._slots.get(b)
             if s is not None:
-                mask[s] = self._bank_on[s]
+                mask[s] = on[s]
         return mask
 
     def _query(
@@ -268,6 +326,8 @@ class BankIndex:
         values: Sequence[str],
         allowed: npt.NDArray[np.bool_],
         radius: int,
+        all_banks: bool = False,
+        all_entries: bool = False,
     ) -> tuple[IndexHits, npt.NDArray[np.int32]]:
         """Hits of ``st`` for ``values`` kept by entry and bank state (and bank threshold);
         returns the hits and their bank slots."""
@@ -275,22 +335,35 @@ class BankIndex:
         if index is None or not values:
             return IndexHits.empty(), np.zeros(0, np.int32)
         hits = index.query(values, radius if st.uses_bank_threshold else 0)
-        return self._keep(st, hits, allowed)
+        return self._keep(st, hits, allowed, all_banks, all_entries)
 
     def _keep(
-        self, st: SignalType, hits: IndexHits, allowed: npt.NDArray[np.bool_]
+        self,
+        st: SignalType,
+        hits: IndexHits,
+        allowed: npt.NDArray[np.bool_],
+        all_banks: bool = False,
+        all_entries: bool = False,
     ) -> tuple[IndexHits, npt.NDArray[np.int32]]:
         ids, dists = hits.ids, hits.distances
         if not len(ids):
             return hits, np.zeros(0, np.int32)
         slot = self._slot[ids]
+        if all_entries:
+            on = slot > 0
+        else:
+            on = self._on[ids]
+            until = self._until[ids]
+            if until.any():
+                on = on & (until <= time.time())
         if st.uses_bank_threshold:
             # slot 0 (gone) and disabled banks have threshold -1: nothing is within it
-            keep = (dists <= self._thr[slot]) & self._on[ids]
+            thr = self._thr_all if all_banks else self._thr
+            keep = (dists <= thr[slot]) & on
             if allowed is not self._bank_on:
                 keep &= allowed[slot]
         else:
-            keep = allowed[slot] & self._on[ids]  # allowed[0] is False: slot 0 is "gone"
+            keep = allowed[slot] & on  # allowed[0] is False: slot 0 is "gone"
         return IndexHits(ids[keep], dists[keep], hits.details), slot[keep]
 
     def lookup(
@@ -299,11 +372,27 @@ class BankIndex:
         value: str,
         banks: set[str] | None = None,
         labels: bool = True,
+        *,
+        coinflip: float | None = None,
+        all_banks: bool = False,
+        all_entries: bool = False,
     ) -> list[Hit]:
         """Enabled entries of enabled banks matching a normalised ``value`` (PDQ within each
-        bank's threshold), closest first, then by id. ``labels=False`` leaves labels empty."""
+        bank's threshold), closest first, then by id. ``labels=False`` leaves labels empty.
+
+        ``coinflip``: leave out banks whose ``enabled_ratio`` is below it (HMA's lookup).
+        ``all_banks``: disabled banks too (HMA's ``bypass_coinflip``); ``all_entries`` as well:
+        disabled entries too (HMA's ``raw_lookup``, which checks no enabled state)."""
         st = st_name if isinstance(st_name, SignalType) else signal_type(st_name)
-        hits, slot = self._query(st, [value], self._allowed(banks), self.radius(banks))
+        all_banks = all_banks or all_entries
+        hits, slot = self._query(
+            st,
+            [value],
+            self._allowed(banks, coinflip, all_banks),
+            self.radius(banks, all_banks),
+            all_banks,
+            all_entries,
+        )
         if not len(hits.ids):
             return []
         order = np.lexsort((hits.ids, hits.distances)) if len(hits.ids) > 1 else [0]
@@ -319,8 +408,13 @@ class BankIndex:
         ]
 
     def match(self, record: ItemRecord, banks: set[str] | None = None) -> list[Match]:
-        """Every match of a hashed item, closest first, with the ignore-bank rule applied."""
-        allowed = self._allowed(banks)
+        """Every match of a hashed item, closest first, with the ignore-bank rule applied.
+        Banks with an ``enabled_ratio`` below 1 take part by a coin flip seeded by the item's
+        SHA-256 (the same item always gets the same answer)."""
+        coinflip = None
+        if (self._ratio[self._bank_on] < 1.0).any():
+            coinflip = random.Random(record.sha256 or None).random()
+        allowed = self._allowed(banks, coinflip)
         radius = self.radius(banks)
         types = registered()
         found: dict[int, tuple[int, str]] = {}  # entry id -> (distance, signal type)

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.engine import Engine
 
@@ -285,16 +285,31 @@ class MatchService:
             self._apply_bank(Bank(**op["bank"]))
         elif kind == "delete_bank":
             self._apply_delete_bank(str(op["name"]))
+        elif kind == "rename_bank":
+            self._apply_rename(str(op["old"]), str(op["new"]))
         elif kind == "add":
             entries = [
-                Entry(bank=b, signal_type=st, signal=sig, label=lab, enabled=bool(en), id=int(i))
-                for i, b, st, sig, lab, en in op["entries"]
+                Entry(
+                    bank=row[1],
+                    signal_type=row[2],
+                    signal=row[3],
+                    label=row[4],
+                    enabled=bool(row[5]),
+                    id=int(row[0]),
+                    disabled_until=row[6] if len(row) > 6 else None,
+                )
+                for row in op["entries"]
             ]
             self._apply_add(entries)
         elif kind == "remove":
             self._apply_remove(str(op["bank"]), [int(i) for i in op["ids"]])
         elif kind == "enable":
-            self._apply_enabled(str(op["bank"]), [int(i) for i in op["ids"]], bool(op["enabled"]))
+            self._apply_enabled(
+                str(op["bank"]),
+                [int(i) for i in op["ids"]],
+                bool(op["enabled"]),
+                op.get("until"),
+            )
         else:
             raise ValueError(f"unknown journal operation {str(kind)[:40]!r}")
 
@@ -317,6 +332,22 @@ class MatchService:
         self._apply_bank(updated)
         self._log({"op": "bank", "bank": _bank_fields(updated)})
         return updated
+
+    def rename_bank(self, old: str, new: str) -> Bank:
+        """A bank's new name; its entries and their ids go with it."""
+        renamed = self.store.rename_bank(old, new)
+        self._apply_rename(old, new)
+        self._log({"op": "rename_bank", "old": old, "new": new})
+        return renamed
+
+    def _apply_rename(self, old: str, new: str) -> None:
+        with self._lock:
+            idx = self._index
+            if idx is not None and old in idx.banks:
+                bank = idx.banks.pop(old)
+                bank.name = new
+                idx.banks[new] = bank
+                idx.matcher.rename_bank(old, new)
 
     def _apply_bank(self, bank: Bank) -> None:
         with self._lock:
@@ -342,10 +373,12 @@ class MatchService:
 
     # ------------------------------------------------------------------ entries
 
-    def add_entries(self, entries: Iterable[Entry]) -> list[int]:
-        """Store the entries and make them matchable before returning their ids."""
+    def add_entries(self, entries: Iterable[Entry], *, dedupe: bool = True) -> list[int]:
+        """Store the entries and make them matchable before returning their ids. ``dedupe``
+        (the default): a signal its bank already holds gives the existing id; otherwise each
+        entry is a new one (HMA's content adds)."""
         batch = list(entries)
-        ids = self.store.add_entries(batch)
+        ids = self.store.add_entries(batch, dedupe=dedupe)
         stored: list[Entry] = []
         for e, eid in zip(batch, ids, strict=True):
             st = signal_type(e.signal_type)
@@ -357,6 +390,7 @@ class MatchService:
                     label=e.label,
                     enabled=e.enabled,
                     id=eid,
+                    disabled_until=e.disabled_until,
                 )
             )
         self._apply_add(stored)
@@ -367,7 +401,16 @@ class MatchService:
                 {
                     "op": "add",
                     "entries": [
-                        [e.id, e.bank, e.signal_type, e.signal, e.label, e.enabled] for e in stored
+                        [
+                            e.id,
+                            e.bank,
+                            e.signal_type,
+                            e.signal,
+                            e.label,
+                            e.enabled,
+                            e.disabled_until,
+                        ]
+                        for e in stored
                     ],
                 }
             )
@@ -414,11 +457,41 @@ class MatchService:
         self._log({"op": "enable", "bank": bank, "ids": ids, "enabled": enabled})
         return n
 
-    def _apply_enabled(self, bank: str, ids: list[int], enabled: bool) -> None:
+    def update_entry(
+        self,
+        bank: str,
+        entry_id: int,
+        *,
+        enabled: bool | None = None,
+        disabled_until: float | Literal["keep"] | None = "keep",
+        note: str | None = None,
+    ) -> Entry:
+        """Change one entry's enabled state, ``disabled_until`` time (disabled until then,
+        enabled again by itself) and/or note; the index follows at once."""
+        entry = self.store.update_entry(
+            bank, entry_id, enabled=enabled, disabled_until=disabled_until, note=note
+        )
+        if enabled is not None or disabled_until != "keep":
+            ids = [int(entry_id)]
+            self._apply_enabled(bank, ids, entry.enabled, entry.disabled_until)
+            self._log(
+                {
+                    "op": "enable",
+                    "bank": bank,
+                    "ids": ids,
+                    "enabled": entry.enabled,
+                    "until": entry.disabled_until,
+                }
+            )
+        return entry
+
+    def _apply_enabled(
+        self, bank: str, ids: list[int], enabled: bool, until: float | None = None
+    ) -> None:
         with self._lock:
             idx = self._index
             if idx is not None:
-                idx.matcher.set_enabled(ids, enabled, bank=bank)
+                idx.matcher.set_enabled(ids, enabled, bank=bank, until=until)
 
     def iter_entries(self, bank: str) -> Iterator[Entry]:
         return self.store.iter_entries(bank)
@@ -426,16 +499,33 @@ class MatchService:
     # ------------------------------------------------------------------ lookups
 
     def lookup(
-        self, st_name: str, signal: str, banks: set[str] | None = None, labels: bool = True
+        self,
+        st_name: str,
+        signal: str,
+        banks: set[str] | None = None,
+        labels: bool = True,
+        *,
+        coinflip: float | None = None,
+        all_banks: bool = False,
+        all_entries: bool = False,
     ) -> list[Hit]:
         """Enabled entries of enabled banks matching ``signal`` (PDQ within each bank's
         threshold), closest first. Raises InvalidSignalError for a malformed signal.
-        ``labels=False`` leaves ``Hit.label`` empty (cheaper; HMA's answers carry none)."""
+        ``labels=False`` leaves ``Hit.label`` empty (cheaper; HMA's answers carry none).
+        ``coinflip``, ``all_banks``, ``all_entries``: see ``BankIndex.lookup``."""
         st = signal_type(st_name)
         value = st.normalise(signal)
         idx = self._current()
         with self._lock:
-            return idx.matcher.lookup(st, value, banks, labels)
+            return idx.matcher.lookup(
+                st,
+                value,
+                banks,
+                labels,
+                coinflip=coinflip,
+                all_banks=all_banks,
+                all_entries=all_entries,
+            )
 
     def match_record(self, record: ItemRecord, banks: set[str] | None = None) -> list[Match]:
         """Matches for a hashed item (an upload): the same ``BankIndex.match`` as `tipline
@@ -513,6 +603,7 @@ def _bank_fields(b: Bank) -> dict[str, Any]:
         "enabled": b.enabled,
         "description": b.description,
         "created_at": b.created_at,
+        "enabled_ratio": b.enabled_ratio,
     }
 
 

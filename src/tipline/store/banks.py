@@ -4,9 +4,11 @@ PostgreSQL), the only place banks are kept and written.
 Over the ``banks`` and ``bank_entries`` tables created by the migrations: entry ids unique
 across banks and never reused (AUTOINCREMENT on SQLite, a sequence on PostgreSQL), like HMA's
 ``bank_content_id``, so an id in an old match report never points at a different hash; signals
-stored in canonical form; adding a signal a bank already holds returns the existing entry's id;
-``add_entries`` is one transaction (any error adds nothing). Old ``banks.sqlite3`` files are
-only read, to be adopted (:mod:`tipline.banks.sqlite_store`).
+stored in canonical form; adding a signal a bank already holds returns the existing entry's id
+(``dedupe``, the default: imports, `tipline bank add`), or makes a new entry holding it again
+(``dedupe=False``: HMA's API, where every add is a new piece of content with its own note and
+metadata); ``add_entries`` is one transaction (any error adds nothing). Old ``banks.sqlite3``
+files are only read, to be adopted (:mod:`tipline.banks.sqlite_store`).
 """
 
 from __future__ import annotations
@@ -14,10 +16,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from sqlalchemy import delete, func, insert, inspect, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -36,7 +37,15 @@ _PAGE = 1_000
 
 _B = BankRow
 _E = BankEntryRow
-_BANK_COLS = (_B.name, _B.role, _B.pdq_threshold, _B.enabled, _B.description, _B.created_at)
+_BANK_COLS = (
+    _B.name,
+    _B.role,
+    _B.pdq_threshold,
+    _B.enabled,
+    _B.description,
+    _B.created_at,
+    _B.enabled_ratio,
+)
 _ENTRY_COLS = (
     _E.id,
     _B.name,
@@ -48,6 +57,8 @@ _ENTRY_COLS = (
     _E.added_at,
     _E.enabled,
     _E.tags,
+    _E.disabled_until,
+    _E.meta,
 )
 
 
@@ -60,6 +71,11 @@ def _validate_bank_fields(bank: Bank) -> None:
         raise BankError(
             f"invalid PDQ threshold {threshold!r} for bank {bank.name}: "
             "use a whole number of bits from 0 to 255 (default 31)"
+        )
+    ratio = bank.enabled_ratio
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
+        raise BankError(
+            f"invalid enabled_ratio {ratio!r} for bank {bank.name}: use a number from 0 to 1"
         )
 
 
@@ -80,6 +96,7 @@ def _bank(row: Any) -> Bank:
         enabled=bool(row[3]),
         description=row[4],
         created_at=float(row[5]),
+        enabled_ratio=float(row[6]),
     )
 
 
@@ -95,7 +112,14 @@ def _entry(row: Any) -> Entry:
         added_at=float(row[7]),
         enabled=bool(row[8]),
         tags=row[9].split() if row[9] else [],
+        disabled_until=None if row[10] is None else float(row[10]),
+        metadata=row[11] if isinstance(row[11], dict) else None,
     )
+
+
+def _active(now: float) -> list[Any]:
+    """Conditions of an entry matchable at ``now`` (enabled, past any ``disabled_until``)."""
+    return [_E.enabled.is_(True), (_E.disabled_until.is_(None)) | (_E.disabled_until <= now)]
 
 
 def auto_confirm_banks(session: Session, role: BankRole = "alert") -> set[str]:
@@ -126,9 +150,6 @@ class SqlBankStore:
         if not has:
             self.close()
             raise BankError("the service database has no bank tables: run `tipline db upgrade`")
-        self._insert: Any = postgresql.insert if self.engine.dialect.name == "postgresql" else None
-        if self._insert is None:
-            self._insert = sqlite.insert
 
     def close(self) -> None:
         if self._owned:
@@ -158,6 +179,7 @@ class SqlBankStore:
             enabled=bank.enabled,
             description=bank.description,
             created_at=bank.created_at or time.time(),
+            enabled_ratio=float(bank.enabled_ratio),
         )
         try:
             with self.engine.begin() as conn:
@@ -169,6 +191,7 @@ class SqlBankStore:
                         enabled=created.enabled,
                         description=created.description,
                         created_at=created.created_at,
+                        enabled_ratio=created.enabled_ratio,
                     )
                 )
         except IntegrityError:
@@ -191,7 +214,8 @@ class SqlBankStore:
             return [_bank(r) for r in conn.execute(select(*_BANK_COLS).order_by(_B.name))]
 
     def update_bank(self, bank: Bank) -> Bank:
-        """Save ``bank``'s role, threshold, enabled flag and description (found by name)."""
+        """Save ``bank``'s role, threshold, enabled flag, ratio and description (found by
+        name)."""
         _validate_bank_fields(bank)
         with self.engine.begin() as conn:
             res = conn.execute(
@@ -202,11 +226,26 @@ class SqlBankStore:
                     pdq_threshold=bank.pdq_threshold,
                     enabled=bank.enabled,
                     description=bank.description,
+                    enabled_ratio=float(bank.enabled_ratio),
                 )
             )
             if res.rowcount == 0:
                 raise _not_found(bank.name)
         return self.get_bank(bank.name)
+
+    def rename_bank(self, old: str, new: str) -> Bank:
+        """Give a bank a new name; its entries (and their ids) go with it. Raises
+        BankError("... already exists") when ``new`` is taken."""
+        validate_bank_name(new)
+        if new == old:
+            return self.get_bank(old)
+        try:
+            with self.engine.begin() as conn:
+                if conn.execute(update(_B).where(_B.name == old).values(name=new)).rowcount == 0:
+                    raise _not_found(old)
+        except IntegrityError:
+            raise BankError(f"bank {new} already exists") from None
+        return self.get_bank(new)
 
     def review_settings(self, name: str) -> tuple[bool, int | None]:
         """The bank's ``(auto_confirm, consensus_required)`` (the review desk's settings)."""
@@ -247,9 +286,11 @@ class SqlBankStore:
 
     # -- entries ----------------------------------------------------------------------------
 
-    def add_entries(self, entries: Iterable[Entry]) -> list[int]:
+    def add_entries(self, entries: Iterable[Entry], *, dedupe: bool = True) -> list[int]:
         """Add entries (to the banks named by ``Entry.bank``) in one transaction; returns one id
-        per input entry, in order (the existing id for a signal its bank already holds)."""
+        per input entry, in order. ``dedupe``: a signal its bank already holds (or that comes
+        twice in ``entries``) gives the existing id and adds nothing; otherwise every entry is
+        a new one (HMA's content adds)."""
         ids: list[int] = []
         bank_ids: dict[str, int] = {}
         types: dict[str, SignalType] = {}
@@ -274,34 +315,57 @@ class SqlBankStore:
                         "added_at": e.added_at or now,
                         "enabled": bool(e.enabled),
                         "tags": _tags_text(e.tags),
+                        "disabled_until": e.disabled_until,
+                        "meta": e.metadata or None,
                     }
                 )
                 if len(batch) >= _BATCH:
-                    ids.extend(self._insert_batch(conn, batch))
+                    ids.extend(self._insert_batch(conn, batch, dedupe))
                     batch = []
             if batch:
-                ids.extend(self._insert_batch(conn, batch))
+                ids.extend(self._insert_batch(conn, batch, dedupe))
         return ids
 
-    def _insert_batch(self, conn: Connection, batch: list[dict[str, Any]]) -> list[int]:
-        conn.execute(self._insert(_E).on_conflict_do_nothing(), batch)
-        # Look every row's id up by its unique key (new rows and existing ones alike).
-        keys: dict[tuple[int, str], set[str]] = {}
-        for row in batch:
-            keys.setdefault((row["bank_id"], row["signal_type"]), set()).add(row["signal"])
+    def _insert_batch(
+        self, conn: Connection, batch: list[dict[str, Any]], dedupe: bool
+    ) -> list[int]:
         found: dict[tuple[int, str, str], int] = {}
-        for (bank_id, st), signals in keys.items():
-            sigs = sorted(signals)
-            for i in range(0, len(sigs), _LOOKUP):
-                rows = conn.execute(
-                    select(_E.id, _E.signal).where(
-                        _E.bank_id == bank_id,
-                        _E.signal_type == st,
-                        _E.signal.in_(sigs[i : i + _LOOKUP]),
+        if dedupe:
+            # the first entry already holding each signal, by the (signal_type, signal, bank)
+            # index
+            keys: dict[tuple[int, str], set[str]] = {}
+            for row in batch:
+                keys.setdefault((row["bank_id"], row["signal_type"]), set()).add(row["signal"])
+            for (bank_id, st), signals in keys.items():
+                sigs = sorted(signals)
+                for i in range(0, len(sigs), _LOOKUP):
+                    rows = conn.execute(
+                        select(func.min(_E.id), _E.signal)
+                        .where(
+                            _E.bank_id == bank_id,
+                            _E.signal_type == st,
+                            _E.signal.in_(sigs[i : i + _LOOKUP]),
+                        )
+                        .group_by(_E.signal)
                     )
-                )
-                for entry_id, sig in rows:
-                    found[(bank_id, st, sig)] = int(entry_id)
+                    for entry_id, sig in rows:
+                        found[(bank_id, st, sig)] = int(entry_id)
+        new: list[dict[str, Any]] = []
+        seen: set[tuple[int, str, str]] = set()
+        for row in batch:
+            key = (row["bank_id"], row["signal_type"], row["signal"])
+            if dedupe and (key in found or key in seen):
+                continue
+            seen.add(key)
+            new.append(row)
+        new_ids: list[int] = []
+        if new:
+            res = conn.execute(insert(_E).returning(_E.id, sort_by_parameter_order=True), new)
+            new_ids = [int(r[0]) for r in res]
+        if not dedupe:
+            return new_ids
+        for row, entry_id in zip(new, new_ids, strict=True):
+            found[(row["bank_id"], row["signal_type"], row["signal"])] = entry_id
         return [found[(r["bank_id"], r["signal_type"], r["signal"])] for r in batch]
 
     def remove_entries(self, bank: str, entry_ids: Iterable[int]) -> int:
@@ -330,6 +394,35 @@ class SqlBankStore:
                 ).rowcount
             return n
 
+    def update_entry(
+        self,
+        bank: str,
+        entry_id: int,
+        *,
+        enabled: bool | None = None,
+        disabled_until: float | Literal["keep"] | None = "keep",
+        note: str | None = None,
+    ) -> Entry:
+        """Change one entry of ``bank``: its enabled flag, its ``disabled_until`` time (None
+        clears it; "keep" leaves it) and/or its note; returns it as stored."""
+        values: dict[str, Any] = {}
+        if enabled is not None:
+            values["enabled"] = bool(enabled)
+        if disabled_until != "keep":
+            values["disabled_until"] = disabled_until
+        if note is not None:
+            values["note"] = note
+        with self.engine.begin() as conn:
+            bank_id = self._bank_id(conn, bank)
+            where = (_E.bank_id == bank_id, _E.id == int(entry_id))
+            if values:
+                found = conn.execute(update(_E).where(*where).values(**values)).rowcount
+            else:
+                found = conn.scalar(select(func.count()).select_from(_E).where(*where)) or 0
+            if not found:
+                raise BankError(f"no entry {entry_id} in bank {bank}")
+        return self.get_entry(int(entry_id))
+
     def get_entry(self, entry_id: int) -> Entry:
         with self.engine.connect() as conn:
             row = conn.execute(
@@ -357,7 +450,7 @@ class SqlBankStore:
             with self.engine.connect() as conn:
                 conds.append(_E.bank_id == self._bank_id(conn, bank))  # raises now, not later
         if enabled_only:
-            conds += [_E.enabled.is_(True), _B.enabled.is_(True)]
+            conds += [*_active(time.time()), _B.enabled.is_(True)]
         return self._pages(conds, limit, offset)
 
     def _pages(self, conds: Sequence[Any], limit: int | None, offset: int) -> Iterator[Entry]:
@@ -399,7 +492,7 @@ class SqlBankStore:
             .order_by(_E.id)
         )
         if enabled_only:
-            stmt = stmt.where(_E.enabled.is_(True), _B.enabled.is_(True))
+            stmt = stmt.where(*_active(time.time()), _B.enabled.is_(True))
         with self.engine.connect() as conn:
             return [_entry(r) for r in conn.execute(stmt)]
 

@@ -223,6 +223,7 @@ class BankRow(Base):
     __table_args__ = (
         CheckConstraint("role IN ('alert', 'ignore')", name="role"),
         CheckConstraint("pdq_threshold BETWEEN 0 AND 255", name="pdq_threshold"),
+        CheckConstraint("enabled_ratio BETWEEN 0 AND 1", name="enabled_ratio"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -236,16 +237,21 @@ class BankRow(Base):
     auto_confirm: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     #: Independent agreeing grades an item matching this bank needs (None: the service default).
     consensus_required: Mapped[int | None] = mapped_column(Integer)
+    #: HMA's ``matching_enabled_ratio`` while the bank is enabled: the share of lookups (a
+    #: coin flip seeded by the query's ``seed``) that see this bank; 1.0 = every lookup.
+    enabled_ratio: Mapped[float] = mapped_column(Float, default=1.0, server_default="1.0")
 
 
 class BankEntryRow(Base):
-    """One hash in a bank. Ids are unique across banks and never reused (AUTOINCREMENT on
-    SQLite, a sequence on PostgreSQL), like HMA's ``bank_content_id``."""
+    """One hash in a bank (one piece of HMA bank content). Ids are unique across banks and
+    never reused (AUTOINCREMENT on SQLite, a sequence on PostgreSQL), like HMA's
+    ``bank_content_id``. A bank may hold the same signal in several entries (HMA creates a new
+    content item each time content is added); bulk imports dedupe by looking it up."""
 
     __tablename__ = "bank_entries"
     __table_args__ = (
-        # Serves both lookups by (signal_type, signal) and the per-bank dedupe.
-        UniqueConstraint("signal_type", "signal", "bank_id", name="uq_bank_entries_signal"),
+        # Serves lookups by (signal_type, signal) and the per-bank dedupe of imports.
+        Index("ix_bank_entries_signal", "signal_type", "signal", "bank_id"),
         {"sqlite_autoincrement": True},
     )
 
@@ -260,6 +266,11 @@ class BankEntryRow(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     #: Space-separated tags.
     tags: Mapped[str] = mapped_column(Text, default="")
+    #: HMA's future ``disable_until_ts``: disabled until this epoch time, then enabled again
+    #: by itself (None: no such time; ``enabled`` alone decides).
+    disabled_until: Mapped[float | None] = mapped_column(Float)
+    #: HMA's user metadata of the content (``content_id``, ``content_uri``, ``json``).
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 # -- jobs ---------------------------------------------------------------------------------------
