@@ -27,7 +27,7 @@ PASSWORD = "correct horse battery"
 def app_(db_url: str, engine: Engine, tmp_path: Path) -> object:
     settings = ServiceSettings(data_dir=tmp_path, database_url=db_url, media_mode="hash-only")
     app = create_app(settings, load_index="none")
-    app.state.auth.token_cache_seconds = 0
+    app.state.ctx.auth.token_cache_seconds = 0
     return app
 
 
@@ -126,7 +126,7 @@ def test_secure_cookie_over_https_and_when_forced(
     with TestClient(app_, base_url="https://testserver") as c:  # type: ignore[arg-type]
         res = c.post("/api/v1/auth/login", json={"username": "alice", "password": PASSWORD})
         assert "Secure" in res.headers["set-cookie"]
-    app_.state.auth.cookie_secure = True  # type: ignore[attr-defined]
+    app_.state.ctx.auth.cookie_secure = True  # type: ignore[attr-defined]
     with TestClient(app_) as c:  # type: ignore[arg-type]
         res = c.post("/api/v1/auth/login", json={"username": "alice", "password": PASSWORD})
         assert "Secure" in res.headers["set-cookie"]
@@ -171,7 +171,7 @@ def test_idle_and_absolute_expiry(
     # Absolute: activity keeps extending the idle expiry, but never past created + max.
     client.cookies.clear()
     assert _login(client, "alice")[0] == 200
-    ctx = app_.state.auth  # type: ignore[attr-defined]
+    ctx = app_.state.ctx.auth  # type: ignore[attr-defined]
     with session_factory() as s, s.begin():
         row = s.scalars(select(SessionRow)).one()
         row.created_at = auth._now() - ctx.session_max + timedelta(minutes=5)
@@ -358,7 +358,7 @@ def test_anonymous_permissions_are_opt_in(
     app_: object, client: TestClient, session_factory: sessionmaker[Session]
 ) -> None:
     assert client.get("/api/v1/index/status").status_code == 401
-    app_.state.auth.anonymous_permissions = frozenset({"index:read"})  # type: ignore[attr-defined]
+    app_.state.ctx.auth.anonymous_permissions = frozenset({"index:read"})  # type: ignore[attr-defined]
     assert client.get("/api/v1/index/status").status_code not in (401, 403)
     assert client.get("/api/v1/banks").status_code == 401
 

@@ -248,8 +248,8 @@ def served(
     ms.add_key_to_file(tmp_path / "media.key")
     settings = ServiceSettings(data_dir=tmp_path, database_url=db_url, media_mode="encrypted")
     app = create_app(settings, load_index="none")
-    app.state.auth.token_cache_seconds = 0
-    store = app.state.auth.media_store
+    app.state.ctx.auth.token_cache_seconds = 0
+    store = app.state.ctx.auth.media_store
     assert isinstance(store, ms.EncryptedStore)
     with TestClient(app) as c:
         yield c, store
@@ -342,7 +342,7 @@ def test_media_over_a_real_http_server(
     ms.add_key_to_file(tmp_path / "media.key")
     settings = ServiceSettings(data_dir=tmp_path, database_url=db_url, media_mode="encrypted")
     app = create_app(settings, load_index="none")
-    ref = app.state.auth.media_store.put(BENIGN)
+    ref = app.state.ctx.auth.media_store.put(BENIGN)
     with session_factory() as s, s.begin():
         auth.create_user(s, "ana", "analyst", "correct horse battery")
     sock = socket.socket()

@@ -67,7 +67,7 @@ def client(
 ) -> Iterator[TestClient]:
     settings = ServiceSettings(data_dir=tmp_path, database_url=db_url, media_mode="hash-only")
     app = create_app(settings, load_index="none")
-    ctx = app.state.auth
+    ctx = app.state.ctx.auth
     ctx.token_cache_seconds = 0
     with TestClient(app) as c:
         yield c

@@ -429,3 +429,27 @@ def test_metrics_add_up_across_api_processes(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(30)
     assert (tmp_path / "multi" / "metrics").is_dir()
+
+
+def test_the_app_holds_one_typed_context_built_at_start(db_url: str, tmp_path: Path) -> None:
+    """One thing on app.state (the AppContext), every part of it built by create_app before
+    any request: authentication, intake, the desk, the in-process workers' pipeline."""
+    from tipline.service.context import AppContext
+
+    migrations.upgrade(db_url)
+    app = create_app(make_settings(tmp_path, db_url, inprocess_workers=1), load_index="none")
+    ctx = app.state.ctx
+    try:
+        assert set(vars(app.state)["_state"]) == {"ctx"}
+        assert isinstance(ctx, AppContext)
+        assert ctx.auth is not None and ctx.intake is not None and ctx.desk is not None
+        assert ctx.pipeline is not None  # built now, not on the first job
+        assert ctx.auth.session_factory is ctx.session_factory
+    finally:
+        ctx.engine.dispose()
+    # no in-process workers: no pipeline configuration is built at all
+    app = create_app(make_settings(tmp_path, db_url), load_index="none")
+    try:
+        assert app.state.ctx.pipeline is None
+    finally:
+        app.state.ctx.engine.dispose()

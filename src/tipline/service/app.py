@@ -4,11 +4,12 @@
 :func:`include_routers`. Every router is mounted explicitly; a module that fails to import
 stops the start (nothing is skipped silently).
 
-What the app holds (``app.state.ctx``, an :class:`AppContext`): the settings, the database
-engine and session factory (``tipline.store.base``), the :class:`MatchService` (banks plus the
-live match index) and the Prometheus metrics. Everything the routes need (authentication,
-the intake and desk contexts, the pipeline configuration) is built in :func:`create_app`, at
-start-up, from the settings: a bad setting stops the start instead of failing a request.
+What the app holds: ONE :class:`~tipline.service.context.AppContext` (``app.state.ctx``): the
+settings, the database engine and session factory (``tipline.store.base``), the
+:class:`MatchService` (banks plus the live match index), the Prometheus metrics, and everything
+the routes need (authentication, the intake and desk contexts, the pipeline configuration),
+all built in :func:`create_app` at start-up from the settings: a bad setting stops the start
+instead of failing a request.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import logging
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -50,6 +50,7 @@ from tipline.service import (
     review_api,
     wiring,
 )
+from tipline.service.context import AppContext
 from tipline.service.hma import HMA_PREFIXES
 from tipline.service.matching import IndexNotLoadedError, MatchService
 from tipline.service.ops import Metrics, RequestMiddleware, request_id_var
@@ -67,15 +68,6 @@ class StartupError(TiplineError):
     """The service cannot start with these settings (the message says which and why)."""
 
 
-@dataclass(slots=True)
-class AppContext:
-    settings: ServiceSettings
-    engine: Engine
-    session_factory: sessionmaker[Session]
-    matcher: MatchService
-    metrics: Metrics
-
-
 def include_routers(app: FastAPI, ctx: AppContext) -> None:
     """Every router of the service. Order matters only for identical paths."""
     app.include_router(ops.router(ctx.matcher, ctx.metrics))
@@ -87,12 +79,12 @@ def include_routers(app: FastAPI, ctx: AppContext) -> None:
     app.include_router(review_api.router(ctx))  # the review desk as JSON
     app.include_router(desk.router(ctx))  # the review desk's pages
     app.include_router(media.desk_router(ctx))  # the media those pages show
+    app.include_router(media.router)  # stored media by ref, for API clients
 
 
-def _install_auth(app: FastAPI, ctx: AppContext) -> None:
+def _auth_context(s: ServiceSettings, factory: sessionmaker[Session]) -> auth.AuthContext:
     """Authentication for every route. Fails the start (never open) when it cannot be set
     up: an unknown anonymous permission, an unusable media store."""
-    s = ctx.settings
     secure: bool | Literal["auto"] = (
         "auto" if s.cookie_secure == "auto" else s.cookie_secure == "true"
     )
@@ -107,30 +99,26 @@ def _install_auth(app: FastAPI, ctx: AppContext) -> None:
         store = from_settings(s)
     except Exception as err:
         raise StartupError(f"cannot set up authentication (media store): {err}") from err
-    auth.install_auth(
-        app,
-        auth.AuthContext(
-            session_factory=ctx.session_factory,
-            media_store=store,
-            cookie_secure=secure,
-            session_idle=timedelta(minutes=s.session_idle_minutes),
-            session_max=timedelta(hours=s.session_max_hours),
-            anonymous_permissions=anon,
-        ),
+    return auth.AuthContext(
+        session_factory=factory,
+        media_store=store,
+        cookie_secure=secure,
+        session_idle=timedelta(minutes=s.session_idle_minutes),
+        session_max=timedelta(hours=s.session_max_hours),
+        anonymous_permissions=anon,
     )
 
 
-def _install_contexts(app: FastAPI, ctx: AppContext) -> None:
+def _route_contexts(
+    s: ServiceSettings, engine: Engine, factory: sessionmaker[Session]
+) -> tuple[intake.IntakeContext, desk_core.DeskConfig]:
     """The intake and review-desk contexts, built now rather than on their first request."""
-    s = ctx.settings
     overrides: dict[str, Any] = {"secret": s.secret_key.encode()} if s.secret_key else {}
     try:
-        app.state.intake = intake.IntakeContext(
-            ctx.session_factory,
-            JobQueue(ctx.engine),
-            intake.IntakeSettings.from_service(s, **overrides),
+        intake_ctx = intake.IntakeContext(
+            factory, JobQueue(engine), intake.IntakeSettings.from_service(s, **overrides)
         )
-        app.state.desk = desk_core.DeskConfig(
+        desk_cfg = desk_core.DeskConfig(
             taxonomy=load_taxonomy(s.review_taxonomy or None),
             limits=ExposureLimits(
                 s.exposure_daily_cap_minutes,
@@ -146,6 +134,7 @@ def _install_contexts(app: FastAPI, ctx: AppContext) -> None:
         raise
     except Exception as err:
         raise StartupError(f"cannot start the service: {err}") from err
+    return intake_ctx, desk_cfg
 
 
 def review_policy(s: ServiceSettings) -> ReviewPolicy:
@@ -155,6 +144,8 @@ def review_policy(s: ServiceSettings) -> ReviewPolicy:
 def pipeline_config(ctx: AppContext) -> pipeline.PipelineConfig:
     """The in-process workers' pipeline configuration: :func:`wiring.pipeline_config` (the same
     function ``tipline worker`` uses), matching with this process's live index."""
+    if ctx.pipeline is not None:
+        return ctx.pipeline
     return wiring.pipeline_config(ctx.settings, match=ctx.matcher.match_record)
 
 
@@ -250,7 +241,25 @@ def create_app(
         engine=engine,
     )
     metrics = Metrics()
-    ctx = AppContext(settings, engine, session_factory(engine), matcher, metrics)
+    factory = session_factory(engine)
+    try:
+        auth_ctx = _auth_context(settings, factory)
+        intake_ctx, desk_cfg = _route_contexts(settings, engine, factory)
+        ctx = AppContext(
+            settings=settings,
+            engine=engine,
+            session_factory=factory,
+            matcher=matcher,
+            metrics=metrics,
+            auth=auth_ctx,
+            intake=intake_ctx,
+            desk=desk_cfg,
+        )
+        if settings.inprocess_workers > 0:
+            ctx.pipeline = pipeline_config(ctx)
+    except Exception:
+        engine.dispose()
+        raise
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -259,7 +268,7 @@ def create_app(
         elif load_index == "background":
             threading.Thread(target=_load_quietly, args=(matcher,), daemon=True).start()
         stop = threading.Event()
-        workers = _start_pipeline(ctx, config, stop)
+        workers = _start_pipeline(ctx, stop)
         threading.Thread(target=_bank_pending_grades, args=(ctx,), daemon=True).start()
         try:
             yield
@@ -276,29 +285,21 @@ def create_app(
         summary="Hotline service: HMA 2.0-compatible match API, banks, reports and triage.",
         lifespan=lifespan,
     )
-    app.state.ctx = ctx
-    app.state.settings = settings
+    app.state.ctx = ctx  # the one thing requests read from the app
     _install_errors(app)
-    try:
-        _install_auth(app, ctx)
-        _install_contexts(app, ctx)
-        config = pipeline_config(ctx) if settings.inprocess_workers > 0 else None
-    except Exception:
-        engine.dispose()
-        raise
+    assert ctx.auth is not None
+    auth.install_auth(app, ctx.auth)  # sign-in routes, the audit-writes middleware
     include_routers(app, ctx)
     app.add_middleware(RequestMiddleware, metrics=metrics)
     return app
 
 
-def _start_pipeline(
-    ctx: AppContext, config: pipeline.PipelineConfig | None, stop: threading.Event
-) -> list[threading.Thread]:
+def _start_pipeline(ctx: AppContext, stop: threading.Event) -> list[threading.Thread]:
     """In-process pipeline workers (``inprocess_workers``), matching with this process's
     live index."""
-    if config is None or ctx.settings.inprocess_workers <= 0:
+    if ctx.pipeline is None or ctx.settings.inprocess_workers <= 0:
         return []
-    pipeline.configure(config)
+    pipeline.configure(ctx.pipeline)
     threads: list[threading.Thread] = pipeline.start_workers(
         ctx.engine, stop, count=ctx.settings.inprocess_workers
     )

@@ -137,7 +137,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def context(request: Request) -> AuthContext:
-    ctx = getattr(request.app.state, "auth", None)
+    ctx = getattr(getattr(request.app.state, "ctx", None), "auth", None)
     if not isinstance(ctx, AuthContext):
         raise HttpError(503, "authentication is not configured on this server")
     return ctx
@@ -702,16 +702,15 @@ def _record_write(
 
 
 def install_auth(app: FastAPI, ctx: AuthContext) -> None:
-    """Attach ``ctx`` to ``app``, add the login/logout/me and media routes and the
+    """Attach ``ctx`` to ``app``, add the login/logout/me routes and the
     :class:`HttpError` handler (``errors.install``: ``create_app`` installs it with the other
     handlers too; an app built from parts answers auth failures all the same)."""
-    from tipline.service.media import router as media_router
+    from tipline.service.context import route_contexts
 
-    app.state.auth = ctx
+    route_contexts(app).auth = ctx
     errors.install(app)
     app.add_middleware(AuditWritesMiddleware)
     app.include_router(router)
-    app.include_router(media_router)
 
 
 #: account names this module re-exports for the web layer's callers (``auth.require`` and

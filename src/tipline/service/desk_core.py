@@ -22,8 +22,8 @@ from tipline.review import exposure as exp
 from tipline.review import grading, queue
 from tipline.review.queue import QueueFilters, Reviewer, ReviewError
 from tipline.review.taxonomy import Taxonomy
-from tipline.review.taxonomy import load as load_taxonomy
 from tipline.service.auth import client_ip
+from tipline.service.errors import HttpError
 from tipline.store.tables import REPORT_SOURCES
 from tipline.triage.priority import TriageWeights
 
@@ -32,7 +32,7 @@ log = logging.getLogger("tipline.desk")
 
 @dataclass(frozen=True, slots=True)
 class DeskConfig:
-    """The desk's settings, built once at start-up (``app.state.desk``)."""
+    """The desk's settings, built once at start-up (``AppContext.desk``)."""
 
     taxonomy: Taxonomy
     limits: exp.ExposureLimits
@@ -43,23 +43,10 @@ class DeskConfig:
 
 
 def config(request: Request) -> DeskConfig:
-    """The app's :class:`DeskConfig` (made from its settings on first use when the app did not
-    build one)."""
-    cfg = getattr(request.app.state, "desk", None)
-    if isinstance(cfg, DeskConfig):
-        return cfg
-    s = request.app.state.settings
-    cfg = DeskConfig(
-        taxonomy=load_taxonomy(s.review_taxonomy or None),
-        limits=exp.ExposureLimits(
-            s.exposure_daily_cap_minutes, s.exposure_break_after_minutes, s.exposure_break_minutes
-        ),
-        policy=grading.ReviewPolicy(s.review_consensus, s.review_bank, s.review_benign_bank),
-        weights=s.triage,
-        claim_minutes=s.review_claim_minutes,
-        sla_hours=s.review_sla_hours,
-    )
-    request.app.state.desk = cfg
+    """The app's :class:`DeskConfig`, built at start-up by ``create_app``."""
+    cfg = getattr(getattr(request.app.state, "ctx", None), "desk", None)
+    if not isinstance(cfg, DeskConfig):
+        raise HttpError(503, "the review desk is not configured on this server")
     return cfg
 
 

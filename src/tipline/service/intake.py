@@ -187,29 +187,12 @@ class IntakeContext:
         return URLSafeTimedSerializer(self.settings.secret, salt="tipline-report-form")
 
 
-_ctx_lock = threading.Lock()
-
-
 def _ctx(request: Request) -> IntakeContext:
-    """The app's intake context: set by :func:`install_intake`, or made on first use from the
-    service's ``app.state.ctx`` (when mounted through ``OPTIONAL_ROUTERS`` / :func:`router`)."""
-    ctx = getattr(request.app.state, "intake", None)
-    if isinstance(ctx, IntakeContext):
-        return ctx
-    with _ctx_lock:
-        ctx = getattr(request.app.state, "intake", None)
-        if isinstance(ctx, IntakeContext):
-            return ctx
-        app_ctx = getattr(request.app.state, "ctx", None)
-        if app_ctx is None:
-            raise RuntimeError("intake is not installed on this app")
-        ctx = IntakeContext(
-            app_ctx.session_factory,
-            JobQueue(app_ctx.engine),
-            IntakeSettings.from_service(app_ctx.settings),
-        )
-        request.app.state.intake = ctx
-        return ctx
+    """The app's intake context, built at start-up (``create_app``, or :func:`install_intake`)."""
+    ctx = getattr(getattr(request.app.state, "ctx", None), "intake", None)
+    if not isinstance(ctx, IntakeContext):
+        raise HttpError(503, "intake is not configured on this server")
+    return ctx
 
 
 # -- validation and creation ---------------------------------------------------------------------
@@ -796,12 +779,13 @@ async def api_report_status(
 
 
 def router(app_ctx: Any = None) -> APIRouter:
-    """The intake routes, for the service's ``OPTIONAL_ROUTERS`` (``router(ctx)``); their
-    context is made from ``app.state.ctx`` on first use."""
+    """The intake routes; they read the context ``create_app`` built (``app.state.ctx``)."""
     return routes
 
 
 def install_intake(app: FastAPI, ctx: IntakeContext) -> None:
     """Attach the intake routes and ``ctx`` to ``app`` (tests, embedding)."""
-    app.state.intake = ctx
+    from tipline.service.context import route_contexts
+
+    route_contexts(app).intake = ctx
     app.include_router(routes)
