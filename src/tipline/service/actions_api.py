@@ -27,6 +27,7 @@ from tipline.accounts import Principal
 from tipline.actions import exports, ncmec, webhooks
 from tipline.audit import log as audit
 from tipline.service.auth import client_ip, require
+from tipline.service.errors import HttpError
 
 routes = APIRouter(tags=["actions"])
 
@@ -38,10 +39,6 @@ CHUNK_CHARS = 64 * 1024
 def _sf(request: Request) -> sessionmaker[Session]:
     sf: sessionmaker[Session] = request.app.state.ctx.session_factory
     return sf
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"message": message}, status_code=status)
 
 
 def parse_since(value: str | None) -> datetime | None:
@@ -87,7 +84,7 @@ async def _send_export(
     try:
         when = parse_since(since)
     except ValueError:
-        return _error(400, f"since: {str(since)[:40]!r} is not an ISO date or time")
+        raise HttpError(400, f"since: {str(since)[:40]!r} is not an ISO date or time") from None
     spool, count = await run_in_threadpool(
         _write_export, _sf(request), kind, principal.actor, client_ip(request), when
     )
@@ -113,7 +110,7 @@ async def export_hashes(
 ) -> Response:
     """The hash list of final-graded actionable items (audited as ``export.<format>``)."""
     if format not in exports.HASH_FORMATS:
-        return _error(400, f"format must be one of {', '.join(exports.HASH_FORMATS)}")
+        raise HttpError(400, f"format must be one of {', '.join(exports.HASH_FORMATS)}")
     return await _send_export(request, principal, format, since)
 
 
@@ -151,9 +148,9 @@ async def ncmec_xml(
     try:
         xml = await run_in_threadpool(run)
     except ncmec.ItemNotFoundError as err:
-        return _error(404, str(err))
+        raise HttpError(404, str(err)) from None
     except ncmec.NotActionableError as err:
-        return _error(409, str(err))
+        raise HttpError(409, str(err)) from None
     return Response(
         xml,
         media_type="application/xml",
@@ -186,16 +183,16 @@ async def create_webhook(
     try:
         body = await request.json()
     except ValueError:
-        return _error(400, "body is not valid JSON")
+        raise HttpError(400, "body is not valid JSON") from None
     if not isinstance(body, dict):
-        return _error(400, 'want {"url": ..., "events": [...], "name": ...}')
+        raise HttpError(400, 'want {"url": ..., "events": [...], "name": ...}')
     url, events, name = body.get("url"), body.get("events"), body.get("name", "")
     if not isinstance(url, str) or not url:
-        return _error(400, "url is required")
+        raise HttpError(400, "url is required")
     if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
-        return _error(400, f"events must be a list, from: {', '.join(webhooks.WEBHOOK_EVENTS)}")
+        raise HttpError(400, f"events must be a list, from: {', '.join(webhooks.WEBHOOK_EVENTS)}")
     if not isinstance(name, str):
-        return _error(400, "name must be a string")
+        raise HttpError(400, "name must be a string")
     app_settings = getattr(request.app.state, "settings", None)
     policy = app_settings.fetch_settings() if app_settings is not None else None
     ip = client_ip(request)
@@ -218,7 +215,7 @@ async def create_webhook(
     try:
         created = await run_in_threadpool(run)
     except webhooks.WebhookError as err:
-        return _error(400, str(err))
+        raise HttpError(400, str(err)) from None
     return JSONResponse(created, status_code=201, headers={"Cache-Control": "no-store"})
 
 
@@ -237,7 +234,7 @@ async def delete_webhook(
     try:
         await run_in_threadpool(run)
     except webhooks.WebhookNotFoundError as err:
-        return _error(404, str(err))
+        raise HttpError(404, str(err)) from None
     return JSONResponse({"message": f"webhook {webhook_id} deleted"})
 
 

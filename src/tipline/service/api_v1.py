@@ -17,11 +17,12 @@ from tipline.banks.formats import parse_hash_list
 from tipline.errors import BankError, InvalidSignalError
 from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions, hash_bytes
+from tipline.service.auth import require
 from tipline.service.bodies import read_limited_body
 from tipline.service.errors import HttpError
 from tipline.service.hma import read_upload
 from tipline.service.matching import MatchService
-from tipline.service.ops import Metrics, require
+from tipline.service.ops import Metrics
 from tipline.service.settings import ServiceSettings
 
 PREFIX = "/api/v1"

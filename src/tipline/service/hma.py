@@ -31,9 +31,10 @@ from tipline.crawl.fetch import FetchError, HTTPStatusError, TooLargeError, fetc
 from tipline.errors import BankError, BankNotFoundError, InvalidSignalError
 from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions, hash_bytes
+from tipline.service.auth import require
 from tipline.service.errors import HttpError
 from tipline.service.matching import Hit, MatchService
-from tipline.service.ops import Metrics, require
+from tipline.service.ops import Metrics
 from tipline.service.settings import ServiceSettings
 from tipline.signals.types import signal_type
 

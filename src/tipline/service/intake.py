@@ -56,15 +56,11 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from tipline.audit import log as audit
+from tipline.service.auth import require
 from tipline.service.bodies import read_limited_body
 from tipline.service.errors import HttpError
 from tipline.store.jobs import JobQueue
 from tipline.store.tables import ApiToken, Report, ReportItem, Upload
-
-try:  # the auth module replaces the placeholder when present
-    from tipline.service.auth import require
-except ImportError:  # pragma: no cover
-    from tipline.service.permissions import require
 
 MiB = 1024 * 1024
 CSRF_COOKIE = "tipline_report_csrf"

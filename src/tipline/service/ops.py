@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import contextvars
-import importlib
 import json
 import logging
 import os
@@ -23,8 +22,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -38,21 +36,6 @@ if TYPE_CHECKING:
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 access_log = logging.getLogger("tipline.access")
 _RID_OK = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-
-
-def _load_require() -> Callable[[str], Any]:
-    """``tipline.service.auth.require`` when the auth module exists, else the placeholder."""
-    try:
-        mod = importlib.import_module("tipline.service.auth")
-        return cast(Callable[[str], Any], mod.require)
-    except (ModuleNotFoundError, AttributeError):
-        from tipline.service.permissions import require as placeholder
-
-        return placeholder
-
-
-#: ``Depends(require("match:read"))`` on every route: the permission the route needs.
-require: Callable[[str], Any] = _load_require()
 
 
 # ------------------------------------------------------------------------------------ logging

@@ -17,6 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from tipline.audit import log as audit
+from tipline.service.auth import client_ip, require
+from tipline.service.errors import HttpError
 from tipline.store.jobs import JobQueue
 from tipline.store.tables import (
     ITEM_STATUSES,
@@ -28,25 +30,12 @@ from tipline.store.tables import (
     ReportItem,
 )
 
-try:
-    from tipline.service.auth import client_ip, require
-except ImportError:  # pragma: no cover
-    from tipline.service.permissions import require
-
-    def client_ip(request: Request) -> str:
-        return request.client.host if request.client else "unknown"
-
-
 routes = APIRouter(tags=["review"])
 
 
 def _sf(request: Request) -> sessionmaker[Session]:
     sf: sessionmaker[Session] = request.app.state.ctx.session_factory
     return sf
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"message": message}, status_code=status)
 
 
 def item_json(item: Item, reports: list[str] | None = None) -> dict[str, Any]:
@@ -103,7 +92,7 @@ async def list_items(
 ) -> Response:
     """The review queue: items by priority, highest first, each with its reason."""
     if status is not None and status not in ITEM_STATUSES:
-        return _error(400, f"unknown status {status[:40]!r}")
+        raise HttpError(400, f"unknown status {status[:40]!r}")
 
     def run() -> list[dict[str, Any]]:
         stmt = select(Item).order_by(*_by_priority(Item.priority, Item.id)).limit(limit)
@@ -140,7 +129,9 @@ async def get_item(
             return item_json(item, refs)
 
     found = await run_in_threadpool(run)
-    return JSONResponse(found) if found is not None else _error(404, "no such item")
+    if found is None:
+        raise HttpError(404, "no such item")
+    return JSONResponse(found)
 
 
 @routes.get("/api/v1/clusters")
@@ -186,7 +177,7 @@ async def list_reports(
 ) -> Response:
     """Reports by priority, highest first."""
     if status is not None and status not in REPORT_STATUSES:
-        return _error(400, f"unknown status {status[:40]!r}")
+        raise HttpError(400, f"unknown status {status[:40]!r}")
 
     def run() -> list[dict[str, Any]]:
         stmt = select(Report).order_by(*_by_priority(Report.priority, Report.id))
@@ -223,7 +214,9 @@ async def get_report(
             }
 
     found = await run_in_threadpool(run)
-    return JSONResponse(found) if found is not None else _error(404, "no such report")
+    if found is None:
+        raise HttpError(404, "no such report")
+    return JSONResponse(found)
 
 
 @routes.get("/api/v1/jobs")
@@ -237,7 +230,7 @@ async def list_jobs(
     """Pipeline jobs, newest first; ``status=dead`` is the dead-letter list. Counts per status
     are included."""
     if status is not None and status not in JOB_STATUSES:
-        return _error(400, f"unknown status {status[:40]!r}")
+        raise HttpError(400, f"unknown status {status[:40]!r}")
     queue = JobQueue(request.app.state.ctx.engine)
 
     def run() -> dict[str, Any]:
@@ -274,11 +267,11 @@ async def requeue_jobs(
     ids = body.get("ids")
     status = body.get("status", "dead")
     if status not in ("dead", "failed"):
-        return _error(400, "status must be dead or failed")
+        raise HttpError(400, "status must be dead or failed")
     if ids is not None and (
         not isinstance(ids, list) or not all(isinstance(i, int) and i > 0 for i in ids)
     ):
-        return _error(400, "ids must be a list of job ids")
+        raise HttpError(400, "ids must be a list of job ids")
     engine = request.app.state.ctx.engine
     actor = str(getattr(principal, "actor", "unknown"))
     ip = client_ip(request)
