@@ -10,7 +10,6 @@ applies to the whole cluster.
 
 from __future__ import annotations
 
-import importlib
 import multiprocessing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tipline.index.hamming import FlatHammingIndex, HammingIndex, codes_from_hex
+from tipline.index.hamming import HammingIndex, codes_from_hex
+from tipline.index.mih import default_index
 from tipline.record import ItemRecord
 
 Edges = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
@@ -112,16 +112,6 @@ def _neighbours(span: tuple[int, int]) -> tuple[npt.NDArray[np.int64], npt.NDArr
     return np.concatenate(left), np.concatenate(right)
 
 
-def _default_index() -> HammingIndex:
-    # The fast exact index when it is available in this build, brute force otherwise.
-    try:
-        factory = importlib.import_module("tipline.index.mih").default_index
-    except (ImportError, AttributeError):
-        return FlatHammingIndex()
-    index: HammingIndex = factory()
-    return index
-
-
 def cluster_records(
     records: Sequence[ItemRecord],
     threshold: int = 31,
@@ -160,7 +150,7 @@ def cluster_records(
     hexes = list(code_of)
     if hexes and threshold >= 0:
         codes = codes_from_hex(hexes)
-        index = (index_factory or _default_index)()
+        index = (index_factory or default_index)()
         index.add(np.arange(len(hexes), dtype=np.int64), codes)
         queries = codes
         if use_dihedral:
