@@ -28,6 +28,9 @@ from tipline.service.settings import ServiceSettings
 PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
     {
         ("GET", "/openapi.json"),
+        # HMA's spec path and route list: what /openapi.json already tells anyone
+        ("GET", "/openapi/openapi.json"),
+        ("GET", "/site-map"),
         ("GET", "/docs"),
         ("GET", "/docs/oauth2-redirect"),
         ("GET", "/redoc"),

@@ -482,8 +482,9 @@ class BankIndex:
     def size(self) -> int:
         return len(self)
 
-    def by_signal_type(self) -> dict[str, int]:
-        live = (self._slot > 0) & self._on
+    def by_signal_type(self, all_entries: bool = False) -> dict[str, int]:
+        """Entries per signal type: enabled ones (or ``all_entries``, disabled ones too)."""
+        live = self._slot > 0 if all_entries else (self._slot > 0) & self._on
         counts = np.bincount(self._tcode[live], minlength=len(self._types))
         return {st.name: int(c) for st, c in zip(self._types, counts.tolist(), strict=True) if c}
 

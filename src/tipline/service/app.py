@@ -200,13 +200,13 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(r: Request, exc: RequestValidationError) -> JSONResponse:
+        if _is_hma(r.url.path):
+            return hma.validation_answer(exc.errors())  # HMA's 422 with pydantic's list
         parts = []
         for e in exc.errors()[:5]:
             where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("body", "query"))
             parts.append(f"{where}: {e.get('msg', 'invalid')}" if where else e.get("msg", ""))
         text = "invalid request: " + "; ".join(parts)
-        if _is_hma(r.url.path):
-            return msg(400, text)
         return msg(422, text)
 
     @app.exception_handler(StarletteHTTPException)

@@ -108,6 +108,9 @@ class MatchService:
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
         self.load_seconds = 0.0
+        #: when the index last caught up with the change journal (or was built)
+        self.last_check = 0.0
+        self._st_ratios: tuple[float, dict[str, float]] = (0.0, {})
 
     @classmethod
     def for_data_dir(
@@ -170,6 +173,7 @@ class MatchService:
             self._offset = offset
             self._inode = inode
             self._old_at_load = old_inode
+            self.last_check = time.time()
         self.load_seconds = time.perf_counter() - t0
         log.info(
             "match index loaded",
@@ -248,6 +252,18 @@ class MatchService:
         path = self._journal()
         if path is None or self._index is None:
             return 0
+        applied = self._catch_up(path)
+        self.last_check = time.time()
+        return applied
+
+    def stale(self, limit: float) -> bool:
+        """True when the index has not caught up with the other processes' changes for more
+        than ``limit`` seconds (HMA's ``INDEX-STALE``); never without a journal to follow."""
+        if self._index is None or self.index_dir is None or limit <= 0:
+            return False
+        return time.time() - self.last_check > max(limit, 3 * self.refresh_seconds)
+
+    def _catch_up(self, path: Path) -> int:
         inode, size = self._journal_stat()
         if inode != self._inode:
             if self._inode == 0 and self._old_inode() == self._old_at_load:
@@ -370,6 +386,24 @@ class MatchService:
 
     def count_entries(self, bank: str) -> int:
         return self.store.count_entries(bank)
+
+    # ------------------------------------------------------------------ signal types
+
+    def signal_type_ratios(self, max_age: float = 1.0) -> dict[str, float]:
+        """Signal types' HMA ``enabled_ratio`` (a type not listed: 1.0), at most ``max_age``
+        seconds old."""
+        at, ratios = self._st_ratios
+        if time.monotonic() - at > max_age:
+            ratios = self.store.signal_type_ratios()
+            self._st_ratios = (time.monotonic(), ratios)
+        return ratios
+
+    def set_signal_type_ratio(self, name: str, ratio: float) -> None:
+        self.store.set_signal_type_ratio(name, ratio)
+        self._st_ratios = (0.0, {})
+
+    def signal_type_stats(self) -> dict[str, tuple[int, float]]:
+        return self.store.signal_type_stats()
 
     # ------------------------------------------------------------------ entries
 
@@ -541,6 +575,7 @@ class MatchService:
             return {"loaded": False}
         with self._lock:
             counts = idx.matcher.by_signal_type()
+            every = idx.matcher.by_signal_type(all_entries=True)
             pdq = idx.matcher.type_index("pdq")
             pdq_size = len(pdq) if pdq is not None else 0
         return {
@@ -548,6 +583,7 @@ class MatchService:
             "built_at": int(idx.built_at),
             "size": sum(counts.values()),
             "by_signal_type": counts,
+            "all_by_signal_type": every,
             "pdq_index_size": pdq_size,
             "banks": len(idx.banks),
             "journal_offset": self._offset,

@@ -28,7 +28,7 @@ from tipline.banks.sqlite_store import LEGACY_DB_NAME, adopt_banks
 from tipline.errors import BankError, BankNotFoundError
 from tipline.signals.types import SignalType, signal_type
 from tipline.store.base import make_engine
-from tipline.store.tables import BankEntryRow, BankRow
+from tipline.store.tables import BankEntryRow, BankRow, SignalTypeSettingRow
 
 #: Rows per INSERT batch, and signals per id lookup query.
 _BATCH = 5_000
@@ -495,6 +495,31 @@ class SqlBankStore:
             stmt = stmt.where(*_active(time.time()), _B.enabled.is_(True))
         with self.engine.connect() as conn:
             return [_entry(r) for r in conn.execute(stmt)]
+
+    def signal_type_ratios(self) -> dict[str, float]:
+        """The ``enabled_ratio`` of every signal type set through HMA's API (others: 1.0)."""
+        row = SignalTypeSettingRow
+        with self.engine.connect() as conn:
+            return {n: float(r) for n, r in conn.execute(select(row.name, row.enabled_ratio))}
+
+    def set_signal_type_ratio(self, name: str, ratio: float) -> None:
+        row = SignalTypeSettingRow
+        with self.engine.begin() as conn:
+            if (
+                conn.execute(
+                    update(row).where(row.name == name).values(enabled_ratio=ratio)
+                ).rowcount
+                == 0
+            ):
+                conn.execute(insert(row).values(name=name, enabled_ratio=ratio))
+
+    def signal_type_stats(self) -> dict[str, tuple[int, float]]:
+        """Per signal type: how many entries hold one, and when the newest was added."""
+        stmt = select(_E.signal_type, func.count(_E.id), func.max(_E.added_at)).group_by(
+            _E.signal_type
+        )
+        with self.engine.connect() as conn:
+            return {st: (int(n), float(t or 0)) for st, n, t in conn.execute(stmt)}
 
     def count_entries(self, bank: str) -> int:
         with self.engine.connect() as conn:

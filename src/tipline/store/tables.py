@@ -273,6 +273,16 @@ class BankEntryRow(Base):
     meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
+class SignalTypeSettingRow(Base):
+    """A signal type's ``enabled_ratio`` set through HMA's ``PUT /c/signal_type/<name>`` (no
+    row: 1.0). A type at 0 is not hashed or looked up by the HMA routes."""
+
+    __tablename__ = "signal_type_settings"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    enabled_ratio: Mapped[float] = mapped_column(Float, default=1.0)
+
+
 # -- jobs ---------------------------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """HMA bank content: a bank may hold the same hash in several entries (HMA creates a content
 item per add), entries keep HMA's user metadata and a future ``disable_until_ts``, and banks
-keep HMA's fractional ``matching_enabled_ratio``.
+keep HMA's fractional ``matching_enabled_ratio``; signal types keep HMA's ``enabled_ratio``.
 
 Revision ID: 0005
 Revises: 0004
@@ -22,6 +22,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "signal_type_settings",
+        sa.Column("name", sa.String(length=32), nullable=False),
+        sa.Column("enabled_ratio", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_signal_type_settings")),
+    )
     with op.batch_alter_table("banks", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("enabled_ratio", sa.Float(), server_default="1.0", nullable=False)
@@ -58,3 +64,4 @@ def downgrade() -> None:
     with op.batch_alter_table("banks", schema=None) as batch_op:
         batch_op.drop_constraint(op.f("ck_banks_enabled_ratio"), type_="check")
         batch_op.drop_column("enabled_ratio")
+    op.drop_table("signal_type_settings")
