@@ -34,6 +34,7 @@ TABLES = {
     "exposure_intervals",
     "user_preferences",
     "webhooks",
+    "signal_type_settings",
 }
 
 
