@@ -33,6 +33,13 @@ app = typer.Typer(
 )
 
 
+#: Set to 1 for tracebacks instead of one-line error messages (as ``--debug``).
+DEBUG_ENV = "TIPLINE_DEBUG"
+
+#: Exit status of a command stopped by an error (as `tipline scan`'s "the command failed").
+ERROR_STATUS = 2
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"tipline {__version__}")
@@ -53,20 +60,90 @@ def _main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            envvar=DEBUG_ENV,
+            help="On an error, show Python's traceback instead of the one-line `error:` "
+            "message (for bug reports).",
+        ),
+    ] = False,
 ) -> None:
     state.set_data_dir(data_dir)
+    state.debug = debug
+
+
+def _debugging(argv: list[str] | None = None) -> bool:
+    """``--debug`` or ``TIPLINE_DEBUG=1`` (``argv``: for errors before the option was parsed)."""
+    if state.debug or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if not argv:
+        return False
+    cmd = invoked_command(argv)
+    return "--debug" in (argv[: argv.index(cmd)] if cmd else argv)
+
+
+def _passes_through(err: BaseException) -> bool:
+    """Exceptions click/typer handle themselves: exit, abort, usage errors."""
+    return type(err).__module__.split(".")[0] in ("click", "typer")
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Errors that mean something about the input or the environment is wrong, not Tipline:
+    bad values and files (also corrupt JSON/TOML/text: ValueError), paths, permissions, the
+    database (unreachable, locked, refused). Looked up lazily: a module never imported
+    raised nothing."""
+    found: list[type[BaseException]] = [TiplineError, OSError, ValueError, EOFError]
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is not None:
+        found += [sa_exc.DBAPIError, sa_exc.ArgumentError]
+    for module, name in (
+        ("zipfile", "BadZipFile"),
+        ("tarfile", "TarError"),
+        ("PIL.Image", "DecompressionBombError"),
+        ("alembic.util.exc", "CommandError"),
+    ):
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return tuple(found)
+
+
+def error_message(err: BaseException) -> str:
+    """The one line `tipline` prints for an error that stopped a command."""
+    if isinstance(err, TiplineError):
+        return " ".join(str(err).split())
+    from tipline.cli.database import one_line
+
+    if isinstance(err, _user_error_types()):
+        return one_line(err)
+    return (
+        f"internal error, {one_line(err)} (a bug in Tipline: run again with --debug or "
+        f"{DEBUG_ENV}=1 for the traceback, and please report it)"
+    )
+
+
+def report(err: BaseException) -> int:
+    """Print ``error: <one line>`` to stderr for an error that stopped a command; the exit
+    status. A broken pipe (``tipline ... | head``) prints nothing."""
+    if not isinstance(err, BrokenPipeError):
+        typer.echo(f"error: {error_message(err)}", err=True)
+    return ERROR_STATUS
 
 
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A TiplineError escaping a command becomes `error: <message>` and exit status 2."""
+    """An exception escaping a command becomes `error: <one line>` and exit status 2 (with
+    --debug / TIPLINE_DEBUG=1: the traceback)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except TiplineError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
+        except Exception as err:
+            if _passes_through(err) or _debugging() or isinstance(err, BrokenPipeError):
+                raise
+            raise typer.Exit(report(err)) from None
 
     return wrapper
 
@@ -157,5 +234,16 @@ def main() -> None:
     # matrix products slow down several-fold when BLAS threads fight over the same cores.
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    _register(only=invoked_command(sys.argv[1:]))
-    app()
+    argv = sys.argv[1:]
+    try:
+        _register(only=invoked_command(argv))
+        app()
+    except BrokenPipeError:
+        # the reader went away (`tipline ... | head`): no message, no second error at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
+    except Exception as err:  # what escaped the commands' own boundary (_friendly)
+        if _passes_through(err) or _debugging(argv):
+            raise
+        sys.exit(report(err))

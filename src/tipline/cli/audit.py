@@ -9,13 +9,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.audit import log as audit
-from tipline.cli import state
 from tipline.cli.app import app
+from tipline.cli.database import UrlOption, open_db
 from tipline.errors import TiplineError
-from tipline.store.base import database_url, make_engine, session_factory
 
 audit_app = typer.Typer(
     help=(
@@ -25,21 +23,6 @@ audit_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(audit_app, name="audit")
-
-UrlOption = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        help="SQLAlchemy URL. Default: $TIPLINE_DATABASE_URL, else the SQLite file in the data "
-        "directory.",
-        show_default=False,
-    ),
-]
-
-
-def open_db(explicit: str | None) -> sessionmaker[Session]:
-    """A session factory on the service database (shared by the user and media commands)."""
-    return session_factory(make_engine(database_url(state.data_dir(), explicit)))
 
 
 class ExportFormat(StrEnum):

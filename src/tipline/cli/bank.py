@@ -22,6 +22,7 @@ from tipline.banks.bank import DEFAULT_PDQ_THRESHOLD, BankRole
 from tipline.banks.formats import FORMATS, import_file, write_hash_list
 from tipline.cli import state
 from tipline.cli.app import app
+from tipline.cli.database import ready_url
 from tipline.errors import BankError, InvalidSignalError
 from tipline.signals.types import guess_signal_type, signal_type
 from tipline.store.banks import SqlBankStore, open_bank_store
@@ -64,6 +65,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 def _store(write: bool = False) -> Iterator[SqlBankStore]:
     """The installation's bank store. After a change, a running `tipline serve` on the same
     data directory is told to reload its index (it keeps answering from the old one meanwhile)."""
+    ready_url(None)  # the schema rule every command follows (tipline.cli.database)
     store = open_bank_store(state.data_dir())
     try:
         yield store

@@ -11,6 +11,7 @@ import typer
 
 from tipline.cli import state
 from tipline.cli.app import app
+from tipline.cli.database import known_revisions, one_line, ready_url, safe_url
 from tipline.errors import TiplineError
 from tipline.store import migrations
 from tipline.store.base import database_url, make_engine
@@ -38,16 +39,6 @@ def _url(explicit: str | None) -> str:
     return database_url(state.data_dir(), explicit)
 
 
-def _safe(url: str) -> str:
-    """The URL with any password hidden, for messages."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "(unparsable database URL)"
-
-
 @db_app.command("upgrade")
 def upgrade_cmd(database_url_opt: UrlOption = None) -> None:
     """Create the database schema or bring it to the newest version (safe to run again)."""
@@ -59,11 +50,11 @@ def upgrade_cmd(database_url_opt: UrlOption = None) -> None:
     except TiplineError:
         raise
     except Exception as err:
-        raise TiplineError(f"cannot upgrade {_safe(url)}: {type(err).__name__}: {err}") from None
+        raise TiplineError(f"cannot upgrade {safe_url(url)}: {one_line(err)}") from None
     if before == after:
-        typer.echo(f"{_safe(url)}: already at schema {after}")
+        typer.echo(f"{safe_url(url)}: already at schema {after}")
     else:
-        typer.echo(f"{_safe(url)}: upgraded from {before or '(empty)'} to {after}")
+        typer.echo(f"{safe_url(url)}: upgraded from {before or '(empty)'} to {after}")
 
 
 @db_app.command("current")
@@ -73,10 +64,15 @@ def current_cmd(database_url_opt: UrlOption = None) -> None:
     try:
         have = migrations.current(url)
     except Exception as err:
-        raise TiplineError(f"cannot open {_safe(url)}: {type(err).__name__}: {err}") from None
+        raise TiplineError(f"cannot open {safe_url(url)}: {one_line(err)}") from None
     head = migrations.head()
-    note = "up to date" if have == head else "run `tipline db upgrade`"
-    typer.echo(f"{_safe(url)}: schema {have or '(empty)'} (newest {head}: {note})")
+    if have == head:
+        note = "up to date"
+    elif have is not None and have not in known_revisions():
+        note = "the database is newer than this Tipline"
+    else:
+        note = "run `tipline db upgrade`"
+    typer.echo(f"{safe_url(url)}: schema {have or '(empty)'} (newest {head}: {note})")
 
 
 def print_jobs(url: str, status: str | None, kind: str | None, limit: int, as_json: bool) -> None:
@@ -134,7 +130,7 @@ def jobs_cmd(
     """List jobs, newest first, with counts per state (`--status dead`: the dead letters)."""
     if status is not None and status not in JOB_STATUSES:
         raise TiplineError(f"unknown job status {status!r}: use one of {', '.join(JOB_STATUSES)}")
-    print_jobs(_url(database_url_opt), status, kind, limit, as_json)
+    print_jobs(ready_url(database_url_opt), status, kind, limit, as_json)
 
 
 @db_app.command("requeue")
@@ -150,7 +146,7 @@ def requeue_cmd(
     """Put dead-lettered (or failed) jobs back in the queue with fresh attempts."""
     if status not in ("dead", "failed"):
         raise TiplineError("only dead or failed jobs can be requeued")
-    engine = make_engine(_url(database_url_opt))
+    engine = make_engine(ready_url(database_url_opt))
     try:
         n = JobQueue(engine).requeue(job_ids or None, status=status)
     finally:
@@ -171,7 +167,7 @@ def purge_jobs_cmd(
     """Delete finished jobs older than N days (the queue keeps them for inspection until then)."""
     if status not in ("done", "failed", "dead"):
         raise TiplineError("only done, failed or dead jobs can be purged")
-    engine = make_engine(_url(database_url_opt))
+    engine = make_engine(ready_url(database_url_opt))
     try:
         n = JobQueue(engine).purge(timedelta(days=older_than_days), status=status)
     finally:
@@ -202,8 +198,8 @@ def import_banks_cmd(
     path = source or state.data_dir() / LEGACY_DB_NAME
     if not path.is_file():
         raise TiplineError(f"no bank file at {path}")
-    url = _url(database_url_opt)
+    url = ready_url(database_url_opt)
     with SqlBankStore(url) as dst:
         report = adopt_banks(path, dst)
         total = sum(dst.entry_counts().values())
-    typer.echo(f"{report} ({total} entries in the service database {_safe(url)})")
+    typer.echo(f"{report} ({total} entries in the service database {safe_url(url)})")

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from tipline.cli.app import app
 from tipline.config import Limits
-from tipline.errors import ItemError
+from tipline.errors import ItemError, TiplineError
 from tipline.provenance.detector import (
     Detector,
     ModelCard,
@@ -41,6 +41,13 @@ CardOpt = Annotated[
 ]
 ThreadsOpt = Annotated[int, typer.Option(min=1, help="onnxruntime threads.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _card(path: Path) -> ModelCard:
+    try:
+        return ModelCard.load(path)
+    except UnicodeDecodeError as err:
+        raise TiplineError(f"model card {path} is not JSON: not UTF-8 (byte {err.start})") from None
 
 
 @detector_app.command("calibrate")
@@ -81,7 +88,7 @@ def calibrate_cmd(
 
     Example: `tipline detector calibrate --card univfd.json --benign ~/benign-set --fpr 0.01`
     """
-    det = Detector(ModelCard.load(card), threads)
+    det = Detector(_card(card), threads)
     result = calibrate(det, benign, fpr, ai or (), Limits(), write=not dry_run)
     out: dict[str, Any] = {
         "card": str(card),
@@ -139,7 +146,7 @@ def score_cmd(
 
     Example: `tipline detector score --card univfd.json photo1.jpg folder/`
     """
-    det = Detector(ModelCard.load(card), threads)
+    det = Detector(_card(card), threads)
     rows: list[dict[str, Any]] = []
     for path, data, mt in iter_images(files):
         try:

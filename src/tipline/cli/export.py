@@ -16,7 +16,9 @@ import typer
 
 from tipline.actions import exports
 from tipline.cli.app import app
-from tipline.cli.audit import UrlOption, _parse_since, open_db
+from tipline.cli.audit import _parse_since
+from tipline.cli.database import UrlOption, open_db
+from tipline.errors import TiplineError
 
 export_app = typer.Typer(
     help=(
@@ -61,14 +63,15 @@ def _export_to(kind: str, output: Path | None, since: str | None, url: str | Non
     """Write to a temporary file in the transaction that records the audit event; once that
     commits, move it into place (or copy it to stdout)."""
     since_at = _parse_since(since) if since else None
+    factory = open_db(url)
     where = output.parent if output is not None else None
+    if where is not None and not where.is_dir():
+        raise TiplineError(f"cannot write {output}: no directory {where}")
     fd, name = tempfile.mkstemp(prefix=".tipline-export-", suffix=".tmp", dir=where)
     tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            factory = open_db(url)
-            with factory() as s, s.begin():
-                count = exports.export(s, kind, fh, actor=_actor(), since=since_at)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh, factory() as s, s.begin():
+            count = exports.export(s, kind, fh, actor=_actor(), since=since_at)
         if output is None:
             with tmp.open("r", encoding="utf-8", newline="") as fh2:
                 shutil.copyfileobj(fh2, sys.stdout)

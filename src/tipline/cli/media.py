@@ -10,7 +10,7 @@ import typer
 from tipline.actions import retention
 from tipline.cli import state
 from tipline.cli.app import app
-from tipline.cli.audit import UrlOption, open_db
+from tipline.cli.database import UrlOption, open_db
 from tipline.store import media as ms
 
 media_app = typer.Typer(

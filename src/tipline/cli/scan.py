@@ -345,6 +345,7 @@ def scan(
 
         tipline scan big-folder -o results.jsonl --resume   # after an interruption
     """
+    from tipline.cli.database import ready_url
     from tipline.scan import output as out
     from tipline.scan.runner import bank_index_for_scan
     from tipline.store.banks import open_bank_store
@@ -383,6 +384,7 @@ def scan(
             "--resume needs -o FILE: it continues the results written there", param_hint="--resume"
         )
 
+    ready_url(None)  # the schema rule every command follows (tipline.cli.database)
     store = open_bank_store(state.data_dir())
     try:
         matcher = bank_index_for_scan(store, bank)

@@ -86,9 +86,16 @@ def _fresh_metrics_dir(data_dir: Path) -> Path:
 
 
 def _migrate(url: str) -> None:
+    from tipline.cli.database import one_line, safe_url
+    from tipline.errors import TiplineError
     from tipline.store import migrations
 
-    migrations.upgrade(url)
+    try:
+        migrations.upgrade(url)
+    except Exception as err:  # unreachable server, bad URL, a schema newer than this Tipline
+        raise TiplineError(
+            f"cannot upgrade the database at {safe_url(url)}: {one_line(err)}"
+        ) from None
 
 
 def _first_run_hint(url: str) -> None:

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     from tipline.service.settings import ServiceSettings
 
 _data_dir: Path | None = None
+#: ``--debug`` / ``TIPLINE_DEBUG=1``: errors show their traceback
+debug = False
 #: ``--data-dir`` as given (flag or ``$TIPLINE_DATA_DIR``), None when not given
 _given: Path | None = None
 
@@ -37,11 +39,16 @@ def service_settings_with_sources(
     """:func:`service_settings` and where each value came from (``config show``)."""
     import os
 
-    from tipline.service.settings import CONFIG_ENV, ServiceSettings, _read_file
+    from tipline.service.settings import CONFIG_ENV, ServiceSettings, SettingsError, _read_file
 
     if config is None and os.environ.get(CONFIG_ENV):
         config = Path(os.environ[CONFIG_ENV])
-    file_values = _read_file(config) if config else {}
+    try:
+        file_values = _read_file(config) if config else {}
+    except UnicodeDecodeError as err:
+        raise SettingsError(
+            f"config file {config} is not valid: not UTF-8 text (byte {err.start})"
+        ) from None
     # --data-dir (when given as a flag, not through $TIPLINE_DATA_DIR) counts unless the file
     # names a data_dir (as `tipline serve` always did)
     from_env = os.environ.get("TIPLINE_DATA_DIR")

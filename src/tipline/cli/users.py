@@ -13,7 +13,7 @@ from sqlalchemy import select
 from tipline import accounts as auth
 from tipline.audit import log as audit
 from tipline.cli.app import app
-from tipline.cli.audit import UrlOption, open_db
+from tipline.cli.database import UrlOption, open_db
 from tipline.store.tables import ApiToken, User
 
 user_app = typer.Typer(
@@ -67,8 +67,8 @@ def user_add(
 ) -> None:
     """Add a user (the password is prompted for; partner accounts get none: they use tokens)."""
     auth._check_role(role)
+    factory = open_db(database_url_opt)  # before the prompt: a database problem asks nothing
     password = _read_password(password_stdin, role)
-    factory = open_db(database_url_opt)
     with factory() as s, s.begin():
         user = auth.create_user(s, name, role, password)
         audit.record(

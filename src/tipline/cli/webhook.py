@@ -11,7 +11,7 @@ import typer
 from tipline.actions import webhooks
 from tipline.audit import log as audit
 from tipline.cli.app import app
-from tipline.cli.audit import UrlOption, open_db
+from tipline.cli.database import UrlOption, open_db
 
 webhook_app = typer.Typer(
     help=(

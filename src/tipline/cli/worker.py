@@ -25,8 +25,8 @@ import typer
 
 from tipline.cli import state
 from tipline.cli.app import app
+from tipline.cli.database import ensure_schema
 from tipline.errors import TiplineError
-from tipline.store import migrations
 from tipline.store.base import make_engine, session_factory
 from tipline.store.jobs import (
     DEFAULT_LEASE_SECONDS,
@@ -66,13 +66,9 @@ def pipeline_config(settings: ServiceSettings) -> PipelineConfig:
 
 
 def check_schema(url: str) -> None:
-    """Refuse to run against a database that is not at this Tipline's schema."""
-    have, want = migrations.current(url), migrations.head()
-    if have != want:
-        raise TiplineError(
-            f"the database is at schema {have or '(empty)'}, this Tipline needs {want}: "
-            "run `tipline db upgrade` first"
-        )
+    """Refuse to run against a named database that is not at this Tipline's schema (workers
+    never change the schema of a database shared with others: `tipline db upgrade` does)."""
+    ensure_schema(url, embedded=False, create_empty=False)
 
 
 def worker_loop(cfg: WorkerConfig, stop: EventType, index: int = 0) -> int:
@@ -208,12 +204,15 @@ def worker_cmd(
     """Run queued jobs (report processing stages) in worker processes until SIGTERM/Ctrl-C."""
     settings = state.service_settings(config, database_url=database_url_opt)
     url = settings.db_url
+    if not settings.database_url:  # the data directory's SQLite file: created or upgraded
+        ensure_schema(url, embedded=True)
+    else:
+        check_schema(url)
     if dead:
         from tipline.cli.db import print_jobs
 
         print_jobs(url, status="dead", kind=None, limit=100, as_json=False)
         return
-    check_schema(url)
     mods = tuple(modules or ())
     if mods:
         sys.path.insert(0, os.getcwd())
