@@ -95,8 +95,11 @@ def dedupe(
     else:
         if video_mode not in ("fast", "reference"):
             raise typer.BadParameter("must be fast or reference", param_hint="--video-mode")
+        # Fast PDQ: the hashes are compared with each other only, within this run.
         opts = HashOptions(
-            dihedral=dihedral, video_mode="fast" if video_mode == "fast" else "reference"
+            pdq_mode="fast",
+            dihedral=dihedral,
+            video_mode="fast" if video_mode == "fast" else "reference",
         )
         run_scan([str(p) for p in paths], opts, None, records.extend, jobs=jobs)
     clusters = cluster_records(records, threshold, use_dihedral=dihedral, jobs=jobs)

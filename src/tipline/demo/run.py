@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tipline.banks import Bank, Entry
@@ -17,6 +17,8 @@ from tipline.scan.runner import ScanSummary, run_scan
 from tipline.store.banks import open_bank_store
 
 DEMO_BANK = "DEMO"
+#: what `tipline scan` does by default: fast PDQ, near matches re-checked with the reference
+FAST = HashOptions(pdq_mode="fast")
 
 
 @dataclass(slots=True)
@@ -78,7 +80,7 @@ def run_demo(data_dir: Path, jobs: int = 0, fresh: bool = True) -> DemoResult:
             for r in batch:
                 records[r.path] = r
 
-        summary = run_scan([str(root / "corpus")], HashOptions(), matcher, sink, jobs=jobs)
+        summary = run_scan([str(root / "corpus")], FAST, matcher, sink, jobs=jobs)
 
     dihedral: dict[str, ItemRecord] = {}
 
@@ -86,7 +88,7 @@ def run_demo(data_dir: Path, jobs: int = 0, fresh: bool = True) -> DemoResult:
         for r in batch:
             dihedral[r.path] = r
 
-    run_scan([str(root / "corpus")], HashOptions(dihedral=True), matcher, sink_d, jobs=jobs)
+    run_scan([str(root / "corpus")], replace(FAST, dihedral=True), matcher, sink_d, jobs=jobs)
 
     report_path = root / "report.html"
     report_path.write_text(

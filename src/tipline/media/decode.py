@@ -185,7 +185,11 @@ def decode_luma_fast(data: bytes, media_type: MediaType, limits: Limits) -> Luma
 
 
 def decode_rgb(data: bytes, media_type: MediaType, limits: Limits) -> npt.NDArray[np.uint8]:
-    """Fully decoded RGB pixels (first frame), as the reference tools hash them."""
+    """Fully decoded RGB pixels (first frame), as the reference tools hash them: Pillow's
+    ``convert("RGB")`` of whatever mode the file decodes to (16-bit and float values are
+    clipped to 0..255, alpha is dropped, palettes are looked up, CMYK is inverted naively),
+    which is what python-threatexchange does for I;16 and LA images and what ``pdqhash``
+    users do for every mode (docs/formats.md#which-pdq)."""
     with deadline(limits.max_decode_seconds):
         im = open_image(data, media_type, limits)
         _load(im, media_type)
@@ -195,17 +199,18 @@ def decode_rgb(data: bytes, media_type: MediaType, limits: Limits) -> npt.NDArra
 
 
 def _to_luma(im: Image.Image) -> Image.Image:
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        top = float(arr.max()) or 1.0
-        return Image.fromarray((arr * (255.0 / max(top, 255.0))).astype(np.uint8))
-    return _convert(im, "L")
+    """Luma with the reference's semantics (``convert("RGB")`` then luma): Pillow's own
+    ``convert("L")`` is the same conversion (it clips 16-bit and float values exactly as
+    ``convert("RGB")`` does) within rounding; modes it cannot convert directly (LAB) go
+    through RGB."""
+    try:
+        return im.convert("L")
+    except ValueError:
+        return _convert(im, "RGB").convert("L")
 
 
 def _convert(im: Image.Image, mode: str) -> Image.Image:
     try:
-        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F") and mode == "RGB":
-            return _to_luma(im).convert("RGB")
         return im.convert(mode)
     except (OSError, ValueError) as err:
         raise CorruptMediaError(f"cannot convert {im.mode} pixels: {_short(err)}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
@@ -25,7 +26,16 @@ CHUNK = 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class HashOptions:
-    pdq_mode: PdqMode = "fast"
+    """How an item is hashed.
+
+    The hashing policy (docs/formats.md#which-pdq): ``pdq_mode="reference"`` (the default) is
+    what everything that answers or stores a hash for others uses (the HMA API, bank content,
+    the pipeline's stored PDQ and so exports, ``bank add --file``); ``"fast"`` is for the speed
+    paths whose hashes stay inside one run (``scan``, ``hash``, ``dedupe``), where a scan
+    re-checks near matches with the reference hash (``pdq_recheck``).
+    """
+
+    pdq_mode: PdqMode = "reference"
     dihedral: bool = False
     limits: Limits = field(default_factory=Limits)
     #: vPDQ frame sampling: "fast" (keyframes) or "reference" (exactly as the vpdq package)
@@ -40,6 +50,10 @@ class HashOptions:
     detectors: bool = False
     #: scan --keywords: the user's keyword list (tipline.scan.keywords applies it to every record)
     keywords: KeywordMatcher | None = field(default=None, compare=False)
+    #: fast mode only: given an item's fast PDQ hashes, whether any is near a bank entry (within
+    #: a bank threshold plus a margin, ``tipline.scan.runner.pdq_recheck``); if so the item's
+    #: PDQ is recomputed with the reference pipeline, so matches are decided on reference hashes
+    pdq_recheck: Callable[[Sequence[str]], bool] | None = field(default=None, compare=False)
 
 
 class _Digests:
@@ -130,14 +144,25 @@ def add_provenance(record: ItemRecord, data: bytes, mt: MediaType, options: Hash
 
 def add_pdq(record: ItemRecord, data: bytes, mt: MediaType, options: HashOptions) -> None:
     if options.pdq_mode == "reference":
-        hashes = pdq.reference_hash(decode_rgb(data, mt, options.limits), options.dihedral)
+        hashes = _reference_pdq(data, mt, options)
     else:
         luma = decode_luma_fast(data, mt, options.limits)
-        hashes = pdq.fast_hash(luma.plane, luma.height, luma.width, options.dihedral)
+        fast = pdq.fast_hash_or_none(luma.plane, luma.height, luma.width, options.dihedral)
+        # None: fragile, the fast path cannot vouch for its bits; near a bank entry: a scan's
+        # matches are decided on reference hashes
+        recheck = options.pdq_recheck
+        if fast is None or (recheck is not None and recheck([h.hex for h in fast])):
+            hashes = _reference_pdq(data, mt, options)
+        else:
+            hashes = fast
     record.pdq = hashes[0].hex
     record.pdq_quality = hashes[0].quality
     if options.dihedral:
         record.pdq_dihedral = [h.hex for h in hashes]
+
+
+def _reference_pdq(data: bytes, mt: MediaType, options: HashOptions) -> list[pdq.PdqHash]:
+    return pdq.reference_hash(decode_rgb(data, mt, options.limits), options.dihedral)
 
 
 def add_vpdq(record: ItemRecord, source: VideoSource, mt: MediaType, options: HashOptions) -> None:

@@ -15,7 +15,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from tipline.errors import BankError
@@ -28,6 +28,11 @@ from tipline.scan.sources import iter_inputs
 
 #: Files handed to a worker at a time: big enough to amortise IPC, small enough to balance.
 BATCH = 8
+#: A fast-mode PDQ hash within a bank threshold plus this many bits of a bank entry is
+#: recomputed with the reference pipeline before matching. Fast mode lands within 16 bits of
+#: the reference at quality >= 80 (bench/hashing.py), so no reference match is missed and no
+#: match is reported on a fast hash alone.
+RECHECK_MARGIN = 16
 
 
 @dataclass(slots=True)
@@ -162,6 +167,10 @@ def _run_scan(
     on_progress: Callable[[int], None] | None,
 ) -> ScanSummary:
     global _OPTIONS, _MATCHER
+    if matcher is not None and options.pdq_mode == "fast" and options.pdq_recheck is None:
+        near = pdq_recheck(matcher)
+        if near is not None:
+            options = replace(options, pdq_recheck=near)
     _OPTIONS, _MATCHER = options, matcher
     summary = ScanSummary()
     start = time.perf_counter()
@@ -203,6 +212,27 @@ def _run_scan(
         _run_pool(tasks, jobs, deliver)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def pdq_recheck(
+    matcher: BankIndex, margin: int = RECHECK_MARGIN
+) -> Callable[[Sequence[str]], bool] | None:
+    """The fast-mode re-check for a scan's matcher: whether any of an item's PDQ hashes lies
+    within the largest bank threshold plus ``margin`` of a banked PDQ (None: no PDQ entries).
+
+    It errs towards re-checking (every bank's entries at the largest threshold): a re-check
+    costs one reference hash, never a wrong answer.
+    """
+    index = matcher.type_index("pdq")
+    radius = matcher.radius()
+    if index is None or radius < 0 or not len(index):
+        return None
+    reach = radius + margin
+
+    def near(values: Sequence[str]) -> bool:
+        return bool(len(index.query(list(values), reach).ids))
+
+    return near
 
 
 def _batches(

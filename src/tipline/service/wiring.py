@@ -44,7 +44,8 @@ def pipeline_config(settings: ServiceSettings, match: MatchFn | None = None) -> 
         match=match,
         media_store=from_settings(settings) if settings.media_mode != "hash-only" else None,
         fetch_settings=settings.fetch_settings(),
-        hash_options=HashOptions(watermarks=settings.watermarks),
+        # stored PDQ is shared (exports, bank adds from items): the reference pipeline
+        hash_options=HashOptions(pdq_mode="reference", watermarks=settings.watermarks),
         weights=settings.triage,
         keywords=keywords,
         fetch_urls=settings.fetch_urls,

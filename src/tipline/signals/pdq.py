@@ -3,8 +3,12 @@
 Two ways to get a PDQ hash:
 
 * ``reference``: the C++ reference algorithm through the ``pdqhash`` bindings, run on the fully
-  decoded RGB pixels. Bit-identical to ``pdqhash`` and so to python-threatexchange / HMA.
-* ``fast`` (default): our own implementation of the same algorithm written as two small matrix
+  decoded RGB pixels (``tipline.media.decode.decode_rgb``: Pillow's ``convert("RGB")``).
+  Bit-identical to ``pdqhash.compute(np.asarray(Image.open(f).convert("RGB")))``, and so to
+  python-threatexchange / HMA wherever python-threatexchange hashes the RGB pixels (see
+  docs/formats.md#which-pdq for the modes where it does not). Everything Tipline answers or
+  stores for exchange with others uses it.
+* ``fast``: our own implementation of the same algorithm written as two small matrix
   products. PDQ's Jarosz filter followed by decimation to 64x64 is linear and separable, so the
   64x64 buffer is ``Wy @ luma @ Wx.T`` where ``Wy`` (64 x H) and ``Wx`` (64 x W) hold the filter
   weights of the 64 sample rows/columns. Because only 64 rows of the filtered image are ever
@@ -14,6 +18,12 @@ Two ways to get a PDQ hash:
   only). A scaled pixel is (close to) the mean of an s x s block of full-resolution pixels, so we
   give it the summed full-resolution weights of that block: the result approximates the PDQ of
   the full-resolution image (what partners' hash lists hold), not of a naive resize.
+
+  A hash is only as stable as the gaps between its DCT coefficients and their median. Where
+  many coefficients sit within the fast path's own error of the median (hard full-contrast
+  patterns: pure checkerboards, whose coefficients are exactly equal by symmetry, so float
+  rounding alone decides their bits), ``fast_hash_or_none`` says so and the caller computes
+  the reference hash instead (``fragile_bits``).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from PIL import Image
 
 from tipline.record import MIN_USABLE_QUALITY as MIN_USABLE_QUALITY
 
@@ -242,6 +253,76 @@ def fast_hash(
     if buf is None:
         zero = PdqHash("0" * PDQ_HEX_LEN, 0)
         return [zero] * (8 if dihedral else 1)
+    if dihedral:
+        return dihedral_from_buffer(buf)
+    return [hash_from_buffer(buf)]
+
+
+#: Fast mode gives up (the caller computes the reference hash) when at least this many DCT
+#: coefficients lie within their estimated error of the median. Measured: photographs and
+#: text pages (scikit-image, bench/_images.py) 1-16; full-contrast checkerboards 46-192.
+FRAGILE_LIMIT = 24
+#: Coefficients this close to the median (relative to the largest coefficient) are ties that
+#: rounding decides: the reference's own float order, or the JPEG's Y plane against luma from
+#: its decoded RGB. Hard patterns leave most coefficients at such a tie (HMA's checkerboards:
+#: 192 of 256); photographs have 1-13.
+_TIE = 1e-3
+
+
+def fragile_bits(
+    y: FloatArray | npt.NDArray[np.uint8],
+    buffer64: FloatArray,
+    full_height: int,
+    full_width: int,
+) -> int:
+    """How many hash bits of ``buffer64`` (from plane ``y``) the fast path cannot vouch for.
+
+    A bit is at risk when its coefficient's distance to the median is within the coefficient's
+    error. At full resolution the error is rounding (ties, ``_TIE``). For a
+    reduced plane the error is estimated as the change the same hash sees when the plane is
+    reduced once more (2x2 means, which the DCT-scaled decode or box reduction gives exactly
+    one level down): where halving the scale moves a coefficient across the median, the
+    scale the plane was decoded at may have too.
+    """
+    coeffs = dct16(buffer64).reshape(-1)
+    median = np.partition(coeffs, 127)[127]
+    gap = np.abs(coeffs - median)
+    tol = np.full(gap.shape, _TIE * float(np.abs(coeffs).max()), dtype=np.float32)
+    h, w = y.shape[:2]
+    if (h, w) != (full_height, full_width) and h >= 10 and w >= 10:
+        coarse = buffer_from_luma(_halve(y), full_height, full_width)
+        if coarse is not None:
+            tol = np.maximum(tol, np.abs(dct16(coarse).reshape(-1) - coeffs))
+    return int(np.count_nonzero(gap <= tol))
+
+
+def _halve(y: FloatArray | npt.NDArray[np.uint8]) -> FloatArray | npt.NDArray[np.uint8]:
+    """2x2 means (a trailing odd row/column averaged alone), as ``Image.reduce(2)`` makes."""
+    if y.dtype == np.uint8:
+        return np.asarray(Image.fromarray(np.ascontiguousarray(y)).reduce(2))
+    plane = np.asarray(y, dtype=np.float32)
+    h, w = plane.shape
+    padded = np.pad(plane, ((0, h % 2), (0, w % 2)), mode="edge")
+    out: FloatArray = padded.reshape((h + 1) // 2, 2, (w + 1) // 2, 2).mean(axis=(1, 3))
+    return out
+
+
+def fast_hash_or_none(
+    y: FloatArray | npt.NDArray[np.uint8],
+    full_height: int | None = None,
+    full_width: int | None = None,
+    dihedral: bool = False,
+) -> list[PdqHash] | None:
+    """``fast_hash``, or None where it is fragile (``fragile_bits`` >= ``FRAGILE_LIMIT``): the
+    caller then computes the reference hash."""
+    fh = full_height or y.shape[0]
+    fw = full_width or y.shape[1]
+    buf = buffer_from_luma(y, fh, fw)
+    if buf is None:
+        zero = PdqHash("0" * PDQ_HEX_LEN, 0)
+        return [zero] * (8 if dihedral else 1)
+    if fragile_bits(y, buf, fh, fw) >= FRAGILE_LIMIT:
+        return None
     if dihedral:
         return dihedral_from_buffer(buf)
     return [hash_from_buffer(buf)]
