@@ -248,10 +248,13 @@ def test_handler_modules_are_registered_from_above(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(registry, "_MODULES", [])
     register_handler_modules("jobs_helpers", "tipline.no_such_handlers", "jobs_helpers")
     assert handler_modules() == ("jobs_helpers", "tipline.no_such_handlers")
-    [problem] = load_handler_modules()  # a registered module that is missing: a warning
-    assert "tipline.no_such_handlers" in problem
+    # a registered module that is missing stops the worker: no silent skipping
+    with pytest.raises(JobError, match=r"cannot import handler module 'tipline\.no_such_handlers'"):
+        load_handler_modules()
+    monkeypatch.setattr(registry, "_MODULES", ["jobs_helpers"])
+    load_handler_modules()  # importable: fine
     with pytest.raises(JobError, match="cannot import"):
-        load_handler_modules(["tipline.no_such_handlers"])  # an --import one: an error
+        load_handler_modules(["tipline.no_such_handlers"])  # an --import one: an error too
 
 
 def test_backoff_seconds() -> None:

@@ -73,8 +73,7 @@ def check_schema(url: str) -> None:
 
 def worker_loop(cfg: WorkerConfig, stop: EventType, index: int = 0) -> int:
     """One worker: lease and run jobs until ``stop`` is set. Returns how many jobs it ran."""
-    for problem in load_handler_modules(cfg.modules):
-        log.warning("%s", problem)
+    load_handler_modules(cfg.modules)
     from tipline import pipeline
     from tipline.service.settings import ServiceSettings
     from tipline.service.wiring import configure_process
@@ -216,8 +215,7 @@ def worker_cmd(
     mods = tuple(modules or ())
     if mods:
         sys.path.insert(0, os.getcwd())
-    for problem in load_handler_modules(mods):
-        typer.echo(f"warning: {problem}", err=True)
+    load_handler_modules(mods)  # a module that cannot be imported stops the start
     known = handlers()
     if kinds:
         unknown = sorted(set(kinds) - set(known))

@@ -170,19 +170,17 @@ def handlers() -> dict[str, Handler]:
     return dict(_HANDLERS)
 
 
-def load_handler_modules(extra: Iterable[str] = ()) -> list[str]:
-    """Import the registered handler modules (:func:`register_handler_modules`) and ``extra``;
-    returns one warning per registered module that failed (not fatal, so a partial checkout
-    still runs; an ``extra`` module that fails raises :class:`JobError`)."""
-    problems: list[str] = []
-    for name in [*handler_modules(), *extra]:
+def load_handler_modules(extra: Iterable[str] = ()) -> None:
+    """Import the registered handler modules (:func:`register_handler_modules`) and ``extra``.
+
+    A module that cannot be imported stops the worker (:class:`JobError`): a worker that ran
+    without, say, the pipeline's handlers would leave those jobs queued with nobody to say why.
+    """
+    for name in dict.fromkeys([*handler_modules(), *extra]):
         try:
             importlib.import_module(name)
         except ImportError as err:
-            if name in extra:
-                raise JobError(f"cannot import handler module {name!r}: {err}") from None
-            problems.append(f"handler module {name} not loaded: {err}")
-    return problems
+            raise JobError(f"cannot import handler module {name!r}: {err}") from None
 
 
 def backoff_seconds(
