@@ -51,7 +51,7 @@ from tipline.crawl.fetch import FetchError, HTTPStatusError, TooLargeError, fetc
 from tipline.errors import BankError, BankNotFoundError, InvalidSignalError
 from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions, hash_bytes
-from tipline.service.auth import require
+from tipline.service.auth import iter_routes, require
 from tipline.service.errors import HttpError
 from tipline.service.matching import Hit, MatchService
 from tipline.service.ops import Metrics
@@ -438,7 +438,7 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
     @r.get("/site-map")
     async def site_map(request: Request) -> list[str]:
         """Every route of the service, sorted (HMA's ``/site-map``)."""
-        return sorted({getattr(route, "path", "") for route in request.app.routes} - {""})
+        return sorted({route.path for route in iter_routes(request.app)})
 
     @r.get("/openapi/openapi.json")
     async def hma_openapi(request: Request) -> dict[str, Any]:
