@@ -4,6 +4,9 @@ Throughput is measured per core (one process, one BLAS thread; --pin also pins i
 on deterministic benign JPEGs (see ``_images.py``), reading each file from the page cache.
 Fidelity is the Hamming distance of fast-mode PDQ from full-resolution PDQ (what partners' hash
 lists hold: python-threatexchange / HMA compute it), over images whose reference quality is >= 80.
+A high-frequency section (``_hifreq.py``: hard checkerboards, AM halftones, line screens, fine
+text, in JPEG q90/q75 and PNG) shows the fidelity where a scaled decode drifts most, with and
+without the fast path's fallback to the reference on fragile hashes.
 
     .venv/bin/python bench/hashing.py                 # default: 6 images per class and size
     .venv/bin/python bench/hashing.py --quick         # smoke run
@@ -41,6 +44,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _hifreq  # noqa: E402
 import _images  # noqa: E402
 from tipline.config import Limits  # noqa: E402
 from tipline.media.decode import decode_luma_fast, decode_rgb  # noqa: E402
@@ -62,13 +66,16 @@ TARGET_MAX_BITS = 16
 
 
 def tipline_fast(data: bytes) -> tuple[pdq.PdqHash, float]:
-    """Sniff + DCT-domain scaled luma decode + fast PDQ; also returns the decode seconds."""
+    """Sniff + DCT-domain scaled luma decode + fast PDQ (the reference where the fast hash is
+    fragile, as ``hash_bytes`` does); also returns the decode seconds."""
     t0 = time.perf_counter()
     mt = sniff(data[:SNIFF_BYTES])
     luma = decode_luma_fast(data, mt, LIMITS)
     t1 = time.perf_counter()
-    h = pdq.fast_hash(luma.plane, luma.height, luma.width)[0]
-    return h, t1 - t0
+    hashes = pdq.fast_hash_or_none(luma.plane, luma.height, luma.width)
+    if hashes is None:
+        return pdq.reference_hash(decode_rgb(data, mt, LIMITS))[0], t1 - t0
+    return hashes[0], t1 - t0
 
 
 def tipline_reference(data: bytes) -> tuple[pdq.PdqHash, float]:
@@ -470,6 +477,71 @@ def diagnose(r: ImageResult, path: Path) -> dict[str, object]:
     return out
 
 
+# ------------------------------------------------------------------ high-frequency set
+
+
+HF_ENCODINGS = (("JPEG", 90), ("JPEG", 75), ("PNG", None))
+
+
+def high_frequency_fidelity(quick: bool) -> dict[str, object]:
+    """Fast vs full-resolution reference PDQ on ``_hifreq``'s checkerboards, halftones, line
+    screens and fine text, in JPEG (q90, q75) and PNG (up to 2.8 MP).
+
+    ``unguarded`` is ``pdq.fast_hash`` alone (the fast path before the fragility fallback);
+    ``shipped`` is what ``hash_bytes(pdq_mode="fast")`` answers.
+    """
+    sizes = _hifreq.HF_SIZES[1:] if quick else _hifreq.HF_SIZES
+    rows: list[dict[str, object]] = []
+    for img in _hifreq.generate(sizes=sizes):
+        for fmt, q in HF_ENCODINGS:
+            if fmt == "PNG" and img.width * img.height > 3_000_000:
+                continue
+            buf = io.BytesIO()
+            Image.fromarray(img.pixels, "RGB").save(buf, fmt, **({"quality": q} if q else {}))
+            data = buf.getvalue()
+            mt = sniff(data[:SNIFF_BYTES])
+            ref = pdq.reference_hash(decode_rgb(data, mt, LIMITS))[0]
+            luma = decode_luma_fast(data, mt, LIMITS)
+            raw = pdq.fast_hash(luma.plane, luma.height, luma.width)[0]
+            guarded = pdq.fast_hash_or_none(luma.plane, luma.height, luma.width)
+            shipped = guarded[0] if guarded is not None else ref
+            rows.append(
+                {
+                    "image": img.name,
+                    "kind": img.kind,
+                    "encoding": f"{fmt.lower()}{q or ''}",
+                    "ref_quality": ref.quality,
+                    "unguarded": pdq.hamming(raw.hex, ref.hex),
+                    "shipped": pdq.hamming(shipped.hex, ref.hex),
+                    "fallback": guarded is None,
+                }
+            )
+    good = [r for r in rows if int(str(r["ref_quality"])) >= FIDELITY_MIN_QUALITY]
+
+    def stats(sel: list[dict[str, object]], key: str) -> dict[str, object]:
+        d = [int(str(r[key])) for r in sel]
+        return {
+            "n": len(d),
+            "mean": float(np.mean(d)) if d else float("nan"),
+            "max": max(d) if d else None,
+        }
+
+    by_kind = {
+        k: {
+            "unguarded": stats([r for r in good if r["kind"] == k], "unguarded"),
+            "shipped": stats([r for r in good if r["kind"] == k], "shipped"),
+        }
+        for k in _hifreq.KINDS
+    }
+    return {
+        "images": rows,
+        "all": {"unguarded": stats(good, "unguarded"), "shipped": stats(good, "shipped")},
+        "by_kind": by_kind,
+        "fallbacks": sum(1 for r in rows if r["fallback"]),
+        "n_total": len(rows),
+    }
+
+
 # ------------------------------------------------------------------ output
 
 
@@ -632,6 +704,30 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
             )
         console.print(sw)
 
+    hf = report.get("high_frequency")
+    if hf:
+        ht = Table(
+            title=f"High-frequency set (bench/_hifreq.py): fast vs full-resolution reference, "
+            f"bits, quality >= {FIDELITY_MIN_QUALITY}",
+            caption="unguarded = pdq.fast_hash alone; shipped = hash_bytes(pdq_mode='fast'), "
+            f"which computes the reference where the fast hash is fragile "
+            f"({hf['fallbacks']} of {hf['n_total']} files)",
+        )
+        for col in ("kind", "n", "unguarded mean", "unguarded max", "shipped mean", "shipped max"):
+            ht.add_column(col, justify="right")
+        for kind, v in [*hf["by_kind"].items(), ("all", hf["all"])]:
+            u, sh = v["unguarded"], v["shipped"]
+            ht.add_row(
+                kind,
+                str(u["n"]),
+                _f(u["mean"], ".2f"),
+                _f(u["max"], "d"),
+                _f(sh["mean"], ".2f"),
+                _f(sh["max"], "d"),
+                end_section=kind == list(hf["by_kind"])[-1],
+            )
+        console.print(ht)
+
     tt = Table(title="Targets")
     for col in ("target", "measured", "result"):
         tt.add_column(col)
@@ -675,6 +771,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=HERE / "out")
     ap.add_argument("--pin", action="store_true", help="pin the process to one CPU")
     ap.add_argument("--no-sweep", action="store_true", help="skip the decode-scale sweep")
+    ap.add_argument(
+        "--no-high-frequency", action="store_true", help="skip the high-frequency fidelity set"
+    )
     ap.add_argument("--check", action="store_true", help="exit 1 if a target fails")
     args = ap.parse_args(argv)
 
@@ -773,6 +872,10 @@ def main(argv: list[str] | None = None) -> int:
         sweep = scale_sweep(baseline, by_name, min(repeats_fast, 3))
         console.print("  [dim]scale sweep done[/dim]")
     cache_miss = weight_cache_miss_ms(images)
+    high_freq: dict[str, object] = {}
+    if not args.no_high_frequency:
+        high_freq = high_frequency_fidelity(quick)
+        console.print("  [dim]high-frequency set done[/dim]")
 
     # Targets.
     targets: list[dict[str, object]] = []
@@ -830,6 +933,18 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
 
+    if high_freq:
+        hf_all = high_freq["all"]["shipped"]  # type: ignore[index]
+        targets.append(
+            {
+                "target": f"fidelity high-frequency set: max <= {TARGET_MAX_BITS} bits "
+                f"(n={hf_all['n']}, quality >= {FIDELITY_MIN_QUALITY})",
+                "measured": f"mean {_f(hf_all['mean'], '.2f')}, max {_f(hf_all['max'], 'd')}",
+                "value": hf_all,
+                "pass": hf_all["max"] is not None and hf_all["max"] <= TARGET_MAX_BITS,
+            }
+        )
+
     mean_mb: dict[str, float] = {}
     for size in sizes:
         for cls in _images.CLASSES:
@@ -873,6 +988,7 @@ def main(argv: list[str] | None = None) -> int:
         "block_map_fidelity": block_map,
         "weight_cache_miss_ms": cache_miss,
         "scale_sweep": sweep,
+        "high_frequency": high_freq,
         "mean_mb": mean_mb,
         "targets": targets,
         "images": [asdict(r) for r in all_results],
