@@ -8,9 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 from PIL import Image
 
 pytest_plugins = ["conftest_db"]  # db_url, engine, session_factory (both backends)
+
+# Examples are judged by what they find, not by how fast a shared 2-core machine runs them:
+# no per-example deadline (a slow example under load is not a failure).
+settings.register_profile("tipline", deadline=None)
+settings.load_profile("tipline")
 
 
 def photo(name: str = "coffee", size: tuple[int, int] | None = None) -> Image.Image:

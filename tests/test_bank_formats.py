@@ -126,7 +126,9 @@ def test_roundtrip_hex(kind: str, data: st.DataObject) -> None:
 _EXAMPLE = itertools.count()
 
 
-@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)  # a real database per example: time varies with the machine
 @given(entries(csv_text), st.sampled_from(["jsonl", "te-csv", "te"]))
 def test_roundtrip_through_store(tmp_path: Path, items: list[Entry], fmt: str) -> None:
     # one bank database for every example (migrating one per example is slow): new banks each
