@@ -109,8 +109,9 @@ PdqModeOpt = Annotated[
     str,
     typer.Option(
         "--pdq-mode",
-        help="fast: DCT-domain scaled decode (default, ~15x faster, within a few bits); "
-        "reference: full decode + the C++ reference, bit-identical to pdqhash/HMA.",
+        help="fast: DCT-domain scaled decode (default, ~15x faster, within a few bits; matches "
+        "near a bank threshold are re-checked with the reference); reference: full decode + "
+        "pdqhash, the hash the service stores and answers (see docs/formats.md#which-pdq).",
     ),
 ]
 DihedralOpt = Annotated[
@@ -200,7 +201,8 @@ VideoModeOpt = Annotated[
         "--video-mode",
         help="vPDQ frame sampling. fast: decode from each keyframe to the next frame the "
         "reference samples (default, ~30-100x real time); reference: decode every frame, "
-        "1 frame/s, exactly as the vpdq package (bit-identical hashes).",
+        "1 frame/s, as the vpdq package (bit-identical with the same FFmpeg build; within "
+        "upstream's tolerance across FFmpeg versions).",
     ),
 ]
 MaxVideoSeconds = Annotated[
