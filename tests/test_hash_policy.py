@@ -1,12 +1,15 @@
 """One hashing policy: what is shared uses the reference PDQ pipeline, bit for bit.
 
-The reference is python-threatexchange's: ``threatexchange/signal_type/pdq/pdq_hasher.py``,
-``pdq_from_bytes`` -> ``_pdq_from_numpy_array(np.asarray(image))`` -> ``pdqhash.compute``
-(HMA's ``/h/hash`` calls it through ``PdqSignal.hash_from_bytes``), on Pillow's
-``convert("RGB")`` of the decoded image, which is what it does for I;16 and LA images and what
-``pdqhash`` users do for every mode. (For P, CMYK, 1-bit, LAB and YCbCr images
-python-threatexchange hashes the raw array instead; docs/formats.md#which-pdq says where and by
-how much that differs, and why Tipline follows ``convert("RGB")``.)
+The reference is python-threatexchange's, for every mode Pillow decodes:
+``threatexchange/signal_type/pdq/pdq_hasher.py`` ``pdq_from_bytes`` ->
+``_convert_image_to_correct_array_dimension`` (LA and I;16 through ``convert("RGB")``, every
+other mode ``np.asarray(image)`` as it is, a 2-D array stacked to 3 channels) ->
+``_pdq_from_numpy_array`` -> ``pdqhash.compute`` (HMA's ``/h/hash`` calls it through
+``PdqSignal.hash_from_bytes``). ``python_threatexchange_pdq`` below is that code rewritten.
+For palette, CMYK, 1-bit, LAB, YCbCr and HSV images that hashes raw values (palette indices,
+the C, M, Y bands...), so the record also carries the hash of the RGB picture
+(``convert("RGB")``) as an extra query hash, ``pdq_variants["rgb"]``: never the item's hash,
+but looked up, so a JPEG copy of a GIF still matches (docs/formats.md#which-pdq).
 
 Every image here is benign and drawn by this file: gradients, shapes, textures and
 checkerboards, saved in the formats Meta's PDQ vectors use (PNG, JPEG, WebP, TIFF).
@@ -26,6 +29,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from tipline.index.bank_index import BankIndex
+from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions, hash_bytes, signals_for_file
 from tipline.scan.runner import RECHECK_MARGIN, pdq_recheck, run_scan
 from tipline.signals import pdq
@@ -34,11 +38,41 @@ REF = HashOptions(pdq_mode="reference", provenance=False)
 FAST = HashOptions(pdq_mode="fast", provenance=False)
 
 
-def expected(data: bytes) -> tuple[str, int]:
-    """pdqhash on ``convert("RGB")``, bits most significant first, as python-threatexchange's
-    ``_pdq_from_numpy_array`` formats them."""
+def _te_hex(vec: np.ndarray) -> str:
+    """python-threatexchange's ``_pdq_from_numpy_array`` formatting: the bits as a binary
+    string, ``"%0*X"`` padded to ceil(bits / 4) hex digits, lowercased."""
+    bin_str = "".join(str(int(x)) for x in vec)
+    return ("%0*X" % ((len(bin_str) + 3) // 4, int(bin_str, 2))).lower()  # noqa: UP031 (as theirs)
+
+
+def python_threatexchange_pdq(data: bytes) -> tuple[str, int] | None:
+    """python-threatexchange's ``pdq_from_bytes``, rewritten from
+    ``threatexchange/signal_type/pdq/pdq_hasher.py`` (``_convert_image_to_correct_array_dimension``
+    and ``_pdq_from_numpy_array``). None where it raises (``pdqhash.compute`` refuses 32-bit
+    I and F arrays, other 16-bit layouts and 2-channel PA arrays)."""
+    image = Image.open(io.BytesIO(data))
+    if image.mode == "LA" or image.mode == "I;16":
+        image = image.convert("RGB")
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = np.concatenate([array[..., np.newaxis]] * 3, axis=2)
+    try:
+        vec, quality = pdqhash.compute(array)
+    except (ValueError, IndexError):
+        return None
+    return _te_hex(vec), int(quality)
+
+
+def rgb_pdq(data: bytes) -> tuple[str, int]:
+    """pdqhash on Pillow's ``convert("RGB")``: the hash of the picture itself."""
     vec, quality = pdqhash.compute(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
-    return f"{int(''.join(str(int(b)) for b in vec), 2):064x}", int(quality)
+    return _te_hex(vec), int(quality)
+
+
+def expected(data: bytes) -> tuple[str, int]:
+    """What reference mode answers: python-threatexchange's hash; where python-threatexchange
+    has none (it raises), the RGB picture's."""
+    return python_threatexchange_pdq(data) or rgb_pdq(data)
 
 
 # ---------------------------------------------------------------------- benign test images
@@ -161,19 +195,50 @@ def case_bytes(mode: str, fmt: str) -> bytes:
     return encode(image_in_mode(mode), fmt)
 
 
+#: modes whose python-threatexchange hash is not of the RGB picture (Meta's modes/P.png is
+#: 36 bits from convert("RGB")'s hash, modes/CMYK.jpg 256)
+RAW = {"P", "CMYK", "1", "LAB", "YCbCr", "HSV"}
+#: modes python-threatexchange cannot hash (pdqhash.compute raises on their arrays)
+TE_RAISES = {"I", "F", "PA"}
+
+
 @pytest.mark.parametrize(("mode", "fmt", "read_as"), CASES, ids=[f"{m}-{f}" for m, f, _ in CASES])
-def test_reference_mode_is_pdqhash_of_convert_rgb(mode: str, fmt: str, read_as: str) -> None:
+def test_reference_mode_is_python_threatexchange(mode: str, fmt: str, read_as: str) -> None:
     data = case_bytes(mode, fmt)
     assert Image.open(io.BytesIO(data)).mode == read_as  # the file is what the case says
+    te = python_threatexchange_pdq(data)
+    assert (te is None) == (read_as in TE_RAISES)
     rec = hash_bytes(data, f"x.{fmt.lower()}", REF)
     assert not rec.errors
     assert (rec.pdq, rec.pdq_quality) == expected(data)
+    # the RGB picture's hash is an extra query hash exactly where it is another hash (or
+    # where python-threatexchange's is unusable: 1-bit images score quality 0)
+    rgb_hex, rgb_quality = rgb_pdq(data)
+    if read_as in RAW and rgb_quality >= 50 and (rgb_hex != rec.pdq or (rec.pdq_quality or 0) < 50):
+        assert rec.pdq_variants == {"rgb": rgb_hex}
+    else:
+        assert not rec.pdq_variants
+        if te is not None:
+            assert te == rgb_pdq(data)  # every other mode: the same as the RGB picture's
+    # fast mode gives the reference answer for the raw modes (it hashes luma of the picture)
+    if read_as in RAW:
+        fast = hash_bytes(data, "x", FAST)
+        assert (fast.pdq, fast.pdq_variants) == (rec.pdq, rec.pdq_variants)
+
+
+def test_raw_mode_hashes_differ_from_the_picture() -> None:
+    """Why the extra query hash exists: on these modes python-threatexchange's hash is far
+    from the picture's, so a JPEG copy of a GIF would not match on it."""
+    for mode, fmt in (("P", "GIF"), ("P", "PNG"), ("CMYK", "JPEG")):
+        data = case_bytes(mode, fmt)
+        te = python_threatexchange_pdq(data)
+        assert te is not None and pdq.hamming(te[0], rgb_pdq(data)[0]) > 31
 
 
 def test_sixteen_bit_rgb_png_is_clipped_like_convert_rgb() -> None:
     data = png16_rgb()
     rec = hash_bytes(data, "x.png", REF)
-    assert (rec.pdq, rec.pdq_quality) == expected(data)
+    assert (rec.pdq, rec.pdq_quality) == expected(data) == rgb_pdq(data)
 
 
 def test_sixteen_bit_grey_is_clipped_not_scaled() -> None:
@@ -189,20 +254,36 @@ def test_sixteen_bit_grey_is_clipped_not_scaled() -> None:
         assert pdq.hamming(rec.pdq or "", scaled_hex) > 16
 
 
-@pytest.mark.parametrize("mode", ["RGBA", "LA", "I;16"])
-def test_equals_python_threatexchange_array_handling(mode: str) -> None:
-    """python-threatexchange's ``_convert_image_to_correct_array_dimension``: LA and I;16 go
-    through ``convert("RGB")``; other arrays are passed as they are (an RGBA array's first three
-    channels are what ``pdqhash.compute`` reads)."""
-    data = case_bytes(mode, "PNG")
-    im = Image.open(io.BytesIO(data))
-    arr = np.asarray(im.convert("RGB") if im.mode in ("LA", "I;16") else im)
-    if arr.ndim == 2:
-        arr = np.concatenate([arr[..., None]] * 3, axis=2)
-    vec, quality = pdqhash.compute(arr)
-    te = f"{int(''.join(str(int(b)) for b in vec), 2):064x}"
-    rec = hash_bytes(data, "x.png", REF)
-    assert (rec.pdq, rec.pdq_quality) == (te, int(quality))
+class _Bank:
+    def __init__(self, name: str, threshold: int = 31) -> None:
+        self.name, self.role, self.pdq_threshold, self.enabled = name, "alert", threshold, True
+
+
+class _Entry:
+    def __init__(self, eid: int, signal: str) -> None:
+        self.id, self.bank, self.signal_type, self.signal = eid, "B", "pdq", signal
+        self.label, self.enabled = "DEMO-benign-stand-in", True
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "PNG"])
+def test_palette_image_finds_a_bank_entry_of_its_picture(fmt: str) -> None:
+    """A bank holding the RGB picture's hash (from a JPEG copy, say): the palette file's own
+    (python-threatexchange) hash misses it, its ``rgb`` query hash finds it, and the match
+    says so; the record's own hash stays python-threatexchange's."""
+    data = case_bytes("P", fmt)
+    picture = rgb_pdq(data)[0]
+    jpeg_copy = hash_bytes(encode(Image.open(io.BytesIO(data)).convert("RGB"), "JPEG"), "c", REF)
+    assert pdq.hamming(jpeg_copy.pdq or "", picture) <= 8
+    index = BankIndex.build([_Bank("B")], [_Entry(1, jpeg_copy.pdq or "")])
+    rec = hash_bytes(data, f"x.{fmt.lower()}", REF)
+    assert rec.pdq == python_threatexchange_pdq(data)[0]  # type: ignore[index]
+    alone = ItemRecord(path="x", pdq=rec.pdq, pdq_quality=rec.pdq_quality)
+    assert index.match(alone) == []
+    (m,) = index.match(rec)
+    assert (m.entry_id, m.via) == (1, "rgb")
+    assert m.to_json()["via"] == "rgb"
+    # the record round-trips through JSONL with its query hashes
+    assert ItemRecord.from_json(rec.to_json()).pdq_variants == rec.pdq_variants
 
 
 @pytest.mark.parametrize(("mode", "fmt", "read_as"), CASES, ids=[f"{m}-{f}" for m, f, _ in CASES])
@@ -325,17 +406,6 @@ def flip_bits(hex_: str, n: int) -> str:
     for i in range(n):
         v ^= 1 << (i * 7 % 256)
     return f"{v:064x}"
-
-
-class _Bank:
-    def __init__(self, name: str, threshold: int = 31) -> None:
-        self.name, self.role, self.pdq_threshold, self.enabled = name, "alert", threshold, True
-
-
-class _Entry:
-    def __init__(self, eid: int, signal: str) -> None:
-        self.id, self.bank, self.signal_type, self.signal = eid, "B", "pdq", signal
-        self.label, self.enabled = "DEMO-benign-stand-in", True
 
 
 def test_scan_rechecks_near_matches_with_the_reference(tmp_path: Path) -> None:

@@ -25,7 +25,9 @@ class Match:
     query_match_pct: float | None = None
     index_match_pct: float | None = None
     #: model banks: how an image or model cited this entry (``cited_model``, ``cited_lora``,
-    #: ``cited_base_model``, ``cited_resource``); None when the item's own hash matched
+    #: ``cited_base_model``, ``cited_resource``); PDQ: the query hash that found it when not
+    #: the item's own (``dihedral`` or a ``pdq_variants`` name); None when the item's own
+    #: hash matched
     via: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -58,6 +60,10 @@ class ItemRecord:
     pdq: str | None = None
     pdq_quality: int | None = None
     pdq_dihedral: list[str] | None = None
+    #: extra PDQ query hashes of the same item, by name (``rgb``, ``border_trimmed``,
+    #: ``crop_...``; docs/formats.md): looked up as well, never the item's own hash; a match
+    #: found only through one says so in its ``via``
+    pdq_variants: dict[str, str] | None = None
     #: videos: vPDQ frames as "pdq_hex,quality,timestamp" strings (see docs/formats.md)
     vpdq: list[str] | None = None
     vpdq_frames: int | None = None
@@ -102,6 +108,8 @@ class ItemRecord:
             d["pdq_usable"] = self.pdq_usable
         if self.pdq_dihedral is not None:
             d["pdq_dihedral"] = self.pdq_dihedral
+        if self.pdq_variants:
+            d["pdq_variants"] = dict(self.pdq_variants)
         if self.vpdq is not None:
             d["vpdq_frames"] = self.vpdq_frames
             d["vpdq"] = self.vpdq
@@ -131,6 +139,7 @@ class ItemRecord:
             pdq=d.get("pdq"),
             pdq_quality=d.get("pdq_quality"),
             pdq_dihedral=d.get("pdq_dihedral"),
+            pdq_variants=d.get("pdq_variants") or None,
             vpdq=d.get("vpdq"),
             vpdq_frames=d.get("vpdq_frames"),
             autov1=d.get("autov1"),

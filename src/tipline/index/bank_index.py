@@ -10,7 +10,9 @@ type), so filtering the hits of a lookup is vectorised and a large bank costs a 
 entry beyond its signal index.
 
 Matching an item record (``match``): every registered signal type's queries for the record
-(its own hashes; PDQ with all 8 dihedral variants when the scan computed them; vPDQ frames),
+(its own hashes; PDQ with all 8 dihedral variants when the scan computed them and its extra
+query hashes, ``record.pdq_variants``, a match found only through one of those saying so in
+its ``via``; vPDQ frames),
 then every model hash its provenance cites ("Model hash", "Lora hashes", a LoRA's base model),
 each found through the types that answer a hash of that length (``SignalType.cited_queries``).
 
@@ -419,17 +421,25 @@ class BankIndex:
         types = registered()
         found: dict[int, tuple[int, str]] = {}  # entry id -> (distance, signal type)
         details: dict[int, tuple[float, float]] = {}
+        derived: dict[int, str | None] = {}  # entry id -> query group that found it closest
         for name in self._indexes:
             st = types.get(name)
             if st is None:
                 continue
-            hits, _ = self._query(st, st.record_queries(record), allowed, radius)
-            for eid, dist in zip(hits.ids.tolist(), hits.distances.tolist(), strict=True):
-                if eid not in found or dist < found[eid][0]:
-                    found[eid] = (dist, name)
-            if hits.details:
-                details.update(hits.details)
+            # the item's own signal first: an entry as close through a derived query hash
+            # (a rotation, a trimmed or cropped copy) is the item's own match
+            for group, values in st.record_query_groups(record):
+                hits, _ = self._query(st, values, allowed, radius)
+                for eid, dist in zip(hits.ids.tolist(), hits.distances.tolist(), strict=True):
+                    if eid not in found or dist < found[eid][0]:
+                        found[eid] = (dist, name)
+                        derived[eid] = group
+                if hits.details:
+                    details.update(hits.details)
         via = self._cited(record, allowed, found, types)
+        for eid, group in derived.items():
+            if group is not None:
+                via.setdefault(eid, group)
         matches = []
         for eid, (dist, st_name) in sorted(found.items(), key=lambda kv: (kv[1][0], kv[0])):
             s = int(self._slot[eid])

@@ -60,6 +60,8 @@ class LumaPlane:
     plane: npt.NDArray[np.uint8]
     width: int
     height: int
+    #: the mode the file decodes to (``TE_RAW_MODES``: the reference hash is not of these pixels)
+    mode: str = "L"
 
 
 @contextmanager
@@ -165,6 +167,7 @@ def decode_luma_fast(data: bytes, media_type: MediaType, limits: Limits) -> Luma
     with deadline(limits.max_decode_seconds):
         im = open_image(data, media_type, limits)
         width, height = im.size
+        mode = im.mode
         if media_type == JPEG:
             short = min(width, height)
             if short > FAST_MIN_SIDE:
@@ -181,21 +184,78 @@ def decode_luma_fast(data: bytes, media_type: MediaType, limits: Limits) -> Luma
             # Box reduction keeps each pixel the mean of a block, which is what the weights assume.
             im = im.reduce(factor)
         plane = np.asarray(im, dtype=np.uint8)
-        return LumaPlane(plane, width, height)
+        return LumaPlane(plane, width, height, mode)
 
 
 def decode_rgb(data: bytes, media_type: MediaType, limits: Limits) -> npt.NDArray[np.uint8]:
-    """Fully decoded RGB pixels (first frame), as the reference tools hash them: Pillow's
-    ``convert("RGB")`` of whatever mode the file decodes to (16-bit and float values are
-    clipped to 0..255, alpha is dropped, palettes are looked up, CMYK is inverted naively),
-    which is what python-threatexchange does for I;16 and LA images and what ``pdqhash``
-    users do for every mode (docs/formats.md#which-pdq)."""
+    """Fully decoded RGB pixels (first frame): Pillow's ``convert("RGB")`` of whatever mode
+    the file decodes to (16-bit and float values are clipped to 0..255, alpha is dropped,
+    palettes are looked up, CMYK is inverted naively). The reference PDQ hashes
+    ``decode_reference`` instead (docs/formats.md#which-pdq)."""
     with deadline(limits.max_decode_seconds):
         im = open_image(data, media_type, limits)
         _load(im, media_type)
         if im.mode != "RGB":
             im = _convert(im, "RGB")
         return np.asarray(im, dtype=np.uint8)
+
+
+#: Modes whose ``np.asarray`` python-threatexchange hands to ``pdqhash`` as they are (after
+#: stacking a 2-D array to 3 channels) and whose hash then differs from ``convert("RGB")``'s:
+#: palette indices, CMYK's C, M, Y bands, 1-bit's booleans, LAB/YCbCr/HSV bands as R, G, B.
+TE_RAW_MODES = frozenset({"P", "CMYK", "1", "LAB", "YCbCr", "HSV"})
+
+
+@dataclass(slots=True)
+class ReferencePixels:
+    """What the reference hashes: ``te``, the array python-threatexchange hands ``pdqhash``
+    (H x W x 3 or 4, uint8 or bool), and ``rgb``, Pillow's ``convert("RGB")`` where that is a
+    different picture (``TE_RAW_MODES``; None otherwise: ``te`` is then the RGB pixels)."""
+
+    te: npt.NDArray[np.generic]
+    rgb: npt.NDArray[np.uint8] | None
+    mode: str
+
+    @property
+    def pixels(self) -> npt.NDArray[np.uint8]:
+        """The image's own RGB pixels (for query variants)."""
+        if self.rgb is not None:
+            return self.rgb
+        out: npt.NDArray[np.uint8] = np.asarray(self.te[..., :3], dtype=np.uint8)
+        return out
+
+
+def te_array(im: Image.Image) -> npt.NDArray[np.generic] | None:
+    """python-threatexchange's ``_convert_image_to_correct_array_dimension``
+    (``threatexchange/signal_type/pdq/pdq_hasher.py``): LA and I;16 through
+    ``convert("RGB")``, every other mode ``np.asarray`` as it is, a 2-D array stacked to 3
+    channels. None where ``pdqhash.compute`` refuses that array (python-threatexchange raises:
+    32-bit I and F, other 16-bit layouts, 2-channel PA)."""
+    if im.mode in ("LA", "I;16"):
+        im = _convert(im, "RGB")
+    arr = np.asarray(im)
+    if arr.ndim == 2:
+        arr = np.concatenate([arr[..., np.newaxis]] * 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] < 3 or arr.dtype not in (np.uint8, np.bool_):
+        return None
+    return arr
+
+
+def decode_reference(data: bytes, media_type: MediaType, limits: Limits) -> ReferencePixels:
+    """Fully decoded pixels (first frame) as the reference hashes them: python-threatexchange's
+    array (``te_array``), and ``convert("RGB")`` where that differs; where
+    python-threatexchange has no hash (``te_array`` is None), ``convert("RGB")`` is both."""
+    with deadline(limits.max_decode_seconds):
+        im = open_image(data, media_type, limits)
+        _load(im, media_type)
+        mode = im.mode
+        te = te_array(im)
+        if te is None:
+            rgb = np.asarray(_convert(im, "RGB"), dtype=np.uint8)
+            return ReferencePixels(rgb, None, mode)
+        if mode in TE_RAW_MODES:
+            return ReferencePixels(te, np.asarray(_convert(im, "RGB"), dtype=np.uint8), mode)
+        return ReferencePixels(te, None, mode)
 
 
 def _to_luma(im: Image.Image) -> Image.Image:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from tipline.config import Limits
 from tipline.errors import ItemError
-from tipline.media.decode import deadline, decode_luma_fast, decode_rgb
+from tipline.media.decode import TE_RAW_MODES, deadline, decode_luma_fast, decode_reference
 from tipline.media.sniff import SNIFF_BYTES, MediaType, disguise_warning, sniff
 from tipline.media.video import VideoMode, VideoSource
 from tipline.record import ItemRecord
@@ -143,26 +143,43 @@ def add_provenance(record: ItemRecord, data: bytes, mt: MediaType, options: Hash
 
 
 def add_pdq(record: ItemRecord, data: bytes, mt: MediaType, options: HashOptions) -> None:
+    variants: dict[str, str] = {}
     if options.pdq_mode == "reference":
-        hashes = _reference_pdq(data, mt, options)
+        hashes = _reference_pdq(data, mt, options, variants)
     else:
         luma = decode_luma_fast(data, mt, options.limits)
-        fast = pdq.fast_hash_or_none(luma.plane, luma.height, luma.width, options.dihedral)
+        fast = None
+        if luma.mode not in TE_RAW_MODES:  # else the reference hash is not of these pixels
+            fast = pdq.fast_hash_or_none(luma.plane, luma.height, luma.width, options.dihedral)
         # None: fragile, the fast path cannot vouch for its bits; near a bank entry: a scan's
         # matches are decided on reference hashes
         recheck = options.pdq_recheck
         if fast is None or (recheck is not None and recheck([h.hex for h in fast])):
-            hashes = _reference_pdq(data, mt, options)
+            hashes = _reference_pdq(data, mt, options, variants)
         else:
             hashes = fast
     record.pdq = hashes[0].hex
     record.pdq_quality = hashes[0].quality
     if options.dihedral:
         record.pdq_dihedral = [h.hex for h in hashes]
+    if variants:
+        record.pdq_variants = variants
 
 
-def _reference_pdq(data: bytes, mt: MediaType, options: HashOptions) -> list[pdq.PdqHash]:
-    return pdq.reference_hash(decode_rgb(data, mt, options.limits), options.dihedral)
+def _reference_pdq(
+    data: bytes, mt: MediaType, options: HashOptions, variants: dict[str, str]
+) -> list[pdq.PdqHash]:
+    """python-threatexchange's PDQ (``decode_reference``); for the modes where that hashes raw
+    values (palette indices, CMYK bands...), the hash of the RGB picture goes to ``variants``
+    as ``rgb``: a query hash only, so a JPEG or PNG copy of the same picture still matches
+    (1-bit images: the same bits, but usable where python-threatexchange's quality is 0)."""
+    px = decode_reference(data, mt, options.limits)
+    hashes = pdq.reference_hash(px.te, options.dihedral)
+    if px.rgb is not None:
+        rgb = pdq.reference_hash(px.rgb)[0]
+        if rgb.usable and (rgb.hex != hashes[0].hex or not hashes[0].usable):
+            variants["rgb"] = rgb.hex
+    return hashes
 
 
 def add_vpdq(record: ItemRecord, source: VideoSource, mt: MediaType, options: HashOptions) -> None:

@@ -3,11 +3,12 @@
 Two ways to get a PDQ hash:
 
 * ``reference``: the C++ reference algorithm through the ``pdqhash`` bindings, run on the fully
-  decoded RGB pixels (``tipline.media.decode.decode_rgb``: Pillow's ``convert("RGB")``).
-  Bit-identical to ``pdqhash.compute(np.asarray(Image.open(f).convert("RGB")))``, and so to
-  python-threatexchange / HMA wherever python-threatexchange hashes the RGB pixels (see
-  docs/formats.md#which-pdq for the modes where it does not). Everything Tipline answers or
-  stores for exchange with others uses it.
+  decoded pixels exactly as python-threatexchange / HMA hand them to it
+  (``tipline.media.decode.decode_reference``): bit-identical to python-threatexchange's
+  ``pdq_from_bytes`` in every mode it hashes, raw palette indices and CMYK bands included; for
+  those modes the hash of the RGB picture (``convert("RGB")``) is an extra query hash (see
+  docs/formats.md#which-pdq). Everything Tipline answers or stores for exchange with others
+  uses it.
 * ``fast``: our own implementation of the same algorithm written as two small matrix
   products. PDQ's Jarosz filter followed by decimation to 64x64 is linear and separable, so the
   64x64 buffer is ``Wy @ luma @ Wx.T`` where ``Wy`` (64 x H) and ``Wx`` (64 x W) hold the filter
@@ -333,8 +334,10 @@ def _vector_to_hex(vector: npt.NDArray[np.int64]) -> str:
     return np.packbits(vector.astype(np.uint8)).tobytes().hex()
 
 
-def reference_hash(rgb: npt.NDArray[np.uint8], dihedral: bool = False) -> list[PdqHash]:
-    """PDQ through the C++ reference (``pdqhash``) on the full decoded RGB pixels."""
+def reference_hash(rgb: npt.NDArray[np.generic], dihedral: bool = False) -> list[PdqHash]:
+    """PDQ through the C++ reference (``pdqhash``) on full decoded pixels: H x W x 3 (or more:
+    the first three are read, as ``pdqhash`` does) or H x W, uint8 (or bool: 1-bit images as
+    python-threatexchange hands them over)."""
     import pdqhash
 
     if rgb.ndim == 2:

@@ -67,6 +67,13 @@ class SignalType:
             )
         return s
 
+    def record_query_groups(self, record: ItemRecord) -> list[tuple[str | None, list[str]]]:
+        """``record_queries`` grouped by how each value was derived: ``(via, values)``, via
+        None for the item's own signal; a match found only through a group names it in its
+        ``via``. Default: one group, the item's own."""
+        values = self.record_queries(record)
+        return [(None, values)] if values else []
+
     def record_queries(self, record: ItemRecord) -> list[str]:
         """The normalised values an item record is looked up under (empty: none)."""
         value = getattr(record, self.record_field, None) if self.record_field else None
@@ -92,13 +99,27 @@ class SignalType:
 
 @dataclass(frozen=True)
 class PdqSignalType(SignalType):
-    """256-bit PDQ, matched by Hamming distance within each bank's threshold; with dihedral
-    hashing on, every one of the item's 8 rotations/flips is a query."""
+    """256-bit PDQ, matched by Hamming distance within each bank's threshold. The item's own
+    hash; with dihedral hashing on, its 7 other rotations/flips (via ``dihedral``); and every
+    extra query hash in ``record.pdq_variants`` (via its name: ``rgb``, ``border_trimmed``,
+    ``crop_...``), which were kept only where usable (quality >= 50), so they are queried even
+    when the item's own hash is not usable."""
+
+    def record_query_groups(self, record: ItemRecord) -> list[tuple[str | None, list[str]]]:
+        groups: list[tuple[str | None, list[str]]] = []
+        if record.pdq_usable:
+            own = (record.pdq or "").lower()
+            groups.append((None, [own]))
+            rotations = [h.lower() for h in (record.pdq_dihedral or [])[1:]]
+            if rotations:
+                groups.append(("dihedral", rotations))
+        for name, value in (record.pdq_variants or {}).items():
+            if value:
+                groups.append((name, [value.lower()]))
+        return groups
 
     def record_queries(self, record: ItemRecord) -> list[str]:
-        if not record.pdq_usable:
-            return []
-        return [h.lower() for h in (record.pdq_dihedral or [record.pdq or ""])]
+        return [v for _, values in self.record_query_groups(record) for v in values]
 
     def distance(self, a: str, b: str) -> int:
         return (int(a, 16) ^ int(b, 16)).bit_count()
