@@ -394,7 +394,10 @@ class MatchService:
         seconds old."""
         at, ratios = self._st_ratios
         if time.monotonic() - at > max_age:
-            ratios = self.store.signal_type_ratios()
+            try:
+                ratios = self.store.signal_type_ratios()
+            except Exception as err:  # the database is away: lookups go on from memory
+                log.warning("signal type settings not refreshed: %s", str(err)[:200])
             self._st_ratios = (time.monotonic(), ratios)
         return ratios
 
