@@ -163,10 +163,14 @@ def test_per_bank_threshold(banked: tuple[Path, Path, dict[str, str]]) -> None:
 def test_dihedral_finds_rotated_copy(banked: tuple[Path, Path, dict[str, str]]) -> None:
     data, media, _ = banked
     photo("rocket").transpose(Image.Transpose.ROTATE_90).save(media / "r.jpg", quality=90)
-    assert run(data, "scan", str(media))[0] == 0
-    code, out, _ = run(data, "scan", str(media), "--dihedral")
-    rec = json.loads(out)
-    assert code == 1 and len(rec["pdq_dihedral"]) == 8 and rec["matches"]
+    # dihedral lookup is now on by default in scan (issue 11 part 3: 8 queries cost ~nothing,
+    # bench/recall.py); --no-dihedral gives plain PDQ, which misses the rotated copy
+    assert run(data, "scan", str(media), "--no-dihedral")[0] == 0
+    for args in ((), ("--dihedral",)):
+        code, out, _ = run(data, "scan", str(media), *args)
+        rec = json.loads(out)
+        assert code == 1 and len(rec["pdq_dihedral"]) == 8 and rec["matches"]
+        assert rec["matches"][0]["via"] == "dihedral"
 
 
 def test_csv_and_html_output(banked: tuple[Path, Path, dict[str, str]]) -> None:

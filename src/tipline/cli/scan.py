@@ -120,6 +120,30 @@ DihedralOpt = Annotated[
         "--dihedral", help="Also compute the 8 rotation/flip hashes and match with all of them."
     ),
 ]
+ScanDihedralOpt = Annotated[
+    bool,
+    typer.Option(
+        "--dihedral/--no-dihedral",
+        help="Also look up the 7 other rotations/flips of each PDQ hash (on by default: "
+        "almost free, see docs/formats.md#recall-beyond-plain-pdq).",
+    ),
+]
+TrimBordersOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trim-borders/--no-trim-borders",
+        help="Also look up the PDQ of the picture inside a border, letterbox, caption band or "
+        "blurred-fill frame (pdq_variants.border_trimmed; on by default).",
+    ),
+]
+CropQueriesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--crop-queries/--no-crop-queries",
+        help="Also look up PDQ hashes that undo a 2-5% re-crop (pdq_variants.uncrop_*; on by "
+        "default).",
+    ),
+]
 
 
 NoProvenanceOpt = Annotated[
@@ -288,7 +312,9 @@ def scan(
         ),
     ] = False,
     pdq_mode: PdqModeOpt = "fast",
-    dihedral: DihedralOpt = False,
+    dihedral: ScanDihedralOpt = True,
+    trim_borders: TrimBordersOpt = True,
+    crop_queries: CropQueriesOpt = True,
     video_mode: VideoModeOpt = "fast",
     no_provenance: NoProvenanceOpt = False,
     include_text: IncludeTextOpt = False,
@@ -372,6 +398,8 @@ def scan(
     options = HashOptions(
         pdq_mode=_check_mode(pdq_mode),
         dihedral=dihedral,
+        trim_borders=trim_borders,
+        crop_queries=crop_queries,
         limits=limits,
         video_mode=_check_video_mode(video_mode),
         provenance=not no_provenance,

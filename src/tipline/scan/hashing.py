@@ -9,13 +9,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
 from tipline.config import Limits
 from tipline.errors import ItemError
-from tipline.media.decode import TE_RAW_MODES, deadline, decode_luma_fast, decode_reference
+from tipline.media.decode import (
+    FAST_MIN_SIDE,
+    TE_RAW_MODES,
+    LumaPlane,
+    ReferencePixels,
+    deadline,
+    decode_luma_fast,
+    decode_reference,
+)
 from tipline.media.sniff import SNIFF_BYTES, MediaType, disguise_warning, sniff
 from tipline.media.video import VideoMode, VideoSource
 from tipline.record import ItemRecord
-from tipline.signals import pdq
+from tipline.signals import pdq, pdq_variants
 
 if TYPE_CHECKING:
     from tipline.provenance.keywords import KeywordMatcher
@@ -36,7 +48,14 @@ class HashOptions:
     """
 
     pdq_mode: PdqMode = "reference"
+    #: the 7 other rotations/flips of the PDQ hash, looked up too (almost free: derived from
+    #: the same DCT). Off here (the HMA routes answer as HMA); on in ``scan`` and the pipeline
     dihedral: bool = False
+    #: extra PDQ query hashes (``record.pdq_variants``, tipline.signals.pdq_variants): the
+    #: picture inside a border / letterbox / caption band / blurred fill (``border_trimmed``)
+    #: and re-crop queries (``CROPS``). Off here; on in ``scan`` and the pipeline
+    trim_borders: bool = False
+    crop_queries: bool = False
     limits: Limits = field(default_factory=Limits)
     #: vPDQ frame sampling: "fast" (keyframes) or "reference" (exactly as the vpdq package)
     video_mode: VideoMode = "fast"
@@ -144,8 +163,11 @@ def add_provenance(record: ItemRecord, data: bytes, mt: MediaType, options: Hash
 
 def add_pdq(record: ItemRecord, data: bytes, mt: MediaType, options: HashOptions) -> None:
     variants: dict[str, str] = {}
+    luma: LumaPlane | None = None
     if options.pdq_mode == "reference":
-        hashes = _reference_pdq(data, mt, options, variants)
+        hashes, px = _reference_pdq(data, mt, options, variants)
+        if options.trim_borders or options.crop_queries:
+            luma = query_plane(px.pixels)
     else:
         luma = decode_luma_fast(data, mt, options.limits)
         fast = None
@@ -155,20 +177,36 @@ def add_pdq(record: ItemRecord, data: bytes, mt: MediaType, options: HashOptions
         # matches are decided on reference hashes
         recheck = options.pdq_recheck
         if fast is None or (recheck is not None and recheck([h.hex for h in fast])):
-            hashes = _reference_pdq(data, mt, options, variants)
+            hashes, _ = _reference_pdq(data, mt, options, variants)
         else:
             hashes = fast
     record.pdq = hashes[0].hex
     record.pdq_quality = hashes[0].quality
     if options.dihedral:
         record.pdq_dihedral = [h.hex for h in hashes]
+    if luma is not None and (options.trim_borders or options.crop_queries):
+        for name, value in pdq_variants.variants(
+            luma.plane, luma.height, luma.width, options.trim_borders, options.crop_queries
+        ).items():
+            if value != record.pdq and name not in variants:
+                variants[name] = value
     if variants:
         record.pdq_variants = variants
 
 
+def query_plane(rgb: npt.NDArray[np.uint8]) -> LumaPlane:
+    """The luma plane extra query hashes are computed from: box-reduced to about
+    ``FAST_MIN_SIDE`` px on the short side, standing in for the full image."""
+    im = Image.fromarray(rgb).convert("L")
+    factor = min(im.size) // FAST_MIN_SIDE
+    if factor >= 2:
+        im = im.reduce(factor)
+    return LumaPlane(np.asarray(im, dtype=np.uint8), rgb.shape[1], rgb.shape[0])
+
+
 def _reference_pdq(
     data: bytes, mt: MediaType, options: HashOptions, variants: dict[str, str]
-) -> list[pdq.PdqHash]:
+) -> tuple[list[pdq.PdqHash], ReferencePixels]:
     """python-threatexchange's PDQ (``decode_reference``); for the modes where that hashes raw
     values (palette indices, CMYK bands...), the hash of the RGB picture goes to ``variants``
     as ``rgb``: a query hash only, so a JPEG or PNG copy of the same picture still matches
@@ -179,7 +217,7 @@ def _reference_pdq(
         rgb = pdq.reference_hash(px.rgb)[0]
         if rgb.usable and (rgb.hex != hashes[0].hex or not hashes[0].usable):
             variants["rgb"] = rgb.hex
-    return hashes
+    return hashes, px
 
 
 def add_vpdq(record: ItemRecord, source: VideoSource, mt: MediaType, options: HashOptions) -> None:

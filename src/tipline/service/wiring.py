@@ -44,8 +44,15 @@ def pipeline_config(settings: ServiceSettings, match: MatchFn | None = None) -> 
         match=match,
         media_store=from_settings(settings) if settings.media_mode != "hash-only" else None,
         fetch_settings=settings.fetch_settings(),
-        # stored PDQ is shared (exports, bank adds from items): the reference pipeline
-        hash_options=HashOptions(pdq_mode="reference", watermarks=settings.watermarks),
+        # stored PDQ is shared (exports, bank adds from items): the reference pipeline; its
+        # matching also looks up rotations and the extra query hashes (never stored)
+        hash_options=HashOptions(
+            pdq_mode="reference",
+            watermarks=settings.watermarks,
+            dihedral=True,
+            trim_borders=True,
+            crop_queries=True,
+        ),
         weights=settings.triage,
         keywords=keywords,
         fetch_urls=settings.fetch_urls,
