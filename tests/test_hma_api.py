@@ -426,3 +426,27 @@ def test_other_process_sees_changes(tmp_path: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_uploaded_lookups_give_the_reference_hashs_matches(client: TestClient) -> None:
+    """POST /m/lookup hashes with the fast PDQ and re-checks with the reference near any bank
+    entry: every distance it answers is the reference hash's, as HMA's would be."""
+    from tipline.scan.hashing import HashOptions, hash_bytes
+    from tipline.signals.pdq import hamming
+
+    client.post("/c/banks", json={"name": "NEAR"})
+    from conftest import encode, photo
+
+    # sample photographs (no people) on which the fast PDQ is 2 bits from the reference
+    images = [encode(photo(n), "JPEG") for n in ("chelsea", "retina", "logo")]
+    images += [benign_jpeg(seed, (480, 360)) for seed in range(20, 23)]
+    refs = [hash_bytes(b, "x.jpg", HashOptions(pdq_mode="reference")).pdq for b in images]
+    for pdq in refs:
+        assert pdq
+        assert client.post("/c/bank/NEAR/signal", json={"pdq": pdq}).status_code == 200
+    for data, ref in zip(images, refs, strict=True):
+        files = {"photo": ("q.jpg", data, "image/jpeg")}
+        got = client.post("/m/lookup", files=files).json()["pdq"].get("NEAR", [])
+        want = sorted(str(hamming(ref, o)) for o in refs if hamming(ref, o) <= 31)
+        # the reference hash's distances ("0" to its own entry, not the fast hash's few bits)
+        assert sorted(m["distance"] for m in got) == want

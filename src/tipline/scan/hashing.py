@@ -26,13 +26,16 @@ from tipline.media.decode import (
 )
 from tipline.media.sniff import SNIFF_BYTES, MediaType, disguise_warning, sniff
 from tipline.media.video import VideoMode, VideoSource
-from tipline.record import ItemRecord
+from tipline.record import MIN_USABLE_QUALITY, ItemRecord
 from tipline.signals import pdq, pdq_variants
 
 if TYPE_CHECKING:
     from tipline.provenance.keywords import KeywordMatcher
 
 PdqMode = Literal["fast", "reference"]
+#: A re-checked fast hash whose quality is this close to the usable bound (50) is recomputed
+#: with the reference too: whether it is matched at all depends on that bound.
+QUALITY_RECHECK_MARGIN = 10
 CHUNK = 1024 * 1024
 
 
@@ -176,7 +179,13 @@ def add_pdq(record: ItemRecord, data: bytes, mt: MediaType, options: HashOptions
         # None: fragile, the fast path cannot vouch for its bits; near a bank entry: a scan's
         # matches are decided on reference hashes
         recheck = options.pdq_recheck
-        if fast is None or (recheck is not None and recheck([h.hex for h in fast])):
+        if fast is None or (
+            recheck is not None
+            and (
+                abs(fast[0].quality - MIN_USABLE_QUALITY) <= QUALITY_RECHECK_MARGIN
+                or recheck([h.hex for h in fast])
+            )
+        ):
             hashes, _ = _reference_pdq(data, mt, options, variants)
         else:
             hashes = fast

@@ -34,7 +34,7 @@ import random
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pydantic
@@ -51,6 +51,7 @@ from tipline.crawl.fetch import FetchError, HTTPStatusError, TooLargeError, fetc
 from tipline.errors import BankError, BankNotFoundError, InvalidSignalError
 from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions, hash_bytes
+from tipline.scan.runner import RECHECK_MARGIN
 from tipline.service.auth import iter_routes, require
 from tipline.service.errors import HttpError
 from tipline.service.matching import Hit, MatchService
@@ -216,8 +217,8 @@ def fetch_media(url: str, settings: ServiceSettings, content_type: str | None) -
     return Media(res.content, ct, url[:200])
 
 
-def hash_media(media: Media) -> ItemRecord:
-    return hash_bytes(media.data, media.name, HASH_OPTIONS)
+def hash_media(media: Media, options: HashOptions = HASH_OPTIONS) -> ItemRecord:
+    return hash_bytes(media.data, media.name, options)
 
 
 def signals_of(
@@ -334,7 +335,10 @@ def _disable_ts(e: Entry) -> int:
 def _coinflip(seed: str | None, bypass: bool = False) -> float:
     """HMA's coin flip: ``random.Random(seed)`` (the request's ``seed``, e.g. the client's
     content id, so one item always gets the same answer; none: a fresh one each time)."""
-    return 0.0 if bypass else random.Random(seed).random()
+    if bypass:
+        return 0.0
+    # unseeded: the module's generator (a fresh Random() per request costs ~10 us to seed)
+    return random.Random(seed).random() if seed is not None else random.random()
 
 
 # ------------------------------------------------------------------------- the router
@@ -403,9 +407,24 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
             raise HttpError(400, "empty signal type selection")
         return out
 
-    async def hashes_of(media: Media, types: str | None) -> dict[str, str]:
+    def lookup_options() -> HashOptions:
+        """For a hash that only decides matches and is never answered nor stored (POST
+        /m/lookup, GET /m/lookup?url=): the fast PDQ, re-hashed with the reference when it
+        lies within any bank's threshold plus RECHECK_MARGIN of a banked PDQ (or its quality
+        near the usable bound), so the matches are the reference hash's, at a fraction of
+        its cost."""
+        return replace(
+            HASH_OPTIONS,
+            pdq_mode="fast",
+            pdq_recheck=lambda values: service.pdq_near(values, RECHECK_MARGIN),
+        )
+
+    async def hashes_of(
+        media: Media, types: str | None, *, for_lookup: bool = False
+    ) -> dict[str, str]:
         wanted = wanted_types(media.content_type, types)
-        record = await run_in_threadpool(hash_media, media)
+        options = lookup_options() if for_lookup else HASH_OPTIONS
+        record = await run_in_threadpool(hash_media, media, options)
         return signals_of(record, media.content_type, wanted)
 
     def lookup_hashes(
@@ -510,7 +529,7 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
         flip = _coinflip(seed)
         if url:
             media = await run_in_threadpool(fetch_media, url, settings, content_type)
-            hashes = await hashes_of(media, types)
+            hashes = await hashes_of(media, types, for_lookup=True)
             out = lookup_hashes(hashes, wanted, flip)
             if signal_type is not None:
                 return JSONResponse(out.get(signal_type, {}))
@@ -529,7 +548,7 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
         bypass_coinflip: str = "false",
     ) -> JSONResponse:
         media = await read_upload(request, max_up, timeout=up_t)
-        hashes = await hashes_of(media, None)
+        hashes = await hashes_of(media, None, for_lookup=True)
         bypass = bypass_coinflip == "true"
         flip = _coinflip(seed, bypass)
         return JSONResponse(lookup_hashes(hashes, _banks_param(banks), flip, all_banks=bypass))

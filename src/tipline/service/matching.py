@@ -36,7 +36,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -563,6 +563,17 @@ class MatchService:
                 all_banks=all_banks,
                 all_entries=all_entries,
             )
+
+    def pdq_near(self, values: Sequence[str], margin: int) -> bool:
+        """Whether any of ``values`` (PDQ hex) lies within the largest threshold of any bank
+        (enabled or not) plus ``margin`` of a PDQ entry: the fast-mode re-check's question."""
+        idx = self._current()
+        with self._lock:
+            index = idx.matcher.type_index("pdq")
+            radius = idx.matcher.radius(all_banks=True)
+            if index is None or radius < 0 or not len(index):
+                return False
+            return bool(len(index.query(list(values), radius + margin).ids))
 
     def match_record(self, record: ItemRecord, banks: set[str] | None = None) -> list[Match]:
         """Matches for a hashed item (an upload): the same ``BankIndex.match`` as `tipline
