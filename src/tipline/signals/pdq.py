@@ -260,9 +260,13 @@ def fast_hash(
 
 
 #: Fast mode gives up (the caller computes the reference hash) when at least this many DCT
-#: coefficients lie within their estimated error of the median. Measured: photographs and
-#: text pages (scikit-image, bench/_images.py) 1-16; full-contrast checkerboards 46-192.
-FRAGILE_LIMIT = 24
+#: coefficients lie within their estimated error of the median. Measured (JPEG q90): photographs
+#: and text pages (scikit-image, bench/_images.py) 1-16, with 0-2 bits from the reference;
+#: smooth colour fields with noise (bench/service.py's uploads) 25-68, 2-6 bits off;
+#: halftones, line screens, micro text, soft checkerboards 1-23, 0-4 bits off; full-contrast
+#: checkerboards at 640 px 112-115, 48-56 bits off (those must fall back). At 24 the smooth
+#: fields fell back too and fast mode cost more than the reference.
+FRAGILE_LIMIT = 96
 #: Coefficients this close to the median (relative to the largest coefficient) are ties that
 #: rounding decides: the reference's own float order, or the JPEG's Y plane against luma from
 #: its decoded RGB. Hard patterns leave most coefficients at such a tie (HMA's checkerboards:
