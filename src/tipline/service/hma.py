@@ -254,13 +254,16 @@ def _distance(st_name: str, distance: int) -> str:
 
 def _hits_by_bank(hits: list[Hit]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
+    # one answer can hold thousands of hits of one signal type: ask the type once
+    by_distance: dict[str, bool] = {}
     for h in hits:
         lst = out.get(h.bank)
         if lst is None:
             lst = out[h.bank] = []
-        lst.append(
-            {"bank_content_id": h.entry_id, "distance": _distance(h.signal_type, h.distance)}
-        )
+        has = by_distance.get(h.signal_type)
+        if has is None:
+            has = by_distance[h.signal_type] = signal_type(h.signal_type).uses_bank_threshold
+        lst.append({"bank_content_id": h.entry_id, "distance": str(h.distance) if has else "-"})
     return out
 
 

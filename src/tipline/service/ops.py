@@ -131,8 +131,13 @@ class Metrics:
         return bytes(generate_latest(merged))
 
     def count_matches(self, banks: list[str]) -> None:
+        if not banks:
+            return
+        counts: dict[str, int] = {}
         for b in banks:
-            self.matches.labels(bank=b).inc()
+            counts[b] = counts.get(b, 0) + 1
+        for b, n in counts.items():  # one labelled counter update per bank, not per match
+            self.matches.labels(bank=b).inc(n)
 
 
 class RequestMiddleware:

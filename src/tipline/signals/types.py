@@ -326,6 +326,10 @@ ALIASES = {
 
 
 def signal_type(name: str) -> SignalType:
+    if _PLUGINS_LOADED:  # the common case, a registered name as is: one dict lookup
+        found = _SNAPSHOT.get(name)
+        if found is not None:
+            return found
     key = name.strip().lower()
     key = ALIASES.get(key, key)
     types = registered()
