@@ -37,7 +37,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("triage",),
     # demo: an end-to-end run of the library (scan, banks, store) behind `tipline demo`, so it
     # sits with the other users of the lower layers, just below the entry points
-    ("review", "actions", "crawl", "demo"),
+    # exchange: fetching partners' hash lists into banks (over crawl.fetch's SSRF policy)
+    ("review", "actions", "crawl", "demo", "exchange"),
     # the report pipeline's stages: fetch (crawl), webhooks (actions), triage; no HTTP
     ("pipeline",),
     ("service", "cli"),
@@ -51,6 +52,7 @@ PEER_EDGES: set[tuple[str, str]] = {
     ("audit", "store"),  # audit events are store rows
     ("accounts", "store"),  # users and tokens are store rows
     ("actions", "crawl"),  # webhook deliveries go through crawl.fetch's SSRF policy
+    ("exchange", "crawl"),  # http_list fetches through crawl.fetch's SSRF policy
     ("cli", "service"),  # `tipline serve`, `tipline user`, ... run the service
 }
 

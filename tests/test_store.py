@@ -35,6 +35,10 @@ TABLES = {
     "user_preferences",
     "webhooks",
     "signal_type_settings",
+    "exchanges",
+    "exchange_api_configs",
+    "exchange_fetch_status",
+    "exchange_records",
 }
 
 

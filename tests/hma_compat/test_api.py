@@ -104,10 +104,20 @@ def test_lookup_without_role(client: httpx.Client, images: Images) -> None:
 
 def test_exchange_api_set_auth(client: httpx.Client) -> None:
     """tests/test_api.py::test_exchange_api_set_auth; curation.py ``exchange_api_list`` and
-    ``exchange_api_config_get_or_update``, as HMA answers with no exchange API installed (HMA's
-    test installs two): no APIs, and 400 for any API named."""
+    ``exchange_api_config_get_or_update``: Tipline installs ``http_list`` and ``local_file``
+    (HMA's test installs two others); an API that is not installed is 400."""
     r = client.get("/c/exchanges/apis")
-    assert r.status_code == 200 and r.json() == []
+    assert r.status_code == 200 and r.json() == ["http_list", "local_file"]
+    r = client.get("/c/exchanges/api/http_list")
+    assert r.json() == {"supports_authentification": True, "has_set_authentification": False}
+    r = client.post(
+        "/c/exchanges/api/http_list", json={"credential_json": {"authorization": "Bearer x"}}
+    )
+    assert r.status_code == 200 and r.json()["has_set_authentification"] is True
+    assert "Bearer" not in r.text
+    r = client.post("/c/exchanges/api/http_list", json={"credential_json": {}})
+    assert r.json()["has_set_authentification"] is False
+    assert client.get("/c/exchanges/api/local_file").json()["supports_authentification"] is False
     for api in ("sample", "fb_threatexchange"):
         r = client.get(f"/c/exchanges/api/{api}")
         assert r.status_code == 400 and "no such Exchange API" in r.json()["message"]
@@ -158,7 +168,7 @@ def test_compare_video_md5(client: httpx.Client) -> None:
 
 def test_exchange_delete(client: httpx.Client) -> None:
     """tests/test_api.py::test_exchange_delete; curation.py ``exchange_delete`` (deleting an
-    exchange that does not exist is 200) and ``exchange_create`` with no exchange API
+    exchange that does not exist is 200) and ``exchange_create`` of an API that is not
     installed (400: no such exchange type)."""
     r = client.delete("/c/exchange/TEST_EXCHANGE")
     assert r.status_code == 200 and r.json()["message"] == "Exchange deleted"
@@ -172,8 +182,8 @@ def test_exchange_delete(client: httpx.Client) -> None:
 
 def test_exchange_get_fetch_status(client: httpx.Client) -> None:
     """tests/test_api.py::test_exchange_get_fetch_status; curation.py
-    ``exchange_get_fetch_status``: an unknown exchange is 404 (and none can be created
-    without an exchange API installed)."""
+    ``exchange_get_fetch_status``: an unknown exchange is 404 (and none can be created of an
+    API that is not installed)."""
     r = client.get("/c/exchange/NONEXISTENT_EXCHANGE/status")
     assert r.status_code == 404 and "message" in r.json()
     assert client.get("/c/exchange/NONEXISTENT_EXCHANGE").status_code == 404
@@ -182,3 +192,34 @@ def test_exchange_get_fetch_status(client: httpx.Client) -> None:
     )
     r = client.post("/c/exchanges", json={"api": "sample", "bank": "BAR_EXCHANGE", "api_json": {}})
     assert r.status_code == 400
+
+
+def test_exchange_lifecycle_local_file(client: httpx.Client, tmp_path: Path) -> None:
+    """curation.py ``exchange_create`` / ``exchange_show_by_name`` / ``exchange_update`` /
+    ``exchange_get_fetch_status`` / ``exchange_delete`` with an installed API (local_file)."""
+    lst = tmp_path / "list.te"
+    lst.write_text("pdq " + "f" * 64 + "\n")
+    body = {"api": "local_file", "bank": "LOCAL_EX", "api_json": {"path": str(lst)}}
+    r = client.post("/c/exchanges", json=body)
+    assert r.status_code == 201 and r.json() == {"message": "Created successfully"}
+    assert client.get("/c/exchanges").json() == ["LOCAL_EX"]
+    got = client.get("/c/exchange/LOCAL_EX").json()
+    assert (got["name"], got["api"], got["enabled"], got["path"]) == (
+        "LOCAL_EX",
+        "local_file",
+        True,
+        str(lst),
+    )
+    st = client.get("/c/exchange/LOCAL_EX/status").json()
+    keys = {"checkpoint_ts", "running_fetch_start_ts", "last_fetch_complete_ts"}
+    assert keys | {"last_fetch_succeeded", "up_to_date", "fetched_items"} <= set(st)
+    assert st["fetched_items"] == 0 and st["up_to_date"] is False
+    r = client.put("/c/exchange/LOCAL_EX", json={"enabled": False})
+    assert r.status_code == 200 and r.json()["enabled"] is False
+    bad = {"api": "local_file", "bank": "LOCAL_EX2", "api_json": {"nope": 1}}
+    assert client.post("/c/exchanges", json=bad).status_code == 400
+    schema = client.get("/c/exchanges/api/local_file/schema").json()
+    assert schema["credentials_schema"] is None
+    assert "path" in [f["name"] for f in schema["config_schema"]["fields"]]
+    assert client.delete("/c/exchange/LOCAL_EX").json() == {"message": "Exchange deleted"}
+    assert client.get("/c/exchanges").json() == []

@@ -19,7 +19,7 @@ from tipline.store.registry import register_handler_modules
 
 #: The deployment's job handlers, registered with the job queue from here (the composition
 #: root: every ``tipline worker`` process imports this module before it loads them).
-register_handler_modules("tipline.pipeline", "tipline.actions.webhooks")
+register_handler_modules("tipline.pipeline", "tipline.actions.webhooks", "tipline.exchange.fetcher")
 
 app = typer.Typer(
     name="tipline",
@@ -181,6 +181,7 @@ COMMAND_MODULES = {
     "media": "media",
     "export": "export",
     "webhook": "webhook",
+    "exchange": "exchange",
 }
 
 
@@ -214,6 +215,7 @@ def _register(only: str | None = None) -> None:
         dedupe,
         demo,
         detector,
+        exchange,  # hash exchanges with partners
         export,  # hash/URL lists and NCMEC reports
         inspect,
         keywords,

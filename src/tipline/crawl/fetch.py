@@ -31,7 +31,7 @@ import socket
 import ssl
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -129,9 +129,31 @@ class TooManyRedirectsError(FetchError):
 class HTTPStatusError(FetchError):
     code = "http_status"
 
-    def __init__(self, message: str, url: str = "", status: int = 0) -> None:
+    def __init__(
+        self, message: str, url: str = "", status: int = 0, retry_after: float | None = None
+    ) -> None:
         super().__init__(message, url)
         self.status = status
+        #: the server's ``Retry-After`` in seconds (429, 503), when it sent a usable one
+        self.retry_after = retry_after
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds, or an HTTP date; None if unusable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(min(int(value), 86_400))
+    try:
+        from email.utils import parsedate_to_datetime
+
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, min(86_400.0, when.timestamp() - time.time()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +323,10 @@ def _parse(url: str) -> httpx.URL:
     return u
 
 
+def _origin(u: httpx.URL) -> tuple[str, str, int | None]:
+    return (u.scheme, u.host.lower(), u.port)
+
+
 def _host(u: httpx.URL) -> str:
     """The host as sent on the wire: IDNA (punycode) for international names."""
     return u.raw_host.decode("ascii", "replace")
@@ -370,9 +396,22 @@ class _Decoder:
         return out
 
 
-def fetch(url: str, settings: FetchSettings | None = None) -> FetchResult:
-    """GET ``url`` safely (see the module docstring). Raises a :class:`FetchError`."""
+def fetch(
+    url: str,
+    settings: FetchSettings | None = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> FetchResult:
+    """GET ``url`` safely (see the module docstring). Raises a :class:`FetchError`.
+
+    ``headers``: extra request headers (``Authorization``, ``If-None-Match``, ...), sent to
+    ``url``'s own origin only, never to a redirect's other host. With a conditional header
+    (``If-None-Match`` / ``If-Modified-Since``), a ``304 Not Modified`` is a result (status 304,
+    empty content), not an error."""
     s = settings or FetchSettings()
+    extra = dict(headers or {})
+    conditional = any(k.lower() in ("if-none-match", "if-modified-since") for k in extra)
+    origin = _origin(_parse(url))
     start = time.monotonic()
 
     def left() -> float:
@@ -398,6 +437,8 @@ def fetch(url: str, settings: FetchSettings | None = None) -> FetchResult:
         while True:
             u, ip = vet_url(current, s, min(left(), s.connect_timeout))
             request = _pinned_request(client, u, ip)
+            if extra and _origin(u) == origin:
+                request.headers.update(extra)
             try:
                 response = client.send(request, stream=True)
             except httpx.TimeoutException as err:
@@ -425,11 +466,21 @@ def fetch(url: str, settings: FetchSettings | None = None) -> FetchResult:
                             f"bad redirect Location {location[:200]!r}: {err}", current
                         ) from None
                     continue
+                if response.status_code == 304 and conditional:
+                    return FetchResult(
+                        content=b"",
+                        url=current,
+                        status=304,
+                        headers={k.lower(): v for k, v in response.headers.items()},
+                        media_type=sniff(b""),
+                        redirects=tuple(visited),
+                    )
                 if not 200 <= response.status_code < 300:
                     raise HTTPStatusError(
                         f"{_host(u)} answered HTTP {response.status_code}",
                         current,
                         status=response.status_code,
+                        retry_after=_retry_after(response.headers.get("retry-after")),
                     )
                 body = _read_body(response, s, current, left)
                 headers = {k.lower(): v for k, v in response.headers.items()}

@@ -42,6 +42,7 @@ from tipline.service import (
     desk,
     desk_core,
     errors,
+    exchanges,
     hma,
     intake,
     media,
@@ -72,6 +73,7 @@ def include_routers(app: FastAPI, ctx: AppContext) -> None:
     """Every router of the service. Order matters only for identical paths."""
     app.include_router(ops.router(ctx.matcher, ctx.metrics))
     app.include_router(hma.router(ctx.matcher, ctx.settings, ctx.metrics))
+    app.include_router(exchanges.router(ctx))  # HMA's /c/exchange* routes
     app.include_router(api_v1.router(ctx.matcher, ctx.settings, ctx.metrics))
     app.include_router(intake.router(ctx))
     app.include_router(reports.router(ctx))

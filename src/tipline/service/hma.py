@@ -20,7 +20,7 @@ tests against ``tipline serve``. In brief:
   (``random.Random(seed)``, ``seed`` the request's parameter) and sees the banks whose ratio is
   at least the flip; ``bypass_coinflip=true`` on ``POST /m/lookup`` sees every bank;
   ``/m/raw_lookup`` checks no enabled state at all (HMA's deliberate choice);
-* exchanges are not built yet: their routes answer as HMA does with no exchange API installed.
+* exchanges (``/c/exchanges``, ``/c/exchange/<name>``) are in :mod:`tipline.service.exchanges`.
 
 Where Tipline differs on purpose (authentication above all) docs/api.md says so in one table.
 """
@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import json
 import random
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -893,58 +892,7 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
     async def content_types() -> list[dict[str, Any]]:
         return [{"name": c, "enabled": True} for c in CONTENT_TYPES]
 
-    # -- curator: exchanges, as HMA answers with no exchange API installed
-
-    @r.get("/c/exchanges/apis", dependencies=[Depends(require("bank:read"))])
-    async def exchange_apis() -> list[str]:
-        return []
-
-    @r.get("/c/exchanges/api/{api}", dependencies=[Depends(require("bank:read"))])
-    async def exchange_api(api: str) -> dict[str, Any]:
-        raise HttpError(400, f"no such Exchange API {api[:80]!r}")
-
-    @r.post("/c/exchanges/api/{api}", dependencies=[Depends(require("bank:write"))])
-    async def exchange_api_update(api: str) -> dict[str, Any]:
-        raise HttpError(400, f"no such Exchange API {api[:80]!r}")
-
-    @r.get("/c/exchanges/api/{api}/schema", dependencies=[Depends(require("bank:read"))])
-    async def exchange_api_schema(api: str) -> dict[str, Any]:
-        raise HttpError(404, f"Exchange API {api[:80]!r} not found")
-
-    @r.get("/c/exchanges", dependencies=[Depends(require("bank:read"))])
-    async def exchanges() -> list[str]:
-        return []
-
-    @r.post("/c/exchanges", dependencies=[Depends(require("bank:write"))])
-    async def exchange_create(request: Request) -> dict[str, Any]:
-        body = await _json_object(request)
-        bank = body.get("bank")
-        if bank is None:
-            raise HttpError(400, "bank is required")
-        if not isinstance(bank, str) or not re.fullmatch(r"[A-Z0-9_]+", bank):
-            raise HttpError(400, "Field `bank` must match /^[A-Z0-9_]+$/")
-        if not isinstance(body.get("api_json", {}), dict):
-            raise HttpError(400, "Field `api_json` must be object")
-        api = body.get("api")
-        if api is None:
-            raise HttpError(400, "Field `api_type` is required")
-        raise HttpError(400, f"No such exchange type {str(api)[:80]!r}")
-
-    @r.get("/c/exchange/{name}", dependencies=[Depends(require("bank:read"))])
-    async def exchange_get(name: str) -> dict[str, Any]:
-        raise HttpError(404, f"Exchange {name[:80]!r} not found")
-
-    @r.get("/c/exchange/{name}/status", dependencies=[Depends(require("bank:read"))])
-    async def exchange_status(name: str) -> dict[str, Any]:
-        raise HttpError(404, f"Exchange {name[:80]!r} not found")
-
-    @r.put("/c/exchange/{name}", dependencies=[Depends(require("bank:write"))])
-    async def exchange_update(name: str) -> dict[str, Any]:
-        raise HttpError(404, f"Exchange {name[:80]!r} not found")
-
-    @r.delete("/c/exchange/{name}", dependencies=[Depends(require("bank:write"))])
-    async def exchange_delete(name: str) -> dict[str, Any]:
-        return {"message": "Exchange deleted"}  # HMA: deleting one that is not there is fine
+    # -- curator: exchanges live in tipline.service.exchanges (the same /c/ prefix)
 
     return r
 

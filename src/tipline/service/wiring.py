@@ -9,9 +9,11 @@ the same configuration). The library below never reads the settings or the envir
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tipline.actions import webhooks
+from tipline.exchange import store as exchange_store
 from tipline.pipeline import MatchFn, PipelineConfig
 from tipline.provenance import c2pa, detector
 from tipline.provenance.keywords import KeywordList, KeywordMatcher
@@ -19,7 +21,7 @@ from tipline.record import ItemRecord, Match
 from tipline.scan.hashing import HashOptions
 from tipline.service.matching import MatchService
 from tipline.service.settings import ServiceSettings
-from tipline.store.media import from_settings
+from tipline.store.media import KEY_ENV, Keyring, ensure_key_file, from_settings
 
 
 def pipeline_config(settings: ServiceSettings, match: MatchFn | None = None) -> PipelineConfig:
@@ -71,3 +73,16 @@ def configure_process(settings: ServiceSettings) -> None:
     )
     detector.configure(settings.detector_card or None)
     webhooks.configure(settings.fetch_settings())
+    exchange_store.configure(settings.fetch_settings(), lambda: credentials_keyring(settings))
+
+
+def credentials_keyring(settings: ServiceSettings) -> Keyring:
+    """The key exchange credentials are sealed with: the media store's (``media.key`` in the
+    data directory, created on first use like the media store's, or ``TIPLINE_MEDIA_KEY``),
+    whatever the media mode."""
+    env = dict(os.environ)
+    if settings.media_key:
+        env[KEY_ENV] = ",".join(k for k in (env.get(KEY_ENV), settings.media_key) if k)
+    if not settings.key_file and not env.get(KEY_ENV):
+        ensure_key_file(settings.key_path)
+    return Keyring.load(settings.key_path, env)

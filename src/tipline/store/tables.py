@@ -451,6 +451,98 @@ class Webhook(Base):
     last_delivery_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+# -- exchanges (docs/exchanges.md) ------------------------------------------------------------
+
+
+class ExchangeRow(Base):
+    """A configured hash exchange: where a bank's hashes are fetched from (HMA's ``exchange``).
+    Times are float epoch seconds, as in the bank tables."""
+
+    __tablename__ = "exchanges"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: HMA's exchange name (``^[A-Z_][A-Z0-9_]*$``); by default also its bank's name
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    #: the exchange type (``local_file``, ``http_list``, ...)
+    api: Mapped[str] = mapped_column(String(32))
+    #: one exchange per bank: the bank its records land in
+    bank_id: Mapped[int] = mapped_column(ForeignKey("banks.id", ondelete="CASCADE"), unique=True)
+    #: the type's own settings (a path, a URL, a format), never secrets
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: AES-256-GCM sealed JSON (the media store's key), never shown
+    credentials: Mapped[bytes | None] = mapped_column(LargeBinary)
+    fetching_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: seconds between the end of one fetch and the start of the next
+    interval_seconds: Mapped[int] = mapped_column(Integer, default=3600)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ExchangeApiConfigRow(Base):
+    """Credentials of an exchange type as a whole (HMA's ``exchange_api_config``): used by its
+    exchanges that have none of their own. Sealed like :attr:`ExchangeRow.credentials`."""
+
+    __tablename__ = "exchange_api_configs"
+
+    api: Mapped[str] = mapped_column(String(32), primary_key=True)
+    credentials: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class ExchangeFetchStatusRow(Base):
+    """Where an exchange's fetching stands: its checkpoint (written in the same transaction as
+    the records it covers) and HMA's fetch status fields."""
+
+    __tablename__ = "exchange_fetch_status"
+
+    exchange_id: Mapped[int] = mapped_column(
+        ForeignKey("exchanges.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: the type's checkpoint (JSON); None: fetch from scratch
+    checkpoint: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: the checkpoint's progress time (epoch seconds); never goes backwards
+    checkpoint_ts: Mapped[int | None] = mapped_column(BigInteger)
+    up_to_date: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: bumped by every commit: a second fetcher of the same exchange sees it and stops
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    #: a fetch from scratch starts a new generation; when it is complete, records of older
+    #: generations not seen again are tombstoned
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    snapshot_open: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: the scheduled fetch job's sequence number (its dedupe key)
+    run_seq: Mapped[int] = mapped_column(Integer, default=0)
+    running_fetch_start_ts: Mapped[float | None] = mapped_column(Float)
+    last_fetch_complete_ts: Mapped[float | None] = mapped_column(Float)
+    last_fetch_succeeded: Mapped[bool | None] = mapped_column(Boolean)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    #: live (not tombstoned) records
+    fetched_items: Mapped[int] = mapped_column(Integer, default=0)
+    #: counters (``invalid``, ``unknown_signal_type``, ``tombstoned``, ...) and the latest
+    #: problems (``problems``: ``[{"kind", "where", "reason"}]``, the last few)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ExchangeRecordRow(Base):
+    """One record fetched from an exchange, by the exchange's own key, and the bank entry it
+    became: a record fetched twice is one entry, a tombstone disables it."""
+
+    __tablename__ = "exchange_records"
+    __table_args__ = (
+        UniqueConstraint("exchange_id", "key", name="uq_exchange_records_key"),
+        Index("ix_exchange_records_generation", "exchange_id", "generation"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    exchange_id: Mapped[int] = mapped_column(ForeignKey("exchanges.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(600))
+    entry_id: Mapped[int | None] = mapped_column(ForeignKey("bank_entries.id", ondelete="SET NULL"))
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: SHA-256 of what the entry holds (type, signal, label, metadata): unchanged records
+    #: are not rewritten
+    digest: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
 __all__ = [
     "ApiToken",
     "AuditEvent",
@@ -458,6 +550,10 @@ __all__ = [
     "BankRow",
     "Cluster",
     "ClusterClaim",
+    "ExchangeApiConfigRow",
+    "ExchangeFetchStatusRow",
+    "ExchangeRecordRow",
+    "ExchangeRow",
     "ExposureInterval",
     "Grade",
     "Item",

@@ -1,0 +1,243 @@
+"""``tipline exchange``: partners' hash lists fetched into banks (docs/exchanges.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from tipline.cli import state
+from tipline.cli.app import app
+from tipline.cli.database import UrlOption, open_db
+from tipline.errors import TiplineError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from tipline.store.jobs import JobQueue
+
+exchange_app = typer.Typer(
+    help=(
+        "Hash exchanges: partners' hash lists (a local file, a list over HTTPS) fetched into a "
+        "bank per exchange by durable jobs (`tipline worker`), resumable, with tombstones. "
+        "Credentials are stored encrypted with the media key and never shown."
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(exchange_app, name="exchange")
+
+NameArg = Annotated[str, typer.Argument(help="The exchange's name (CAPITALS_AND_UNDERSCORES).")]
+
+
+def _configure() -> None:
+    from tipline.service.wiring import configure_process
+
+    configure_process(state.service_settings())
+
+
+def _config(pairs: list[str], config_json: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if config_json:
+        try:
+            doc = json.loads(config_json)
+        except ValueError as err:
+            raise TiplineError(f"--config-json is not JSON: {err}") from None
+        if not isinstance(doc, dict):
+            raise TiplineError("--config-json must be a JSON object")
+        out.update(doc)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise TiplineError(f"--config {pair[:80]!r}: use KEY=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+def _queue(s: Session) -> JobQueue:
+    from sqlalchemy.engine import Engine
+
+    from tipline.store.jobs import JobQueue
+
+    bind = s.get_bind()
+    return JobQueue(bind if isinstance(bind, Engine) else bind.engine)
+
+
+def _credentials(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise TiplineError(f"cannot read credentials file {path}: {type(err).__name__}") from None
+    if not isinstance(doc, dict):
+        raise TiplineError(f"credentials file {path} must hold a JSON object")
+    return doc
+
+
+@exchange_app.command("add")
+def exchange_add(
+    name: NameArg,
+    api: Annotated[
+        str, typer.Option("--type", help="Exchange type: local_file or http_list.")
+    ] = "local_file",
+    config: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--config",
+            help="A configuration field, KEY=VALUE (repeat): path=..., "
+            "url=..., format=te, default_signal_type=pdq.",
+            show_default=False,
+        ),
+    ] = None,
+    config_json: Annotated[
+        str | None, typer.Option("--config-json", help="The configuration as a JSON object.")
+    ] = None,
+    credentials_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--credentials-file",
+            help='A JSON file with the credentials (http_list: {"authorization": ...}); '
+            "stored encrypted with the media key.",
+        ),
+    ] = None,
+    bank: Annotated[
+        str | None, typer.Option("--bank", help="The bank to fill. Default: NAME (created).")
+    ] = None,
+    role: Annotated[str, typer.Option("--role", help="A new bank's role: alert or ignore.")] = (
+        "alert"
+    ),
+    pdq_threshold: Annotated[
+        int, typer.Option("--pdq-threshold", help="A new bank's PDQ distance threshold.")
+    ] = 31,
+    interval: Annotated[
+        int, typer.Option("--interval", help="Seconds between fetches.", min=60)
+    ] = 3600,
+    no_schedule: Annotated[
+        bool, typer.Option("--no-schedule", help="Do not queue the first fetch job.")
+    ] = False,
+    database_url_opt: UrlOption = None,
+) -> None:
+    """Add an exchange (and its bank) and queue its first fetch."""
+    from tipline.exchange import store
+    from tipline.exchange.fetcher import start_chain
+
+    _configure()
+    creds = _credentials(credentials_file)
+    factory = open_db(database_url_opt)
+    with factory() as s, s.begin():
+        ex = store.create_exchange(
+            s,
+            name,
+            api,
+            _config(config or [], config_json),
+            bank=bank,
+            role=role,
+            pdq_threshold=pdq_threshold,
+            interval_seconds=interval,
+            credentials=creds,
+        )
+        if not no_schedule:
+            start_chain(_queue(s), s, ex)
+        bank_name = store.bank_name(s, ex)
+    typer.echo(f"added exchange {name} ({api}) into bank {bank_name}")
+
+
+@exchange_app.command("list")
+def exchange_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    database_url_opt: UrlOption = None,
+) -> None:
+    """List exchanges: type, bank, enabled, last fetch (never credentials)."""
+    from tipline.exchange import store
+
+    factory = open_db(database_url_opt)
+    with factory() as s:
+        rows = [
+            {**store.exchange_json(s, ex), "status": store.status_json(s, ex)}
+            for ex in store.list_exchanges(s)
+        ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no exchanges (add one with `tipline exchange add`)")
+    for r in rows:
+        st = r["status"]
+        ok = {True: "ok", False: "FAILING", None: "never fetched"}[st["last_fetch_succeeded"]]
+        on = "enabled" if r["enabled"] else "disabled"
+        typer.echo(
+            f"{r['name']:<24} {r['api']:<11} bank {r['bank']:<24} {on:<8} {ok}, "
+            f"{st['fetched_items']} items"
+        )
+
+
+@exchange_app.command("show")
+def exchange_show(name: NameArg, database_url_opt: UrlOption = None) -> None:
+    """An exchange's configuration and status as JSON (credentials: only whether set)."""
+    from tipline.exchange import store
+
+    factory = open_db(database_url_opt)
+    with factory() as s:
+        ex = store.get_exchange(s, name)
+        doc = {**store.exchange_json(s, ex), "status": store.status_json(s, ex)}
+    typer.echo(json.dumps(doc, indent=2))
+
+
+@exchange_app.command("status")
+def exchange_status(name: NameArg, database_url_opt: UrlOption = None) -> None:
+    """An exchange's fetch status as JSON (HMA's fields, errors, counts, latest problems)."""
+    from tipline.exchange import store
+
+    factory = open_db(database_url_opt)
+    with factory() as s:
+        doc = store.status_json(s, store.get_exchange(s, name))
+    typer.echo(json.dumps(doc, indent=2))
+
+
+@exchange_app.command("fetch")
+def exchange_fetch(
+    name: NameArg,
+    budget: Annotated[
+        float, typer.Option("--budget", help="Stop after this many seconds.", min=1)
+    ] = 240.0,
+    enqueue: Annotated[
+        bool, typer.Option("--enqueue", help="Queue a fetch job for the workers instead.")
+    ] = False,
+    database_url_opt: UrlOption = None,
+) -> None:
+    """Fetch an exchange now, here (or `--enqueue` for the workers); prints the outcome."""
+    from tipline.exchange import store
+    from tipline.exchange.fetcher import FetchOptions, run_fetch, start_chain
+
+    _configure()
+    factory = open_db(database_url_opt)
+    if enqueue:
+        with factory() as s, s.begin():
+            ex = store.get_exchange(s, name)
+            job = start_chain(_queue(s), s, ex)
+        typer.echo(f"queued fetch job {job} for exchange {name}")
+        return
+    with factory() as s:
+        store.get_exchange(s, name)
+    out = run_fetch(factory, name, FetchOptions(budget_seconds=budget))
+    state_word = "up to date" if out.up_to_date else ("more to fetch" if out.more else "")
+    if not out.succeeded:
+        raise TiplineError(f"fetch of {name} failed: {out.error}")
+    typer.echo(
+        f"{name}: {out.added} added, {out.changed} changed, {out.tombstoned} tombstoned, "
+        f"{out.skipped} skipped in {out.batches} batch(es); {state_word}".rstrip("; ")
+    )
+
+
+@exchange_app.command("remove")
+def exchange_remove(name: NameArg, database_url_opt: UrlOption = None) -> None:
+    """Remove an exchange. Its bank and entries stay (`tipline bank delete` removes them)."""
+    from tipline.exchange import store
+
+    factory = open_db(database_url_opt)
+    with factory() as s, s.begin():
+        if not store.delete_exchange(s, name):
+            raise TiplineError(f"no exchange named {name[:80]!r}")
+    typer.echo(f"removed exchange {name} (its bank stays)")

@@ -1,0 +1,525 @@
+"""The durable fetcher: each exchange is fetched as jobs on the queue (kind
+``exchange_fetch``), one chain of jobs per exchange.
+
+* A run reads deltas from the exchange type from the stored checkpoint and commits them in
+  batches (``commit_every`` records or ``commit_seconds``, whole deltas only): the records
+  land in the exchange's bank *in the same transaction* as the checkpoint after them, so a
+  worker killed at any point (SIGKILL, power loss) leaves the last committed batch and its
+  checkpoint; the next run resumes there. Records are keyed by the exchange's own key
+  (``exchange_records``), so a record fetched twice is one bank entry: nothing lost, nothing
+  doubled.
+* Every commit is conditional on the status row's ``version`` being the one this run last
+  wrote: a second fetcher of the same exchange (a CLI `exchange fetch` beside a worker)
+  stops instead of interleaving.
+* A run is time-boxed (``budget_seconds``, HMA's 4 minutes); it commits what it has and the
+  next job of the chain goes on at once.
+* A stale checkpoint (:meth:`ExchangeType.is_stale`) or none at all fetches from scratch, as a
+  new *generation*; once that pass is complete, records of older generations it did not see
+  again are tombstoned. Snapshot types (hash list files) do the same whenever their list
+  changed. Tombstones disable the record's bank entry (its history and grades stay).
+* The checkpoint time never goes backwards: a partner's (or our) clock that jumps back keeps
+  the stored ``checkpoint_ts``, and is counted (``clock_went_back``).
+* A failed run (the partner refused, 429/5xx, a too-large list) is recorded on the status
+  (``last_fetch_succeeded`` false, ``last_error``; the credentials never appear in it), and
+  the next run is scheduled with exponential backoff (honouring ``Retry-After``); the chain
+  never dies.
+
+The chain: job ``exchange_fetch`` with payload ``{"exchange_id", "seq"}`` and dedupe key
+``exchange-fetch:<id>:<seq>``; a run schedules ``seq + 1`` in its last transaction (now, if it
+ran out of time; else after the exchange's interval or the backoff). A job whose ``seq`` is not
+the status row's ``run_seq`` is obsolete and does nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from tipline.errors import InvalidSignalError, TiplineError
+from tipline.exchange.api import (
+    MAX_PROBLEMS_KEPT,
+    Checkpoint,
+    ExchangeError,
+    ExchangeFetchError,
+    ExchangeRecord,
+    FetchContext,
+    Problem,
+    exchange_type,
+)
+from tipline.exchange.store import fetch_settings, get_exchange, open_credentials
+from tipline.signals.types import registered as signal_types
+from tipline.store.jobs import JobContext, JobQueue, register_handler
+from tipline.store.tables import (
+    BankEntryRow,
+    ExchangeFetchStatusRow,
+    ExchangeRecordRow,
+    ExchangeRow,
+)
+
+log = logging.getLogger("tipline.exchange")
+
+JOB_KIND = "exchange_fetch"
+DEFAULT_COMMIT_EVERY = 5_000
+DEFAULT_COMMIT_SECONDS = 60.0
+DEFAULT_BUDGET_SECONDS = 240.0
+BACKOFF_BASE = 30.0
+BACKOFF_CAP = 6 * 3600.0
+_CHUNK = 500
+
+_R = ExchangeRecordRow
+_E = BankEntryRow
+_S = ExchangeFetchStatusRow
+
+
+class ConcurrentFetchError(ExchangeError):
+    """Another fetcher committed to this exchange meanwhile: this run stopped."""
+
+
+@dataclass(slots=True)
+class FetchOptions:
+    commit_every: int = DEFAULT_COMMIT_EVERY
+    commit_seconds: float = DEFAULT_COMMIT_SECONDS
+    budget_seconds: float = DEFAULT_BUDGET_SECONDS
+    #: wall clock (epoch seconds) for the status times; monotonic time bounds the run
+    clock: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+
+
+@dataclass(slots=True)
+class FetchOutcome:
+    """What one run did."""
+
+    name: str
+    succeeded: bool = True
+    up_to_date: bool = False
+    #: stopped by the time box with more to fetch
+    more: bool = False
+    batches: int = 0
+    added: int = 0
+    changed: int = 0
+    tombstoned: int = 0
+    skipped: int = 0
+    error: str | None = None
+    retry_after: float | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _digest(rec: ExchangeRecord) -> str:
+    doc = [rec.signal_type, rec.signal, rec.label, dict(rec.meta)]
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _chunks(items: list[Any], n: int = _CHUNK) -> Iterable[list[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _check_record(rec: ExchangeRecord, key: str) -> ExchangeRecord | Problem:
+    """The record with a canonical signal, or why it is skipped."""
+    st = signal_types().get(rec.signal_type.strip().lower())
+    if st is None:
+        return Problem("unknown_signal_type", f"record {key[:120]}", f"{rec.signal_type[:40]!r}")
+    try:
+        signal = st.normalise(rec.signal)
+    except InvalidSignalError as err:
+        return Problem("invalid", f"record {key[:120]}", str(err))
+    if signal == rec.signal and st.name == rec.signal_type:
+        return rec
+    return ExchangeRecord(st.name, signal, rec.label, rec.meta)
+
+
+class _Run:
+    """One fetch run of one exchange (see the module docstring)."""
+
+    def __init__(self, factory: sessionmaker[Session], name: str, opts: FetchOptions) -> None:
+        self.factory = factory
+        self.opts = opts
+        self.out = FetchOutcome(name)
+        with factory() as s, s.begin():
+            ex = get_exchange(s, name)
+            self.ex_id, self.name, self.api = ex.id, ex.name, ex.api
+            self.bank_id = ex.bank_id
+            self.config = dict(ex.config or {})
+            self.credentials = open_credentials(s, ex)
+            st = self._status(s)
+            self.checkpoint = Checkpoint.from_json(st.checkpoint)
+            st.running_fetch_start_ts = opts.clock()
+            st.version = (st.version or 0) + 1
+            self.version = st.version
+
+    def _status(self, s: Session) -> ExchangeFetchStatusRow:
+        st = s.get(_S, self.ex_id, with_for_update=True)
+        if st is None:
+            st = _S(exchange_id=self.ex_id, stats={})
+            s.add(st)
+            s.flush()
+        return st
+
+    def run(self) -> FetchOutcome:
+        typ = exchange_type(self.api)
+        now = self.opts.clock()
+        cp = self.checkpoint
+        from_scratch = cp is None or typ.is_stale(cp, now)
+        if cp is not None and from_scratch:
+            log.info("exchange %s: checkpoint is stale, fetching from scratch", self.name)
+        ctx = FetchContext(
+            self.name, self.config, self.credentials, fetch_settings(), self.opts.clock
+        )
+        start = self.opts.monotonic()
+        last_commit = start
+        pending: dict[str, ExchangeRecord | None] = {}
+        problems: list[Problem] = []
+        latest: Checkpoint | None = None
+        new_generation = from_scratch
+        for delta in typ.fetch_iter(ctx, None if from_scratch else cp):
+            if delta.new_snapshot and latest is not None:
+                # a new pass begins: what came before it belongs to the old one
+                self._commit(pending, problems, latest, new_generation)
+                pending, problems, new_generation = {}, [], False
+            new_generation = new_generation or delta.new_snapshot
+            pending.update(delta.updates)
+            problems.extend(delta.problems)
+            latest = delta.checkpoint
+            t = self.opts.monotonic()
+            if (
+                len(pending) >= self.opts.commit_every
+                or t - last_commit >= self.opts.commit_seconds
+                or delta.checkpoint.up_to_date
+            ):
+                self._commit(pending, problems, latest, new_generation)
+                pending, problems, new_generation = {}, [], False
+                last_commit = t
+            if delta.checkpoint.up_to_date:
+                self.out.up_to_date = True
+                break
+            if t - start >= self.opts.budget_seconds:
+                if latest is not None and (pending or problems):
+                    self._commit(pending, problems, latest, new_generation)
+                self.out.more = True
+                break
+        else:
+            if latest is not None and (pending or problems or new_generation):
+                self._commit(pending, problems, latest, new_generation)
+        self._finish(None)
+        return self.out
+
+    # -- one batch, one transaction ------------------------------------------------------
+
+    def _commit(
+        self,
+        updates: dict[str, ExchangeRecord | None],
+        problems: list[Problem],
+        checkpoint: Checkpoint,
+        new_generation: bool,
+    ) -> None:
+        now = self.opts.clock()
+        with self.factory() as s, s.begin():
+            st = self._status(s)
+            if st.version != self.version:
+                raise ConcurrentFetchError(
+                    f"exchange {self.name}: another fetch committed meanwhile; this one stopped"
+                )
+            if new_generation:
+                st.generation = (st.generation or 0) + 1
+                st.snapshot_open = True
+            gen = st.generation or 0
+            stats: dict[str, Any] = dict(st.stats or {})
+            kept = list(stats.get("problems") or [])
+            checked: dict[str, ExchangeRecord | None] = {}
+            for key, rec in updates.items():
+                if rec is None:
+                    checked[key] = None
+                    continue
+                ok = _check_record(rec, key)
+                if isinstance(ok, Problem):
+                    problems.append(ok)
+                else:
+                    checked[key] = ok
+            added, changed, tomb = self._apply(s, checked, gen, now)
+            if checkpoint.up_to_date and st.snapshot_open:
+                tomb += self._tombstone_unseen(s, gen, now)
+                st.snapshot_open = False
+            for p in problems:
+                stats[p.kind] = int(stats.get(p.kind, 0)) + 1
+            kept = (kept + [p.to_json() for p in problems])[-MAX_PROBLEMS_KEPT:]
+            stats["problems"] = kept
+            stats["tombstoned"] = int(stats.get("tombstoned", 0)) + tomb
+            ts = checkpoint.progress_ts
+            if ts is not None and st.checkpoint_ts is not None and ts < st.checkpoint_ts:
+                stats["clock_went_back"] = int(stats.get("clock_went_back", 0)) + 1
+                log.warning(
+                    "exchange %s: checkpoint time went back (%s < %s); keeping the later one",
+                    self.name,
+                    ts,
+                    st.checkpoint_ts,
+                )
+                ts = st.checkpoint_ts
+            st.checkpoint = checkpoint.to_json()
+            st.checkpoint_ts = ts if ts is not None else st.checkpoint_ts
+            st.up_to_date = checkpoint.up_to_date
+            st.fetched_items = max(0, int(st.fetched_items or 0) + added - tomb)
+            st.stats = stats
+            st.version = self.version = st.version + 1
+        self.out.batches += 1
+        self.out.added += added
+        self.out.changed += changed
+        self.out.tombstoned += tomb
+        self.out.skipped += len(problems)
+        for p in problems:
+            self.out.counts[p.kind] = self.out.counts.get(p.kind, 0) + 1
+
+    def _apply(
+        self, s: Session, updates: dict[str, ExchangeRecord | None], gen: int, now: float
+    ) -> tuple[int, int, int]:
+        """Land ``updates`` in the bank; returns (added or revived, changed, tombstoned)."""
+        existing: dict[str, Any] = {}
+        for chunk in _chunks(list(updates)):
+            for row in s.execute(
+                select(_R.id, _R.key, _R.entry_id, _R.deleted, _R.digest).where(
+                    _R.exchange_id == self.ex_id, _R.key.in_(chunk)
+                )
+            ):
+                existing[row.key] = row
+        new: list[tuple[str, ExchangeRecord, str]] = []
+        touch: list[int] = []
+        gone_records: list[int] = []
+        gone_entries: list[int] = []
+        added = changed = 0
+        for key, rec in updates.items():
+            old = existing.get(key)
+            if rec is None:
+                if old is not None and not old.deleted:
+                    gone_records.append(old.id)
+                    if old.entry_id is not None:
+                        gone_entries.append(old.entry_id)
+                continue
+            digest = _digest(rec)
+            if old is None:
+                new.append((key, rec, digest))
+            elif old.digest == digest and not old.deleted and old.entry_id is not None:
+                touch.append(old.id)
+            else:
+                changed += 1
+                added += 1 if old.deleted else 0
+                values = self._entry_values(key, rec, now)
+                entry_id = old.entry_id
+                if entry_id is None:
+                    entry_id = s.execute(insert(_E).values(**values).returning(_E.id)).scalar_one()
+                else:
+                    values.pop("added_at")
+                    s.execute(update(_E).where(_E.id == entry_id).values(**values))
+                s.execute(
+                    update(_R)
+                    .where(_R.id == old.id)
+                    .values(
+                        entry_id=entry_id,
+                        digest=digest,
+                        deleted=False,
+                        generation=gen,
+                        updated_at=now,
+                    )
+                )
+        if new:
+            rows = [self._entry_values(k, r, now) for k, r, _ in new]
+            ids = [
+                int(r[0])
+                for r in s.execute(insert(_E).returning(_E.id, sort_by_parameter_order=True), rows)
+            ]
+            s.execute(
+                insert(_R),
+                [
+                    {
+                        "exchange_id": self.ex_id,
+                        "key": k,
+                        "entry_id": entry_id,
+                        "generation": gen,
+                        "deleted": False,
+                        "digest": d,
+                        "updated_at": now,
+                    }
+                    for (k, _, d), entry_id in zip(new, ids, strict=True)
+                ],
+            )
+            added += len(new)
+        for chunk in _chunks(touch):
+            s.execute(update(_R).where(_R.id.in_(chunk)).values(generation=gen))
+        tomb = self._disable(s, gone_records, gone_entries, gen, now)
+        return added, changed, tomb
+
+    def _entry_values(self, key: str, rec: ExchangeRecord, now: float) -> dict[str, Any]:
+        exchange: dict[str, Any] = {"name": self.name, "api": self.api, "key": key}
+        if rec.meta:
+            exchange["partner"] = dict(rec.meta)
+        return {
+            "bank_id": self.bank_id,
+            "signal_type": rec.signal_type,
+            "signal": rec.signal,
+            "label": rec.label,
+            "source": f"exchange:{self.name}",
+            "note": "",
+            "added_at": now,
+            "enabled": True,
+            "tags": "",
+            "disabled_until": None,
+            "meta": {"exchange": exchange},
+        }
+
+    def _disable(
+        self, s: Session, records: list[int], entries: list[int], gen: int, now: float
+    ) -> int:
+        for chunk in _chunks(entries):
+            s.execute(update(_E).where(_E.id.in_(chunk)).values(enabled=False))
+        for chunk in _chunks(records):
+            s.execute(
+                update(_R)
+                .where(_R.id.in_(chunk))
+                .values(deleted=True, generation=gen, updated_at=now)
+            )
+        return len(records)
+
+    def _tombstone_unseen(self, s: Session, gen: int, now: float) -> int:
+        rows = s.execute(
+            select(_R.id, _R.entry_id).where(
+                _R.exchange_id == self.ex_id, _R.generation < gen, _R.deleted.is_(False)
+            )
+        ).all()
+        return self._disable(
+            s, [r.id for r in rows], [r.entry_id for r in rows if r.entry_id is not None], gen, now
+        )
+
+    def _finish(self, error: BaseException | None) -> None:
+        now = self.opts.clock()
+        with self.factory() as s, s.begin():
+            st = self._status(s)
+            st.running_fetch_start_ts = None
+            if error is None:
+                st.last_fetch_complete_ts = max(now, st.last_fetch_complete_ts or 0.0)
+                st.last_fetch_succeeded = True
+                st.consecutive_failures = 0
+                st.last_error = None
+            else:
+                st.last_fetch_succeeded = False
+                st.consecutive_failures = (st.consecutive_failures or 0) + 1
+                st.last_error = _error_text(error)
+
+
+def _error_text(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text[:1000]
+
+
+def run_fetch(
+    factory: sessionmaker[Session], name: str, options: FetchOptions | None = None
+) -> FetchOutcome:
+    """Fetch exchange ``name`` once (up to date, or until the time box); never raises for a
+    partner's fault: the outcome (and the status row) says what went wrong."""
+    opts = options or FetchOptions()
+    run = _Run(factory, name, opts)
+    try:
+        return run.run()
+    except ConcurrentFetchError as err:
+        run.out.succeeded, run.out.error = False, str(err)
+        return run.out
+    except (TiplineError, OSError) as err:
+        run.out.succeeded, run.out.error = False, _error_text(err)
+        if isinstance(err, ExchangeFetchError):
+            run.out.retry_after = err.retry_after
+        log.warning("exchange %s: fetch failed: %s", name, run.out.error)
+        run._finish(err)
+        return run.out
+
+
+# -- scheduling: the job chain ---------------------------------------------------------------
+
+
+def _dedupe_key(exchange_id: int, seq: int) -> str:
+    return f"exchange-fetch:{exchange_id}:{seq}"
+
+
+def next_delay(ex_interval: int, outcome: FetchOutcome, failures: int) -> float:
+    """Seconds until the next run: at once when the time box stopped a fetch with more to
+    do; after the interval when it succeeded; else exponential backoff from
+    :data:`BACKOFF_BASE` (at least the partner's ``Retry-After``), capped at the interval's
+    larger of it and :data:`BACKOFF_CAP`."""
+    if outcome.succeeded:
+        return 0.0 if outcome.more else float(ex_interval)
+    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** max(0, min(failures - 1, 20)))
+    if outcome.retry_after is not None:
+        delay = max(delay, outcome.retry_after)
+    return delay
+
+
+def schedule(
+    queue: JobQueue, s: Session, ex: ExchangeRow, delay: float = 0.0, *, expect_seq: int | None
+) -> int | None:
+    """Enqueue the exchange's next fetch job in ``s``'s transaction (``run_seq`` + 1). With
+    ``expect_seq``, only if the chain is still at that sequence number (else None)."""
+    st = s.get(_S, ex.id, with_for_update=True)
+    if st is None:
+        return None
+    if expect_seq is not None and st.run_seq != expect_seq:
+        return None
+    st.run_seq = (st.run_seq or 0) + 1
+    run_after = queue.clock() + timedelta(seconds=max(0.0, delay))
+    return queue.enqueue(
+        JOB_KIND,
+        {"exchange_id": ex.id, "seq": st.run_seq},
+        dedupe_key=_dedupe_key(ex.id, st.run_seq),
+        run_after=run_after,
+        max_attempts=3,
+        session=s,
+    )
+
+
+def start_chain(queue: JobQueue, s: Session, ex: ExchangeRow) -> int | None:
+    """Start (or restart: the old chain's jobs become obsolete) the exchange's fetch jobs."""
+    return schedule(queue, s, ex, 0.0, expect_seq=None)
+
+
+def fetch_job(ctx: JobContext) -> None:
+    """One link of an exchange's chain: fetch, then schedule the next link."""
+    ex_id = int(ctx.payload.get("exchange_id", 0))
+    seq = int(ctx.payload.get("seq", 0))
+    with ctx.session_factory() as s:
+        ex = s.get(ExchangeRow, ex_id)
+        st = s.get(_S, ex_id)
+        if ex is None or st is None or st.run_seq != seq:
+            return  # removed, or an obsolete link of a restarted chain
+        name, enabled = ex.name, ex.fetching_enabled
+    outcome = run_fetch(ctx.session_factory, name) if enabled else FetchOutcome(name)
+    with ctx.session_factory() as s, s.begin():
+        ex = s.get(ExchangeRow, ex_id)
+        st = s.get(_S, ex_id)
+        if ex is None or st is None:
+            return
+        delay = next_delay(ex.interval_seconds, outcome, int(st.consecutive_failures or 0))
+        schedule(ctx.queue, s, ex, delay, expect_seq=seq)
+
+
+register_handler(JOB_KIND, fetch_job)
+
+
+def utc_from_epoch(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+__all__ = [
+    "JOB_KIND",
+    "ConcurrentFetchError",
+    "FetchOptions",
+    "FetchOutcome",
+    "fetch_job",
+    "next_delay",
+    "run_fetch",
+    "schedule",
+    "start_chain",
+]
