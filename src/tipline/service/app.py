@@ -15,6 +15,7 @@ instead of failing a request.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import sqlite3
 import threading
@@ -267,6 +268,7 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if load_index == "sync":
             matcher.load()
+            _freeze_loaded_objects()
         elif load_index == "background":
             threading.Thread(target=_load_quietly, args=(matcher,), daemon=True).start()
         stop = threading.Event()
@@ -324,3 +326,13 @@ def _load_quietly(matcher: MatchService) -> None:
         matcher.load()
     except Exception:
         log.exception("could not load the match index; /status answers INDEX-NOT-LOADED")
+        return
+    _freeze_loaded_objects()
+
+
+def _freeze_loaded_objects() -> None:
+    """Move what start-up built (the bank index's tables, modules, routes) out of the garbage
+    collector's sight: a full collection would otherwise walk them all (~150 ms at 200k
+    entries), a pause every few thousand requests that lands in the lookups' p99."""
+    gc.collect()
+    gc.freeze()
