@@ -121,3 +121,42 @@ def test_exif_orientation_is_not_applied() -> None:
         # and it is not the hash of the displayed (rotated) image
         shown = np.ascontiguousarray(np.rot90(np.asarray(img), k=-1))
         assert pdq.hamming(a.pdq or "", pdq.reference_hash(shown)[0].hex) > 40
+
+
+def test_fast_mode_decodes_large_jpegs_at_one_eighth() -> None:
+    """A JPEG whose short side stays >= JPEG_MIN_SIDE at 1/8 is decoded at 1/8 (12 MP: 375 px),
+    and its fast hash stays within the fidelity bound of full resolution."""
+    from tipline.config import Limits
+    from tipline.media.decode import JPEG_MIN_SIDE, decode_luma_fast, jpeg_scale
+    from tipline.media.sniff import JPEG
+
+    assert jpeg_scale(4000, 3000) == 8
+    assert jpeg_scale(2048, 1365) == 2  # 1365 // 8 < 256: 1/2 keeps >= 512
+    assert jpeg_scale(4000, 3000, min_side=512) == 4
+    assert jpeg_scale(300, 200) == 1
+    data = encode(photo("coffee", size=(2800, 2100)), "JPEG", quality=90)
+    luma = decode_luma_fast(data, JPEG, Limits())
+    assert luma.plane.shape == (-(-2100 // 8), 2800 // 8)  # libjpeg rounds up
+    assert min(luma.plane.shape) >= JPEG_MIN_SIDE
+    fast = hash_bytes(data, "a.jpg", HashOptions(pdq_mode="fast"))
+    ref = hash_bytes(data, "a.jpg", HashOptions(pdq_mode="reference"))
+    assert pdq.hamming(fast.pdq or "", ref.pdq or "") <= 16
+
+
+def test_fragile_one_eighth_decode_tries_the_finer_scale_first() -> None:
+    """A fragile hash from the 1/8 plane is decoded again at FAST_MIN_SIDE before the caller
+    falls back to the reference; a pure checkerboard is fragile at both."""
+    from tipline.config import Limits
+    from tipline.media.decode import FAST_MIN_SIDE
+    from tipline.media.sniff import JPEG
+    from tipline.scan.hashing import fast_pdq
+
+    yy, xx = np.mgrid[0:2048, 0:2048]
+    board = np.where(((yy // 64) + (xx // 64)) % 2 == 0, 255, 0).astype(np.uint8)
+    data = encode(Image.fromarray(board).convert("RGB"), "JPEG", quality=95)
+    luma, hashes = fast_pdq(data, JPEG, Limits())
+    assert hashes is None
+    assert min(luma.plane.shape) >= FAST_MIN_SIDE  # the retry ran
+    # an ordinary picture keeps its 1/8 plane and fast hash
+    luma, hashes = fast_pdq(encode(photo("rocket", (2400, 2048)), "JPEG"), JPEG, Limits())
+    assert hashes is not None and min(luma.plane.shape) == 256

@@ -49,8 +49,15 @@ def _register_heif() -> None:
         _heif_registered = True
 
 
-#: Fast mode decodes JPEGs in the DCT domain down to at least this many pixels on the short side.
+#: Fast mode box-reduces planes (other formats, video frames, query variants) down to at least
+#: this many pixels on the short side.
 FAST_MIN_SIDE = 512
+#: JPEGs are decoded in the DCT domain (libjpeg-turbo scaled IDCT) at 1/8 where the short side
+#: stays at least this many pixels, else at 1/4 or 1/2 down to ``FAST_MIN_SIDE``: a 12 MP photo
+#: at 1/8 (375 px) is within a few bits of full resolution (bench/hashing.py), and where its
+#: hash is fragile the fast path decodes once more at ``FAST_MIN_SIDE`` before giving up
+#: (tipline.scan.hashing.fast_pdq).
+JPEG_MIN_SIDE = 256
 
 
 @dataclass(slots=True)
@@ -162,19 +169,32 @@ def _load(im: Image.Image, media_type: MediaType) -> None:
         raise CorruptMediaError(f"cannot decode {media_type.mime}: {msg}") from None
 
 
-def decode_luma_fast(data: bytes, media_type: MediaType, limits: Limits) -> LumaPlane:
-    """Luma for fast PDQ: JPEGs scaled in the DCT domain, other formats box-reduced."""
+def jpeg_scale(width: int, height: int, min_side: int = JPEG_MIN_SIDE) -> int:
+    """The DCT-domain reduction (8, 4, 2 or 1): 1/8 where the short side stays >= ``min_side``,
+    else the largest that keeps it >= ``FAST_MIN_SIDE`` (coarser 1/4 and 1/2 planes of smaller
+    images were measured to drift up to 20 bits on text and halftones)."""
+    short = min(width, height)
+    if short // 8 >= min_side:
+        return 8
+    for scale in (4, 2):
+        if short // scale >= FAST_MIN_SIDE:
+            return scale
+    return 1
+
+
+def decode_luma_fast(
+    data: bytes, media_type: MediaType, limits: Limits, min_side: int = JPEG_MIN_SIDE
+) -> LumaPlane:
+    """Luma for fast PDQ: JPEGs scaled in the DCT domain (short side >= ``min_side``), other
+    formats box-reduced (short side >= ``FAST_MIN_SIDE``)."""
     with deadline(limits.max_decode_seconds):
         im = open_image(data, media_type, limits)
         width, height = im.size
         mode = im.mode
         if media_type == JPEG:
-            short = min(width, height)
-            if short > FAST_MIN_SIDE:
-                f = FAST_MIN_SIDE / short
-                im.draft("L", (max(1, int(width * f)), max(1, int(height * f))))
-            else:
-                im.draft("L", None)
+            # Pillow picks the largest reduction with size // request >= scale in both axes.
+            s = jpeg_scale(width, height, min_side)
+            im.draft("L", (max(1, width // s), max(1, height // s)))
         _load(im, media_type)
         if im.mode not in ("L",):
             im = _to_luma(im)

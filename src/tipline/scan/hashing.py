@@ -24,7 +24,7 @@ from tipline.media.decode import (
     decode_luma_fast,
     decode_reference,
 )
-from tipline.media.sniff import SNIFF_BYTES, MediaType, disguise_warning, sniff
+from tipline.media.sniff import JPEG, SNIFF_BYTES, MediaType, disguise_warning, sniff
 from tipline.media.video import VideoMode, VideoSource
 from tipline.record import MIN_USABLE_QUALITY, ItemRecord
 from tipline.signals import pdq, pdq_variants
@@ -172,10 +172,7 @@ def add_pdq(record: ItemRecord, data: bytes, mt: MediaType, options: HashOptions
         if options.trim_borders or options.crop_queries:
             luma = query_plane(px.pixels)
     else:
-        luma = decode_luma_fast(data, mt, options.limits)
-        fast = None
-        if luma.mode not in TE_RAW_MODES:  # else the reference hash is not of these pixels
-            fast = pdq.fast_hash_or_none(luma.plane, luma.height, luma.width, options.dihedral)
+        luma, fast = fast_pdq(data, mt, options.limits, options.dihedral)
         # None: fragile, the fast path cannot vouch for its bits; near a bank entry: a scan's
         # matches are decided on reference hashes
         recheck = options.pdq_recheck
@@ -201,6 +198,28 @@ def add_pdq(record: ItemRecord, data: bytes, mt: MediaType, options: HashOptions
                 variants[name] = value
     if variants:
         record.pdq_variants = variants
+
+
+def fast_pdq(
+    data: bytes, mt: MediaType, limits: Limits, dihedral: bool = False
+) -> tuple[LumaPlane, list[pdq.PdqHash] | None]:
+    """Fast-mode PDQ of an image: its DCT-scaled (JPEG) or box-reduced luma plane and the
+    hashes, or None where the fast path cannot vouch for the bits (fragile, or a mode whose
+    reference hash is not of these pixels): the caller then computes the reference hash.
+
+    A JPEG decoded below ``FAST_MIN_SIDE`` (1/8 of a 12 MP photo) whose hash is fragile is
+    decoded once more at ``FAST_MIN_SIDE`` first: the coarser plane's error estimate (one
+    level coarser still) is the looser one, and a finer decode costs less than the reference.
+    """
+    luma = decode_luma_fast(data, mt, limits)
+    if luma.mode in TE_RAW_MODES:
+        return luma, None
+    fast = pdq.fast_hash_or_none(luma.plane, luma.height, luma.width, dihedral)
+    scaled_below = min(luma.plane.shape) < min(FAST_MIN_SIDE, luma.width, luma.height)
+    if fast is None and mt == JPEG and scaled_below:
+        luma = decode_luma_fast(data, mt, limits, min_side=FAST_MIN_SIDE)
+        fast = pdq.fast_hash_or_none(luma.plane, luma.height, luma.width, dihedral)
+    return luma, fast
 
 
 def query_plane(rgb: npt.NDArray[np.uint8]) -> LumaPlane:
