@@ -379,7 +379,8 @@ def test_fragile_fast_hash_falls_back_to_reference() -> None:
     plane = np.asarray(Image.open(io.BytesIO(data)))
     buf = pdq.buffer_from_luma(plane)
     assert buf is not None
-    assert pdq.fragile_bits(plane, buf, *plane.shape) >= pdq.FRAGILE_LIMIT
+    assert pdq.fragile_bits(plane, buf, *plane.shape) >= pdq.TIE_FRAGILE_LIMIT
+    assert pdq.is_fragile(plane, buf, *plane.shape)
     assert pdq.fast_hash_or_none(plane) is None
     assert hash_bytes(data, "c.png", FAST).pdq == expected(data)[0]
     # an ordinary picture is not fragile and keeps the fast answer

@@ -151,8 +151,10 @@ def test_fragile_one_eighth_decode_tries_the_finer_scale_first() -> None:
     from tipline.media.sniff import JPEG
     from tipline.scan.hashing import fast_pdq
 
-    yy, xx = np.mgrid[0:2048, 0:2048]
-    board = np.where(((yy // 64) + (xx // 64)) % 2 == 0, 255, 0).astype(np.uint8)
+    # a full-contrast checkerboard whose cells do not divide the 1/8 scale (cell 37 at 12 MP):
+    # the reduced plane's coefficients move across the median when the scale halves
+    yy, xx = np.mgrid[0:3000, 0:4000]
+    board = np.where(((yy // 37) + (xx // 37)) % 2 == 0, 255, 0).astype(np.uint8)
     data = encode(Image.fromarray(board).convert("RGB"), "JPEG", quality=95)
     luma, hashes = fast_pdq(data, JPEG, Limits())
     assert hashes is None

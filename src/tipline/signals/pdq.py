@@ -260,18 +260,28 @@ def fast_hash(
 
 
 #: Fast mode gives up (the caller computes the reference hash) when at least this many DCT
-#: coefficients lie within their estimated error of the median. Measured (JPEG q90): photographs
-#: and text pages (scikit-image, bench/_images.py) 1-16, with 0-2 bits from the reference;
-#: smooth colour fields with noise (bench/service.py's uploads) 25-68, 2-6 bits off;
-#: halftones, line screens, micro text, soft checkerboards 1-23, 0-4 bits off; full-contrast
-#: checkerboards at 640 px 112-115, 48-56 bits off (those must fall back). At 24 the smooth
-#: fields fell back too and fast mode cost more than the reference.
-FRAGILE_LIMIT = 96
+#: coefficients lie within their estimated error of the median. Two errors, two bars, measured
+#: on JPEG q90 (bench/_hifreq.py, bench/service.py's uploads, scikit-image photographs):
+#:
+#: * a reduced plane (the DCT-scaled decode): the change the coefficients see when the plane is
+#:   halved once more. Photographs, halftones, line screens, micro text, smooth fields with
+#:   noise: 1-10 at risk, 0-4 bits from the reference; a full-contrast checkerboard at 12 MP:
+#:   82-130 at risk, up to 20 bits off. Bar: ``FRAGILE_LIMIT``.
+#: * a full-resolution plane: exact ties only (rounding order decides them). Photographs 1-16;
+#:   smooth colour fields 22-63, 0-4 bits off; full-contrast checkerboards at 640 px 112-115,
+#:   48-56 bits off. Bar: ``TIE_FRAGILE_LIMIT``.
+FRAGILE_LIMIT = 24
+TIE_FRAGILE_LIMIT = 96
 #: Coefficients this close to the median (relative to the largest coefficient) are ties that
 #: rounding decides: the reference's own float order, or the JPEG's Y plane against luma from
 #: its decoded RGB. Hard patterns leave most coefficients at such a tie (HMA's checkerboards:
 #: 192 of 256); photographs have 1-13.
 _TIE = 1e-3
+
+
+def _reduced(y: FloatArray | npt.NDArray[np.uint8], full_height: int, full_width: int) -> bool:
+    h, w = y.shape[:2]
+    return (h, w) != (full_height, full_width) and h >= 10 and w >= 10
 
 
 def fragile_bits(
@@ -283,22 +293,34 @@ def fragile_bits(
     """How many hash bits of ``buffer64`` (from plane ``y``) the fast path cannot vouch for.
 
     A bit is at risk when its coefficient's distance to the median is within the coefficient's
-    error. At full resolution the error is rounding (ties, ``_TIE``). For a
-    reduced plane the error is estimated as the change the same hash sees when the plane is
-    reduced once more (2x2 means, which the DCT-scaled decode or box reduction gives exactly
-    one level down): where halving the scale moves a coefficient across the median, the
-    scale the plane was decoded at may have too.
+    error. At full resolution the error is rounding (ties, ``_TIE``). For a reduced plane it is
+    estimated as the change the same hash sees when the plane is reduced once more (2x2 means,
+    which the DCT-scaled decode or box reduction gives exactly one level down): where halving
+    the scale moves a coefficient across the median, the scale the plane was decoded at may
+    have too. (Ties do not count there: smooth pictures have many coefficients near the median
+    whose bits the scale does not move.)
     """
     coeffs = dct16(buffer64).reshape(-1)
     median = np.partition(coeffs, 127)[127]
     gap = np.abs(coeffs - median)
-    tol = np.full(gap.shape, _TIE * float(np.abs(coeffs).max()), dtype=np.float32)
-    h, w = y.shape[:2]
-    if (h, w) != (full_height, full_width) and h >= 10 and w >= 10:
+    if _reduced(y, full_height, full_width):
         coarse = buffer_from_luma(_halve(y), full_height, full_width)
         if coarse is not None:
-            tol = np.maximum(tol, np.abs(dct16(coarse).reshape(-1) - coeffs))
-    return int(np.count_nonzero(gap <= tol))
+            tol = np.abs(dct16(coarse).reshape(-1) - coeffs)
+            return int(np.count_nonzero(gap <= tol))
+    tie = _TIE * float(np.abs(coeffs).max())
+    return int(np.count_nonzero(gap <= tie))
+
+
+def is_fragile(
+    y: FloatArray | npt.NDArray[np.uint8],
+    buffer64: FloatArray,
+    full_height: int,
+    full_width: int,
+) -> bool:
+    """Whether the fast path should give up on this hash (see ``FRAGILE_LIMIT``)."""
+    bar = FRAGILE_LIMIT if _reduced(y, full_height, full_width) else TIE_FRAGILE_LIMIT
+    return fragile_bits(y, buffer64, full_height, full_width) >= bar
 
 
 def _halve(y: FloatArray | npt.NDArray[np.uint8]) -> FloatArray | npt.NDArray[np.uint8]:
@@ -318,7 +340,7 @@ def fast_hash_or_none(
     full_width: int | None = None,
     dihedral: bool = False,
 ) -> list[PdqHash] | None:
-    """``fast_hash``, or None where it is fragile (``fragile_bits`` >= ``FRAGILE_LIMIT``): the
+    """``fast_hash``, or None where it is fragile (``is_fragile``): the
     caller then computes the reference hash."""
     fh = full_height or y.shape[0]
     fw = full_width or y.shape[1]
@@ -326,7 +348,7 @@ def fast_hash_or_none(
     if buf is None:
         zero = PdqHash("0" * PDQ_HEX_LEN, 0)
         return [zero] * (8 if dihedral else 1)
-    if fragile_bits(y, buf, fh, fw) >= FRAGILE_LIMIT:
+    if is_fragile(y, buf, fh, fw):
         return None
     if dihedral:
         return dihedral_from_buffer(buf)
