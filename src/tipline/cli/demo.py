@@ -27,8 +27,8 @@ def demo(
     scikit-image ships and procedural images, plus copies of each: resized, recompressed,
     cropped, captioned, mirrored and rotated. Two of every three originals go into the bank
     `DEMO` labelled `DEMO-benign-stand-in`. The scan then shows which copies PDQ finds, at what
-    Hamming distance, and which it misses; mirrored and rotated copies are found only with
-    `--dihedral` lookups.
+    Hamming distance, and which plain PDQ misses but `tipline scan`'s default extra lookups
+    (rotations and flips, the picture inside a border, re-crops) find.
     """
     from tipline.demo.corpus import VARIANTS
     from tipline.demo.run import DEMO_BANK, run_demo
@@ -44,8 +44,9 @@ def demo(
 
     table = Table(
         title=f"Copies of banked originals: PDQ distance to the bank entry (bank {DEMO_BANK})",
-        caption="number = found at that Hamming distance (threshold 31) · ↻ = found only with "
-        "--dihedral · - = not found · ! = PDQ quality under 50: matched by MD5 only",
+        caption="number = found by plain PDQ at that Hamming distance (threshold 31) · ↻ = found "
+        "only by scan's extra lookups (rotations, borders, re-crops) · - = not found · ! = PDQ "
+        "quality under 50: matched by MD5 only",
     )
     table.add_column("original", no_wrap=True)
     table.add_column("quality", justify="right", no_wrap=True)
@@ -87,8 +88,8 @@ def demo(
     summary = Table(title="By transformation")
     summary.add_column("copy")
     summary.add_column("what")
-    summary.add_column("found", justify="right")
-    summary.add_column("found with --dihedral", justify="right")
+    summary.add_column("plain PDQ", justify="right")
+    summary.add_column("tipline scan", justify="right")
     total = found = found_d = 0
     for v, (_fn, desc) in VARIANTS.items():
         a, b, n = per_variant[v]
@@ -115,8 +116,10 @@ def demo(
 
     unbanked = sum(1 for f in result.files if not f.banked)
     console.print(
-        f"Found {found} of {total} transformed copies of banked originals by default, "
-        f"{found_d} of {total} with --dihedral. Originals with PDQ quality under 50 are matched "
+        f"Found {found} of {total} transformed copies of banked originals with plain PDQ, "
+        f"{found_d} of {total} with tipline scan's defaults (rotations, borders, re-crops; "
+        "--no-dihedral --no-trim-borders --no-crop-queries turn them off). Originals with PDQ "
+        "quality under 50 are matched "
         f"by MD5 only. False positives among {unbanked} files of unbanked originals: "
         f"{len(false_pos)}."
     )
@@ -126,5 +129,5 @@ def demo(
     console.print(
         f"Scanned {s.items} items in {s.seconds:.1f} s. Results: {result.results_path}\n"
         f"HTML report: {result.report_path}\n"
-        f"Next: tipline scan {result.files[0].path.parent.parent} --bank {DEMO_BANK} --dihedral"
+        f"Next: tipline scan {result.files[0].path.parent.parent} --bank {DEMO_BANK}"
     )

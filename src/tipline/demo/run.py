@@ -88,7 +88,10 @@ def run_demo(data_dir: Path, jobs: int = 0, fresh: bool = True) -> DemoResult:
         for r in batch:
             dihedral[r.path] = r
 
-    run_scan([str(root / "corpus")], replace(FAST, dihedral=True), matcher, sink_d, jobs=jobs)
+    # what `tipline scan` looks up by default besides the plain hash: rotations and flips,
+    # the picture inside a border, re-crops
+    extra = replace(FAST, dihedral=True, trim_borders=True, crop_queries=True)
+    run_scan([str(root / "corpus")], extra, matcher, sink_d, jobs=jobs)
 
     report_path = root / "report.html"
     report_path.write_text(
