@@ -24,6 +24,17 @@
   the next run is scheduled with exponential backoff (honouring ``Retry-After``); the chain
   never dies.
 
+* **Live indexes.** Right after each batch commits, its changes are appended to the
+  bank-change journal of the configured index directory (``tipline.index.journal``, the file
+  every serving process's ``MatchService`` follows): ``add`` for new entries, ``remove`` +
+  ``add`` for entries whose record changed or came back (a re-enable), ``enable`` false for
+  tombstones; all idempotent. A batch's transaction also sets ``journal_pending`` on the status
+  row; the run clears it once all its lines are written. A writer that died (or failed to
+  write) between a commit and its lines leaves the flag set, and the next run of the exchange
+  (the job's retry after its lease, or the next link) journals ``reload`` first: every serving
+  process rebuilds from the database, which holds the batch. So a crash delays those entries
+  until the next run; it never loses them.
+
 The chain: job ``exchange_fetch`` with payload ``{"exchange_id", "seq"}`` and dedupe key
 ``exchange-fetch:<id>:<seq>``; a run schedules ``seq + 1`` in its last transaction (now, if it
 ran out of time; else after the exchange's interval or the backoff). A job whose ``seq`` is not
@@ -39,6 +50,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -55,11 +67,19 @@ from tipline.exchange.api import (
     Problem,
     exchange_type,
 )
-from tipline.exchange.store import fetch_settings, get_exchange, open_credentials
+from tipline.exchange.store import (
+    JOURNAL_PENDING,
+    fetch_settings,
+    get_exchange,
+    index_dir,
+    open_credentials,
+)
+from tipline.index.journal import EntryRow, JournalWriter, add_op
 from tipline.signals.types import registered as signal_types
 from tipline.store.jobs import JobContext, JobQueue, register_handler
 from tipline.store.tables import (
     BankEntryRow,
+    BankRow,
     ExchangeFetchStatusRow,
     ExchangeRecordRow,
     ExchangeRow,
@@ -74,6 +94,8 @@ DEFAULT_BUDGET_SECONDS = 240.0
 BACKOFF_BASE = 30.0
 BACKOFF_CAP = 6 * 3600.0
 _CHUNK = 500
+#: Ids per journalled ``remove`` / ``enable`` line.
+_JOURNAL_IDS = 20_000
 
 _R = ExchangeRecordRow
 _E = BankEntryRow
@@ -92,6 +114,9 @@ class FetchOptions:
     #: wall clock (epoch seconds) for the status times; monotonic time bounds the run
     clock: Callable[[], float] = time.time
     monotonic: Callable[[], float] = time.monotonic
+    #: the index directory whose change journal gets each batch (default: the one
+    #: ``tipline.exchange.store.configure`` set; None there: no journal)
+    index_dir: Path | None = None
 
 
 @dataclass(slots=True)
@@ -108,6 +133,8 @@ class FetchOutcome:
     changed: int = 0
     tombstoned: int = 0
     skipped: int = 0
+    #: journal lines written for the serving processes' live indexes
+    journalled: int = 0
     error: str | None = None
     retry_after: float | None = None
     counts: dict[str, int] = field(default_factory=dict)
@@ -144,6 +171,13 @@ class _Run:
         self.factory = factory
         self.opts = opts
         self.out = FetchOutcome(name)
+        where = opts.index_dir if opts.index_dir is not None else index_dir()
+        self.journal = JournalWriter(where, f"exchange:{name}") if where is not None else None
+        #: a journal write failed in this run: the pending flag stays for the next run
+        self.journal_failed = False
+        self.journal_pending = False
+        #: the current batch's journal operations (built in its transaction)
+        self.ops: list[dict[str, Any]] = []
         with factory() as s, s.begin():
             ex = get_exchange(s, name)
             self.ex_id, self.name, self.api = ex.id, ex.name, ex.api
@@ -155,6 +189,26 @@ class _Run:
             st.running_fetch_start_ts = opts.clock()
             st.version = (st.version or 0) + 1
             self.version = st.version
+            stats = dict(st.stats or {})
+            if stats.get(JOURNAL_PENDING):
+                if self._replay():
+                    stats.pop(JOURNAL_PENDING, None)
+                    st.stats = stats
+                else:
+                    self.journal_failed = True  # keep the flag for a later run
+
+    def _replay(self) -> bool:
+        """An earlier run committed batches whose journal lines may be missing: tell every
+        serving process to rebuild from the database (which holds them). True when done."""
+        if self.journal is None:
+            return False
+        try:
+            self.journal.reload()
+        except OSError as err:
+            log.warning("exchange %s: could not journal a reload: %s", self.name, err)
+            return False
+        log.info("exchange %s: journalled a reload for an earlier run's batches", self.name)
+        return True
 
     def _status(self, s: Session) -> ExchangeFetchStatusRow:
         st = s.get(_S, self.ex_id, with_for_update=True)
@@ -244,10 +298,14 @@ class _Run:
                     problems.append(ok)
                 else:
                     checked[key] = ok
+            self.ops = []
             added, changed, tomb = self._apply(s, checked, gen, now)
             if checkpoint.up_to_date and st.snapshot_open:
                 tomb += self._tombstone_unseen(s, gen, now)
                 st.snapshot_open = False
+            if self.ops and self.journal is not None and self.journal.active:
+                stats[JOURNAL_PENDING] = True
+                self.journal_pending = True
             for p in problems:
                 stats[p.kind] = int(stats.get(p.kind, 0)) + 1
             kept = (kept + [p.to_json() for p in problems])[-MAX_PROBLEMS_KEPT:]
@@ -269,6 +327,7 @@ class _Run:
             st.fetched_items = max(0, int(st.fetched_items or 0) + added - tomb)
             st.stats = stats
             st.version = self.version = st.version + 1
+        self._journal_batch()
         self.out.batches += 1
         self.out.added += added
         self.out.changed += changed
@@ -276,6 +335,67 @@ class _Run:
         self.out.skipped += len(problems)
         for p in problems:
             self.out.counts[p.kind] = self.out.counts.get(p.kind, 0) + 1
+
+    def _journal_batch(self) -> None:
+        """Append the committed batch's operations to the change journal (after the commit:
+        a line never names an entry the database does not hold)."""
+        ops, self.ops = self.ops, []
+        if not ops or self.journal is None:
+            return
+        try:
+            self.out.journalled += self.journal.write(ops)
+        except OSError as err:
+            self.journal_failed = True
+            log.warning(
+                "exchange %s: batch committed but not journalled (%s); the next run "
+                "journals a reload",
+                self.name,
+                err,
+            )
+
+    def _journal_ops(
+        self,
+        s: Session,
+        added: list[tuple[int, dict[str, Any]]],
+        replaced: list[int],
+        disabled: list[int],
+    ) -> None:
+        """This batch's journal operations: its bank, ``remove`` for entries written again
+        (a changed or revived record: the ``add`` after it carries the new state), ``add``,
+        then ``enable`` false for tombstones. Each is idempotent."""
+        if self.journal is None or not (added or disabled):
+            return
+        row = s.get(BankRow, self.bank_id)
+        if row is None:
+            return
+        bank = row.name
+        # the bank first: `tipline exchange add` creates it outside the service (idempotent)
+        self.ops.append(
+            {
+                "op": "bank",
+                "bank": {
+                    "name": row.name,
+                    "role": row.role,
+                    "pdq_threshold": row.pdq_threshold,
+                    "enabled": row.enabled,
+                    "description": row.description,
+                    "created_at": row.created_at,
+                    "enabled_ratio": row.enabled_ratio,
+                },
+            }
+        )
+        for chunk in _chunks(replaced, _JOURNAL_IDS):
+            self.ops.append({"op": "remove", "bank": bank, "ids": chunk})
+        if added:
+            rows: list[EntryRow] = [
+                (eid, bank, v["signal_type"], v["signal"], v["label"], True, None)
+                for eid, v in added
+            ]
+            self.ops.append(add_op(rows))
+        for chunk in _chunks(disabled, _JOURNAL_IDS):
+            self.ops.append(
+                {"op": "enable", "bank": bank, "ids": chunk, "enabled": False, "until": None}
+            )
 
     def _apply(
         self, s: Session, updates: dict[str, ExchangeRecord | None], gen: int, now: float
@@ -293,6 +413,8 @@ class _Run:
         touch: list[int] = []
         gone_records: list[int] = []
         gone_entries: list[int] = []
+        journal_add: list[tuple[int, dict[str, Any]]] = []
+        replaced: list[int] = []
         added = changed = 0
         for key, rec in updates.items():
             old = existing.get(key)
@@ -317,6 +439,8 @@ class _Run:
                 else:
                     values.pop("added_at")
                     s.execute(update(_E).where(_E.id == entry_id).values(**values))
+                    replaced.append(int(entry_id))
+                journal_add.append((int(entry_id), values))
                 s.execute(
                     update(_R)
                     .where(_R.id == old.id)
@@ -350,9 +474,11 @@ class _Run:
                 ],
             )
             added += len(new)
+            journal_add.extend(zip(ids, rows, strict=True))
         for chunk in _chunks(touch):
             s.execute(update(_R).where(_R.id.in_(chunk)).values(generation=gen))
         tomb = self._disable(s, gone_records, gone_entries, gen, now)
+        self._journal_ops(s, journal_add, replaced, gone_entries)
         return added, changed, tomb
 
     def _entry_values(self, key: str, rec: ExchangeRecord, now: float) -> dict[str, Any]:
@@ -392,15 +518,19 @@ class _Run:
                 _R.exchange_id == self.ex_id, _R.generation < gen, _R.deleted.is_(False)
             )
         ).all()
-        return self._disable(
-            s, [r.id for r in rows], [r.entry_id for r in rows if r.entry_id is not None], gen, now
-        )
+        entries = [int(r.entry_id) for r in rows if r.entry_id is not None]
+        self._journal_ops(s, [], [], entries)
+        return self._disable(s, [r.id for r in rows], entries, gen, now)
 
     def _finish(self, error: BaseException | None) -> None:
         now = self.opts.clock()
         with self.factory() as s, s.begin():
             st = self._status(s)
             st.running_fetch_start_ts = None
+            if self.journal_pending and not self.journal_failed:
+                stats = dict(st.stats or {})
+                stats.pop(JOURNAL_PENDING, None)
+                st.stats = stats
             if error is None:
                 st.last_fetch_complete_ts = max(now, st.last_fetch_complete_ts or 0.0)
                 st.last_fetch_succeeded = True

@@ -11,6 +11,7 @@ import secrets
 import struct
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -30,6 +31,10 @@ from tipline.store.tables import (
     ExchangeRow,
 )
 
+#: Key in a status row's ``stats``: committed batches whose journal lines may not all have
+#: been written (set in the batch's transaction, cleared when the run's lines are all out).
+JOURNAL_PENDING = "journal_pending"
+
 _MAGIC = b"TLX1"
 _HEAD = struct.Struct(">4s8s12s")
 DEFAULT_INTERVAL = 3600
@@ -38,16 +43,27 @@ DEFAULT_INTERVAL = 3600
 
 _fetch_settings: FetchSettings | None = None
 _keyring: Callable[[], Keyring] | None = None
+_index_dir: Path | None = None
 
 
 def configure(
-    fetch_settings: FetchSettings | None = None, keyring: Callable[[], Keyring] | None = None
+    fetch_settings: FetchSettings | None = None,
+    keyring: Callable[[], Keyring] | None = None,
+    index_dir: Path | None = None,
 ) -> None:
-    """The address policy ``http_list`` fetches under, and where the credential key comes
-    from (called lazily: only exchanges with credentials need it)."""
-    global _fetch_settings, _keyring
+    """The address policy ``http_list`` fetches under, where the credential key comes
+    from (called lazily: only exchanges with credentials need it), and the index directory
+    whose bank-change journal the serving processes follow (the fetcher journals its
+    committed batches there; None: it journals nothing)."""
+    global _fetch_settings, _keyring, _index_dir
     _fetch_settings = fetch_settings
     _keyring = keyring
+    _index_dir = index_dir
+
+
+def index_dir() -> Path | None:
+    """The index directory set by :func:`configure` (None when none was)."""
+    return _index_dir
 
 
 def fetch_settings() -> FetchSettings:
@@ -252,12 +268,13 @@ def status_json(s: Session, ex: ExchangeRow) -> dict[str, Any]:
         "fetched_items": int(st.fetched_items or 0),
         "last_error": st.last_error,
         "consecutive_failures": int(st.consecutive_failures or 0),
-        "counts": {k: v for k, v in stats.items() if k != "problems"},
+        "counts": {k: v for k, v in stats.items() if k not in ("problems", JOURNAL_PENDING)},
         "problems": list(stats.get("problems") or []),
     }
 
 
 __all__ = [
+    "JOURNAL_PENDING",
     "ExchangeNotFound",
     "api_has_credentials",
     "configure",
@@ -265,6 +282,7 @@ __all__ = [
     "delete_exchange",
     "exchange_json",
     "get_exchange",
+    "index_dir",
     "list_exchanges",
     "open_credentials",
     "seal",

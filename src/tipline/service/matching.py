@@ -20,7 +20,10 @@ a background thread, and applies the same incremental update (operations are ide
 hash added through one process is matchable on all of them within about a second, with no
 rebuild. Only a bulk add of more than ``JOURNAL_MAX_ADDS`` entries is journalled as ``reload``:
 the others rebuild from the database in the background while their old index keeps answering
-(memory peak: two indexes for the length of one reload). The journal is rotated when it
+(memory peak: two indexes for the length of one reload). Writers outside the service use the
+same writer (``tipline.index.journal``): ``tipline bank`` journals ``reload``, and the exchange
+fetcher (``tipline.exchange.fetcher``, in a ``tipline worker``) journals each committed batch's
+adds, tombstone disables and re-enables right after its commit. The journal is rotated when it
 outgrows ``JOURNAL_ROTATE_BYTES``: the writer renames it to ``changes.jsonl.old`` and starts a
 new one; a process that finds a new file under the name rebuilds from the database (which
 already holds every change journalled before the rotation) and follows the new file.
@@ -29,10 +32,8 @@ already holds every change journalled before the rotation) and follows the new f
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
-import os
 import secrets
 import threading
 import time
@@ -45,6 +46,7 @@ from sqlalchemy.engine import Engine
 
 from tipline.banks.bank import Bank, BankStore, Entry
 from tipline.errors import BankError, BankNotFoundError
+from tipline.index import journal
 from tipline.index.bank_index import BankIndex, Hit
 from tipline.record import ItemRecord, Match
 from tipline.signals.types import signal_type
@@ -52,12 +54,13 @@ from tipline.store.banks import SqlBankStore
 
 log = logging.getLogger("tipline.service.matching")
 
-#: The change journal in the index directory (JSON lines; see the module docstring).
-JOURNAL = "changes.jsonl"
+#: The change journal in the index directory (JSON lines; see the module docstring and
+#: ``tipline.index.journal``, its writer, shared with the exchange fetcher).
+JOURNAL = journal.JOURNAL
 #: Adds larger than this are journalled as "reload" (the other processes rebuild).
-JOURNAL_MAX_ADDS = 10_000
+JOURNAL_MAX_ADDS = journal.JOURNAL_MAX_ADDS
 #: The journal is rotated past this size (a rotation costs each other process one rebuild).
-JOURNAL_ROTATE_BYTES = 64 * 1024 * 1024
+JOURNAL_ROTATE_BYTES = journal.JOURNAL_ROTATE_BYTES
 
 
 @dataclass(slots=True)
@@ -622,27 +625,8 @@ def announce_reload(index_dir: Path) -> None:
 
 
 def _append_journal(path: Path, op: dict[str, Any]) -> None:
-    """One JSON line, appended under an exclusive lock so concurrent writers never interleave."""
-    line = (json.dumps(op, separators=(",", ":")) + "\n").encode()
-    for _ in range(5):
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            st = os.fstat(fd)
-            try:
-                current = os.stat(path).st_ino
-            except FileNotFoundError:
-                current = -1
-            if current != st.st_ino:
-                continue  # another writer rotated it while we waited: write to the new file
-            if st.st_size + len(line) > JOURNAL_ROTATE_BYTES and st.st_size > 0:
-                os.replace(path, path.with_name(path.name + ".old"))
-                continue  # readers see a new file and rebuild; our line goes into it
-            os.write(fd, line)
-            return
-        finally:
-            os.close(fd)
-    raise OSError(f"could not append to the change journal {path}")
+    """One JSON line, appended under an exclusive lock (``tipline.index.journal.append``)."""
+    journal.append(path, op, JOURNAL_ROTATE_BYTES)
 
 
 def _bank_fields(b: Bank) -> dict[str, Any]:

@@ -73,7 +73,11 @@ def configure_process(settings: ServiceSettings) -> None:
     )
     detector.configure(settings.detector_card or None)
     webhooks.configure(settings.fetch_settings())
-    exchange_store.configure(settings.fetch_settings(), lambda: credentials_keyring(settings))
+    exchange_store.configure(
+        settings.fetch_settings(),
+        lambda: credentials_keyring(settings),
+        index_dir=settings.index_path,  # the fetcher journals its batches for live indexes
+    )
 
 
 def credentials_keyring(settings: ServiceSettings) -> Keyring:
