@@ -21,6 +21,101 @@ from tipline.store.registry import register_handler_modules
 #: root: every ``tipline worker`` process imports this module before it loads them).
 register_handler_modules("tipline.pipeline", "tipline.actions.webhooks", "tipline.exchange.fetcher")
 
+
+def _install_plain_coercion() -> None:
+    """Typer converts every option value with a Pydantic ``TypeAdapter``, and importing
+    Pydantic costs ~60 ms of a ~0.2 s ``tipline hash DIR``. Plain values (``str``, ``bool``,
+    ``int``, ``float``, an unconstrained ``Path``, a list of those; already of the type, or
+    digits/decimals from the command line) are converted here as Pydantic converts them;
+    anything else (other spellings, ranges, enums, parsers, files) goes to Typer's own
+    conversion unchanged. If Typer's internals differ from what this expects, nothing is
+    installed: only slower."""
+    import re
+    from dataclasses import dataclass
+
+    try:
+        from typer import _coercion
+        from typer import core as typer_core
+        from typer._param_types import coerce_cli_path
+    except ImportError:  # pragma: no cover - another Typer
+        return
+    runtime_param = getattr(_coercion, "RuntimeParam", None)
+    original: Callable[[Any], Any] | None = getattr(typer_core, "build_runtime_param", None)
+    if runtime_param is None or original is None or original is not _coercion.build_runtime_param:
+        return  # pragma: no cover - another Typer
+    build_original: Callable[[Any], Any] = original
+
+    int_text = re.compile(r"[+-]?[0-9]+")
+    float_text = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?")
+    slow = object()
+
+    def plain(annotation: Any, info: Any, value: Any, param: Any, ctx: Any) -> Any:
+        if annotation is str or annotation is bool:
+            return value if type(value) is annotation else slow
+        if annotation is int:
+            if type(value) is int:
+                return value
+            return int(value) if type(value) is str and int_text.fullmatch(value) else slow
+        if annotation is float:
+            if type(value) is float:
+                return value
+            return float(value) if type(value) is str and float_text.fullmatch(value) else slow
+        if annotation is Path:
+            if type(value) is str:
+                value = Path(value)
+            if not isinstance(value, Path):
+                return slow
+            return coerce_cli_path(value, info, path_type=Path, param=param, ctx=ctx)
+        return slow  # pragma: no cover - only plain annotations get here
+
+    plain_types = (str, bool, int, float, Path)
+
+    def is_plain(descriptor: Any) -> bool:
+        info = descriptor.parameter_info
+        annotation = descriptor.annotation
+        if getattr(annotation, "__origin__", None) is list:
+            (annotation,) = annotation.__args__
+        return (
+            descriptor.file_annotation is None
+            and annotation in plain_types
+            and info.parser is None
+            and info.min is None
+            and info.max is None
+            and info.path_type is None
+        )
+
+    @dataclass(frozen=True)
+    class PlainRuntimeParam(runtime_param):  # type: ignore[misc, valid-type]
+        descriptor: Any = None
+
+        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+            annotation, info = self.annotation, self.parameter_info
+            if getattr(annotation, "__origin__", None) is list:
+                if isinstance(value, (list, tuple)):
+                    (item,) = annotation.__args__
+                    out = [plain(item, info, v, param, ctx) for v in value]
+                    if all(v is not slow for v in out):
+                        return out
+            else:
+                out = plain(annotation, info, value, param, ctx)
+                if out is not slow:
+                    return out
+            return build_original(self.descriptor)._coerce_value(value, param=param, ctx=ctx)
+
+    def build(descriptor: Any) -> Any:
+        if not is_plain(descriptor):
+            return build_original(descriptor)
+        return PlainRuntimeParam(
+            parameter_info=descriptor.parameter_info,
+            annotation=descriptor.annotation,
+            descriptor=descriptor,
+        )
+
+    typer_core.build_runtime_param = build  # type: ignore[attr-defined]
+
+
+_install_plain_coercion()
+
 app = typer.Typer(
     name="tipline",
     help=(

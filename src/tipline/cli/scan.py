@@ -10,28 +10,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from tipline.cli import state
 from tipline.cli.app import app
 from tipline.config import Limits
-from tipline.media.video import VideoMode
-from tipline.record import ItemRecord
-from tipline.scan.hashing import HashOptions, PdqMode
-from tipline.scan.output import OutputFormat
-from tipline.scan.runner import ScanSummary, run_scan
 
+# The hashing stack (NumPy, Pillow), rich and the bank index are imported by the commands
+# that use them, not here: `tipline hash DIR` starts in about the time of its imports.
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from tipline.media.video import VideoMode
     from tipline.provenance.keywords import KeywordMatcher
+    from tipline.record import ItemRecord
+    from tipline.scan.hashing import PdqMode
+    from tipline.scan.output import OutputFormat
+    from tipline.scan.runner import ScanSummary
 
 _LIMIT_HELP = "Input limits (hostile files)"
 _D = Limits()
@@ -264,6 +259,16 @@ def _check_mode(mode: str) -> PdqMode:
 
 
 def _progress(console: Console) -> Progress:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -376,9 +381,12 @@ def scan(
 
         tipline scan big-folder -o results.jsonl --resume   # after an interruption
     """
+    from rich.console import Console
+
     from tipline.cli.database import ready_url
     from tipline.scan import output as out
-    from tipline.scan.runner import bank_index_for_scan
+    from tipline.scan.hashing import HashOptions
+    from tipline.scan.runner import bank_index_for_scan, run_scan
     from tipline.store.banks import open_bank_store
 
     limits = limits_from(
@@ -570,6 +578,7 @@ def hash_cmd(
 
     Exit status 2 if something could not be hashed.
     """
+    from tipline.scan.hashing import HashOptions
     from tipline.scan.runner import run_scan
 
     limits = Limits(

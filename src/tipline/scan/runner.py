@@ -8,23 +8,26 @@ that kills its worker again gets an error record instead of stopping the scan.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tipline.errors import BankError
-from tipline.index.bank_index import BankIndex, BankLike, EntryLike
 from tipline.os_utils import cpu_count
 from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions
 from tipline.scan.items import scan_file
 from tipline.scan.sources import iter_inputs
+
+# The bank index and multiprocessing (jobs > 1) only where used: `tipline hash` needs neither.
+if TYPE_CHECKING:
+    import multiprocessing
+    from concurrent.futures import Future
+
+    from tipline.index.bank_index import BankIndex, BankLike, EntryLike
 
 #: Files handed to a worker at a time: big enough to amortise IPC, small enough to balance.
 BATCH = 8
@@ -95,6 +98,8 @@ def bank_index_for_scan(store: _BankSource, names: Sequence[str] | None = None) 
         ]
     else:
         chosen = [b for b in all_banks.values() if b.enabled]
+    from tipline.index.bank_index import BankIndex
+
     entries = (e for b in chosen for e in store.iter_entries(b.name, enabled_only=True))
     return BankIndex.build(chosen, entries)
 
@@ -247,6 +252,10 @@ def _run_pool(
     jobs: int,
     deliver: Callable[[list[ItemRecord], int], None],
 ) -> None:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
     ctx = multiprocessing.get_context("fork")
     batch = max(1, min(BATCH, len(tasks) // (jobs * 4) or 1))
     pending: deque[list[tuple[str, frozenset[str]]]] = deque(_batches(tasks, batch))
@@ -285,6 +294,9 @@ def _retry_one_by_one(
     ctx: multiprocessing.context.BaseContext,
     deliver: Callable[[list[ItemRecord], int], None],
 ) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
     for task in tasks:
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
             try:
