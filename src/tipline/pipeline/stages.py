@@ -163,6 +163,18 @@ def _report(session: Session, report_id: int) -> Report:
     return report
 
 
+def _report_url(session: Session, report_id: int, n: int) -> tuple[str, int | None]:
+    """The report's URL number ``n`` and the upload an earlier run already stored for it."""
+    urls = _report(session, report_id).urls or []
+    if not 0 <= n < len(urls):
+        raise PermanentJobError(f"report {report_id} has no URL number {n}")
+    url = str(urls[n])
+    stored = session.scalar(
+        select(Upload.id).where(Upload.report_id == report_id, Upload.source_url == url)
+    )
+    return url, stored
+
+
 def _insert(session: Session) -> Any:
     return postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
 
@@ -246,15 +258,7 @@ def stage_fetch(
         if session.get(Upload, upload_id) is None:
             raise PermanentJobError(f"upload {upload_id} does not exist")
     else:
-        n = _int(payload, "url_index")
-        report = _report(session, report_id)
-        urls = report.urls or []
-        if not 0 <= n < len(urls):
-            raise PermanentJobError(f"report {report_id} has no URL number {n}")
-        url = str(urls[n])
-        existing = session.scalar(
-            select(Upload.id).where(Upload.report_id == report_id, Upload.source_url == url)
-        )
+        url, existing = _report_url(session, report_id, _int(payload, "url_index"))
         if existing is not None:
             upload_id = existing
         else:
@@ -591,16 +595,8 @@ def _prefetch(ctx: JobContext, cfg: PipelineConfig) -> tuple[bytes, str] | None:
     """Network I/O outside any transaction: fetch a report's URL unless an earlier run already
     stored its bytes."""
     report_id = _int(ctx.payload, "report_id")
-    n = _int(ctx.payload, "url_index")
     with ctx.session_factory() as session:
-        report = _report(session, report_id)
-        urls = report.urls or []
-        if not 0 <= n < len(urls):
-            raise PermanentJobError(f"report {report_id} has no URL number {n}")
-        url = str(urls[n])
-        done = session.scalar(
-            select(Upload.id).where(Upload.report_id == report_id, Upload.source_url == url)
-        )
+        url, done = _report_url(session, report_id, _int(ctx.payload, "url_index"))
     if done is not None:
         return None
     return fetch_url_bytes(url, cfg)
