@@ -40,7 +40,9 @@ LAYERS: list[tuple[str, ...]] = [
     # exchange: fetching partners' hash lists into banks (over crawl.fetch's SSRF policy)
     ("review", "actions", "crawl", "demo", "exchange"),
     # the report pipeline's stages: fetch (crawl), webhooks (actions), triage; no HTTP
-    ("pipeline",),
+    # removal: locations, hosting attribution, cases, evidence, notices, re-checks (it uses
+    # crawl.fetch, the webhooks and exports of actions, grades and the audit chain)
+    ("pipeline", "removal"),
     ("service", "cli"),
 ]
 

@@ -104,6 +104,25 @@ class Checkpoint:
 
 ProblemKind = Literal["invalid", "unknown_signal_type", "malformed"]
 
+OpinionCategory = Literal["positive", "negative", "not_sure"]
+
+
+@dataclass(frozen=True, slots=True)
+class Opinion:
+    """An analyst's conclusion about a partner's record, to send back as feedback.
+
+    ``record_key``: the exchange's own key for the record (as fetched); ``category``:
+    ``positive`` (confirmed: the material is what the partner said), ``negative`` (it is not),
+    ``not_sure``; ``reasons``: free codes or words for the partner (NCMEC's negative reasons,
+    ThreatExchange tags); ``meta``: the record's partner metadata as fetched."""
+
+    record_key: str
+    signal_type: str
+    signal: str
+    category: OpinionCategory
+    reasons: tuple[str, ...] = ()
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -189,10 +208,28 @@ class ExchangeType(ABC):
         """True when ``checkpoint`` is too old to resume from: fetch from scratch."""
         return False
 
+    #: the partner takes opinions on its records (:meth:`submit_opinion`)
+    accepts_opinions: ClassVar[bool] = False
+    #: the partner takes signals we share (:meth:`submit_records`)
+    accepts_submissions: ClassVar[bool] = False
+
     @abstractmethod
     def fetch_iter(self, ctx: FetchContext, checkpoint: Checkpoint | None) -> Iterator[FetchDelta]:
         """Deltas from ``checkpoint`` (None: from scratch) until up to date. Raise
         :class:`ExchangeFetchError` when the partner cannot be read."""
+
+    def submit_opinion(self, ctx: FetchContext, opinion: Opinion) -> None:
+        """Tell the partner what an analyst concluded about one of its records. Must be
+        idempotent for the same (record, opinion): the feedback queue may deliver twice after
+        a crash. Raise :class:`ExchangeFetchError` to have the job retried."""
+        raise ExchangeError(f"exchange type {self.name!r} takes no opinions")
+
+    def submit_records(
+        self, ctx: FetchContext, records: Mapping[str, ExchangeRecord | None]
+    ) -> None:
+        """Share signals with the partner: our key -> record (None: withdraw it). Idempotent
+        per key. Raise :class:`ExchangeFetchError` to have the job retried."""
+        raise ExchangeError(f"exchange type {self.name!r} takes no submissions")
 
     def schema(self) -> dict[str, Any]:
         """HMA's ``/c/exchanges/api/<api>/schema`` shape."""
@@ -340,6 +377,8 @@ __all__ = [
     "ExchangeType",
     "FetchContext",
     "FetchDelta",
+    "Opinion",
+    "OpinionCategory",
     "Problem",
     "exchange_type",
     "register",

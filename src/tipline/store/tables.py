@@ -568,3 +568,7 @@ __all__ = [
     "Webhook",
     "utcnow",
 ]
+
+# Tables of other concerns live in their own modules on the same Base; importing them here
+# registers them wherever the schema is needed (migrations, tests comparing it).
+from tipline.store import case_tables, hosting_tables  # noqa: E402, F401

@@ -1,0 +1,24 @@
+"""Exchange push and feedback: shared banks, the opinions and submissions queued per partner.
+
+Revision ID: 0009
+Revises: 0008
+Create Date: 2026-12-07 02:40:00
+
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+revision: str = "0009"
+down_revision: str | Sequence[str] | None = "0008"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
