@@ -21,7 +21,10 @@ Every URL a report, a partner or a crawled page hands us is hostile. ``fetch`` t
 - sniffs the content type from the bytes, never from the ``Content-Type`` header.
 
 The result is a :class:`FetchResult` or a :class:`FetchError` subclass whose ``str`` is a
-one-line message (``blocked_address: ...``, ``too_large: ...``).
+one-line message (``blocked_address: ...``, ``too_large: ...``). A caller that must record how
+it got there (evidence for law enforcement) passes a :class:`FetchTrace`: every hop's URL, the
+addresses its host resolved to, the address connected to, the request and response headers,
+the status and, over TLS, the server's certificate, filled in even when the fetch then fails.
 """
 
 from __future__ import annotations
@@ -187,6 +190,46 @@ class FetchSettings:
         return cls(allow_hosts=hosts, allow_networks=nets, **kw)  # type: ignore[arg-type]
 
 
+#: Request headers whose values a trace never keeps (credentials sent to the origin).
+_SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+@dataclass(slots=True)
+class FetchHop:
+    """One request of a fetch (one per redirect hop), as far as it got."""
+
+    url: str
+    #: every address the host resolved to (an IP literal: itself), before the policy check
+    addresses: tuple[str, ...] = ()
+    #: the address the request was sent to (None: refused or failed before connecting)
+    connected_ip: str | None = None
+    #: the headers sent, names lower-cased; credentials replaced by ``[redacted]``
+    request_headers: dict[str, str] = field(default_factory=dict)
+    status: int | None = None
+    #: response headers, names lower-cased
+    response_headers: dict[str, str] = field(default_factory=dict)
+    #: the server's certificate (DER) when the hop was https
+    peer_certificate: bytes | None = None
+
+
+@dataclass(slots=True)
+class FetchTrace:
+    """What :func:`fetch` did, hop by hop; pass an empty one in (``trace=``)."""
+
+    hops: list[FetchHop] = field(default_factory=list)
+
+
+def _peer_certificate(response: httpx.Response) -> bytes | None:
+    stream = response.extensions.get("network_stream")
+    if stream is None:
+        return None
+    ssl_object = stream.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    return bytes(der) if der else None
+
+
 @dataclass(frozen=True, slots=True)
 class FetchResult:
     content: bytes
@@ -337,9 +380,17 @@ def vet_url(
 ) -> tuple[httpx.URL, IPAddress]:
     """Parse and check ``url``; returns it with the address to connect to. Every address the
     host resolves to must pass (so a DNS answer mixing public and private addresses fails)."""
+    return _vet(url, settings, timeout, None)
+
+
+def _vet(
+    url: str, settings: FetchSettings, timeout: float, hop: FetchHop | None
+) -> tuple[httpx.URL, IPAddress]:
     u = _parse(url)
     port = u.port or (443 if u.scheme == "https" else 80)
     addrs = resolve(_host(u), port, settings, timeout)
+    if hop is not None:
+        hop.addresses = tuple(str(a) for a in addrs)
     for ip in addrs:
         check_address(ip, _host(u), settings)
     return u, addrs[0]
@@ -401,8 +452,11 @@ def fetch(
     settings: FetchSettings | None = None,
     *,
     headers: Mapping[str, str] | None = None,
+    trace: FetchTrace | None = None,
 ) -> FetchResult:
     """GET ``url`` safely (see the module docstring). Raises a :class:`FetchError`.
+
+    ``trace``: filled with every hop (see :class:`FetchTrace`), also when this raises.
 
     ``headers``: extra request headers (``Authorization``, ``If-None-Match``, ...), sent to
     ``url``'s own origin only, never to a redirect's other host. With a conditional header
@@ -435,10 +489,20 @@ def fetch(
         limits=httpx.Limits(max_connections=1, max_keepalive_connections=0),
     ) as client:
         while True:
-            u, ip = vet_url(current, s, min(left(), s.connect_timeout))
+            hop = None
+            if trace is not None:
+                hop = FetchHop(url=current)
+                trace.hops.append(hop)
+            u, ip = _vet(current, s, min(left(), s.connect_timeout), hop)
             request = _pinned_request(client, u, ip)
             if extra and _origin(u) == origin:
                 request.headers.update(extra)
+            if hop is not None:
+                hop.connected_ip = str(ip)
+                hop.request_headers = {
+                    k.lower(): "[redacted]" if k.lower() in _SECRET_HEADERS else v
+                    for k, v in request.headers.items()
+                }
             try:
                 response = client.send(request, stream=True)
             except httpx.TimeoutException as err:
@@ -447,6 +511,11 @@ def fetch(
                 raise FetchConnectError(
                     f"{_host(u)}: {err or type(err).__name__}", current
                 ) from None
+            if hop is not None:
+                hop.status = response.status_code
+                hop.response_headers = {k.lower(): v for k, v in response.headers.items()}
+                if u.scheme == "https":
+                    hop.peer_certificate = _peer_certificate(response)
             try:
                 if response.status_code in REDIRECT_CODES:
                     location = response.headers.get("location")
