@@ -226,7 +226,10 @@ def _peer_certificate(response: httpx.Response) -> bytes | None:
     ssl_object = stream.get_extra_info("ssl_object")
     if ssl_object is None:
         return None
-    der = ssl_object.getpeercert(binary_form=True)
+    try:  # an ssl.SSLObject or the low-level _ssl socket: binary_form only positionally
+        der = ssl_object.getpeercert(True)
+    except (AttributeError, TypeError, ValueError):
+        return None
     return bytes(der) if der else None
 
 
