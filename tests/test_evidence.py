@@ -108,13 +108,13 @@ class _Server(ThreadingHTTPServer):
 class Site:
     """A local web site whose routes a test changes while it runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, bind: str = "127.0.0.1") -> None:
         self.routes: dict[str, Route] = {}
         self.hits: list[str] = []
-        self.httpd = _Server(("127.0.0.1", 0), _Handler)
+        self.httpd = _Server((bind, 0), _Handler)
         self.httpd.site = self
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def url(self, path: str, host: str = "site.test") -> str:
