@@ -404,6 +404,12 @@ def test_hostile_locations_are_recorded_not_raised(
     assert len(loop.redirects) == 5
     huge = grab("/huge", limits=CaptureLimits(max_page_bytes=10_000, max_media_bytes=10_000))
     assert huge.error is not None and huge.error.startswith("too_large:")
+    assert huge.page_sha256 is None  # stopped while reading
+    # read (the fetch cap admits media of this size) but over the page limit: hashed, not kept
+    big = grab("/huge", limits=CaptureLimits(max_page_bytes=10_000, max_media_bytes=100_000))
+    assert big.error is not None and big.error.startswith("too_large: the page is")
+    assert big.page_sha256 == hashlib.sha256(site.routes["/huge"].body).hexdigest()
+    assert not big.page_stored and not list(tmp_path.rglob("*.page"))
     slow = grab("/slow")
     assert slow.error is not None and slow.error.startswith("timeout:")
     missing = grab("/missing-page")
@@ -417,7 +423,7 @@ def test_hostile_locations_are_recorded_not_raised(
         keyring=keyring,
     )
     assert gone.error is not None and gone.error.startswith("dns_error:")
-    for b in (loop, huge, slow, missing, gone):
+    for b in (loop, huge, big, slow, missing, gone):
         assert load(b.sha256, store_dir=tmp_path, keyring=keyring) == b
 
 

@@ -45,6 +45,7 @@ from tipline.crawl.fetch import (
     FetchSettings,
     FetchTrace,
     MiB,
+    TooLargeError,
     fetch,
 )
 from tipline.errors import ItemError, TiplineError
@@ -380,7 +381,7 @@ def survey(url: str, fetch_settings: FetchSettings, limits: CaptureLimits | None
         return s
     s.is_page = True
     if len(result.content) > lim.max_page_bytes:
-        s.error = FetchError(
+        s.error = TooLargeError(
             f"the page is {len(result.content):,} bytes, over the {lim.max_page_bytes:,}-byte "
             "page limit; its media were not looked for",
             url,
@@ -543,7 +544,8 @@ def build_bundle(
         media.append(entry)
     # attribution as JSON (datetimes and the like as strings) so it reads back equal
     attribution_json = json.loads(json.dumps(dict(attribution or {}), default=str))
-    page_body = s.result.content if s.result is not None and s.is_page else None
+    # a page over the page limit is hashed, not kept
+    page_body = s.result.content if s.result is not None and s.is_page and not s.error else None
     doc = {
         "version": BUNDLE_VERSION,
         "url": s.url,
