@@ -209,12 +209,16 @@ def find_media_urls(
 # Hashing and TLS
 
 
-def hash_media(data: bytes, media_type: MediaType | None = None) -> dict[str, Any]:
+def hash_media(
+    data: bytes, media_type: MediaType | None = None, *, known: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """SHA-256, MD5, size and (images) reference PDQ of ``data``. A picture that does not
-    decode (truncated, corrupt) still gets its digests; ``error`` says why it has no PDQ."""
+    decode (truncated, corrupt) still gets its digests; ``error`` says why it has no PDQ.
+    ``known``: SHA-256s already matched exactly (a re-check): their PDQ is not computed."""
     mt = media_type or sniff(data[:SNIFF_BYTES])
+    sha256 = hashlib.sha256(data).hexdigest()
     out: dict[str, Any] = {
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "sha256": sha256,
         "md5": hashlib.md5(data, usedforsecurity=False).hexdigest(),
         "size": len(data),
         "media_type": mt.mime,
@@ -223,7 +227,7 @@ def hash_media(data: bytes, media_type: MediaType | None = None) -> dict[str, An
         "pdq_quality": None,
         "error": None,
     }
-    if mt.is_image:
+    if mt.is_image and sha256 not in known:
         record = ItemRecord(path="evidence", media_type=mt.mime)
         try:
             add_pdq(record, data, mt, _PDQ_OPTIONS)
@@ -318,7 +322,9 @@ def _is_page(result: FetchResult) -> bool:
     return result.media_type.kind == "other" and "html" in result.declared_type.lower()
 
 
-def _fetch_media(url: str, settings: FetchSettings, deadline: float) -> dict[str, Any]:
+def _fetch_media(
+    url: str, settings: FetchSettings, deadline: float, known: frozenset[str]
+) -> dict[str, Any]:
     """Fetch and hash one media URL; never raises for network or decoding problems."""
     entry: dict[str, Any] = {"url": url}
     remaining = deadline - time.monotonic()
@@ -344,16 +350,22 @@ def _fetch_media(url: str, settings: FetchSettings, deadline: float) -> dict[str
             entry["final_url"] = result.url
     if result is None:
         return entry
-    hashed = hash_media(result.content, result.media_type)
+    hashed = hash_media(result.content, result.media_type, known=known)
     if hashed["kind"] not in MEDIA_KINDS and hashed["error"] is None:
         hashed["error"] = f"not_media: served {hashed['media_type']} ({result.declared_type[:60]})"
     entry.update(hashed)
     return entry
 
 
-def survey(url: str, fetch_settings: FetchSettings, limits: CaptureLimits | None = None) -> Survey:
+def survey(
+    url: str,
+    fetch_settings: FetchSettings,
+    limits: CaptureLimits | None = None,
+    *,
+    known: frozenset[str] = frozenset(),
+) -> Survey:
     """Fetch ``url`` and every media it carries, bounded by ``limits``; never raises for
-    network errors (``Survey.error``)."""
+    network errors (``Survey.error``). ``known``: see :func:`hash_media`."""
     lim = limits or CaptureLimits()
     deadline = time.monotonic() + lim.total_seconds
     page_settings = replace(
@@ -371,7 +383,7 @@ def survey(url: str, fetch_settings: FetchSettings, limits: CaptureLimits | None
     if not _is_page(result):
         # the URL is the media itself
         entry: dict[str, Any] = {"url": url, "status": result.status}
-        entry.update(hash_media(result.content, result.media_type))
+        entry.update(hash_media(result.content, result.media_type, known=known))
         s.media.append(entry)
         s.page = {
             "sha256": entry["sha256"],
@@ -401,7 +413,9 @@ def survey(url: str, fetch_settings: FetchSettings, limits: CaptureLimits | None
     )
     if urls:
         with ThreadPoolExecutor(max_workers=max(1, min(lim.media_workers, len(urls)))) as pool:
-            s.media = list(pool.map(lambda u: _fetch_media(u, media_settings, deadline), urls))
+            s.media = list(
+                pool.map(lambda u: _fetch_media(u, media_settings, deadline, known), urls)
+            )
     return s
 
 

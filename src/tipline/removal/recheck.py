@@ -143,7 +143,8 @@ def recheck(
 ) -> RecheckResult:
     """Look at ``url`` again and compare with ``evidence`` (see the module docstring)."""
     when = (now or datetime.now(UTC)).astimezone(UTC)
-    s = survey(url, fetch_settings, limits)
+    # media served byte-identical need no PDQ: only the others can be re-encoded copies
+    s = survey(url, fetch_settings, limits, known=evidence.media_sha256)
     found_sha = frozenset(
         m["sha256"] for m in s.media if m.get("sha256") and m.get("kind") in MEDIA_KINDS
     )
