@@ -216,6 +216,8 @@ def test_summary_per_origin_with_open_cases_censored_at_now() -> None:
     assert by_country == {"DE": 4, UNKNOWN: 1}
     curve = report["all"]["curve"]
     assert curve[0] == [0.0, 1.0] and curve[-1] == [60.0, pytest.approx(0.4)]
+    grid = {h: s for h, s in report["all"]["survival_at"]}
+    assert grid[0.0] == 1.0 and grid[24.0] == pytest.approx(0.8) and grid[72.0] == 0.4
 
 
 def test_removed_before_notice_and_closed_cases() -> None:

@@ -44,6 +44,8 @@ BoolArray = npt.NDArray[np.bool_]
 ORIGINS = ("report", "confirmation", "notice")
 GROUPINGS = ("provider", "asn", "country")
 WITHIN_HOURS: tuple[float, ...] = (24.0, 48.0, 72.0)
+#: Hours at which the summary states S(t) for all cases (the dashboard's chart).
+GRID_HOURS: tuple[float, ...] = (0, 6, 12, 24, 36, 48, 72, 96, 120, 168, 240, 336, 504, 720)
 #: Group label for a case whose provider/AS/country is unknown (e.g. attribution failed).
 UNKNOWN = "unknown"
 #: Survival values within this of a threshold count as reaching it (exp(log(.)) rounding).
@@ -398,11 +400,12 @@ def summarise(
     group_by: Sequence[str] = GROUPINGS,
     within_hours: Sequence[float] = WITHIN_HOURS,
     curve_points: int = 200,
+    grid_hours: Sequence[float] = GRID_HOURS,
     min_group_cases: int = 1,
 ) -> dict[str, Any]:
     """The JSON-able summary: per origin, all cases (with the survival curve, thinned to
-    ``curve_points``) and each grouping's groups (largest first, those with at least
-    ``min_group_cases`` cases)."""
+    ``curve_points``, and S at each of ``grid_hours`` for charts) and each grouping's groups
+    (largest first, those with at least ``min_group_cases`` cases)."""
     for g in group_by:
         if g not in histories.groups:
             raise ValueError(f"unknown grouping {g!r}: expected one of {', '.join(GROUPINGS)}")
@@ -424,7 +427,9 @@ def summarise(
             "excluded": excluded,
             "all": _rows(overall, ("all",), within_hours)[0],
         }
-        entry["all"]["curve"] = overall.curve(0).points(curve_points)
+        curve = overall.curve(0)
+        entry["all"]["curve"] = curve.points(curve_points)
+        entry["all"]["survival_at"] = [[float(h), round(curve.at(h), 6)] for h in grid_hours]
         entry["by"] = {}
         for g in group_by:
             grouping = histories.groups[g]
