@@ -622,3 +622,29 @@ def test_export_warc_reads_back(site: Site, tmp_path: Path, keyring: Keyring) ->
         == b1.sha256
     )
     assert bundles[1]["error"].startswith("blocked_address:")
+
+
+def test_attribution_is_kept_as_json_and_a_missing_key_is_an_error(
+    site: Site, tmp_path: Path, keyring: Keyring
+) -> None:
+    from tipline.store.media import MediaError
+
+    site.media("/x.png", PIC_A)
+    at = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    b = capture(
+        site.url("/x.png"),
+        fetch_settings=local_settings(),
+        attribution={"at": at, "addresses": ("127.0.0.1",), "asn": None},
+        store_dir=tmp_path,
+        keyring=keyring,
+    )
+    assert b.attribution == {"at": str(at), "addresses": ["127.0.0.1"], "asn": None}
+    assert load(b.sha256, store_dir=tmp_path, keyring=keyring).attribution == b.attribution
+    with pytest.raises(MediaError, match="no media key"):
+        capture(
+            site.url("/x.png"),
+            fetch_settings=local_settings(),
+            attribution=None,
+            store_dir=tmp_path / "other",
+            keyring=Keyring(),
+        )
