@@ -312,4 +312,7 @@ class HttpListExchange(ExchangeType):
 register(LocalFileExchange)
 register(HttpListExchange)
 
+# the other built-in types live in their own modules and register themselves on import
+from tipline.exchange import ncmec as _ncmec  # noqa: E402, F401
+
 __all__ = ["DELTA_LINES", "HttpListExchange", "LocalFileExchange", "list_deltas", "record_key"]
