@@ -648,3 +648,25 @@ def test_attribution_is_kept_as_json_and_a_missing_key_is_an_error(
             store_dir=tmp_path / "other",
             keyring=Keyring(),
         )
+
+
+def test_rotate_evidence_to_a_new_key(site: Site, tmp_path: Path, keyring: Keyring) -> None:
+    from tipline.removal.evidence import rotate_evidence
+
+    gallery(site)
+    b = capture(
+        site.url("/gallery"),
+        fetch_settings=local_settings(),
+        attribution=None,
+        store_dir=tmp_path,
+        keyring=keyring,
+    )
+    fresh = new_key()
+    keyring.add(fresh)
+    result = rotate_evidence(store_dir=tmp_path, keyring=keyring)
+    assert (result.reencrypted, result.unchanged, result.failed) == (2, 0, [])
+    assert rotate_evidence(store_dir=tmp_path, keyring=keyring).unchanged == 2
+    only_new = Keyring()
+    only_new.add(fresh)
+    assert load(b.sha256, store_dir=tmp_path, keyring=only_new) == b
+    assert load_page(b, store_dir=tmp_path, keyring=only_new) == site.routes["/gallery"].body

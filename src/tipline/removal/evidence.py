@@ -29,7 +29,7 @@ import io
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -52,7 +52,14 @@ from tipline.errors import ItemError, TiplineError
 from tipline.media.sniff import EMPTY, SNIFF_BYTES, MediaType, sniff
 from tipline.record import MIN_USABLE_QUALITY, ItemRecord
 from tipline.scan.hashing import HashOptions, add_pdq
-from tipline.store.media import EncryptedStore, Keyring, MediaError, MediaNotFound
+from tipline.store.media import (
+    EncryptedStore,
+    Keyring,
+    MediaError,
+    MediaNotFound,
+    RotateResult,
+    rotate,
+)
 
 #: Bumped when the bundle's fields change meaning (its hash covers it).
 BUNDLE_VERSION = 1
@@ -602,6 +609,15 @@ class _Vault(EncryptedStore):
             raise EvidenceError(f"not an evidence id (64 hex digits): {ref[:80]!r}")
         return self.root / ref[:2] / f"{ref}{self.suffix}"
 
+    def refs(self) -> Iterator[str]:
+        if not self.root.is_dir():
+            return
+        for sub in sorted(self.root.iterdir()):
+            if sub.is_dir() and len(sub.name) == 2:
+                for f in sorted(sub.glob(f"*{self.suffix}")):
+                    if _SHA256_RE.match(f.name[: -len(self.suffix)]):
+                        yield f.name[: -len(self.suffix)]
+
     def put_addressed(self, ref: str, data: bytes, created: datetime) -> Path:
         path = self._path(ref)
         if not path.exists():  # content-addressed: the same content twice is a no-op
@@ -627,6 +643,19 @@ def save(
     return _Vault(store_dir, keyring, ".evidence").put_addressed(
         bundle.sha256, bundle.canonical(), bundle.captured_at
     )
+
+
+def rotate_evidence(*, store_dir: Path, keyring: Keyring) -> RotateResult:
+    """Re-encrypt every bundle and page under ``store_dir`` to the active key (after
+    ``tipline media rotate-key``, before old keys are dropped). Safe to re-run."""
+    done = same = 0
+    failed: list[tuple[str, str]] = []
+    active = ""
+    for suffix in (".evidence", ".page"):
+        r = rotate(_Vault(store_dir, keyring, suffix))
+        active, done, same = r.active_key, done + r.reencrypted, same + r.unchanged
+        failed += r.failed
+    return RotateResult(active, done, same, failed)
 
 
 def _open_sealed(vault: _Vault, ref: str, what: str) -> bytes:
