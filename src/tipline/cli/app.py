@@ -277,6 +277,8 @@ COMMAND_MODULES = {
     "export": "export",
     "webhook": "webhook",
     "exchange": "exchange",
+    "hosting": "hosting",
+    "provider": "hosting",
 }
 
 
@@ -312,6 +314,7 @@ def _register(only: str | None = None) -> None:
         detector,
         exchange,  # hash exchanges with partners
         export,  # hash/URL lists and NCMEC reports
+        hosting,  # hosting attribution and the provider directory
         inspect,
         keywords,
         media,  # media at rest
