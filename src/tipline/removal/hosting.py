@@ -38,7 +38,12 @@ from tipline.crawl.fetch import (
     resolve,
 )
 from tipline.errors import TiplineError
-from tipline.removal.locations import InvalidLocationError, Location, parse_location
+from tipline.removal.locations import (
+    InvalidLocationError,
+    Location,
+    parse_location,
+    registrable_domain_known,
+)
 from tipline.removal.providers import ROLES, ProviderContact, contacts_for_keys
 from tipline.store.hosting_tables import HostingDataset, HostingRange
 
@@ -607,6 +612,11 @@ def attribute(
     if location.is_onion:
         return failed("onion service: no public address to attribute")
     port = location.port or {"https": 443, "ftp": 21}.get(location.scheme, 80)
+    public_name = location.is_ip or registrable_domain_known(location.host)
+    if resolver is None and not public_name and location.host not in settings.allow_hosts:
+        # A name outside the public suffix list (``intranet``, ``x``) is no hosting target;
+        # asking the system resolver about it would only leak it to the local network.
+        return failed("unresolvable")
     try:
         addrs = _addresses(location, resolver or _default_resolver(settings, port))
     except (OSError, UnicodeError, ValueError, FetchError, TimeoutError):

@@ -88,6 +88,11 @@ def registrable_domain(host: str) -> str:
     return host
 
 
+def registrable_domain_known(host: str) -> bool:
+    """Whether ``host`` ends in a public suffix (``example.org`` yes, ``intranet`` no)."""
+    return bool(_extractor()(host).suffix)
+
+
 def _normalise_escapes(text: str, safe: frozenset[int]) -> str:
     """Percent-encoding in one normal form: escapes of unreserved bytes decoded, other escapes
     upper-cased, unsafe characters (as UTF-8) escaped; a stray '%' becomes '%25'."""

@@ -377,6 +377,10 @@ def _entries_csv(data: bytes, name: str) -> Iterable[tuple[str, Any]]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
     if not reader.fieldnames:
         raise DirectoryError([f"{name}: no header row"])
+    columns = [c.strip() for c in reader.fieldnames if c]
+    unknown = [c for c in columns if c not in FIELDS and c not in ("asn", "domain", "country")]
+    if unknown:  # reported once for the header, not on every row
+        yield f"{name} line 1", ValueError(f"unknown column(s) {', '.join(unknown)}")
     try:
         for row in reader:
             where = f"{name} line {reader.line_num}"
@@ -385,7 +389,14 @@ def _entries_csv(data: bytes, name: str) -> Iterable[tuple[str, Any]]:
                 continue
             if not any((v or "").strip() for v in row.values()):
                 continue  # blank line
-            yield where, {k.strip(): (v or "").strip() for k, v in row.items() if k}
+            yield (
+                where,
+                {
+                    k.strip(): (v or "").strip()
+                    for k, v in row.items()
+                    if k and k.strip() not in unknown
+                },
+            )
     except csv.Error as err:
         raise DirectoryError([f"{name} line {reader.line_num}: {err}"]) from None
 
