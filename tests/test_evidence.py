@@ -217,6 +217,13 @@ def test_find_media_urls_resolves_dedupes_and_caps() -> None:
     junk = b"<img src='/x.png'<<<\xff\xfe<img src=/y.png><scr" + b"\x00" * 100
     urls, _ = find_media_urls(junk, "http://site.test/", content_type="text/html; charset=nope")
     assert "http://site.test/y.png" in urls
+    # unterminated declarations: html.parser's close() would back off and rescan per character
+    started = time.monotonic()
+    urls, _ = find_media_urls(b"<img src=/x.png>" + b"<!" * 500_000, "http://site.test/")
+    assert urls == ["http://site.test/x.png"] and time.monotonic() - started < 2
+    started = time.monotonic()
+    find_media_urls(b"<" * 4_000_000, "http://site.test/", max_seconds=0.3)
+    assert time.monotonic() - started < 1.5
 
 
 # --- capture -----------------------------------------------------------------------------------

@@ -91,6 +91,8 @@ _MEDIA_EXTENSIONS = tuple(
         ".3gp",
     ]
 )
+#: HTML is parsed in pieces of this many characters (a time check after each)
+_PARSE_CHUNK = 64 * 1024
 #: Reference PDQ (what the pipeline stores for uploads), no provenance: only the hash is needed.
 _PDQ_OPTIONS = HashOptions(pdq_mode="reference", provenance=False)
 
@@ -113,6 +115,8 @@ class CaptureLimits:
     total_seconds: float = 120.0
     #: media fetched at once
     media_workers: int = 4
+    #: seconds spent looking for media in one page's HTML
+    parse_seconds: float = 5.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,16 +203,28 @@ def _charset(content_type: str) -> str:
 
 
 def find_media_urls(
-    html: bytes, base_url: str, *, limit: int = 50, content_type: str = ""
+    html: bytes,
+    base_url: str,
+    *,
+    limit: int = 50,
+    content_type: str = "",
+    max_seconds: float = 5.0,
 ) -> tuple[list[str], int]:
     """Media URLs an HTML page names (absolute, http(s), deduplicated, document order), at most
-    ``limit``; and how many more it named."""
+    ``limit``; and how many more it named. Parsing stops after ``max_seconds``."""
     parser = _MediaLinks(base_url, limit)
+    text = html.decode(_charset(content_type), errors="replace")
+    deadline = time.monotonic() + max_seconds
     try:
-        parser.feed(html.decode(_charset(content_type), errors="replace"))
-        parser.close()
+        for start in range(0, len(text), _PARSE_CHUNK):
+            parser.feed(text[start : start + _PARSE_CHUNK])
+            if time.monotonic() > deadline:
+                break
     except (AssertionError, ValueError):  # html.parser on pathological markup
         pass
+    # no close(): on unterminated markup ("<!<!<!...") it backs off one character at a time
+    # and rescans the rest, quadratic in the page size; a tag left open at the end names no
+    # media anyway
     return parser.urls, parser.dropped
 
 
@@ -413,7 +429,11 @@ def survey(
     if s.error is not None:
         return s
     urls, s.media_dropped = find_media_urls(
-        result.content, result.url, limit=lim.max_media, content_type=result.declared_type
+        result.content,
+        result.url,
+        limit=lim.max_media,
+        content_type=result.declared_type,
+        max_seconds=lim.parse_seconds,
     )
     media_settings = replace(
         fetch_settings, max_bytes=min(fetch_settings.max_bytes, lim.max_media_bytes)
