@@ -97,13 +97,16 @@ class ReplayEntry:
         return "".join(parts)
 
 
-def synthetic_entry(i: int, ts: int) -> ReplayEntry:
+def synthetic_entry(i: int, ts: int, pdq_only: bool = False) -> ReplayEntry:
+    prints = (
+        {"pdq": stand_in_pdq(i)} if pdq_only else {"md5": stand_in_md5(i), "pdq": stand_in_pdq(i)}
+    )
     return ReplayEntry(
         f"e{i}",
         ts,
         member_id=42 if i % 3 else 43,
         classification="A1" if i % 2 else "B1",
-        fingerprints={"md5": stand_in_md5(i), "pdq": stand_in_pdq(i)},
+        fingerprints=prints,
     )
 
 
@@ -111,8 +114,11 @@ class Source:
     """The entries: ``synthetic`` generated ones (entry i stamped ``t0 + i * span // n``,
     made on demand: a million cost no memory) and explicit ``extra`` ones."""
 
-    def __init__(self, synthetic: int = 0, t0: int = 0, span: int = 1) -> None:
+    def __init__(
+        self, synthetic: int = 0, t0: int = 0, span: int = 1, pdq_only: bool = False
+    ) -> None:
         self.n, self.t0, self.span = synthetic, t0, max(1, span)
+        self.pdq_only = pdq_only
         self.extra: list[ReplayEntry] = []
         self._extra_ts: list[int] = []
         self.lock = threading.Lock()
@@ -142,7 +148,7 @@ class Source:
         skip = max(0, offset - len(extras))
         for p in range(skip, min(hi - lo, skip + size - len(out))):
             i = hi - 1 - p
-            out.append(synthetic_entry(i, self.t0 + i * self.span // self.n))
+            out.append(synthetic_entry(i, self.t0 + i * self.span // self.n, self.pdq_only))
         return out, total
 
 
@@ -294,7 +300,7 @@ def _handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
                 src = replay.source
                 now = int(time.time()) - 10
                 first = src.n + len(src.extra)
-                src.add(*(synthetic_entry(first + k, now) for k in range(n)))
+                src.add(*(synthetic_entry(first + k, now, src.pdq_only) for k in range(n)))
                 self._send(200, b"<added/>")
                 return
             if not parts.path.startswith(BASE_PATH + "/"):
@@ -391,11 +397,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--days", type=float, default=10.0, help="they span this many days")
     ap.add_argument("--page-size", type=int, default=1000)
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--pdq-only", action="store_true", help="entries with a PDQ only")
     args = ap.parse_args(argv)
     now = int(time.time())
     span = int(args.days * 86400)
     t0 = now - 3600 - span
-    replay = Replay(Source(args.synthetic, t0, span), args.page_size).start(args.port)
+    replay = Replay(Source(args.synthetic, t0, span, args.pdq_only), args.page_size).start(
+        args.port
+    )
     assert replay.server is not None
     print(f"PORT {replay.server.server_address[1]} T0 {t0}", flush=True)
     try:

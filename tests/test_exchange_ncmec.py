@@ -189,6 +189,12 @@ def test_parses_the_documented_shape() -> None:
             b"<queryResult>&x;</queryResult>",
             "refused XML",
         ),
+        (  # an encoding that hides the DTD from a byte scan still meets defusedxml
+            '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE q [<!ENTITY a "aaaa">]>'
+            "<queryResult>&a;</queryResult>".encode("utf-16"),
+            "refused XML",
+        ),
+        (b"<queryResult>&undeclared;</queryResult>", "malformed XML"),
         (b"<queryResult><images><image></queryResult>", "malformed XML"),
         (b"<status/>", "expected <queryResult>"),
     ],

@@ -216,15 +216,43 @@ class EntriesPage:
             return len(self.entries) + 1
 
 
+_LOCAL_NAMES: dict[str, str] = {}
+
+
 def _local(tag: Any) -> str:
     """An element's name without its namespace (``{ns}image`` -> ``image``)."""
-    return tag.rpartition("}")[2] if isinstance(tag, str) else ""
+    name = _LOCAL_NAMES.get(tag) if isinstance(tag, str) else ""
+    if name is None:
+        name = tag.rpartition("}")[2]
+        if len(_LOCAL_NAMES) < 256:  # a page of made-up names does not grow it forever
+            _LOCAL_NAMES[tag] = name
+    return name
+
+
+_DECLARED_ENCODING = re.compile(rb"""^<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+
+
+def _plain_xml(body: bytes) -> bool:
+    """True when ``body`` cannot hold a DTD: UTF-8 / ASCII (declared or not, no other BOM)
+    and no ``<!DOCTYPE`` anywhere. Entities can only be declared in a DTD, so such a page
+    parses safely with the C parser; anything else goes through defusedxml."""
+    head = body[3:] if body.startswith(b"\xef\xbb\xbf") else body
+    head = head.lstrip()[:200]
+    if not head.startswith(b"<"):
+        return False
+    m = _DECLARED_ENCODING.match(head)
+    if m and m.group(1).lower() not in (b"utf-8", b"utf8", b"us-ascii", b"ascii"):
+        return False
+    return b"<!DOCTYPE" not in body and b"<!ENTITY" not in body
 
 
 def parse_xml(body: bytes, what: str) -> ET.Element:
-    """``body`` parsed with defusedxml: a malformed page, a DTD or an entity declaration is an
-    :class:`ExchangeFetchError` saying so."""
+    """``body`` parsed safely: a page with a DTD (or in an encoding that could hide one) goes
+    through defusedxml, which refuses DTDs, entities and external references; a malformed
+    page, or a refused one, is an :class:`ExchangeFetchError` saying so."""
     try:
+        if _plain_xml(body):
+            return ET.fromstring(body)  # no DTD possible here: see _plain_xml
         root: ET.Element = SafeET.fromstring(body, forbid_dtd=True)
     except defusedxml.DefusedXmlException as err:
         raise ExchangeFetchError(
