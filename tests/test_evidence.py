@@ -677,3 +677,33 @@ def test_rotate_evidence_to_a_new_key(site: Site, tmp_path: Path, keyring: Keyri
     only_new.add(fresh)
     assert load(b.sha256, store_dir=tmp_path, keyring=only_new) == b
     assert load_page(b, store_dir=tmp_path, keyring=only_new) == site.routes["/gallery"].body
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_attribution_from_hosting_goes_in_as_given(
+    site: Site, tmp_path: Path, keyring: Keyring, session_factory: Any
+) -> None:
+    """H1's Attribution.to_json() passes through the canonical encoding unchanged."""
+    from tipline.removal.hosting import attribute
+
+    gallery(site)
+    settings = local_settings()
+    with session_factory() as session:
+        attribution = attribute(
+            session,
+            site.url("/gallery"),
+            resolver=lambda host: ["127.0.0.1"],
+            fetch_settings=settings,
+            now=NOW,
+        ).to_json()
+    assert attribution["addresses"] == ["127.0.0.1"] and attribution["at"] == NOW.isoformat()
+    b = capture(
+        site.url("/gallery"),
+        fetch_settings=settings,
+        attribution=attribution,
+        store_dir=tmp_path,
+        keyring=keyring,
+        now=NOW,
+    )
+    assert b.attribution == attribution
+    assert load(b.sha256, store_dir=tmp_path, keyring=keyring).attribution == attribution
