@@ -187,20 +187,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def share_tls_context() -> None:
-    """Diagnostic only (``--shared-tls-context``): crawl.fetch builds a new httpx client per
-    fetch, and httpx loads the CA bundle into a new SSL context each time (~19 ms of CPU, even
-    for http:// URLs). This makes every client share one context, to measure what a cached
-    context in crawl.fetch would give. Not the shipped path."""
-    import functools
-
-    import httpx._config
-    import httpx._transports.default
-
-    cached = functools.lru_cache(maxsize=8)(httpx._config.create_ssl_context)
-    httpx._transports.default.create_ssl_context = cached  # type: ignore[attr-defined]
-
-
 def bench_recheck(count: int, workers: int, pictures: int) -> dict[str, Any]:
     from tipline.crawl.fetch import FetchSettings
     from tipline.removal.evidence import build_bundle, survey
@@ -271,11 +257,6 @@ def main() -> int:
     ap.add_argument("--rechecks", type=int, default=3000)
     ap.add_argument("--workers", type=int, default=16, help="re-check threads")
     ap.add_argument("--pictures", type=int, default=50, help="distinct evidence pictures")
-    ap.add_argument(
-        "--shared-tls-context",
-        action="store_true",
-        help="diagnostic: one SSL context for every fetch (see share_tls_context)",
-    )
     ap.add_argument("--seed", type=int, default=20261207)
     ap.add_argument("--check", action="store_true", help="exit 1 when a target fails")
     args = ap.parse_args()
@@ -305,10 +286,6 @@ def main() -> int:
             )
     if "recheck" in phases:
         print(f"re-checking {args.rechecks:,} locations on a local server ...", flush=True)
-        if args.shared_tls_context:
-            share_tls_context()
-            print("  (diagnostic: one shared SSL context, not the shipped path)", flush=True)
-        result["recheck"] = r = bench_recheck(args.rechecks, args.workers, args.pictures)
         print(
             f"  {r['locations_per_s']} locations/s (target >= {RECHECK_TARGET_PER_S:.0f}/s, "
             f"ratio {r['target_ratio']}x), online {r['online']}, miss {r['miss']}  "
