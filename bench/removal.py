@@ -286,6 +286,7 @@ def main() -> int:
             )
     if "recheck" in phases:
         print(f"re-checking {args.rechecks:,} locations on a local server ...", flush=True)
+        result["recheck"] = r = bench_recheck(args.rechecks, args.workers, args.pictures)
         print(
             f"  {r['locations_per_s']} locations/s (target >= {RECHECK_TARGET_PER_S:.0f}/s, "
             f"ratio {r['target_ratio']}x), online {r['online']}, miss {r['miss']}  "
