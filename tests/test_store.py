@@ -39,6 +39,9 @@ TABLES = {
     "exchange_api_configs",
     "exchange_fetch_status",
     "exchange_records",
+    "hosting_datasets",
+    "hosting_ranges",
+    "provider_directory",
 }
 
 
