@@ -42,6 +42,13 @@ TABLES = {
     "hosting_datasets",
     "hosting_ranges",
     "provider_directory",
+    "locations",
+    "cases",
+    "case_events",
+    "notices",
+    "notice_cases",
+    "rechecks",
+    "case_intake",
 }
 
 
