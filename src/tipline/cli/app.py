@@ -20,6 +20,7 @@ from tipline.store.registry import register_handler_modules
 #: The deployment's job handlers, registered with the job queue from here (the composition
 #: root: every ``tipline worker`` process imports this module before it loads them).
 register_handler_modules("tipline.pipeline", "tipline.actions.webhooks", "tipline.exchange.fetcher")
+register_handler_modules("tipline.removal.scheduler")  # removal ticks, steps, notices
 
 
 def _install_plain_coercion() -> None:
@@ -279,6 +280,7 @@ COMMAND_MODULES = {
     "exchange": "exchange",
     "hosting": "hosting",
     "provider": "hosting",
+    "case": "case",
 }
 
 
@@ -307,6 +309,7 @@ def _register(only: str | None = None) -> None:
     from tipline.cli import (  # noqa: F401
         audit,  # the audit trail
         bank,
+        case,  # removal cases
         config,  # the effective service settings
         db,  # service database, job workers
         dedupe,

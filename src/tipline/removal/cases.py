@@ -739,16 +739,20 @@ def record_notice(
     serial: str,
     ladder_step: int,
     role: str,
+    counted: bool = True,
     actor: str = "system",
     now: datetime | None = None,
 ) -> None:
     """A notice naming this case was queued (serial, ladder step): ``notified`` on the first
-    ladder step, ``escalated`` (level = step) above it; the notice count goes up."""
+    ladder step, ``escalated`` (level = step) above it. The notice count (what the ladder's
+    triggers count) goes up once per round: ``counted=False`` for a round's second recipient
+    (the host told directly beside the partner hotline)."""
     at = _now(now)
     to_state = "escalated" if ladder_step > 0 else "notified"
     if case.state == "escalated" and to_state == "notified":
         to_state = "escalated"  # a ladder never goes back down within a case
-    case.notice_count = (case.notice_count or 0) + 1
+    if counted or not case.notice_count:
+        case.notice_count = (case.notice_count or 0) + 1
     case.ladder_step = ladder_step
     case.escalation_level = max(case.escalation_level or 0, ladder_step)
     case.pending_notice = None

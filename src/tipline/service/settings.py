@@ -52,6 +52,50 @@ class SettingsError(TiplineError):
 
 
 @dataclass(frozen=True, slots=True)
+class RemovalSettings:
+    """The removal loop (``[removal]`` table, ``TIPLINE_REMOVAL_<NAME>``; docs/removal.md)."""
+
+    #: The hotline's own country (ISO alpha-2): locations hosted there are notified directly,
+    #: others referred to the partner hotline of the hosting country.
+    hotline_country: str = ""
+    #: Abroad: also notify the host directly, beside the referral to the partner hotline.
+    notify_host_abroad: bool = False
+    #: Hours between re-checks (and re-notices) of an open case (a provider may override it).
+    recheck_hours: float = 24.0
+    #: Consecutive misses before a location counts as removed (an outage is not a removal).
+    misses_to_remove: int = field(default=3, metadata={"min": 1})
+    #: Days a removed location is still watched for the content coming back.
+    watch_days: float = 30.0
+    #: The escalation ladder (TOML/JSON, docs/removal.md); empty: the built-in ladder.
+    ladder_file: str = ""
+    #: Seconds between scheduler passes.
+    tick_seconds: float = 300.0
+    #: Where evidence bundles are kept; empty: ``<data_dir>/evidence``.
+    evidence_dir: str = ""
+    #: The SMTP relay notices go through; empty: e-mail notices wait for manual sending.
+    smtp_host: str = ""
+    smtp_port: int = field(default=25, metadata={"min": 1})
+    smtp_starttls: bool = True
+    smtp_user: str = ""
+    smtp_password: str = field(default="", repr=False, metadata={"secret": True})
+    #: The envelope and From address of notices.
+    smtp_from: str = ""
+    #: CA file for the relay's STARTTLS certificate (an internal relay); empty: the system's.
+    smtp_ca_file: str = ""
+    #: The notifier a notice names (EU DSA Article 16): organisation, team, contact, web site,
+    #: postal address.
+    sender_organisation: str = "Tipline hotline"
+    sender_name: str = ""
+    sender_email: str = ""
+    sender_website: str = ""
+    sender_address: str = ""
+    #: The legal basis a notice states; empty: the built-in text.
+    legal_basis: str = ""
+    #: A directory of notice templates searched before the bundled ones.
+    notice_templates: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceSettings:
     #: Where the SQLite database, media store, MIH index and key file live by default.
     data_dir: Path = field(default_factory=default_data_dir)
@@ -130,6 +174,8 @@ class ServiceSettings:
     media_key: str = field(default="", repr=False, metadata={"secret": True})
     #: Triage weights (``[triage]`` table, ``TIPLINE_TRIAGE_<WEIGHT>``; docs/pipeline.md).
     triage: TriageWeights = field(default_factory=TriageWeights)
+    #: The removal loop (``[removal]`` table; docs/removal.md).
+    removal: RemovalSettings = field(default_factory=RemovalSettings)
 
     @property
     def db_url(self) -> str:

@@ -18,6 +18,8 @@ from tipline.pipeline import MatchFn, PipelineConfig
 from tipline.provenance import c2pa, detector
 from tipline.provenance.keywords import KeywordList, KeywordMatcher
 from tipline.record import ItemRecord, Match
+from tipline.removal import notices as removal_notices
+from tipline.removal import scheduler as removal_scheduler
 from tipline.scan.hashing import HashOptions
 from tipline.service.matching import MatchService
 from tipline.service.settings import ServiceSettings
@@ -77,6 +79,49 @@ def configure_process(settings: ServiceSettings) -> None:
         settings.fetch_settings(),
         lambda: credentials_keyring(settings),
         index_dir=settings.index_path,  # the fetcher journals its batches for live indexes
+    )
+    removal_scheduler.configure(removal_config(settings))
+
+
+def removal_config(settings: ServiceSettings) -> removal_scheduler.RemovalConfig:
+    """The removal scheduler's configuration (``[removal]`` settings; docs/removal.md)."""
+    r = settings.removal
+    notice_defaults = removal_notices.NoticeSettings()
+    return removal_scheduler.RemovalConfig(
+        evidence_dir=Path(r.evidence_dir) if r.evidence_dir else settings.data_dir / "evidence",
+        keyring=lambda: credentials_keyring(settings),
+        hotline_country=r.hotline_country.strip().upper(),
+        notify_host_abroad=r.notify_host_abroad,
+        recheck_hours=r.recheck_hours,
+        misses_to_remove=r.misses_to_remove,
+        watch_days=r.watch_days,
+        ladder=removal_scheduler.load_ladder(Path(r.ladder_file))
+        if r.ladder_file
+        else removal_scheduler.DEFAULT_LADDER,
+        notices=removal_notices.NoticeSettings(
+            sender=removal_notices.Sender(
+                organisation=r.sender_organisation,
+                name=r.sender_name,
+                email=r.sender_email,
+                website=r.sender_website,
+                address=r.sender_address,
+                country=r.hotline_country.strip().upper(),
+            ),
+            smtp=removal_notices.SmtpSettings(
+                host=r.smtp_host,
+                port=r.smtp_port,
+                starttls=r.smtp_starttls,
+                username=r.smtp_user,
+                password=r.smtp_password,
+                from_address=r.smtp_from,
+                ca_file=r.smtp_ca_file or None,
+            ),
+            legal_basis=r.legal_basis or notice_defaults.legal_basis,
+            template_dir=Path(r.notice_templates) if r.notice_templates else None,
+            recheck_hours=r.recheck_hours,
+        ),
+        fetch_settings=settings.fetch_settings(),
+        tick_seconds=r.tick_seconds,
     )
 
 

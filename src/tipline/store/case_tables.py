@@ -213,6 +213,9 @@ class NoticeRow(Base):
     urls: Mapped[Any] = mapped_column(JSON, default=list)
     #: the export record(s) a referral carries
     record: Mapped[Any | None] = mapped_column(JSON)
+    #: the contact as it was when the notice was queued (``ProviderContact.to_json()``:
+    #: organisation, address, channel, send window, language); None: no contact known
+    contact: Mapped[Any | None] = mapped_column(JSON)
 
 
 class NoticeCase(Base):

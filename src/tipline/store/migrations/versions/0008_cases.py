@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("urls", sa.JSON(), nullable=False),
         sa.Column("record", sa.JSON(), nullable=True),
+        sa.Column("contact", sa.JSON(), nullable=True),
         sa.CheckConstraint(
             "channel IN ('email', 'webhook', 'manual')", name=op.f("ck_notices_channel")
         ),
