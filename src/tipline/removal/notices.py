@@ -354,7 +354,6 @@ def _environment(extra_dir: str | None) -> jinja2.Environment:
         autoescape=False,  # plain text: no markup to escape; values are one-line strings
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
-        trim_blocks=True,
     )
 
 
@@ -482,8 +481,8 @@ def build_email(
     msg["Message-ID"] = message_id(notice.serial, smtp.from_address)
     msg["X-Tipline-Notice"] = notice.serial
     msg["Auto-Submitted"] = "auto-generated"
-    msg["Content-Language"] = rendered.language
     msg.set_content(rendered.text, subtype="plain", charset="utf-8")
+    msg["Content-Language"] = rendered.language  # after set_content, which drops Content-*
     return msg
 
 
