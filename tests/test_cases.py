@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner
 
 from tipline.audit import log as audit
-from tipline.removal import cases
+from tipline.cli import app as cli_app
+from tipline.removal import cases, scheduler
 from tipline.removal.cases import (
     TRANSITIONS,
     CaseError,
@@ -19,8 +25,9 @@ from tipline.removal.cases import (
     InvalidTransitionError,
     RecheckLike,
 )
-from tipline.store.case_tables import CaseEvent, CaseRow, LocationRow, RecheckRow
-from tipline.store.tables import AuditEvent
+from tipline.removal.scheduler import LadderStep
+from tipline.store.case_tables import CaseEvent, CaseIntake, CaseRow, LocationRow, RecheckRow
+from tipline.store.tables import AuditEvent, Item, Report, ReportItem
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -257,3 +264,166 @@ def test_list_cases_filters(session_factory: sessionmaker[Session]) -> None:
         with pytest.raises(CaseError, match="unknown case state"):
             cases.list_cases(s, state="bogus")
         assert s.scalar(select(func.count()).select_from(CaseEvent)) == 6
+
+
+# -- the escalation ladder as data ------------------------------------------------------------
+
+
+def test_ladder_parse_and_triggers(tmp_path: Path) -> None:
+    toml_file = tmp_path / "ladder.toml"
+    toml_file.write_text(
+        '[[step]]\nrole = "host"\n\n[[step]]\nrole = "registrar"\nafter_notices = 4\n\n'
+        '[[step]]\nrole = "police"\nafter_hours = 72\n'
+    )
+    ladder = scheduler.load_ladder(toml_file)
+    assert ladder == (
+        LadderStep("host", 0),
+        LadderStep("registrar", 4),
+        LadderStep("police", None, 72.0),
+    )
+    json_file = tmp_path / "ladder.json"
+    json_file.write_text(
+        json.dumps({"steps": [{"role": "host"}, {"role": "hotline", "after_notices": 1}]})
+    )
+    assert scheduler.load_ladder(json_file)[1] == LadderStep("hotline", 1)
+    first = T0
+    assert scheduler.ladder_step_for(ladder, 0, None, T0) == 0
+    assert scheduler.ladder_step_for(ladder, 3, first, T0 + DAY) == 0
+    assert scheduler.ladder_step_for(ladder, 4, first, T0 + DAY) == 1
+    # age alone reaches the last step, whatever the count
+    assert scheduler.ladder_step_for(ladder, 1, first, T0 + 3 * DAY) == 2
+    default = scheduler.DEFAULT_LADDER
+    assert [s.role for s in default] == [
+        "host",
+        "site_owner",
+        "registrar",
+        "upstream",
+        "hotline",
+        "police",
+    ]
+    assert [scheduler.ladder_step_for(default, n, first, T0) for n in (1, 3, 6, 9)] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({}, "non-empty list"),
+        ({"step": []}, "non-empty list"),
+        ({"step": [{"role": "landlord"}]}, "role 'landlord' is not one of"),
+        ({"step": [{"role": "host"}, {"role": "police"}]}, "needs after_notices or after_hours"),
+        ({"step": [{"role": "host", "after_notices": -1}]}, "whole number"),
+        ({"step": [{"role": "host", "after_hours": "soon"}]}, "number of hours"),
+        ({"step": [{"role": "host", "when": 3}]}, "unknown field(s) when"),
+        ({"step": ["host"]}, "not a table"),
+        ({"step": [{"role": "host"}] * 40}, "at most"),
+    ],
+)
+def test_ladder_errors_name_the_step(data: Any, message: str) -> None:
+    with pytest.raises(scheduler.LadderError) as err:
+        scheduler.parse_ladder(data, "ladder.toml")
+    assert message in str(err.value) and "ladder.toml" in str(err.value)
+
+
+def test_ladder_file_unreadable(tmp_path: Path) -> None:
+    bad = tmp_path / "ladder.toml"
+    bad.write_text("[[step]\nrole=")
+    with pytest.raises(scheduler.LadderError, match="cannot read ladder"):
+        scheduler.load_ladder(bad)
+    with pytest.raises(scheduler.LadderError, match="cannot read ladder"):
+        scheduler.load_ladder(tmp_path / "missing.toml")
+
+
+# -- intake of confirmed items --------------------------------------------------------------
+
+
+def _report(s: Session, urls: list[str], status: str, source_url: str | None, n: int) -> int:
+    report = Report(reference=f"TL-2026-TEST-{n:04d}", source="cli", urls=urls, submitted_at=T0)
+    item = Item(sha256=f"{n:064x}", status=status, grade={"label": "x"}, graded_at=T0 + DAY)
+    s.add_all([report, item])
+    s.flush()
+    s.add(ReportItem(report_id=report.id, item_id=item.id, source_url=source_url))
+    s.flush()
+    return report.id
+
+
+def test_intake_opens_cases_once(session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as s, s.begin():
+        fetched = _report(
+            s, ["http://a.example.org/page"], "confirmed", "http://a.example.org/i", 1
+        )
+        uploaded = _report(
+            s, ["http://b.example.org/1", "ftp://b.example.org/2"], "auto_confirmed", None, 2
+        )
+        _report(s, ["http://c.example.org/"], "dismissed", "http://c.example.org/", 3)
+        _report(s, ["http://d.example.org/"], "in_review", "http://d.example.org/", 4)
+        _report(s, [], "confirmed", None, 5)
+        _report(s, ["http://a.example.org/i"], "confirmed", "http://a.example.org/i", 6)
+    with session_factory() as s, s.begin():
+        opened = scheduler.intake(s, T0 + 2 * DAY)
+        assert len(opened) == 3
+        urls = {c.url: c for c in cases.list_cases(s)}
+        assert set(urls) == {
+            "http://a.example.org/i",
+            "http://b.example.org/1",
+            "ftp://b.example.org/2",
+        }
+        case = urls["http://a.example.org/i"]
+        assert case.report_id == fetched and case.reported_at == T0
+        assert case.confirmed_at == T0 + DAY and case.grade == {"label": "x"}
+        assert urls["http://b.example.org/1"].report_id == uploaded
+        intake_rows = list(s.scalars(select(CaseIntake)))
+        assert len(intake_rows) == 4  # the two confirmed ones, the upload, the empty report
+        assert {r.error for r in intake_rows} == {None, "no URL"}
+    with session_factory() as s, s.begin():
+        assert scheduler.intake(s, T0 + 3 * DAY) == []
+
+
+# -- the CLI --------------------------------------------------------------------------------
+
+
+cli_app._register()
+runner = CliRunner()
+
+
+def _cli(data: Path, *args: str) -> Any:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIPLINE_")}
+    return runner.invoke(cli_app.app, ["--data-dir", str(data), "case", *args], env=env)
+
+
+def test_cli_list_show_hold_release_close(tmp_path: Path) -> None:
+    from tipline.store import migrations
+    from tipline.store.base import make_engine
+    from tipline.store.base import session_factory as make_factory
+
+    data = tmp_path / "data"
+    engine = make_engine(f"sqlite:///{data / 'tipline.sqlite3'}")
+    migrations.upgrade(engine)
+    with make_factory(engine)() as s, s.begin():
+        cid = _open(s)
+    engine.dispose()
+    res = _cli(data, "list")
+    assert res.exit_code == 0, res.output
+    assert f"{cid:>6}  confirmed" in res.output and "http://site.example.org/page?x=1" in res.output
+    res = _cli(data, "hold", str(cid), "--agency", "LKA Berlin", "--until", "2099-01-31")
+    assert res.exit_code == 0, res.output
+    assert "held for LKA Berlin until 2099-01-31" in res.output
+    res = _cli(data, "show", str(cid), "--json")
+    doc = json.loads(res.output)
+    assert doc["state"] == "held" and doc["hold"]["agency"] == "LKA Berlin"
+    assert [e["to_state"] for e in doc["events"]] == ["confirmed", "held"]
+    res = _cli(data, "show", str(cid))
+    assert "hold                 LKA Berlin until 2099-01-31" in res.output
+    res = _cli(data, "hold", str(cid), "--agency", "X", "--until", "next week")
+    assert res.exit_code != 0 and "use an ISO date" in res.output
+    res = _cli(data, "release", str(cid))
+    assert res.exit_code == 0 and "released: confirmed" in res.output
+    res = _cli(data, "close", str(cid), "--reason", "")
+    assert res.exit_code != 0 and "needs a reason" in res.output
+    res = _cli(data, "close", str(cid), "--reason", "duplicate of another case")
+    assert res.exit_code == 0, res.output
+    res = _cli(data, "list", "--state", "closed", "--json")
+    assert [c["id"] for c in json.loads(res.output)] == [cid]
+    res = _cli(data, "show", "999")
+    assert res.exit_code != 0 and "no case 999" in res.output
+    res = _cli(data, "list", "--state", "nonsense")
+    assert res.exit_code != 0 and "unknown case state" in res.output
