@@ -198,9 +198,13 @@ def transition(
     actor: str,
     now: datetime | None = None,
     details: Mapping[str, Any] | None = None,
+    audit_event: bool = True,
 ) -> CaseEvent:
     """Move ``case`` to ``to_state`` (checked against :data:`TRANSITIONS`), with a
-    ``case_events`` row and an audit event. Raises :class:`InvalidTransitionError`."""
+    ``case_events`` row and an audit event. Raises :class:`InvalidTransitionError`.
+
+    ``audit_event=False`` leaves the audit event to the caller, who records one for a batch
+    of transitions (a notice naming many cases: one ``notice.queued`` event lists them all)."""
     at = _now(now)
     if to_state not in TRANSITIONS:
         raise CaseError(f"unknown case state {to_state!r} (one of {', '.join(STATES)})")
@@ -219,7 +223,8 @@ def transition(
         case_id=case.id, from_state=from_state, to_state=to_state, at=at, actor=actor, details=det
     )
     session.add(event)
-    session.flush()
+    if not audit_event:
+        return event
     audit.record(
         session,
         actor,
@@ -742,11 +747,12 @@ def record_notice(
     counted: bool = True,
     actor: str = "system",
     now: datetime | None = None,
-) -> None:
+    audit_event: bool = True,
+) -> tuple[str, str]:
     """A notice naming this case was queued (serial, ladder step): ``notified`` on the first
     ladder step, ``escalated`` (level = step) above it. The notice count (what the ladder's
     triggers count) goes up once per round: ``counted=False`` for a round's second recipient
-    (the host told directly beside the partner hotline)."""
+    (the host told directly beside the partner hotline). Returns ``(from, to)``."""
     at = _now(now)
     to_state = "escalated" if ladder_step > 0 else "notified"
     if case.state == "escalated" and to_state == "notified":
@@ -756,6 +762,7 @@ def record_notice(
     case.ladder_step = ladder_step
     case.escalation_level = max(case.escalation_level or 0, ladder_step)
     case.pending_notice = None
+    from_state = case.state
     transition(
         session,
         case,
@@ -769,7 +776,9 @@ def record_notice(
             "role": role,
             "level": case.escalation_level,
         },
+        audit_event=audit_event,
     )
+    return from_state, to_state
 
 
 def record_notice_sent(session: Session, case_ids: Sequence[int], at: datetime) -> None:

@@ -322,9 +322,10 @@ def queue_notice(
             ],
         }
         notice.record = json.loads(json.dumps(notice.record, default=_json_default))
+    moves: list[dict[str, Any]] = []
     for case in cases:
         session.add(NoticeCase(notice_id=notice.id, case_id=case.id, url=case.url))
-        case_sm.record_notice(
+        before, after = case_sm.record_notice(
             session,
             case,
             serial=notice.serial,
@@ -332,14 +333,34 @@ def queue_notice(
             role=role,
             counted=counted,
             now=at,
+            audit_event=False,
         )
+        moves.append({"case": case.id, "from": before, "to": after, "url": case.url})
         if channel == "manual":
             case_sm.set_flag(
                 case,
                 f"notice {notice.serial} ({ROLE_LABELS.get(role, role)}) must be sent by hand: "
                 f"{why_manual}",
             )
-    session.flush()
+    # one audit event for the notice and every case transition it made (cheaper than one
+    # per case when a notice groups thousands of URLs, and the same record)
+    audit.record(
+        session,
+        "system",
+        "notice.queued",
+        "notice",
+        notice.serial,
+        None,
+        {
+            "contact": notice.contact_key,
+            "role": role,
+            "kind": kind,
+            "channel": channel,
+            "ladder_step": ladder_step,
+            "at": at.isoformat(),
+            "transitions": moves,
+        },
+    )
     return notice
 
 

@@ -49,7 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, exists, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, defer, sessionmaker
 
 from tipline.crawl.fetch import FetchSettings
 from tipline.errors import TiplineError
@@ -63,7 +64,7 @@ from tipline.removal.providers import ROLES, ProviderContact
 from tipline.store.case_tables import CaseIntake, CaseRow, NoticeRow
 from tipline.store.jobs import JobContext, JobQueue, register_handler
 from tipline.store.media import Keyring
-from tipline.store.tables import Item, Report, ReportItem
+from tipline.store.tables import Item, Job, Report, ReportItem
 
 __all__ = [
     "DEFAULT_LADDER",
@@ -343,15 +344,26 @@ class TickResult:
 def enqueue_due(session: Session, queue: JobQueue, now: datetime, *, limit: int) -> int:
     """A ``removal.step`` job per due case (deduplicated by case and version)."""
     due = case_sm.due_cases(session, now, limit=limit)
-    for case_id, version, _action in due:
-        queue.enqueue(
-            STEP_KIND,
-            {"case_id": case_id, "version": version},
-            dedupe_key=f"removal-step:{case_id}:{version}",
-            run_after=now,
-            max_attempts=5,
-            session=session,
-        )
+    values = [
+        {
+            "kind": STEP_KIND,
+            "payload": {"case_id": case_id, "version": version},
+            "status": "queued",
+            "attempts": 0,
+            "max_attempts": 5,
+            "run_after": now,
+            "created_at": now,
+            "updated_at": now,
+            "dedupe_key": f"removal-step:{case_id}:{version}",
+        }
+        for case_id, version, _action in due
+    ]
+    # INSERT ... ON CONFLICT DO NOTHING on the dedupe key: the rows JobQueue.enqueue(dedupe_key=)
+    # writes, without a round trip per job (100,000 due cases in one pass)
+    if values:
+        dialect: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(Job.__table__).on_conflict_do_nothing(index_elements=["dedupe_key"])
+        session.connection().execute(stmt, values)  # executemany: compiled once, batched
     return len(due)
 
 
@@ -499,6 +511,8 @@ def group_notices(
                     CaseRow.pending_notice.is_not(None), CaseRow.state.not_in(("held", "closed"))
                 )
                 .order_by(CaseRow.id)
+                # the big JSON columns are not needed to group (loaded if a referral needs them)
+                .options(defer(CaseRow.attribution), defer(CaseRow.grade))
                 .with_for_update()
             )
         )
