@@ -427,3 +427,42 @@ def test_cli_list_show_hold_release_close(tmp_path: Path) -> None:
     assert res.exit_code != 0 and "no case 999" in res.output
     res = _cli(data, "list", "--state", "nonsense")
     assert res.exit_code != 0 and "unknown case state" in res.output
+
+
+def test_cli_notify_prints_and_marks_manual_notice(tmp_path: Path) -> None:
+    from tipline.removal import notices
+    from tipline.store import migrations
+    from tipline.store.base import make_engine
+    from tipline.store.base import session_factory as make_factory
+    from tipline.store.case_tables import NoticeRow
+
+    data = tmp_path / "data"
+    engine = make_engine(f"sqlite:///{data / 'tipline.sqlite3'}")
+    migrations.upgrade(engine)
+    with make_factory(engine)() as s, s.begin():
+        case = cases.get_case(s, _open(s))
+        cases.record_evidence(s, case, "ab" * 32, now=T0)
+        notice = notices.queue_notice(
+            s,
+            contact=None,
+            role="host",
+            cases=[case],
+            ladder_step=0,
+            settings=notices.NoticeSettings(),
+            now=T0,
+        )
+        cid, serial = case.id, notice.serial
+    res = _cli(data, "notify", str(cid))
+    assert res.exit_code == 0, res.output
+    assert f"--- {serial} (manual_pending)" in res.output
+    assert f"Subject: [{serial}] Notice of illegal content at 1 location" in res.output
+    assert "http://site.example.org/page?x=1" in res.output and "marked sent" not in res.output
+    res = _cli(data, "notify", str(cid), "--mark-sent")
+    assert res.exit_code == 0 and f"{serial}: marked sent" in res.output, res.output
+    with make_factory(engine)() as s:
+        row = s.scalar(select(NoticeRow))
+        assert row is not None and row.state == "sent" and row.sent_by == "cli"
+        assert cases.get_case(s, cid).first_notice_at is not None
+    engine.dispose()
+    res = _cli(data, "show", str(cid))
+    assert f"{serial}  sent" in res.output

@@ -621,7 +621,7 @@ def _live_case_ids(session: Session, notice_id: int) -> list[int]:
         session.scalars(
             select(CaseRow.id)
             .join(NoticeCase, NoticeCase.case_id == CaseRow.id)
-            .where(NoticeCase.notice_id == notice_id, CaseRow.state != "closed")
+            .where(NoticeCase.notice_id == notice_id, CaseRow.state.not_in(("closed", "removed")))
         )
     )
 
@@ -650,7 +650,8 @@ def deliver(
             notice.send_after = max(held, now)
             return "deferred"
         if not _live_case_ids(s, notice.id):
-            notice.state, notice.last_error = "failed", "every case it names is closed"
+            notice.state = "failed"
+            notice.last_error = "nothing to send: every case it names is removed or closed"
             return "skipped"
         contact = ProviderContact(**notice.contact) if notice.contact else None
         if contact is not None:
