@@ -237,6 +237,33 @@ def transition(
     return event
 
 
+def _record_event(
+    session: Session,
+    case: CaseRow,
+    from_state: str | None,
+    *,
+    at: datetime,
+    actor: str,
+    details: Mapping[str, Any],
+    action: str,
+    audit_details: Mapping[str, Any],
+) -> None:
+    """A case-history row and its audit event for what is not a state change (opening, a hold
+    extended, a resume): ``to_state`` is the case's state as it stands."""
+    session.add(
+        CaseEvent(
+            case_id=case.id,
+            from_state=from_state,
+            to_state=case.state,
+            at=at,
+            actor=actor,
+            details=dict(details),
+        )
+    )
+    session.flush()
+    audit.record(session, actor, action, "case", str(case.id), None, dict(audit_details))
+
+
 def schedule(case: CaseRow, action: str | None, at: datetime | None) -> None:
     """Set what the scheduler does with ``case`` next, and when (None: nothing)."""
     case.next_action = action
@@ -319,25 +346,16 @@ def open_case(
     )
     session.add(case)
     session.flush()
-    session.add(
-        CaseEvent(
-            case_id=case.id,
-            from_state=None,
-            to_state="confirmed",
-            at=at,
-            actor=actor,
-            details={"url": case.url, "report_id": report_id, "item_id": item_id},
-        )
-    )
-    session.flush()
-    audit.record(
+    opened = {"url": case.url, "report_id": report_id, "item_id": item_id}
+    _record_event(
         session,
-        actor,
-        "case.open",
-        "case",
-        str(case.id),
+        case,
         None,
-        {"url": case.url, "report_id": report_id, "item_id": item_id, "at": at.isoformat()},
+        at=at,
+        actor=actor,
+        details=opened,
+        action="case.open",
+        audit_details={**opened, "at": at.isoformat()},
     )
     return case, True
 
@@ -529,18 +547,16 @@ def hold(
         case.hold_agency, case.hold_by = agency, by
         case.version = (case.version or 0) + 1
         case.updated_at = at
-        session.add(
-            CaseEvent(
-                case_id=case.id,
-                from_state="held",
-                to_state="held",
-                at=at,
-                actor=by,
-                details={**details, "extended": True},
-            )
+        _record_event(
+            session,
+            case,
+            "held",
+            at=at,
+            actor=by,
+            details={**details, "extended": True},
+            action="case.hold",
+            audit_details=details,
         )
-        session.flush()
-        audit.record(session, by, "case.hold", "case", str(case.id), None, details)
         return case
     if case.state not in HOLDABLE:
         raise InvalidTransitionError(case.id, case.state, "held")
@@ -698,18 +714,16 @@ def resume(session: Session, case_id: int, *, by: str, now: datetime | None = No
     set_flag(case, None)
     schedule(case, "prepare", at)
     case.updated_at = at
-    session.add(
-        CaseEvent(
-            case_id=case.id,
-            from_state=case.state,
-            to_state=case.state,
-            at=at,
-            actor=by,
-            details={"resumed": True},
-        )
+    _record_event(
+        session,
+        case,
+        case.state,
+        at=at,
+        actor=by,
+        details={"resumed": True},
+        action="case.resume",
+        audit_details={"state": case.state},
     )
-    session.flush()
-    audit.record(session, by, "case.resume", "case", str(case.id), None, {"state": case.state})
     return case
 
 
