@@ -161,9 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     import httpx
     from sqlalchemy import select
 
-    from tipline.crawl.fetch import FetchSettings
     from tipline.exchange import store
     from tipline.exchange.fetcher import FetchOptions, run_fetch
+    from tipline.net.fetch import FetchSettings
     from tipline.store import migrations
     from tipline.store.base import make_engine, session_factory
     from tipline.store.media import Keyring, new_key

@@ -188,7 +188,7 @@ def _free_port() -> int:
 
 
 def bench_recheck(count: int, workers: int, pictures: int) -> dict[str, Any]:
-    from tipline.crawl.fetch import FetchSettings
+    from tipline.net.fetch import FetchSettings
     from tipline.removal.evidence import build_bundle, survey
     from tipline.removal.recheck import recheck
 

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tipline.crawl.fetch import FetchSettings, FetchTrace, fetch
+from tipline.net.fetch import FetchSettings, FetchTrace, fetch
 from tipline.removal import evidence
 from tipline.removal.evidence import (
     CaptureLimits,

@@ -17,7 +17,6 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tipline.crawl.fetch import FetchSettings
 from tipline.exchange import store
 from tipline.exchange.api import Checkpoint, exchange_type, register, unregister
 from tipline.exchange.fetcher import (
@@ -28,6 +27,7 @@ from tipline.exchange.fetcher import (
     start_chain,
 )
 from tipline.exchange.types import LocalFileExchange
+from tipline.net.fetch import FetchSettings
 from tipline.store import migrations
 from tipline.store.base import make_engine, session_factory
 from tipline.store.jobs import JobQueue

@@ -18,7 +18,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ncmec_replay import Replay, ReplayEntry, Source, render_query_result, stand_in_pdq
-from tipline.crawl.fetch import FetchSettings
 from tipline.exchange import store
 from tipline.exchange.api import (
     ExchangeError,
@@ -29,6 +28,7 @@ from tipline.exchange.api import (
 )
 from tipline.exchange.fetcher import FetchOptions, next_delay, run_fetch
 from tipline.exchange.ncmec import Member, parse_entries, parse_ts, whoami
+from tipline.net.fetch import FetchSettings
 from tipline.store import migrations
 from tipline.store.base import make_engine
 from tipline.store.base import session_factory as make_factory

@@ -16,8 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tipline.crawl import fetch as fetch_mod
-from tipline.crawl.fetch import (
+from tipline.net import fetch as fetch_mod
+from tipline.net.fetch import (
     BlockedAddressError,
     FetchConnectError,
     FetchSettings,

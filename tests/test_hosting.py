@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from tipline.cli import app as cli_app
-from tipline.crawl.fetch import FetchSettings
+from tipline.net.fetch import FetchSettings
 from tipline.removal import hosting
 from tipline.removal.hosting import (
     DatasetError,

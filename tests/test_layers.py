@@ -37,12 +37,16 @@ LAYERS: list[tuple[str, ...]] = [
     ("triage",),
     # demo: an end-to-end run of the library (scan, banks, store) behind `tipline demo`, so it
     # sits with the other users of the lower layers, just below the entry points
-    # exchange: fetching partners' hash lists into banks (over crawl.fetch's SSRF policy)
-    ("review", "actions", "crawl", "demo", "exchange"),
-    # the report pipeline's stages: fetch (crawl), webhooks (actions), triage; no HTTP
+    # net: fetching a URL under the SSRF policy (used by webhooks, exchanges, the pipeline)
+    # exchange: fetching partners' hash lists into banks (over net.fetch's SSRF policy)
+    ("review", "actions", "net", "demo", "exchange"),
+    # the report pipeline's stages: fetch (net), webhooks (actions), triage; no HTTP
     # removal: locations, hosting attribution, cases, evidence, notices, re-checks (it uses
-    # crawl.fetch, the webhooks and exports of actions, grades and the audit chain)
+    # net.fetch, the webhooks and exports of actions, grades and the audit chain)
     ("pipeline", "removal"),
+    # crawl: following reported sites; every page and media file goes through the pipeline's
+    # analysis, and matched pages feed the removal loop (locations, evidence)
+    ("crawl",),
     ("service", "cli"),
 ]
 
@@ -53,8 +57,8 @@ PEER_EDGES: set[tuple[str, str]] = {
     ("store", "banks"),  # the SQL bank store implements the bank model
     ("audit", "store"),  # audit events are store rows
     ("accounts", "store"),  # users and tokens are store rows
-    ("actions", "crawl"),  # webhook deliveries go through crawl.fetch's SSRF policy
-    ("exchange", "crawl"),  # http_list fetches through crawl.fetch's SSRF policy
+    ("actions", "net"),  # webhook deliveries go through net.fetch's SSRF policy
+    ("exchange", "net"),  # http_list fetches through net.fetch's SSRF policy
     ("cli", "service"),  # `tipline serve`, `tipline user`, ... run the service
 }
 
@@ -234,7 +238,7 @@ def test_the_checker_catches_an_upward_import(source: str) -> None:
     modules["tipline.media.fake"] = (source, False)
     new = [v for v in violations(modules) if v.importer == "tipline.media.fake"]
     assert [(v.imported, v.why) for v in new] == [
-        ("tipline.service.app", "media (layer 1) imports service (layer 9, above)")
+        ("tipline.service.app", "media (layer 1) imports service (layer 10, above)")
     ]
 
 

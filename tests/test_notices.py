@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.actions import webhooks
-from tipline.crawl.fetch import FetchSettings
+from tipline.net.fetch import FetchSettings
 from tipline.removal import cases, notices
 from tipline.removal.notices import NoticeSettings, Sender, SmtpSettings
 from tipline.removal.providers import ProviderContact

@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from conftest import encode, noise_image, photo
 from tipline import pipeline
 from tipline.banks.bank import Bank, Entry
-from tipline.crawl.fetch import FetchSettings
 from tipline.index.bank_index import BankIndex
+from tipline.net.fetch import FetchSettings
 from tipline.pipeline import FollowUp, PipelineConfig, run_stage, stages
 from tipline.scan.hashing import HashOptions, hash_bytes
 from tipline.service.intake import IntakeContext, IntakeSettings, NewReport, create_reports

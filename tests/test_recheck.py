@@ -21,7 +21,7 @@ from test_evidence import (
     local_settings,
     make_image,
 )
-from tipline.crawl.fetch import FetchSettings
+from tipline.net.fetch import FetchSettings
 from tipline.removal.evidence import EvidenceBundle, capture
 from tipline.removal.recheck import PDQ_MATCH_DISTANCE, RecheckResult, recheck
 from tipline.signals.pdq import hamming

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from test_notices import SmtpSink
 from tipline.audit import log as audit
-from tipline.crawl.fetch import FetchSettings
+from tipline.net.fetch import FetchSettings
 from tipline.removal import cases, scheduler
 from tipline.removal.hosting import import_ip2asn
 from tipline.removal.notices import NoticeSettings, Sender
@@ -491,7 +491,7 @@ WORKER = textwrap.dedent(
     from datetime import datetime
     from pathlib import Path
 
-    from tipline.crawl.fetch import FetchSettings
+    from tipline.net.fetch import FetchSettings
     from tipline.removal import scheduler
     from tipline.store.base import make_engine, session_factory
     from tipline.store.jobs import JobQueue

@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from conftest import encode, noise_image, photo
 from tipline.actions import webhooks
-from tipline.crawl.fetch import FetchSettings
+from tipline.net.fetch import FetchSettings
 from tipline.service import auth
 from tipline.store.jobs import JobQueue, handlers
 from tipline.store.tables import AuditEvent, Job, Webhook, utcnow

@@ -15,7 +15,7 @@
   until :data:`MAX_ATTEMPTS` are used up (then the job is ``dead``). Any other 4xx, a refused
   address or an invalid URL raises :class:`~tipline.store.jobs.PermanentJobError`: the job
   goes to ``failed`` at once (a dead letter admins see with ``tipline db jobs``).
-* Deliveries go through the SSRF policy of :mod:`tipline.crawl.fetch`: the host is resolved
+* Deliveries go through the SSRF policy of :mod:`tipline.net.fetch`: the host is resolved
   once, every address vetted (private, loopback, link-local and cloud metadata addresses are
   refused unless allow-listed with the ``fetch_allow_hosts`` / ``fetch_allow_networks``
   settings) and the connection pinned to the vetted address.
@@ -45,7 +45,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from tipline.crawl.fetch import (
+from tipline.errors import TiplineError
+from tipline.net.fetch import (
     BlockedAddressError,
     FetchConnectError,
     FetchError,
@@ -55,7 +56,6 @@ from tipline.crawl.fetch import (
     check_address,
     vet_url,
 )
-from tipline.errors import TiplineError
 from tipline.record import Match
 from tipline.store.jobs import JobContext, JobQueue, PermanentJobError, register_handler
 from tipline.store.tables import Item, Webhook

@@ -33,8 +33,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from tipline.crawl.fetch import FetchSettings
 from tipline.errors import TiplineError
+from tipline.net.fetch import FetchSettings
 
 log = logging.getLogger("tipline.exchange")
 

@@ -34,7 +34,7 @@ The pitfalls, and what this module does about each:
   invalid hashes are counted by the fetcher with the record's key (which names the entry).
 * 429 / 5xx are an :class:`ExchangeFetchError` with ``retry_after`` (the fetcher backs off);
   401/403 say the credentials were refused (the exchange's status shows it failing);
-  pages go through :func:`tipline.crawl.fetch.fetch` (address policy, ``max_page_bytes``);
+  pages go through :func:`tipline.net.fetch.fetch` (address policy, ``max_page_bytes``);
   XML is parsed with defusedxml: DTDs and entities are refused.
 * The checkpoint never moves back: a clock that jumps backwards just finds nothing to fetch.
 """
@@ -59,15 +59,6 @@ import defusedxml
 import defusedxml.ElementTree as SafeET
 import httpx
 
-from tipline.crawl.fetch import (
-    FetchConnectError,
-    FetchError,
-    FetchSettings,
-    FetchTimeoutError,
-    HTTPStatusError,
-    fetch,
-    vet_url,
-)
 from tipline.exchange.api import (
     Checkpoint,
     ConfigField,
@@ -81,6 +72,15 @@ from tipline.exchange.api import (
     Opinion,
     Problem,
     register,
+)
+from tipline.net.fetch import (
+    FetchConnectError,
+    FetchError,
+    FetchSettings,
+    FetchTimeoutError,
+    HTTPStatusError,
+    fetch,
+    vet_url,
 )
 from tipline.signals.types import registered as signal_types
 
@@ -511,7 +511,7 @@ def _feedback_target(opinion: Opinion) -> tuple[int, str, str]:
 
 
 class Client:
-    """The hash sharing API over :mod:`tipline.crawl.fetch` (GET) and a pinned PUT."""
+    """The hash sharing API over :mod:`tipline.net.fetch` (GET) and a pinned PUT."""
 
     def __init__(self, ctx: FetchContext) -> None:
         cfg = ctx.config

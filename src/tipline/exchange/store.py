@@ -20,9 +20,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tipline.banks.bank import DEFAULT_PDQ_THRESHOLD, ROLES, validate_bank_name
-from tipline.crawl.fetch import FetchSettings
 from tipline.errors import BankError
 from tipline.exchange.api import ExchangeConfigError, ExchangeError, exchange_type
+from tipline.net.fetch import FetchSettings
 from tipline.store.media import Keyring
 from tipline.store.tables import (
     BankRow,

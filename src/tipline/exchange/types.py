@@ -21,7 +21,6 @@ from typing import IO, Any
 
 from tipline.banks.bank import Entry
 from tipline.banks.formats import FORMATS, detect_format, iter_hash_list
-from tipline.crawl.fetch import FetchError, HTTPStatusError, fetch
 from tipline.errors import MalformedLineError, TiplineError
 from tipline.exchange.api import (
     Checkpoint,
@@ -35,6 +34,7 @@ from tipline.exchange.api import (
     Problem,
     register,
 )
+from tipline.net.fetch import FetchError, HTTPStatusError, fetch
 from tipline.signals.types import registered as signal_types
 
 #: Signal lines per delta (the fetcher commits whole deltas).

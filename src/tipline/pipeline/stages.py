@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from tipline.actions import webhooks
 from tipline.config import Limits, MiB
-from tipline.crawl.fetch import (
+from tipline.net.fetch import (
     BlockedAddressError,
     FetchError,
     FetchSettings,

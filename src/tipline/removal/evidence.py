@@ -2,8 +2,8 @@
 media, captured once, sealed, and exportable as WARC for law enforcement (docs/removal.md,
 "Evidence and re-checks").
 
-:func:`capture` fetches a location through the SSRF-safe fetcher (:mod:`tipline.crawl.fetch`,
-with a :class:`~tipline.crawl.fetch.FetchTrace` so every hop's DNS answers, address, headers
+:func:`capture` fetches a location through the SSRF-safe fetcher (:mod:`tipline.net.fetch`,
+with a :class:`~tipline.net.fetch.FetchTrace` so every hop's DNS answers, address, headers
 and TLS certificate are recorded), finds the media an HTML page carries (``img``/``srcset``,
 ``video``/``source``, ``og:image``, links to image and video files; bounded in count and
 bytes), fetches each and hashes it (SHA-256, MD5, PDQ through the project's own
@@ -38,7 +38,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urldefrag, urljoin, urlsplit
 
-from tipline.crawl.fetch import (
+from tipline.errors import ItemError, TiplineError
+from tipline.media.sniff import EMPTY, SNIFF_BYTES, MediaType, sniff
+from tipline.net.fetch import (
     FetchError,
     FetchHop,
     FetchResult,
@@ -48,8 +50,6 @@ from tipline.crawl.fetch import (
     TooLargeError,
     fetch,
 )
-from tipline.errors import ItemError, TiplineError
-from tipline.media.sniff import EMPTY, SNIFF_BYTES, MediaType, sniff
 from tipline.record import MIN_USABLE_QUALITY, ItemRecord
 from tipline.scan.hashing import HashOptions, add_pdq
 from tipline.store.media import (

@@ -28,7 +28,8 @@ from typing import IO, Any, cast
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
-from tipline.crawl.fetch import (
+from tipline.errors import TiplineError
+from tipline.net.fetch import (
     BlockedAddressError,
     FetchError,
     FetchSettings,
@@ -37,7 +38,6 @@ from tipline.crawl.fetch import (
     fetch,
     resolve,
 )
-from tipline.errors import TiplineError
 from tipline.removal.locations import (
     InvalidLocationError,
     Location,

@@ -55,8 +55,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.actions import webhooks
 from tipline.audit import log as audit
-from tipline.crawl.fetch import BlockedAddressError, FetchError, FetchSettings
 from tipline.errors import TiplineError
+from tipline.net.fetch import BlockedAddressError, FetchError, FetchSettings
 from tipline.removal import cases as case_sm
 from tipline.removal.providers import ProviderContact, next_send_time
 from tipline.store.case_tables import CaseRow, NoticeCase, NoticeRow

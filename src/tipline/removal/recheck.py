@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from tipline.crawl.fetch import (
+from tipline.net.fetch import (
     BlockedAddressError,
     FetchConnectError,
     FetchSettings,

@@ -52,8 +52,8 @@ from sqlalchemy import and_, exists, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, defer, sessionmaker
 
-from tipline.crawl.fetch import FetchSettings
 from tipline.errors import TiplineError
+from tipline.net.fetch import FetchSettings
 from tipline.removal import cases as case_sm
 from tipline.removal import evidence as evidence_mod
 from tipline.removal import notices as notices_mod

@@ -40,9 +40,11 @@ from tipline.service import (
     actions_api,
     api_v1,
     auth,
+    cases_api,
     desk,
     desk_core,
     errors,
+    exchange_feed,
     exchanges,
     hma,
     intake,
@@ -75,10 +77,12 @@ def include_routers(app: FastAPI, ctx: AppContext) -> None:
     app.include_router(ops.router(ctx.matcher, ctx.metrics))
     app.include_router(hma.router(ctx.matcher, ctx.settings, ctx.metrics))
     app.include_router(exchanges.router(ctx))  # HMA's /c/exchange* routes
+    app.include_router(exchange_feed.router(ctx))  # /api/v1/exchange: Tipline peers' feed
     app.include_router(api_v1.router(ctx.matcher, ctx.settings, ctx.metrics))
     app.include_router(intake.router(ctx))
     app.include_router(reports.router(ctx))
     app.include_router(actions_api.router(ctx))
+    app.include_router(cases_api.router(ctx))  # /api/v1/cases and the desk's Removal pages
     app.include_router(review_api.router(ctx))  # the review desk as JSON
     app.include_router(desk.router(ctx))  # the review desk's pages
     app.include_router(media.desk_router(ctx))  # the media those pages show

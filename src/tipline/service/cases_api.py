@@ -34,7 +34,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from tipline.accounts import Principal
@@ -171,4 +171,9 @@ def stats_page(request: Request, p: Principal, summary: Mapping[str, Any]) -> HT
     )
 
 
-__all__ = ["stats_charts", "stats_page", "stats_response", "stats_view"]
+def router(ctx: Any = None) -> APIRouter:
+    """The case routes and Removal pages (mounted by the app; filled in by issue 13's surfaces)."""
+    return APIRouter()
+
+
+__all__ = ["router", "stats_charts", "stats_page", "stats_response", "stats_view"]

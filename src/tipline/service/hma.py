@@ -46,8 +46,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from tipline.banks.bank import Bank, Entry, validate_bank_name
-from tipline.crawl.fetch import FetchError, HTTPStatusError, TooLargeError, fetch
 from tipline.errors import BankError, BankNotFoundError, InvalidSignalError
+from tipline.net.fetch import FetchError, HTTPStatusError, TooLargeError, fetch
 from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions, hash_bytes
 from tipline.scan.runner import RECHECK_MARGIN

@@ -34,8 +34,8 @@ from typing import Any, Literal
 
 from tipline.config import MiB, env_names, env_values, field_types, is_settings_table, parse_fields
 from tipline.config import data_dir as default_data_dir
-from tipline.crawl.fetch import FetchSettings
 from tipline.errors import TiplineError
+from tipline.net.fetch import FetchSettings
 from tipline.store.base import database_url
 from tipline.triage.priority import TriageWeights
 
