@@ -160,7 +160,18 @@ class RequestMiddleware:
         rid = rid or uuid.uuid4().hex
         token = request_id_var.set(rid)
         status = 500
+        counted = False
         t0 = time.perf_counter()
+        method = scope.get("method", "")
+
+        def count() -> None:
+            # Counted before the response starts, so a client that has its answer never scrapes
+            # a total without it (another process's /metrics included).
+            nonlocal counted
+            if not counted:
+                counted = True
+                template = getattr(scope.get("route"), "path", None) or "<unmatched>"
+                self.metrics.requests.labels(method, template, str(status)).inc()
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -169,6 +180,7 @@ class RequestMiddleware:
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", rid.encode()))
                 message = {**message, "headers": headers}
+                count()
             await send(message)
 
         try:
@@ -177,8 +189,7 @@ class RequestMiddleware:
             elapsed = time.perf_counter() - t0
             route = scope.get("route")
             template = getattr(route, "path", None) or "<unmatched>"
-            method = scope.get("method", "")
-            self.metrics.requests.labels(method, template, str(status)).inc()
+            count()
             self.metrics.latency.labels(method, template).observe(elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
