@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -102,12 +103,125 @@ def export_hashes(
     _export_to(fmt.value, output, since, database_url_opt)
 
 
+class UrlSource(StrEnum):
+    auto = "auto"
+    cases = "cases"
+    items = "items"
+
+
+def _export_url_list(
+    output: Path | None,
+    since: str | None,
+    until: str | None,
+    delta: bool,
+    as_json: bool,
+    source: UrlSource,
+    url: str | None,
+) -> None:
+    """As :func:`_export_to`: the temporary file is written in the transaction that records
+    the audit event, then moved into place (or copied to stdout)."""
+    from tipline.removal import urllist
+
+    since_at = _parse_since(since) if since else None
+    until_at = _parse_time("--until", until) if until else None
+    factory = open_db(url)
+    where = output.parent if output is not None else None
+    if where is not None and not where.is_dir():
+        raise TiplineError(f"cannot write {output}: no directory {where}")
+    fd, name = tempfile.mkstemp(prefix=".tipline-export-", suffix=".tmp", dir=where)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh, factory() as s, s.begin():
+            result = urllist.export_urls(
+                s,
+                fh,
+                actor=_actor(),
+                now=until_at,
+                since=since_at,
+                delta_wanted=delta,
+                fmt="json" if as_json else "text",
+                source=source.value,
+            )
+        if output is None:
+            with tmp.open("r", encoding="utf-8", newline="") as fh2:
+                shutil.copyfileobj(fh2, sys.stdout)
+            sys.stdout.flush()
+        else:
+            tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    to = f" to {output}" if output is not None else ""
+    if result.delta is not None:
+        d = result.delta
+        span = f"{exports.format_time(d.since)} .. {exports.format_time(d.until)}"
+        typer.echo(
+            f"exported the URL list delta {span}: "
+            f"{len(d.added)} added, {len(d.removed)} removed{to}",
+            err=True,
+        )
+    else:
+        what = "from removal cases" if result.source == "cases" else "of final-graded items"
+        typer.echo(f"exported {result.count} URLs ({what}){to}", err=True)
+
+
+def _parse_time(option: str, value: str) -> datetime:
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise TiplineError(f"{option} {value!r} is not an ISO date or time") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
 @export_app.command("urls")
 def export_urls(
-    output: OutputOpt = None, since: SinceOpt = None, database_url_opt: UrlOption = None
+    output: OutputOpt = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="With removal cases: the delta since then (URLs added to and removed from "
+            "the list). Without cases: only items graded at or after then. ISO date/time, UTC "
+            "unless it has an offset.",
+            show_default=False,
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            help="The list (or the delta's end) as it stood then, from the cases' histories "
+            "(default: now).",
+            show_default=False,
+        ),
+    ] = None,
+    delta: Annotated[
+        bool,
+        typer.Option(
+            "--delta",
+            help="Ask for the delta explicitly: needs --since and removal cases; lines are "
+            "'+<TAB>URL' (added) and '-<TAB>URL' (removed).",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object instead of lines.")
+    ] = False,
+    source: Annotated[
+        UrlSource,
+        typer.Option(
+            "--source",
+            help="cases: the locations still online and confirmed (removal cases); items: "
+            "the URLs of final-graded actionable items; auto: cases once any exist.",
+        ),
+    ] = UrlSource.auto,
+    database_url_opt: UrlOption = None,
 ) -> None:
-    """Write the distinct URLs of final-graded actionable items, one per line, sorted."""
-    _export_to("urls", output, since, database_url_opt)
+    """Write the URL list, one per line, sorted.
+
+    Once removal cases exist it holds exactly the locations still online and confirmed: a
+    removed or closed case's URL leaves it at the next export, a reappearance puts it back
+    (docs/removal.md, "URL list"). Before that, it is the distinct URLs of final-graded
+    actionable items."""
+    _export_url_list(output, since, until, delta, as_json, source, database_url_opt)
 
 
 def _write_text(text: str, output: Path | None) -> None:

@@ -9,8 +9,11 @@ timestamps, so the list at any past time, and so a ``since`` delta (URLs added a
 between two times), come from the same rows as the current list.
 
 The pure core (:class:`LocationHistory`, :func:`listed_at`, :func:`current_list`,
-:func:`delta`) knows nothing of the database; :func:`load_histories` reads the case tables.
-``tipline export urls`` uses this list once cases exist (docs/removal.md, "URL list").
+:func:`delta`) knows nothing of the database; :func:`load_histories` reads the case tables
+and :func:`export_urls` writes one export with its audit event. ``tipline export urls`` and
+``GET /api/v1/exports/urls`` use the case-state list once cases exist; an install without
+cases keeps the list of final-graded items' URLs (:func:`tipline.actions.exports.write_urls`)
+(docs/removal.md, "URL list").
 """
 
 from __future__ import annotations
@@ -20,7 +23,15 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
+
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+
+from tipline.actions import exports, webhooks
+from tipline.audit import log as audit
+from tipline.errors import TiplineError
+from tipline.store.case_tables import CaseEvent, CaseRow
 
 #: Case states in which the URL is still online and confirmed.
 LISTED_STATES = frozenset(
@@ -152,3 +163,138 @@ def group_transitions(
             at = at.replace(tzinfo=UTC)
         steps[case_id].append(Transition(at, state))
     return [LocationHistory(urls[c], tuple(steps[c]), c) for c in urls]
+
+
+# -- the database side ------------------------------------------------------------------------
+
+Source = Literal["auto", "cases", "items"]
+SOURCES: tuple[Source, ...] = ("auto", "cases", "items")
+ListFormat = Literal["text", "json"]
+#: Case events read per query (keyset paging on the event id).
+HISTORY_BATCH = 20_000
+
+
+class UrlListError(TiplineError):
+    """An URL list export that cannot be made (one line: why)."""
+
+
+def has_cases(session: Session) -> bool:
+    """Does this install have removal cases (then the URL list comes from them)?"""
+    return bool(session.scalar(select(exists().where(CaseRow.id.is_not(None)))))
+
+
+def load_histories(session: Session, *, batch: int = HISTORY_BATCH) -> list[LocationHistory]:
+    """Every case's URL and state transitions, from ``case_events`` joined to ``cases``
+    (events that are not state changes, such as a hold extended, repeat the state and change
+    nothing). Read in batches by event id, so no cursor stays open."""
+    rows: list[tuple[Any, str, str, datetime]] = []
+    last = 0
+    while True:
+        page = session.execute(
+            select(CaseEvent.id, CaseEvent.case_id, CaseRow.url, CaseEvent.to_state, CaseEvent.at)
+            .join(CaseRow, CaseRow.id == CaseEvent.case_id)
+            .where(CaseEvent.id > last)
+            .order_by(CaseEvent.id)
+            .limit(batch)
+        ).all()
+        rows.extend((case_id, url, state, at) for _, case_id, url, state, at in page)
+        if len(page) < batch:
+            break
+        last = page[-1][0]
+    return group_transitions(rows)
+
+
+def listed_now(session: Session) -> list[str]:
+    """The list as it stands (the cases' current states; the same as :func:`current_list`
+    over :func:`load_histories` at the present, without reading the histories)."""
+    urls = session.scalars(select(CaseRow.url).where(CaseRow.state.in_(sorted(LISTED_STATES))))
+    return sorted({u.strip() for u in urls if _listable(u.strip())})
+
+
+@dataclass(frozen=True)
+class UrlExport:
+    """What :func:`export_urls` wrote."""
+
+    source: str  #: "cases" or "items"
+    count: int  #: URLs on the list, or changed URLs of a delta
+    delta: Delta | None = None
+
+
+def _record(
+    session: Session, result: UrlExport, *, actor: str, ip: str | None, details: dict[str, Any]
+) -> None:
+    """The ``export.urls`` audit event and the ``export`` webhook event (as
+    :func:`tipline.actions.exports.record_export` does, with the list's source and delta)."""
+    details = {"count": result.count, "rows": result.count, "source": result.source, **details}
+    webhooks.emit(session, "export", {"kind": "urls", **details})
+    audit.record(session, actor, "export.urls", "export", "urls", ip, details)
+
+
+def export_urls(
+    session: Session,
+    out: TextIO,
+    *,
+    actor: str,
+    ip: str | None = None,
+    now: datetime | None = None,
+    since: datetime | None = None,
+    delta_wanted: bool = False,
+    fmt: ListFormat = "text",
+    source: Source = "auto",
+) -> UrlExport:
+    """Write the URL list (or its delta) to ``out`` and record the export in ``session``'s
+    transaction; the caller commits.
+
+    ``source``: ``cases`` (the lifecycle list), ``items`` (the URLs of final-graded items,
+    what an install without cases exports) or ``auto`` (cases once any exist). With cases,
+    ``since`` gives the delta between ``since`` and ``now`` (URLs added and removed;
+    ``delta_wanted`` asks for it explicitly and needs ``since``); with items, ``since`` keeps
+    items graded at or after it, as before. ``fmt``: ``text`` (one URL per line; a delta as
+    ``+``/``-`` lines) or ``json`` (one object)."""
+    if source not in SOURCES:
+        raise UrlListError(f"unknown URL list source {source!r} (one of {', '.join(SOURCES)})")
+    if fmt not in ("text", "json"):
+        raise UrlListError(f"unknown URL list format {fmt!r} (text or json)")
+    at = _aware(now, "now") if now is not None else datetime.now(UTC)
+    if since is not None:
+        _aware(since, "since")
+    if delta_wanted and since is None:
+        raise UrlListError("a delta needs --since (the time to compare the list with)")
+    use_cases = source == "cases" or (source == "auto" and has_cases(session))
+    if not use_cases:
+        if delta_wanted:
+            raise UrlListError(
+                "a delta needs removal cases (this install has none: the list is the URLs "
+                "of final-graded items; use --since alone for items graded since then)"
+            )
+        if fmt == "json":
+            urls = exports.list_urls(session, since)
+            urls = [u for u in urls if _listable(u)]
+            out.write(json.dumps({"source": "items", "urls": urls}, ensure_ascii=False) + "\n")
+            n = len(urls)
+        else:
+            n = exports.write_urls(session, out, since).items
+        result = UrlExport("items", n)
+        extra = {"since": _iso(since)} if since is not None else {}
+        _record(session, result, actor=actor, ip=ip, details=extra)
+        return result
+    if since is not None:
+        if since > at:
+            raise UrlListError(f"--since {_iso(since)} is after the export time {_iso(at)}")
+        d = delta(load_histories(session), since, at)
+        n = write_delta(out, d, fmt)
+        result = UrlExport("cases", n, d)
+        details = {"since": _iso(since), "until": _iso(at), "delta": True}
+        details |= {"added": len(d.added), "removed": len(d.removed)}
+        _record(session, result, actor=actor, ip=ip, details=details)
+        return result
+    urls = listed_now(session) if now is None else current_list(load_histories(session), at)
+    if fmt == "json":
+        doc = {"source": "cases", "at": _iso(at), "urls": urls}
+        out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        n = len(urls)
+    else:
+        n = write_list(out, urls)
+    result = UrlExport("cases", n)
+    _record(session, result, actor=actor, ip=ip, details={"at": _iso(at)})
+    return result

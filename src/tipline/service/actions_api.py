@@ -1,8 +1,9 @@
 """``/api/v1`` routes for what the hotline does with final grades (docs/actions.md):
 
 * ``GET /api/v1/exports/hashes?format=te-csv|jsonl|iwf-csv&since=`` and
-  ``GET /api/v1/exports/urls?since=``: the hash and URL lists of actionable items
-  (``export:read``);
+  ``GET /api/v1/exports/urls?since=&until=&delta=&format=text|json&source=auto|cases|items``:
+  the hash list of actionable items and the URL list (once removal cases exist: the
+  locations still online and confirmed, and a ``since`` delta; ``export:read``);
 * ``GET /api/v1/items/{item_id}/ncmec.xml``: a CyberTipline-style report (``export:read``);
 * ``GET/POST /api/v1/webhooks``, ``DELETE /api/v1/webhooks/{webhook_id}`` (``webhook:admin``).
 
@@ -26,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from tipline.accounts import Principal
 from tipline.actions import exports, ncmec, webhooks
 from tipline.audit import log as audit
+from tipline.removal import urllist
 from tipline.service.auth import client_ip, require
 from tipline.service.errors import HttpError
 
@@ -114,14 +116,100 @@ async def export_hashes(
     return await _send_export(request, principal, format, since)
 
 
+def _write_url_list(
+    sf: sessionmaker[Session],
+    actor: str,
+    ip: str,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    delta: bool,
+    fmt: urllist.ListFormat,
+    source: urllist.Source,
+) -> tuple[TextIO, int]:
+    """:func:`_write_export` for the URL list (removal cases' lifecycle list or, without
+    cases, the items' URLs)."""
+    spool = cast(
+        TextIO,
+        tempfile.SpooledTemporaryFile(  # noqa: SIM115 (closed by _stream)
+            max_size=SPOOL_BYTES, mode="w+", encoding="utf-8", newline=""
+        ),
+    )
+    try:
+        with sf() as s, s.begin():
+            result = urllist.export_urls(
+                s,
+                spool,
+                actor=actor,
+                ip=ip,
+                now=until,
+                since=since,
+                delta_wanted=delta,
+                fmt=fmt,
+                source=source,
+            )
+    except BaseException:
+        spool.close()
+        raise
+    return spool, result.count
+
+
 @routes.get("/api/v1/exports/urls")
 async def export_urls(
     request: Request,
-    since: str | None = Query(None, description="only items graded at or after (ISO 8601)"),
+    since: str | None = Query(
+        None,
+        description="with removal cases: the delta since then (added and removed URLs); "
+        "without: only items graded at or after (ISO 8601)",
+    ),
+    until: str | None = Query(None, description="the list (or delta end) as of then"),
+    delta: bool = Query(False, description="the delta explicitly (needs since and cases)"),
+    format: str = Query("text", description="text (lines) or json (one object)"),
+    source: str = Query("auto", description="auto, cases or items"),
     principal: Principal = Depends(require("export:read")),
 ) -> Response:
-    """Distinct URLs of final-graded actionable items, one per line (``export.urls``)."""
-    return await _send_export(request, principal, "urls", since)
+    """The URL list (``export.urls``): once removal cases exist, exactly the locations still
+    online and confirmed; before that, the distinct URLs of final-graded actionable items.
+    A delta is ``+<TAB>URL`` / ``-<TAB>URL`` lines (docs/removal.md, "URL list")."""
+    times: dict[str, datetime | None] = {}
+    for name, value in (("since", since), ("until", until)):
+        try:
+            times[name] = parse_since(value)
+        except ValueError:
+            raise HttpError(
+                400, f"{name}: {str(value)[:40]!r} is not an ISO date or time"
+            ) from None
+    if format not in ("text", "json"):
+        raise HttpError(400, "format must be text or json")
+    if source not in urllist.SOURCES:
+        raise HttpError(400, f"source must be one of {', '.join(urllist.SOURCES)}")
+    try:
+        spool, count = await run_in_threadpool(
+            lambda: _write_url_list(
+                _sf(request),
+                principal.actor,
+                client_ip(request),
+                since=times["since"],
+                until=times["until"],
+                delta=delta,
+                fmt=cast(urllist.ListFormat, format),
+                source=source,
+            )
+        )
+    except urllist.UrlListError as err:
+        raise HttpError(400, str(err)) from None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    suffix = ".json" if format == "json" else ".txt"
+    media = "application/json" if format == "json" else exports.MEDIA_TYPES["urls"]
+    return StreamingResponse(
+        _stream(spool),
+        media_type=media + "; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="tipline-urls-{stamp}{suffix}"',
+            "Cache-Control": "no-store",
+            "X-Tipline-Export-Count": str(count),
+        },
+    )
 
 
 @routes.get("/api/v1/items/{item_id}/ncmec.xml")
