@@ -397,6 +397,86 @@ def test_abroad_is_referred_to_partner_hotline(world: World) -> None:
     assert '"hostingCountryCode": "FR"' in body and '"autonomousSystemNumber": 64501' in body
 
 
+# the DE host reads its mail only from 10:00 UTC on weekdays (T0 is Monday 08:00)
+WINDOWED_DIRECTORY = DIRECTORY.replace(
+    'abuse_email = "abuse@host-de.example"',
+    'abuse_email = "abuse@host-de.example"\nsend_window = "Mon-Fri 10:00-17:00 UTC"',
+)
+
+
+def _windowed(w: World) -> None:
+    with w.factory() as s, s.begin():
+        replace_directory(s, parse_directory(WINDOWED_DIRECTORY.encode(), "providers.toml"))
+
+
+def test_host_moved_while_the_notice_waited_is_rerouted(world: World) -> None:
+    """Re-attribution just before a notice goes out (issue 13 item 1): the notice waits for
+    the host's send window, the site moves to another country meanwhile; the old host gets
+    nothing, the case is recorded as moved and re-routed to the partner hotline."""
+    w = world
+    _windowed(w)
+    confirmed_report(w, w.url)
+    scheduler.start(w.queue, w.config)
+    w.run_jobs()
+    (waiting,) = w.notices()
+    assert waiting.state == "queued" and waiting.send_after == T0 + 2 * HOURS
+    assert waiting.address == "abuse@host-de.example" and w.smtp.received == []
+    w.address[SITE_HOST] = "127.0.0.2"  # the resolver now answers with the FR address
+    w.advance(2 * HOURS)  # 10:00: the window opens, the delivery re-attributes first
+    old = w.notices()[0]
+    assert old.state == "failed" and old.urls == [] and old.sent_at is None
+    assert old.last_error and "withdrawn before it was sent" in old.last_error
+    case = w.case()
+    assert case.next_action == "prepare" and case.flag is None
+    w.advance(HOURS)  # the next pass captures evidence at the new host and refers it
+    case = w.case()
+    assert (case.state, case.country, case.asn, case.routing) == ("notified", "FR", 64501, "abroad")
+    assert case.notice_count == 1 and case.first_notice_at == T0 + 3 * HOURS
+    (got,) = w.smtp.received
+    assert got.message["To"] == "referrals@hotline-fr.example"
+    assert '"hostingCountryCode": "FR"' in got.message.get_content()
+    w.advance(HOURS)
+    assert len(w.smtp.received) == 1  # nothing ever goes to the old host
+    with w.factory() as s:
+        events = [(e.from_state, e.to_state) for e in cases.case_events(s, case.id)]
+        assert events == [
+            (None, "confirmed"),
+            ("confirmed", "evidence_captured"),
+            ("evidence_captured", "notified"),
+            ("notified", "moved"),
+            ("moved", "moved"),  # re-routed (resume)
+            ("moved", "evidence_captured"),
+            ("evidence_captured", "notified"),
+        ]
+        moved = cases.case_events(s, case.id)[3].details
+        assert "AS64500/DE to AS64501/FR" in moved["reason"]
+        withdrawn = audit_events(s, "notice.withdrawn")
+        assert [e.details["serials"] for e in withdrawn] == [[old.serial]]
+        assert audit.verify(s).ok
+
+
+def test_failed_reattribution_keeps_the_planned_notice(world: World) -> None:
+    """At send time DNS answers nothing: the known hosting stands and the notice goes out."""
+    w = world
+    _windowed(w)
+    confirmed_report(w, w.url)
+    scheduler.start(w.queue, w.config)
+    w.run_jobs()
+    del w.address[SITE_HOST]
+    w.advance(2 * HOURS)
+    (got,) = w.smtp.received
+    assert got.message["To"] == "abuse@host-de.example"
+    case = w.case()
+    assert (case.state, case.country, case.asn) == ("notified", "DE", 64500)
+    assert w.notices()[0].state == "sent"
+
+
+def audit_events(s: Session, action: str) -> list[Any]:
+    from tipline.store.tables import AuditEvent
+
+    return list(s.scalars(select(AuditEvent).where(AuditEvent.action == action)))
+
+
 def test_no_contact_and_bad_urls_are_flagged_not_dropped(world: World) -> None:
     w = world
     with w.factory() as s, s.begin():

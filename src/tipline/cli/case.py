@@ -258,7 +258,14 @@ def case_notify(
                 row = s.get(NoticeRow, n.id, with_for_update=True)
                 if row is not None:
                     row.send_after = now
-            result = notices.deliver(factory, n.id, config.notices, now=now)
+            result = notices.deliver(
+                factory,
+                n.id,
+                config.notices,
+                now=now,
+                webhook_settings=config.webhook_settings,
+                reattribution=scheduler.reattribution(config, factory, now),
+            )
             typer.echo(f"{n.serial}: {result}")
             continue
         with factory() as s, s.begin():

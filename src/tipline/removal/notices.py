@@ -28,6 +28,14 @@ webhook or by hand (docs/removal.md, "Notices").
   in the subject, so the recipient's mail system (and the recipient) can tell it is the same
   notice; the row records ``attempts`` so it shows. Webhook deliveries carry the serial as
   ``X-Tipline-Delivery`` for the receiver to de-duplicate.
+* **Re-attribution just before sending** (:class:`Reattribution`): the host may have moved
+  while the notice waited (grouping, a send window, a hold, a relay that was down). Once a
+  delivery is due, the hosting of every case it names is attributed afresh (outside any
+  transaction: DNS and data sets); a case now hosted in another country or AS is ``moved``
+  (:func:`tipline.removal.cases.mark_moved`), withdrawn from every notice not yet sent and
+  re-routed (:func:`tipline.removal.cases.resume`: the next scheduler pass captures evidence
+  at the new host and notifies it). The old host gets the notice only for the cases that
+  stayed; a notice left with none is not sent (``failed``, "withdrawn").
 """
 
 from __future__ import annotations
@@ -35,11 +43,12 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import logging
 import smtplib
 import ssl
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -50,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.actions import webhooks
@@ -58,6 +67,7 @@ from tipline.audit import log as audit
 from tipline.errors import TiplineError
 from tipline.net.fetch import BlockedAddressError, FetchError, FetchSettings
 from tipline.removal import cases as case_sm
+from tipline.removal.hosting import Attribution
 from tipline.removal.providers import ProviderContact, next_send_time
 from tipline.store.case_tables import CaseRow, NoticeCase, NoticeRow
 from tipline.store.tables import Webhook
@@ -67,6 +77,7 @@ __all__ = [
     "DeliveryError",
     "NoticeError",
     "NoticeSettings",
+    "Reattribution",
     "RenderedNotice",
     "Sender",
     "SmtpSettings",
@@ -80,7 +91,10 @@ __all__ = [
     "render_notice",
     "send_email",
     "serial_for",
+    "withdraw_case",
 ]
+
+log = logging.getLogger(__name__)
 
 NOTICE_EVENT = "removal.notice"
 TEMPLATE_DIR = Path(__file__).with_name("templates")
@@ -626,6 +640,135 @@ def _live_case_ids(session: Session, notice_id: int) -> list[int]:
     )
 
 
+@dataclass(frozen=True)
+class Reattribution:
+    """How :func:`deliver` re-runs the hosting attribution just before a notice goes out
+    (the scheduler builds it from its configuration)."""
+
+    #: a URL's fresh attribution (DNS, data sets, directory): run outside any transaction
+    attribute: Callable[[str], Attribution]
+    #: store it on the case (in the delivery's transaction); True when the case moved
+    apply: Callable[[Session, CaseRow, Attribution], bool]
+
+
+def _window_time(contact: ProviderContact | None, now: datetime) -> datetime:
+    if contact is None:
+        return now
+    try:
+        return next_send_time(contact, now)
+    except (TiplineError, ValueError):
+        return now  # a window that no longer parses: send now rather than never
+
+
+def _due_urls(session: Session, notice_id: int, now: datetime) -> list[tuple[int, str]]:
+    """``(case id, URL)`` of the live cases of a notice that would go out now (nothing when
+    it is not due, held, outside its window or has nothing left to send)."""
+    notice = session.get(NoticeRow, notice_id)
+    if notice is None or notice.state not in ("queued", "sending"):
+        return []
+    if (_aware(notice.send_after) or now) > now or _held_until(session, notice.id) is not None:
+        return []
+    contact = ProviderContact(**notice.contact) if notice.contact else None
+    if _window_time(contact, now) > now:
+        return []
+    ids = _live_case_ids(session, notice_id)
+    rows = session.execute(select(CaseRow.id, CaseRow.url).where(CaseRow.id.in_(ids)))
+    return sorted((int(i), str(u)) for i, u in rows)
+
+
+def _fresh_attributions(
+    factory: sessionmaker[Session], notice_id: int, how: Reattribution, now: datetime
+) -> dict[int, Attribution]:
+    with factory() as s:
+        due = _due_urls(s, notice_id, now)
+    fresh: dict[int, Attribution] = {}
+    for case_id, url in due:
+        try:
+            attribution = how.attribute(url)
+        except Exception as err:  # an attribution that fails must not stop the notice
+            log.warning("case %s: re-attribution before notice failed: %s", case_id, err)
+            continue
+        # an answer that knows nothing (DNS failed, no data set) keeps the known hosting
+        if attribution.error is None and (
+            attribution.asn is not None or attribution.country is not None
+        ):
+            fresh[case_id] = attribution
+    return fresh
+
+
+def withdraw_case(session: Session, case: CaseRow, *, reason: str, now: datetime) -> list[str]:
+    """Take ``case`` out of every notice naming it that has not been sent (its URL, its
+    referral record); the round it was counted in did not happen. Returns the serials."""
+    rows = list(
+        session.scalars(
+            select(NoticeRow)
+            .join(NoticeCase, NoticeCase.notice_id == NoticeRow.id)
+            .where(
+                NoticeCase.case_id == case.id,
+                NoticeRow.state.in_(("queued", "sending", "manual_pending")),
+            )
+            .order_by(NoticeRow.id)
+            .with_for_update()
+        )
+    )
+    if not rows:
+        return []
+    serials = [n.serial for n in rows]
+    session.execute(
+        delete(NoticeCase).where(
+            NoticeCase.case_id == case.id, NoticeCase.notice_id.in_([n.id for n in rows])
+        )
+    )
+    for notice in rows:
+        notice.urls = [u for u in (notice.urls or []) if u != case.url]
+        if isinstance(notice.record, dict) and isinstance(notice.record.get("urls"), list):
+            kept = [r for r in notice.record["urls"] if (r or {}).get("urlString") != case.url]
+            notice.record = {**notice.record, "urls": kept}
+        if not notice.urls:
+            notice.state = "failed"
+            notice.last_error = _one_line(f"withdrawn before it was sent: {reason}", 1000)
+    case.notice_count = max(0, (case.notice_count or 0) - 1)
+    audit.record(
+        session,
+        "system",
+        "notice.withdrawn",
+        "case",
+        str(case.id),
+        None,
+        {"serials": serials, "url": case.url, "reason": reason, "at": now.isoformat()},
+    )
+    return serials
+
+
+def _reattribute(
+    session: Session,
+    notice: NoticeRow,
+    fresh: Mapping[int, Attribution],
+    how: Reattribution,
+    now: datetime,
+) -> list[int]:
+    """Apply the fresh attributions; withdraw and re-route the cases that moved. Returns
+    their ids."""
+    moved: list[int] = []
+    for case_id in _live_case_ids(session, notice.id):
+        attribution = fresh.get(case_id)
+        case = session.get(CaseRow, case_id, with_for_update=True)
+        if attribution is None or case is None or case.state in ("held", "moved"):
+            continue
+        if not how.apply(session, case, attribution):
+            continue
+        moved.append(case_id)
+        withdraw_case(
+            session,
+            case,
+            reason=f"case {case_id} moved before notice {notice.serial} went out",
+            now=now,
+        )
+        # nothing went to the old host for this round: route it afresh, as at first
+        case_sm.resume(session, case_id, by="system", now=now)
+    return moved
+
+
 def deliver(
     factory: sessionmaker[Session],
     notice_id: int,
@@ -633,12 +776,23 @@ def deliver(
     *,
     now: datetime,
     webhook_settings: FetchSettings | None = None,
+    reattribution: Reattribution | None = None,
 ) -> str:
     """Deliver one queued notice (see the module docstring). Returns ``"sent"``,
     ``"deferred"`` (a hold or the send window: ``send_after`` moved), ``"retry"`` (a
     transient failure: back to ``queued`` after a back-off), ``"failed"`` (a permanent
-    refusal), ``"skipped"`` (nothing to send: already sent, manual, or not due)."""
+    refusal), ``"rerouted"`` (every case it names moved: withdrawn, not sent) or
+    ``"skipped"`` (nothing to send: already sent, manual, or not due).
+
+    With ``reattribution``, every case's hosting is attributed afresh once the notice is
+    due, and a case that moved is withdrawn and re-routed instead of notified to the old
+    host."""
     now = _aware(now) or datetime.now(UTC)
+    fresh = (
+        _fresh_attributions(factory, notice_id, reattribution, now)
+        if reattribution is not None
+        else {}
+    )
     with factory() as s, s.begin():
         notice = s.get(NoticeRow, notice_id, with_for_update=True)
         if notice is None or notice.state not in ("queued", "sending"):
@@ -654,14 +808,18 @@ def deliver(
             notice.last_error = "nothing to send: every case it names is removed or closed"
             return "skipped"
         contact = ProviderContact(**notice.contact) if notice.contact else None
-        if contact is not None:
-            try:
-                window = next_send_time(contact, now)
-            except (TiplineError, ValueError):
-                window = now
-            if window > now:
-                notice.send_after = window
-                return "deferred"
+        window = _window_time(contact, now)
+        if window > now:
+            notice.send_after = window
+            return "deferred"
+        if fresh and reattribution is not None:
+            _reattribute(s, notice, fresh, reattribution, now)
+            if not _live_case_ids(s, notice.id):
+                notice.state = "failed"
+                notice.last_error = (
+                    "withdrawn before it was sent: every case it names moved (re-routed) or ended"
+                )
+                return "rerouted"
         rendered = render_notice(s, notice, settings)
         if notice.state == "sending":
             # a delivery died after 'sending' was committed: the relay may have the message;

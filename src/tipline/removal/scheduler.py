@@ -600,6 +600,17 @@ def _apply_attribution(
     return moved
 
 
+def reattribution(
+    config: RemovalConfig, factory: sessionmaker[Session], now: datetime
+) -> notices_mod.Reattribution:
+    """How a delivery re-attributes its cases just before the notice goes out (a case whose
+    host moved meanwhile is withdrawn and re-routed instead of notified to the old host)."""
+    return notices_mod.Reattribution(
+        attribute=lambda url: _attribute(config, factory, url, now),
+        apply=lambda s, case, attribution: _apply_attribution(s, case, attribution, config, now),
+    )
+
+
 def _decide_round(case: CaseRow, config: RemovalConfig, now: datetime) -> None:
     case.pending_notice = _round(case, config, now)
     interval = config.recheck_every
@@ -825,6 +836,7 @@ def send_job(ctx: JobContext) -> None:
         config.notices,
         now=now,
         webhook_settings=config.webhook_settings,
+        reattribution=reattribution(config, ctx.session_factory, now),
     )
     if outcome in ("deferred", "retry"):
         with ctx.session_factory() as s:
