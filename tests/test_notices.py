@@ -30,7 +30,6 @@ from tipline.removal import cases, notices
 from tipline.removal.notices import NoticeSettings, Sender, SmtpSettings
 from tipline.removal.providers import ProviderContact
 from tipline.store.case_tables import CaseRow, NoticeRow
-from tipline.store.tables import Webhook
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday
 HOST = ProviderContact(
@@ -501,14 +500,20 @@ def test_webhook_channel_signed(session_factory: sessionmaker[Session], smtp: Sm
     _Hook.got = []
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/notices"
+        allow = FetchSettings.build(allow_networks=["127.0.0.0/8"])
         with session_factory() as s, s.begin():
-            s.add(Webhook(name="portal-api", url=url, secret="whsec_test", events=[], active=True))
+            # a notice-only webhook: no events, named by the provider directory
+            hook, secret = webhooks.create_webhook(s, url, [], "portal-api", settings=allow)
+            assert hook.events == []
+            with pytest.raises(webhooks.WebhookError, match="or a name"):
+                webhooks.create_webhook(s, url, [], "  ", settings=allow)
+            # the ordinary events never reach it
+            assert webhooks.emit(s, "export", {"kind": "urls"}) == []
         contact = ProviderContact(
             **{**HOST.to_json(), "channel": "webhook", "webhook": "portal-api"}
         )
         settings = notice_settings(smtp)
         nid, serial, _ = queue(session_factory, settings, ["http://hooked.example.org/"], contact)
-        allow = FetchSettings.build(allow_networks=["127.0.0.0/8"])
         _Hook.status = 503
         assert notices.deliver(session_factory, nid, settings, now=T0, webhook_settings=allow) == (
             "retry"
@@ -523,7 +528,7 @@ def test_webhook_channel_signed(session_factory: sessionmaker[Session], smtp: Sm
         assert headers["X-Tipline-Delivery"] == serial
         assert headers["X-Tipline-Event"] == notices.NOTICE_EVENT
         assert webhooks.verify_signature(
-            "whsec_test", headers["X-Tipline-Timestamp"], body, headers["X-Tipline-Signature"]
+            secret, headers["X-Tipline-Timestamp"], body, headers["X-Tipline-Signature"]
         )
         doc = json.loads(body)
         assert doc["id"] == serial and doc["data"]["urls"] == ["http://hooked.example.org/"]
@@ -532,6 +537,29 @@ def test_webhook_channel_signed(session_factory: sessionmaker[Session], smtp: Sm
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_notice_only_webhook_from_cli(
+    db_url: str, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """``tipline webhook add URL --name NAME`` with no --event: a notice-only webhook."""
+    from typer.testing import CliRunner
+
+    from tipline.cli.app import _register, app
+
+    _register()
+    runner = CliRunner()
+    env = {"TIPLINE_DATABASE_URL": db_url, "TIPLINE_DATA_DIR": str(tmp_path)}
+    url = "https://portal.example.org/notices"
+    res = runner.invoke(app, ["webhook", "add", url], env=env)
+    assert res.exit_code != 0 and "or a name if it only receives removal notices" in res.output
+    res = runner.invoke(app, ["webhook", "add", url, "--name", "portal-api"], env=env)
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["webhook", "list"], env=env)
+    assert "notices-only" in res.stdout and url in res.stdout
+    with session_factory() as s:
+        (hook,) = webhooks.list_webhooks(s)
+        assert (hook.name, hook.events) == ("portal-api", [])
 
 
 def test_referral_carries_iccam_record(

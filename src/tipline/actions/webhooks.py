@@ -215,7 +215,10 @@ def check_url(url: str, settings: FetchSettings | None = None) -> str:
     return url
 
 
-def _check_events(events: Iterable[str]) -> list[str]:
+def _check_events(events: Iterable[str], name: str) -> list[str]:
+    """The distinct known events. None at all is allowed for a webhook that only receives
+    removal notices: the provider directory names it (``channel = "webhook"``,
+    ``webhook = NAME``), so it needs a name."""
     out: list[str] = []
     for event in events:
         e = event.strip().lower()
@@ -223,8 +226,11 @@ def _check_events(events: Iterable[str]) -> list[str]:
             raise WebhookError(f"unknown event {event!r} (events: {', '.join(WEBHOOK_EVENTS)})")
         if e not in out:
             out.append(e)
-    if not out:
-        raise WebhookError(f"a webhook needs at least one event ({', '.join(WEBHOOK_EVENTS)})")
+    if not out and not name:
+        raise WebhookError(
+            f"a webhook needs at least one event ({', '.join(WEBHOOK_EVENTS)}), or a name if "
+            "it only receives removal notices (the provider directory's webhook = NAME)"
+        )
     return out
 
 
@@ -236,14 +242,17 @@ def create_webhook(
     *,
     settings: FetchSettings | None = None,
 ) -> tuple[Webhook, str]:
-    """Add an active webhook; returns it and its signing secret (shown to the admin once)."""
+    """Add an active webhook; returns it and its signing secret (shown to the admin once).
+
+    ``events`` may be empty for a webhook that only receives removal notices (it must then
+    have a ``name``, which the provider directory refers to)."""
     if isinstance(events, str):
         events = [events]
-    checked = _check_events(events)
-    url = check_url(url, settings)
     name = name.strip()
     if len(name) > 200:
         raise WebhookError("a webhook name is at most 200 characters")
+    checked = _check_events(events, name)
+    url = check_url(url, settings)
     secret = "whsec_" + secrets.token_urlsafe(32)
     hook = Webhook(name=name, url=url, secret=secret, events=checked, active=True)
     session.add(hook)

@@ -37,20 +37,27 @@ def _actor() -> str:
 def webhook_add(
     url: Annotated[str, typer.Argument(help="The endpoint (https:// recommended).")],
     event: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             "--event",
-            help=f"An event to deliver (repeat): {', '.join(webhooks.WEBHOOK_EVENTS)}.",
+            help=f"An event to deliver (repeat): {', '.join(webhooks.WEBHOOK_EVENTS)}. None: "
+            "the webhook only receives removal notices (then --name is required: the provider "
+            "directory's webhook = NAME).",
             show_default=False,
         ),
-    ],
-    name: Annotated[str, typer.Option("--name", help="What the webhook is for.")] = "",
+    ] = None,
+    name: Annotated[
+        str,
+        typer.Option(
+            "--name", help="What the webhook is for (the provider directory refers to it)."
+        ),
+    ] = "",
     database_url_opt: UrlOption = None,
 ) -> None:
     """Add a webhook and print its signing secret once (receivers verify with it)."""
     factory = open_db(database_url_opt)
     with factory() as s, s.begin():
-        hook, secret = webhooks.create_webhook(s, url, event, name)
+        hook, secret = webhooks.create_webhook(s, url, event or [], name)
         hook_id = hook.id
         audit.record(
             s,
@@ -80,7 +87,8 @@ def webhook_list(
     for r in rows:
         state = "active" if r["active"] else "DISABLED"
         last = r["last_status"] or "never delivered"
-        typer.echo(f"{r['id']:>5} {','.join(r['events']):<20} {state:<8} {r['url']}  ({last})")
+        events = ",".join(r["events"]) or "notices-only"
+        typer.echo(f"{r['id']:>5} {events:<20} {state:<8} {r['url']}  ({last})")
 
 
 @webhook_app.command("remove")
