@@ -49,6 +49,9 @@ TABLES = {
     "notice_cases",
     "rechecks",
     "case_intake",
+    "crawls",
+    "crawl_pages",
+    "crawl_media",
 }
 
 
