@@ -72,6 +72,8 @@ class ItemRecord:
     autov1: str | None = None
     autov2: str | None = None
     autov3: str | None = None
+    #: texts (documents, pages): TLSH of the normalised text (``tipline.signals.tlsh``)
+    tlsh: str | None = None
     matches: list[Match] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     #: things worth a look that are not errors: a name that disguises the content ("name says
@@ -117,6 +119,8 @@ class ItemRecord:
             d["autov1"] = self.autov1
             d["autov2"] = self.autov2
             d["autov3"] = self.autov3
+        if self.tlsh is not None:
+            d["tlsh"] = self.tlsh
         d["matches"] = [m.to_json() for m in self.matches]
         d["errors"] = list(self.errors)
         d["warnings"] = list(self.warnings)
@@ -145,6 +149,7 @@ class ItemRecord:
             autov1=d.get("autov1"),
             autov2=d.get("autov2"),
             autov3=d.get("autov3"),
+            tlsh=d.get("tlsh"),
             matches=[
                 Match(
                     bank=m["bank"],

@@ -50,7 +50,9 @@ def test_raw_lookups(sample_data: httpx.Client) -> None:
     distance."""
     client = sample_data
     types = {t["name"] for t in client.get("/c/signal_type").json()}
-    assert types == {"pdq", "video_md5"}
+    # HMA's default config has these two; Tipline also answers to text TLSH (python-
+    # threatexchange's text_tlsh), as an HMA with that extension enabled lists it
+    assert types == {"pdq", "video_md5", "tlsh"}
     for st, value in EXAMPLE.items():
         query: dict[str, str] = {"signal": value, "signal_type": st}
         r = client.get("/m/raw_lookup", params=query)
@@ -181,6 +183,7 @@ def test_signal_type_config(client: httpx.Client) -> None:
     assert client.get("/c/signal_type").json() == [
         {"name": "pdq", "enabled_ratio": 1.0},
         {"name": "video_md5", "enabled_ratio": 1.0},
+        {"name": "tlsh", "enabled_ratio": 1.0},
     ]
     assert client.get("/c/content_type").json() == [
         {"name": "photo", "enabled": True},
@@ -189,7 +192,7 @@ def test_signal_type_config(client: httpx.Client) -> None:
     create_bank(client, "TYPES")
     client.post("/c/bank/TYPES/signal", json={"pdq": EXAMPLE["pdq"]})
     idx = client.get("/c/signal_type/index").json()
-    assert set(idx) == {"pdq", "video_md5"}
+    assert set(idx) == {"pdq", "video_md5", "tlsh"}
     assert set(idx["pdq"]) == {
         "db_size",
         "index_size",

@@ -336,7 +336,8 @@ class BankIndex:
         index = self._indexes.get(st.name)
         if index is None or not values:
             return IndexHits.empty(), np.zeros(0, np.int32)
-        hits = index.query(values, radius if st.uses_bank_threshold else 0)
+        # PDQ: the banks' thresholds; a fuzzy type with its own threshold (TLSH): that one
+        hits = index.query(values, radius if st.uses_bank_threshold else st.default_threshold)
         return self._keep(st, hits, allowed, all_banks, all_entries)
 
     def _keep(

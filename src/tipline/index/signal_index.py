@@ -6,7 +6,9 @@ A signal type names its index kind (``SignalType.index``); this module maps the 
   finds full 64-hex entries) over a sorted array rebuilt on the first prefix query after a change;
 * ``hamming``: 256-bit codes in a ``HammingIndex`` (MIH once the bank is not tiny), searched at a
   radius the caller gives (the largest threshold of the banks asked for);
-* ``vpdq``: every frame of every video hash in a ``VpdqFrameIndex``, matched by frame overlap.
+* ``vpdq``: every frame of every video hash in a ``VpdqFrameIndex``, matched by frame overlap;
+* ``tlsh``: TLSH digests of texts, a vectorised scan with an exact check (``tipline.index.tlsh``),
+  searched at the signal type's own threshold.
 
 Every index adds, removes and queries incrementally, so the service updates it in place.
 A new index kind is one class and a ``register_index_kind`` call.
@@ -25,6 +27,7 @@ from tipline.errors import InvalidSignalError
 from tipline.index.hamming import HammingIndex, codes_from_hex
 from tipline.index.mih import default_index
 from tipline.index.prefix import HexPrefixIndex
+from tipline.index.tlsh import TlshSignalIndex
 from tipline.index.vpdq import VpdqFrameIndex
 from tipline.signals.vpdq import VpdqHash, VpdqMatchOptions
 
@@ -68,6 +71,9 @@ def _merge(ids: list[int], dists: list[int]) -> IndexHits:
     first = np.ones(len(a), bool)
     first[1:] = a[1:] != a[:-1]
     return IndexHits(a[first], d[first])
+
+
+merge_hits = _merge
 
 
 class ExactIndex:
@@ -197,6 +203,7 @@ _KINDS: dict[str, IndexFactory] = {
     "exact": ExactIndex,
     "hamming": HammingSignalIndex,
     "vpdq": VpdqSignalIndex,
+    "tlsh": TlshSignalIndex,
 }
 
 

@@ -59,9 +59,15 @@ from tipline.service.settings import ServiceSettings
 from tipline.signals.types import signal_type
 
 #: HMA signal type names we answer to, and the bank signal type each is stored as.
-HMA_SIGNAL_TYPES = {"pdq": "pdq", "video_md5": "md5", "md5": "md5"}
+HMA_SIGNAL_TYPES = {
+    "pdq": "pdq",
+    "video_md5": "md5",
+    "md5": "md5",
+    "tlsh": "tlsh",
+    "text_tlsh": "tlsh",
+}
 #: HMA's own names (``md5`` is our alias of ``video_md5``), and the content type each hashes.
-HMA_NAMES = {"pdq": "photo", "video_md5": "video"}
+HMA_NAMES = {"pdq": "photo", "video_md5": "video", "tlsh": "text"}
 CONTENT_TYPES = ("photo", "video")
 #: HMA's ``INDEX_CACHE_MAX_STALE_SEC``: ``/status`` says ``INDEX-STALE`` past it.
 STALE_SECONDS = 65.0
@@ -237,7 +243,7 @@ def signals_of(
 
 
 def _hma_name(name: str) -> str:
-    return "video_md5" if name == "md5" else name
+    return {"md5": "video_md5", "text_tlsh": "tlsh"}.get(name, name)
 
 
 def _banks_param(banks: str | None) -> set[str] | None:
@@ -248,7 +254,7 @@ def _banks_param(banks: str | None) -> set[str] | None:
 
 def _distance(st_name: str, distance: int) -> str:
     """HMA's ``pretty_str``: the distance for PDQ, ``-`` for exact-match types."""
-    return str(distance) if signal_type(st_name).uses_bank_threshold else "-"
+    return str(distance) if signal_type(st_name).has_distance else "-"
 
 
 def _hits_by_bank(hits: list[Hit]) -> dict[str, list[dict[str, Any]]]:
@@ -261,7 +267,7 @@ def _hits_by_bank(hits: list[Hit]) -> dict[str, list[dict[str, Any]]]:
             lst = out[h.bank] = []
         has = by_distance.get(h.signal_type)
         if has is None:
-            has = by_distance[h.signal_type] = signal_type(h.signal_type).uses_bank_threshold
+            has = by_distance[h.signal_type] = signal_type(h.signal_type).has_distance
         lst.append({"bank_content_id": h.entry_id, "distance": str(h.distance) if has else "-"})
     return out
 
@@ -574,7 +580,7 @@ def router(service: MatchService, settings: ServiceSettings, metrics: Metrics) -
             except InvalidSignalError as err:
                 raise HttpError(400, f"Invalid {st} hash: {err}") from None
             d = t.distance(a, b)
-            if t.uses_bank_threshold:
+            if t.has_distance:
                 out[st] = [d <= t.default_threshold, {"distance": d}]
             else:
                 # HMA answers 500 here (its no-distance result does not serialise); what it

@@ -96,6 +96,11 @@ class SignalType:
     def default_threshold(self) -> int:
         return 0
 
+    @property
+    def has_distance(self) -> bool:
+        """Matches at a distance worth showing (PDQ, TLSH); exact types only ever match at 0."""
+        return self.uses_bank_threshold or self.default_threshold > 0
+
 
 @dataclass(frozen=True)
 class PdqSignalType(SignalType):
@@ -153,6 +158,38 @@ class VpdqSignalType(SignalType):
 
         res = match_vpdq(VpdqHash.from_te_json(a), VpdqHash.from_te_json(b))
         return res.best_distance if res.best_distance is not None else 256
+
+
+@dataclass(frozen=True)
+class TlshSignalType(SignalType):
+    """TLSH of a text (``tipline.signals.tlsh``): ``T1`` + 70 hex, matched by python-
+    threatexchange's distance (``diffxlen``) within the type's ``threshold`` (30), whatever the
+    bank's PDQ threshold."""
+
+    threshold: int = 30
+
+    def normalise(self, signal: str) -> str:
+        from tipline.signals.tlsh import normalise_signal
+
+        return normalise_signal(signal)
+
+    def record_queries(self, record: ItemRecord) -> list[str]:
+        value = getattr(record, self.record_field, None) if self.record_field else None
+        if not isinstance(value, str) or not value:
+            return []
+        try:
+            return [self.normalise(value)]
+        except InvalidSignalError:
+            return []
+
+    def distance(self, a: str, b: str) -> int:
+        from tipline.signals.tlsh import distance
+
+        return distance(a, b)
+
+    @property
+    def default_threshold(self) -> int:
+        return self.threshold
 
 
 _PDQ_EXAMPLES = (
@@ -237,6 +274,19 @@ AUTOV3 = SignalType(
     # "Lora hashes" cite 12 hex of the AutoV3: a 12-hex entry, or a full one it starts
     cites={12: (("exact", 0), ("prefix", 0)), 64: (("exact", 0), ("exact", 12))},
 )
+# Text (guides found by the crawler, documents): a fuzzy hash, python-threatexchange's text TLSH.
+TLSH = TlshSignalType(
+    "tlsh",
+    70,
+    "TLSH fuzzy hash of a text (T1 + 70 hex), normalised as tipline.signals.tlsh says; "
+    "a match is a diffxlen distance of 30 or less",
+    index="tlsh",
+    examples=(
+        "T1F3C08C163ABE486104A26E02672BC31519A99538050C48045888E0B093888A12A70A82",
+        "T1C9C02B176110C37530EA081F390FC0C0C0008435A12E8722203CF45D34082BF71F93D4",
+    ),
+    record_field="tlsh",
+)
 
 _REGISTRY: dict[str, SignalType] = {}
 #: what ``registered`` hands out: replaced whole on every change, never mutated, so readers
@@ -262,7 +312,7 @@ def unregister(name: str) -> None:
         _SNAPSHOT = dict(_REGISTRY)
 
 
-for _builtin in (MD5, SHA1, SHA256, PDQ, VPDQ, AUTOV1, AUTOV2, AUTOV3):
+for _builtin in (MD5, SHA1, SHA256, PDQ, VPDQ, AUTOV1, AUTOV2, AUTOV3, TLSH):
     register(_builtin)
 
 
@@ -322,6 +372,7 @@ ALIASES = {
     "sha-256": "sha256",
     "sha-1": "sha1",
     "addnet": "autov3",
+    "text_tlsh": "tlsh",  # python-threatexchange's TextTLSHSignal
 }
 
 
@@ -341,8 +392,11 @@ def signal_type(name: str) -> SignalType:
 
 
 def guess_signal_type(signal: str) -> SignalType | None:
-    """For bare hex lines: 32 hex is MD5, 40 is SHA-1; 64 is ambiguous (PDQ or SHA-256)."""
+    """For bare hex lines: 32 hex is MD5, 40 is SHA-1, ``T1`` + 70 hex is TLSH; 64 is
+    ambiguous (PDQ or SHA-256)."""
     s = signal.strip().lower()
+    if len(s) == 72 and s.startswith("t1") and _HEX.fullmatch(s[2:]):
+        return TLSH  # "T1" + 70 hex is TLSH and nothing else
     if not _HEX.fullmatch(s):
         return None
     return {32: MD5, 40: SHA1}.get(len(s))
