@@ -850,11 +850,18 @@ RDAP_DOC = {
 }
 
 
+#: the paths the local RDAP server was asked (to prove nothing asks it when RDAP is off)
+RDAP_HITS: list[str] = []
+
+
 @pytest.fixture
 def rdap_server() -> Iterator[str]:
+    RDAP_HITS.clear()
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path == "/ip/9.0.0.1":
+            RDAP_HITS.append(self.path)
+            if self.path in ("/ip/9.0.0.1", "/ip/9.0.2.10"):
                 body, status = json.dumps(RDAP_DOC).encode(), 200
             elif self.path == "/ip/9.0.0.2":
                 body, status = json.dumps({"entities": []}).encode(), 200
@@ -895,6 +902,74 @@ def test_rdap_abuse_contact(rdap_server: str) -> None:
         rdap_abuse_contact("9.0.0.1", base_url=rdap_server)  # default settings refuse it
     with pytest.raises(DatasetError, match="not an IP address"):
         rdap_abuse_contact("nope", base_url=rdap_server, fetch_settings=allow)
+
+
+def test_rdap_fills_a_missing_host_contact(
+    attributed: sessionmaker[Session], rdap_server: str
+) -> None:
+    allow = FetchSettings.build(allow_networks=["127.0.0.0/8"])
+    client = hosting.RdapClient(rdap_server, allow)
+    dns = _resolver({"nocontact.example.nl": ["9.0.2.10"], "shop.example.de": ["9.0.0.10"]})
+    # AS64502 has no directory entry: RDAP's abuse address becomes the host contact
+    result = _attr(attributed, "http://nocontact.example.nl/x", resolver=dns, rdap=client)
+    host = result.contacts["host"]
+    assert (host.abuse_email, host.key, host.organisation) == (
+        "abuse@rdap.example",
+        "rdap:asn:64502",
+        "NO-CONTACT-HOSTING",
+    )
+    assert host.channel == "email" and host.source == f"RDAP {rdap_server}"
+    assert {"name": "rdap", "version": rdap_server} in result.datasets
+    assert result.to_json()["contacts"]["host"]["abuse_email"] == "abuse@rdap.example"
+    # answered from the cache the second time
+    _attr(attributed, "http://nocontact.example.nl/y", resolver=dns, rdap=client)
+    assert RDAP_HITS == ["/ip/9.0.2.10"] and client.queries == 1
+    # the directory knows AS64500's host: RDAP is not asked
+    de = _attr(attributed, "https://shop.example.de/", resolver=dns, rdap=client)
+    assert de.contacts["host"].abuse_email == "abuse@hosting.example"
+    assert RDAP_HITS == ["/ip/9.0.2.10"]
+    assert all(d["name"] != "rdap" for d in de.datasets)
+
+
+def test_rdap_failure_changes_nothing_else(
+    attributed: sessionmaker[Session], rdap_server: str
+) -> None:
+    allow = FetchSettings.build(allow_networks=["127.0.0.0/8"])
+    dns = _resolver({"nocontact.example.nl": ["9.0.2.11"]})  # the server answers 404
+    bad = hosting.RdapClient(rdap_server, allow)
+    result = _attr(attributed, "http://nocontact.example.nl/x", resolver=dns, rdap=bad)
+    assert result.error is None and result.asn == 64502 and "host" not in result.contacts
+    assert bad.queries == 1
+    # the default fetch policy refuses the loopback server: refused, not contacted
+    strict = hosting.RdapClient(rdap_server)
+    result = _attr(attributed, "http://nocontact.example.nl/x", resolver=dns, rdap=strict)
+    assert "host" not in result.contacts and RDAP_HITS == ["/ip/9.0.2.11"]
+
+
+def test_rdap_is_off_by_default_and_asks_nothing(
+    attributed: sessionmaker[Session], rdap_server: str, tmp_path: Path
+) -> None:
+    from tipline.removal import scheduler
+    from tipline.service.settings import RemovalSettings, ServiceSettings
+    from tipline.service.wiring import removal_config
+
+    dns = _resolver({"nocontact.example.nl": ["9.0.2.10"]})
+    base = {"data_dir": tmp_path, "fetch_allow_networks": "127.0.0.0/8"}
+    off = removal_config(
+        ServiceSettings(**base, removal=RemovalSettings(rdap_url=rdap_server))  # type: ignore[arg-type]
+    )
+    assert RemovalSettings().rdap is False and off.rdap is None
+    off = scheduler.with_overrides(off, resolver=dns)
+    result = scheduler._attribute(off, attributed, "http://nocontact.example.nl/x", NOW)
+    assert "host" not in result.contacts and RDAP_HITS == []
+    on = removal_config(
+        ServiceSettings(**base, removal=RemovalSettings(rdap=True, rdap_url=rdap_server))  # type: ignore[arg-type]
+    )
+    assert on.rdap is not None and on.rdap.base_url == rdap_server
+    on = scheduler.with_overrides(on, resolver=dns)
+    result = scheduler._attribute(on, attributed, "http://nocontact.example.nl/x", NOW)
+    assert result.contacts["host"].abuse_email == "abuse@rdap.example"
+    assert RDAP_HITS == ["/ip/9.0.2.10"]
 
 
 # -- CLI -------------------------------------------------------------------------------------------

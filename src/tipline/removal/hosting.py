@@ -8,7 +8,10 @@ never raises for a bad host: ``Attribution.error`` says what went wrong ("unreso
 "private address 10.0.0.1 refused ...") and the case code flags the location for manual work.
 
 Data sets are imported by the operator (:func:`import_ip2asn`, :func:`import_mmdb`); nothing
-here contacts the internet except :func:`rdap_abuse_contact`, an opt-in RDAP query.
+here contacts the internet except :func:`rdap_abuse_contact`, an opt-in RDAP query: with
+``[removal] rdap = true`` the scheduler passes an :class:`RdapClient` to :func:`attribute`,
+which asks it for the abuse address of a hosting address the provider directory has no
+``host`` contact for (never otherwise, and never when the setting is off).
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ import gzip
 import hashlib
 import ipaddress
 import json
+import logging
 import shutil
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +60,7 @@ __all__ = [
     "DatasetError",
     "DatasetInfo",
     "InvalidLocationError",
+    "RdapClient",
     "Resolver",
     "attribute",
     "datasets",
@@ -64,6 +71,8 @@ __all__ = [
     "lookup_ip",
     "rdap_abuse_contact",
 ]
+
+log = logging.getLogger(__name__)
 
 #: ``host -> addresses``; tests inject one, the default is the fetcher's resolver.
 Resolver = Callable[[str], list[str]]
@@ -591,10 +600,15 @@ def attribute(
     resolver: Resolver | None = None,
     fetch_settings: FetchSettings | None = None,
     now: datetime | None = None,
+    rdap: RdapClient | None = None,
 ) -> Attribution:
     """Attribute a location (see the module docstring). Raises only
     :class:`~tipline.removal.locations.InvalidLocationError` for a string that is no URL;
-    a bad host gives an :class:`Attribution` with ``error`` set."""
+    a bad host gives an :class:`Attribution` with ``error`` set.
+
+    ``rdap`` (opt-in, online): when the directory has no ``host`` contact for the address,
+    the RDAP server's abuse address becomes the host contact (``rdap`` in ``datasets``); an
+    RDAP failure is logged and changes nothing else."""
     location = (
         url_or_location
         if isinstance(url_or_location, Location)
@@ -641,6 +655,12 @@ def attribute(
     as_name = next((a.as_name for a in answers if a.asn == asn and a.as_name), None)
     country = next((a.country for a in answers if a.country), None)
     contacts, directory_cdn = _contacts(session, location, asn, country)
+    used = [{"name": a.name, "version": a.version} for a in answers]
+    if rdap is not None and "host" not in contacts and address is not None:
+        found = rdap.host_contact(address, asn, as_name)
+        if found is not None:
+            contacts["host"] = found
+            used.append({"name": "rdap", "version": rdap.base_url})
     cdn_name = KNOWN_CDN_ASNS.get(asn) if asn is not None else None
     error = None
     if not answers:
@@ -655,7 +675,7 @@ def attribute(
         country=country,
         is_cdn=cdn_name is not None or directory_cdn,
         contacts=contacts,
-        datasets=tuple({"name": a.name, "version": a.version} for a in answers),
+        datasets=tuple(used),
         error=error,
         at=at,
         address=str(address) if address is not None else None,
@@ -716,3 +736,63 @@ def rdap_abuse_contact(
             if email:
                 return email
     return None
+
+
+class RdapClient:
+    """The opt-in online abuse-contact lookup (``[removal] rdap``): one RDAP query per
+    address, its answer (an address or none) kept for ``cache_hours`` so the daily
+    re-attribution of many cases on one host asks once; failures are not kept."""
+
+    def __init__(
+        self,
+        base_url: str,
+        fetch_settings: FetchSettings | None = None,
+        *,
+        cache_hours: float = 24.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.fetch_settings = fetch_settings
+        self.cache_seconds = max(0.0, cache_hours * 3600.0)
+        self._clock = clock
+        self._cache: dict[str, tuple[float, str | None]] = {}
+        self._lock = threading.Lock()
+        #: queries sent (tests and the operator's log)
+        self.queries = 0
+
+    def abuse_email(self, ip: str) -> str | None:
+        """As :func:`rdap_abuse_contact` (raises :class:`DatasetError`), cached."""
+        now = self._clock()
+        with self._lock:
+            hit = self._cache.get(ip)
+            if hit is not None and now - hit[0] < self.cache_seconds:
+                return hit[1]
+            self.queries += 1
+        email = rdap_abuse_contact(ip, base_url=self.base_url, fetch_settings=self.fetch_settings)
+        with self._lock:
+            if len(self._cache) >= 100_000:
+                self._cache.clear()
+            self._cache[ip] = (now, email)
+        return email
+
+    def host_contact(
+        self, address: IPAddress, asn: int | None, as_name: str | None
+    ) -> ProviderContact | None:
+        """The host contact RDAP gives for ``address`` (None: none, or the query failed)."""
+        try:
+            email = self.abuse_email(str(address))
+        except DatasetError as err:
+            log.warning("RDAP abuse contact for %s: %s", address, err)
+            return None
+        if not email:
+            return None
+        return ProviderContact(
+            key=f"rdap:asn:{asn}" if asn is not None else f"rdap:{address}",
+            role="host",
+            organisation=as_name or f"abuse contact of {address} (RDAP)",
+            abuse_email=email,
+            channel="email",
+            webhook=None,
+            send_window=None,
+            source=f"RDAP {self.base_url}",
+        )

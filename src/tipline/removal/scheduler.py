@@ -58,7 +58,7 @@ from tipline.removal import cases as case_sm
 from tipline.removal import evidence as evidence_mod
 from tipline.removal import notices as notices_mod
 from tipline.removal import recheck as recheck_mod
-from tipline.removal.hosting import Attribution, Resolver, attribute
+from tipline.removal.hosting import Attribution, RdapClient, Resolver, attribute
 from tipline.removal.locations import InvalidLocationError
 from tipline.removal.providers import ROLES, ProviderContact
 from tipline.store.case_tables import CaseIntake, CaseRow, NoticeRow
@@ -229,6 +229,8 @@ class RemovalConfig:
     #: how long a decided notice round waits for others to the same contact
     group_delay_seconds: float = 60.0
     evidence_limits: evidence_mod.CaptureLimits | None = None
+    #: the opt-in online abuse-contact lookup (``[removal] rdap``); None: never asked
+    rdap: RdapClient | None = None
 
     @property
     def recheck_every(self) -> timedelta:
@@ -568,7 +570,12 @@ def _attribute(
 ) -> Attribution:
     with factory() as s:
         return attribute(
-            s, url, resolver=config.resolver, fetch_settings=config.fetch_settings, now=now
+            s,
+            url,
+            resolver=config.resolver,
+            fetch_settings=config.fetch_settings,
+            now=now,
+            rdap=config.rdap,
         )
 
 

@@ -93,6 +93,11 @@ class RemovalSettings:
     legal_basis: str = ""
     #: A directory of notice templates searched before the bundled ones.
     notice_templates: str = ""
+    #: Online mode: ask RDAP for the abuse contact of a hosting address the provider
+    #: directory has no host contact for (off: nothing is ever sent to an RDAP server).
+    rdap: bool = False
+    #: The RDAP service asked (a bootstrap redirector, or one registry's server).
+    rdap_url: str = "https://rdap.org"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from tipline.provenance.keywords import KeywordList, KeywordMatcher
 from tipline.record import ItemRecord, Match
 from tipline.removal import notices as removal_notices
 from tipline.removal import scheduler as removal_scheduler
+from tipline.removal.hosting import RdapClient
 from tipline.scan.hashing import HashOptions
 from tipline.service.matching import MatchService
 from tipline.service.settings import ServiceSettings
@@ -122,6 +123,7 @@ def removal_config(settings: ServiceSettings) -> removal_scheduler.RemovalConfig
         ),
         fetch_settings=settings.fetch_settings(),
         tick_seconds=r.tick_seconds,
+        rdap=RdapClient(r.rdap_url, settings.fetch_settings()) if r.rdap else None,
     )
 
 
