@@ -679,6 +679,70 @@ def test_rotate_evidence_to_a_new_key(site: Site, tmp_path: Path, keyring: Keyri
     assert load_page(b, store_dir=tmp_path, keyring=only_new) == site.routes["/gallery"].body
 
 
+def test_cli_rotate_key_reencrypts_evidence(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``tipline media rotate-key --drop-old`` re-seals the evidence bundles too: after it,
+    they open with the new key alone."""
+    from typer.testing import CliRunner
+
+    from tipline.cli.app import _register, app
+    from tipline.store import media as ms
+
+    _register()
+    monkeypatch.delenv(ms.KEY_ENV, raising=False)
+    for name in ("TIPLINE_CONFIG", "TIPLINE_REMOVAL_EVIDENCE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    key_file = tmp_path / "media.key"
+    ms.ensure_key_file(key_file)
+    gallery(site)
+    b = capture(
+        site.url("/gallery"),
+        fetch_settings=local_settings(),
+        attribution=None,
+        store_dir=tmp_path / "evidence",
+        keyring=Keyring.load(key_file, {}),
+    )
+    runner = CliRunner()
+    env = {"TIPLINE_DATA_DIR": str(tmp_path)}
+    res = runner.invoke(app, ["media", "rotate-key", "--drop-old"], env=env)
+    assert res.exit_code == 0, res.output
+    assert "re-encrypted 2 evidence files" in res.output and "dropped 1 old key" in res.output
+    only_new = Keyring.load(key_file, {})
+    assert len(only_new.keys) == 1
+    assert load(b.sha256, store_dir=tmp_path / "evidence", keyring=only_new) == b
+    assert load_page(b, store_dir=tmp_path / "evidence", keyring=only_new) == (
+        site.routes["/gallery"].body
+    )
+    # a damaged bundle: reported, the run goes on, and the old keys are kept
+    bad = tmp_path / "evidence" / "ab" / ("ab" + "0" * 62 + ".evidence")
+    bad.parent.mkdir(parents=True, exist_ok=True)
+    bad.write_bytes(b"not a sealed blob")
+    res = runner.invoke(app, ["media", "rotate-key", "--drop-old"], env=env)
+    assert res.exit_code == 1
+    assert "failed evidence ab000" in res.output and "old keys kept" in res.output
+    assert len(Keyring.load(key_file, {}).keys) == 2
+    assert load(b.sha256, store_dir=tmp_path / "evidence", keyring=Keyring.load(key_file, {})) == b
+    # a custom evidence directory comes from the [removal] setting
+    other = tmp_path / "elsewhere"
+    moved = capture(
+        site.url("/gallery"),
+        fetch_settings=local_settings(),
+        attribution=None,
+        store_dir=other,
+        keyring=Keyring.load(key_file, {}),
+    )
+    bad.unlink()
+    res = runner.invoke(
+        app,
+        ["media", "rotate-key", "--drop-old"],
+        env={**env, "TIPLINE_REMOVAL_EVIDENCE_DIR": str(other)},
+    )
+    assert res.exit_code == 0, res.output
+    assert str(other) in res.output
+    assert load(moved.sha256, store_dir=other, keyring=Keyring.load(key_file, {})) == moved
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_attribution_from_hosting_goes_in_as_given(
     site: Site, tmp_path: Path, keyring: Keyring, session_factory: Any

@@ -1,4 +1,5 @@
-"""``tipline media``: media keys, key rotation and the retention purge."""
+"""``tipline media``: media keys, key rotation (media and evidence bundles) and the retention
+purge."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from tipline.actions import retention
 from tipline.cli import state
 from tipline.cli.app import app
 from tipline.cli.database import UrlOption, open_db
+from tipline.removal.evidence import rotate_evidence
 from tipline.store import media as ms
 
 media_app = typer.Typer(
@@ -41,6 +43,13 @@ def _store(key_file: Path | None) -> ms.EncryptedStore:
     return ms.EncryptedStore(state.data_dir() / "media", ms.Keyring.load(_key_path(key_file)))
 
 
+def _evidence_dir() -> Path:
+    """Where the removal loop keeps evidence bundles (``[removal] evidence_dir``, default
+    ``<data_dir>/evidence``), sealed with the same key as the media."""
+    configured = state.service_settings().removal.evidence_dir
+    return Path(configured) if configured else state.data_dir() / "evidence"
+
+
 @media_app.command("keygen")
 def keygen_cmd(key_file: KeyFileOpt = None) -> None:
     """Create the media key file (mode 0600) with a fresh random AES-256 key.
@@ -69,7 +78,8 @@ def rotate_cmd(
         typer.Option("--drop-old", help="Remove the old keys from the key file once done."),
     ] = False,
 ) -> None:
-    """Re-encrypt every stored blob to a new key. Safe to interrupt and re-run."""
+    """Re-encrypt every stored blob and every removal evidence bundle (and its page) to a new
+    key. Safe to interrupt and re-run; old keys are dropped only when nothing failed."""
     path = _key_path(key_file)
     if new_key:
         from tipline.service.settings import env_setting
@@ -88,7 +98,17 @@ def rotate_cmd(
     )
     for ref, err in result.failed:
         typer.echo(f"  failed {ref}: {err}", err=True)
-    if result.failed:
+    evidence_dir = _evidence_dir()
+    sealed = rotate_evidence(store_dir=evidence_dir, keyring=ms.Keyring.load(path))
+    typer.echo(
+        f"re-encrypted {sealed.reencrypted} evidence files (bundles and pages) in "
+        f"{evidence_dir}; {sealed.unchanged} already used the key"
+    )
+    for ref, err in sealed.failed:
+        typer.echo(f"  failed evidence {ref}: {err}", err=True)
+    if result.failed or sealed.failed:
+        if drop_old:
+            typer.echo("old keys kept: some files still need them (re-run)", err=True)
         raise typer.Exit(1)
     if drop_old:
         dropped = ms.keep_only_active(path)
