@@ -466,6 +466,7 @@ def fetch(
     *,
     headers: Mapping[str, str] | None = None,
     trace: FetchTrace | None = None,
+    sink: Callable[[bytes], None] | None = None,
 ) -> FetchResult:
     """GET ``url`` safely (see the module docstring). Raises a :class:`FetchError`.
 
@@ -474,7 +475,11 @@ def fetch(
     ``headers``: extra request headers (``Authorization``, ``If-None-Match``, ...), sent to
     ``url``'s own origin only, never to a redirect's other host. With a conditional header
     (``If-None-Match`` / ``If-Modified-Since``), a ``304 Not Modified`` is a result (status 304,
-    empty content), not an error."""
+    empty content), not an error.
+
+    ``sink``: the body is handed to it chunk by chunk as it arrives (decoded, under the same
+    caps) instead of being kept; ``content`` is then only its first ``SNIFF_BYTES`` (what the
+    media type is sniffed from). For bodies too large to hold: model files the crawler hashes."""
     s = settings or FetchSettings()
     extra = dict(headers or {})
     conditional = any(k.lower() in ("if-none-match", "if-modified-since") for k in extra)
@@ -564,7 +569,7 @@ def fetch(
                         status=response.status_code,
                         retry_after=_retry_after(response.headers.get("retry-after")),
                     )
-                body = _read_body(response, s, current, left)
+                body = _read_body(response, s, current, left, sink)
                 headers = {k.lower(): v for k, v in response.headers.items()}
                 return FetchResult(
                     content=body,
@@ -579,7 +584,11 @@ def fetch(
 
 
 def _read_body(
-    response: httpx.Response, s: FetchSettings, url: str, left: Callable[[], float]
+    response: httpx.Response,
+    s: FetchSettings,
+    url: str,
+    left: Callable[[], float],
+    sink: Callable[[bytes], None] | None = None,
 ) -> bytes:
     declared = response.headers.get("content-length")
     if declared is not None:
@@ -604,7 +613,13 @@ def _read_body(
                     f"{url[:200]} sent more than the {s.max_bytes:,}-byte limit; stopped reading",
                     url,
                 )
-            parts.append(out)
+            if sink is None:
+                parts.append(out)
+                continue
+            if out:
+                sink(out)
+            if size - len(out) < SNIFF_BYTES:
+                parts.append(out[: SNIFF_BYTES - (size - len(out))])
     except httpx.TimeoutException as err:
         raise FetchTimeoutError(f"reading {url[:200]}: {type(err).__name__}", url) from None
     except httpx.HTTPError as err:
