@@ -149,6 +149,24 @@ def run_workers(cfg: WorkerConfig, concurrency: int) -> None:
         signal.signal(signal.SIGINT, old_int)
 
 
+def start_removal_chain(settings: ServiceSettings, url: str, kinds: list[str] | None) -> None:
+    """Start the removal scheduler's tick chain unless it runs already (docs/removal.md): once
+    per ``tipline worker`` start, in the supervisor, when its processes run ``removal.tick``.
+    ``--drain`` runs never start it (they only empty the queue)."""
+    from tipline.removal import scheduler
+    from tipline.service.wiring import removal_config
+
+    if kinds and scheduler.TICK_KIND not in kinds:
+        return
+    engine = make_engine(url)
+    try:
+        job_id = scheduler.ensure_started(JobQueue(engine), removal_config(settings))
+    finally:
+        engine.dispose()
+    if job_id is not None:
+        log.info("removal scheduler: tick chain started (job %s)", job_id)
+
+
 @app.command("worker")
 def worker_cmd(
     config: Annotated[
@@ -227,6 +245,8 @@ def worker_cmd(
     elif not known:
         raise TiplineError("no job handlers are registered (use --import MODULE)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if not drain and settings.removal.autostart:
+        start_removal_chain(settings, url, kinds)
     cfg = WorkerConfig(
         url=url,
         kinds=tuple(kinds) if kinds else None,

@@ -80,6 +80,7 @@ __all__ = [
     "current_config",
     "dispatch_notices",
     "enqueue_due",
+    "ensure_started",
     "group_notices",
     "intake",
     "ladder_step_for",
@@ -863,3 +864,29 @@ register_handler(SEND_KIND, send_job)
 def with_overrides(config: RemovalConfig, **changes: Any) -> RemovalConfig:
     """A copy of ``config`` with ``changes`` (tests, the CLI)."""
     return replace(config, **changes)
+
+
+def ensure_started(queue: JobQueue, config: RemovalConfig | None = None) -> int | None:
+    """Start the tick chain unless a tick is already queued or running (``tipline serve`` and
+    ``tipline worker`` call this at start-up). Returns the new tick's job id, or None when the
+    chain was already there. Safe across restarts and several processes starting at once: the
+    check and the insert are one transaction under a lock (a PostgreSQL advisory lock; on
+    SQLite the database's write lock, taken first), and :func:`start` is deduplicated too."""
+    from sqlalchemy import text, update
+
+    from tipline.store.base import session_factory
+
+    cfg = config or current_config()
+    with session_factory(queue.engine)() as s, s.begin():
+        if s.get_bind().dialect.name == "postgresql":
+            s.execute(text("SELECT pg_advisory_xact_lock(hashtext('tipline.removal.tick'))"))
+        else:  # an UPDATE takes SQLite's write lock: a second starter waits here
+            s.execute(update(Job).where(Job.id == -1).values(updated_at=Job.updated_at))
+        alive = s.scalar(
+            select(Job.id)
+            .where(Job.kind == TICK_KIND, Job.status.in_(("queued", "running")))
+            .limit(1)
+        )
+        if alive is not None:
+            return None
+        return _enqueue_tick(queue, cfg, queue.clock(), s)

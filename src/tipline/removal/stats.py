@@ -32,10 +32,13 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -517,3 +520,114 @@ def to_csv(summary: Mapping[str, Any]) -> str:
 def _csv_safe(text: str) -> str:
     """A provider name is operator/third-party text: neutralise spreadsheet formulas."""
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+# -- from the database ------------------------------------------------------------------------
+
+#: Seconds between the Julian day epoch and the Unix epoch (SQLite's julianday()).
+_JULIAN_UNIX_EPOCH = 2440587.5
+
+
+def _epoch_column(column: Any, dialect: str) -> Any:
+    """SQL for a timestamp column as float epoch seconds (NULL stays NULL), so a million rows
+    come back as plain floats instead of a million datetime objects."""
+    from sqlalchemy import Float, cast, extract, func
+
+    if dialect == "sqlite":
+        # SQLite stores "YYYY-MM-DD HH:MM:SS.ffffff" (UTC); julianday() reads it (to the ms)
+        return (func.julianday(column) - _JULIAN_UNIX_EPOCH) * 86400.0
+    return cast(extract("epoch", column), Float)
+
+
+def load_histories(session: Session) -> CaseHistories:
+    """Every case's timestamps as :class:`CaseHistories`, read with plain column selects.
+
+    ``reported_at`` and ``confirmed_at`` are the case's; ``notified_at`` is its first notice
+    actually sent (``first_notice_at``); ``removed_at`` its first removal. A case that ended
+    without a removal is censored where it ended: ``closed_at`` for a case closed by hand,
+    ``moved_at`` for one waiting in ``moved`` (the content went elsewhere); every other case
+    still open is censored at ``now`` by :func:`summarise`. Groups: the provider (its name,
+    else its directory key), the AS number and the hosting country; unknown ones are
+    :data:`UNKNOWN`. A row whose times contradict each other (a time before its report) is
+    left out with a :class:`RowError` naming the case."""
+    from sqlalchemy import select
+
+    from tipline.store.case_tables import CaseRow
+
+    dialect = session.get_bind().dialect.name
+    epoch = {
+        name: _epoch_column(getattr(CaseRow, name), dialect).label(name)
+        for name in (
+            "reported_at",
+            "confirmed_at",
+            "first_notice_at",
+            "removed_at",
+            "closed_at",
+            "moved_at",
+        )
+    }
+    stmt = select(
+        CaseRow.id,
+        CaseRow.state,
+        CaseRow.provider_name,
+        CaseRow.provider_key,
+        CaseRow.asn,
+        CaseRow.country,
+        *epoch.values(),
+    ).order_by(CaseRow.id)
+    rows = session.execute(stmt).all()
+    if not rows:
+        empty = np.empty(0, dtype=np.float64)
+        return CaseHistories(
+            empty,
+            empty,
+            empty,
+            empty,
+            empty,
+            groups={g: Grouping(np.empty(0, dtype=np.int64), ()) for g in GROUPINGS},
+        )
+    ids, states, names, keys, asns, countries, *times = zip(*rows, strict=True)
+
+    def column(values: Sequence[Any]) -> FloatArray:
+        # None -> NaN; rounded to the millisecond (what SQLite's julianday() keeps)
+        raw: FloatArray = np.asarray(values, dtype=np.float64)
+        return np.round(raw, 3)
+
+    reported, confirmed, notified, removed, closed, moved = (column(v) for v in times)
+    in_moved = np.asarray(states, dtype=object) == "moved"
+    ended = np.where(~np.isnan(closed), closed, np.where(in_moved, moved, np.nan))
+    # A contradiction (e.g. a time before the report) is one bad row, not a broken page.
+    bad = np.isnan(reported)
+    for other in (confirmed, notified, removed, ended):
+        bad |= other < reported  # NaN compares False: unknown is not a contradiction
+    errors = tuple(
+        RowError(
+            int(i),
+            str(ids[i]),
+            "reported_at is missing" if math.isnan(reported[i]) else "a time is before reported_at",
+        )
+        for i in np.flatnonzero(bad)
+    )
+    keep = ~bad
+
+    def grouping(values: Sequence[Any]) -> Grouping:
+        index: dict[str, int] = {}
+        codes = [index.setdefault(v, len(index)) for v in values]
+        return Grouping(np.asarray(codes, dtype=np.int64)[keep], tuple(index))
+
+    providers = [n or k or UNKNOWN for n, k in zip(names, keys, strict=True)]
+    asn_labels = [UNKNOWN if a is None else str(a) for a in asns]
+    country_labels = [c.upper() if c else UNKNOWN for c in countries]
+    return CaseHistories(
+        reported_at=reported[keep],
+        confirmed_at=confirmed[keep],
+        notified_at=notified[keep],
+        removed_at=removed[keep],
+        ended_at=ended[keep],
+        groups={
+            "provider": grouping(providers),
+            "asn": grouping(asn_labels),
+            "country": grouping(country_labels),
+        },
+        errors=errors,
+    )

@@ -277,6 +277,8 @@ def create_app(
             threading.Thread(target=_load_quietly, args=(matcher,), daemon=True).start()
         stop = threading.Event()
         workers = _start_pipeline(ctx, stop)
+        if workers and ctx.settings.removal.autostart:
+            _start_removal_chain(ctx)
         threading.Thread(target=_bank_pending_grades, args=(ctx,), daemon=True).start()
         try:
             yield
@@ -312,6 +314,17 @@ def _start_pipeline(ctx: AppContext, stop: threading.Event) -> list[threading.Th
         ctx.engine, stop, count=ctx.settings.inprocess_workers
     )
     return threads
+
+
+def _start_removal_chain(ctx: AppContext) -> None:
+    """The removal scheduler's tick chain, started with the in-process workers unless it runs
+    already (idempotent across restarts and processes; ``tipline worker`` runs the ticks)."""
+    from tipline.removal import scheduler
+
+    try:
+        scheduler.ensure_started(JobQueue(ctx.engine))
+    except Exception:
+        log.exception("could not start the removal scheduler; `tipline case scheduler --start`")
 
 
 def _bank_pending_grades(ctx: AppContext) -> None:

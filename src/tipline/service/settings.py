@@ -70,6 +70,9 @@ class RemovalSettings:
     ladder_file: str = ""
     #: Seconds between scheduler passes.
     tick_seconds: float = 300.0
+    #: Start the scheduler's job chain when ``tipline worker`` (or ``tipline serve`` with
+    #: in-process workers) starts; off: only ``tipline case scheduler --start`` starts it.
+    autostart: bool = True
     #: Where evidence bundles are kept; empty: ``<data_dir>/evidence``.
     evidence_dir: str = ""
     #: The SMTP relay notices go through; empty: e-mail notices wait for manual sending.
