@@ -164,7 +164,8 @@ def test_a_lora_link_is_hashed_as_it_streams_like_a_scanned_file(site: Site, chu
     assert found.error is None, found.error
     assert found.format == "safetensors" and found.size == len(LORA)
     assert found.hashes is not None and found.hashes.to_json() == _reference(LORA)
-    assert found.hashes.sha256 == hashlib.sha256(LORA).hexdigest()
+    assert found.hashes.sha256 == hashlib.sha256(LORA).hexdigest() == found.sha256
+    assert (found.autov2, found.autov3) == (found.hashes.autov2, found.hashes.autov3)
     # the header readers say what a scan says about the same bytes
     scanned = inspect_model(io.BytesIO(LORA), len(LORA)).finding
     assert found.finding is not None

@@ -211,6 +211,27 @@ class ModelFindings:
     #: ``code: message`` when the file could not be fetched or hashed
     error: str | None = None
 
+    # the hashes by name (None when not hashed); ``record()`` carries them all for matching
+    @property
+    def sha256(self) -> str | None:
+        return self.hashes.sha256 if self.hashes else None
+
+    @property
+    def md5(self) -> str | None:
+        return self.hashes.md5 if self.hashes else None
+
+    @property
+    def autov1(self) -> str | None:
+        return self.hashes.autov1 if self.hashes else None
+
+    @property
+    def autov2(self) -> str | None:
+        return self.hashes.autov2 if self.hashes else None
+
+    @property
+    def autov3(self) -> str | None:
+        return self.hashes.autov3 if self.hashes else None
+
     def record(self) -> ItemRecord:
         """An item record a bank index matches like a scanned model file."""
         media = next(
