@@ -267,3 +267,27 @@ def test_hma_api_takes_tlsh_like_any_other_type(client: TestClient) -> None:
     assert r.status_code == 400 and "not enabled" in r.json()["message"]
     assert client.put("/c/signal_type/tlsh", json={"enabled_ratio": 1}).status_code == 204
     assert client.get("/m/lookup", params={"signal_type": "tlsh", "signal": GUIDE}).json()
+
+
+def test_bank_add_file_banks_a_guide_with_the_tlsh_of_its_text(tmp_path: Path) -> None:
+    from doc_builders import make_pdf
+
+    from tipline.crawl.documents import analyse_document
+
+    data = tmp_path / "data"
+    guide = tmp_path / "guide.pdf"
+    guide.write_bytes(make_pdf(ASSEMBLY_GUIDE.split("\n\n")))
+    ok(data, "create", "GUIDES")
+    res = ok(data, "add", "GUIDES", "--file", str(guide), "--label", "DEMO-benign-stand-in")
+    assert "added 4 entries" in res.stdout  # md5, sha1, sha256 and tlsh
+    banked = {r["signal_type"]: r["signal"] for r in entries_json(data, "GUIDES")}
+    assert TLSH.distance(banked["tlsh"], GUIDE) <= TLSH.default_threshold
+    # the re-post, found on a page, matches the banked PDF's text
+    page = f"<html><body><pre>{ASSEMBLY_GUIDE_REPOST}</pre></body></html>".encode()
+    found = analyse_document(page, "text/html", "http://127.0.0.1/t/1")
+    idx = BankIndex.build([Bank("GUIDES")], [Entry("GUIDES", "tlsh", banked["tlsh"], id=1)])
+    assert [m.entry_id for m in idx.match(found.record())] == [1]
+    short = tmp_path / "note.txt"
+    short.write_text("a short note")
+    res = ok(data, "add", "GUIDES", "--file", str(short))
+    assert "added 3 entries" in res.stdout and "no tlsh (too short" in res.stderr

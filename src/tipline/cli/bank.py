@@ -348,6 +348,18 @@ def _signals_for_file(path: Path) -> dict[str, str]:
     return signals_for_file(path)
 
 
+def _text_signal(path: Path) -> dict[str, str]:
+    """``{"tlsh": ...}`` of a document's text, as the crawler hashes it (else nothing)."""
+    from tipline.crawl.documents import DEFAULT_LIMITS, analyse_document
+
+    if path.stat().st_size > DEFAULT_LIMITS.max_bytes:
+        return {}
+    found = analyse_document(path.read_bytes(), "", str(path))
+    if found.tlsh is None and found.kind in ("html", "text", "pdf", "docx", "odt", "epub"):
+        _err(f"warning: {path}: no tlsh ({found.error or found.tlsh_reason})")
+    return {"tlsh": found.tlsh} if found.tlsh else {}
+
+
 @bank_app.command("add")
 def add(
     name: NameArg,
@@ -367,7 +379,8 @@ def add(
         list[Path] | None,
         typer.Option(
             "--file",
-            help="Hash this media file and add its signals (repeatable).",
+            help="Hash this media file and add its signals (repeatable); a document (HTML, "
+            "TXT, PDF, DOCX, ODT, EPUB) also gives the tlsh of its text.",
             show_default=False,
         ),
     ] = None,
@@ -377,7 +390,8 @@ def add(
 ) -> None:
     """Add hashes given on the command line, or the hashes of media files, to a bank.
 
-    Example: `tipline bank add KNOWN_PDQ pdq:<64 hex> --label stand-in`
+    Example: `tipline bank add KNOWN_PDQ pdq:<64 hex> --label stand-in`;
+    `tipline bank add GUIDES --file guide.pdf` (a known guide: digests and TLSH of its text)
     """
     if not signals and not files:
         raise BankError("give at least one SIGNAL or --file PATH")
@@ -386,7 +400,7 @@ def add(
     pairs = [_parse_signal(s, signal_type_name) for s in signals or []]
     for path in files or []:
         found = 0
-        for kind, value in _signals_for_file(path).items():
+        for kind, value in {**_signals_for_file(path), **_text_signal(path)}.items():
             if not value:
                 continue  # e.g. PDQ of an image too flat to hash
             try:
