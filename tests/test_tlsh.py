@@ -14,11 +14,13 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 
+from doc_builders import make_pdf
 from guide_texts import ASSEMBLY_GUIDE, ASSEMBLY_GUIDE_REPOST, RECIPE
 from test_cli_bank import entries_json, fails, ok
 from test_hma_api import make_settings
 from tipline.banks.bank import Bank, Entry
 from tipline.banks.formats import FORMATS, parse_hash_list, write_hash_list
+from tipline.crawl.documents import analyse_document
 from tipline.errors import InvalidSignalError
 from tipline.index.bank_index import BankIndex
 from tipline.index.signal_index import new_index
@@ -270,10 +272,6 @@ def test_hma_api_takes_tlsh_like_any_other_type(client: TestClient) -> None:
 
 
 def test_bank_add_file_banks_a_guide_with_the_tlsh_of_its_text(tmp_path: Path) -> None:
-    from doc_builders import make_pdf
-
-    from tipline.crawl.documents import analyse_document
-
     data = tmp_path / "data"
     guide = tmp_path / "guide.pdf"
     guide.write_bytes(make_pdf(ASSEMBLY_GUIDE.split("\n\n")))
