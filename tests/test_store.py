@@ -52,6 +52,9 @@ TABLES = {
     "crawls",
     "crawl_pages",
     "crawl_media",
+    "exchange_shares",
+    "exchange_share_entries",
+    "exchange_share_opinions",
 }
 
 

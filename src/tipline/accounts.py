@@ -56,6 +56,8 @@ PERMISSIONS: dict[str, str] = {
     "review:senior": "decide escalated items (analysts disagreed)",
     "exposure:admin": "see every analyst's exposure to media",
     "dashboard:read": "see the review dashboard (queue, throughput, exposure, AI share)",
+    "exchange:read": "read the banks shared with one's account (the peer feed /api/v1/exchange)",
+    "exchange:write": "give opinions on entries of banks shared with one's account",
 }
 
 _ANALYST = frozenset(
@@ -94,7 +96,16 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         }
     ),
     "partner": frozenset(
-        {"account:self", "match:read", "hash:read", "index:read", "bank:read", "report:submit"}
+        {
+            "account:self",
+            "match:read",
+            "hash:read",
+            "index:read",
+            "bank:read",
+            "report:submit",
+            "exchange:read",
+            "exchange:write",
+        }
     ),
 }
 

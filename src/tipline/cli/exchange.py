@@ -80,7 +80,10 @@ def _credentials(path: Path | None) -> dict[str, Any] | None:
 def exchange_add(
     name: NameArg,
     api: Annotated[
-        str, typer.Option("--type", help="Exchange type: local_file or http_list.")
+        str,
+        typer.Option(
+            "--type", help="Exchange type: local_file, http_list, ncmec or tipline (a peer)."
+        ),
     ] = "local_file",
     config: Annotated[
         list[str] | None,
@@ -98,8 +101,9 @@ def exchange_add(
         Path | None,
         typer.Option(
             "--credentials-file",
-            help='A JSON file with the credentials (http_list: {"authorization": ...}); '
-            "stored encrypted with the media key.",
+            help='A JSON file with the credentials (http_list: {"authorization": ...}; '
+            'tipline: {"token": "tl_...", "secret": "tls_..."}); stored encrypted with the '
+            "media key.",
         ),
     ] = None,
     bank: Annotated[
@@ -241,3 +245,78 @@ def exchange_remove(name: NameArg, database_url_opt: UrlOption = None) -> None:
         if not store.delete_exchange(s, name):
             raise TiplineError(f"no exchange named {name[:80]!r}")
     typer.echo(f"removed exchange {name} (its bank stays)")
+
+
+PeerOpt = Annotated[
+    str,
+    typer.Option(
+        "--to", help="The peer's account here (its tokens with exchange:read read the feed)."
+    ),
+]
+
+
+@exchange_app.command("share")
+def exchange_share(
+    bank: Annotated[str, typer.Argument(help="The bank to share (e.g. TIPLINE_GRADED).")],
+    peer_name: PeerOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    database_url_opt: UrlOption = None,
+) -> None:
+    """Share a bank with a Tipline peer: its entries, their changes and tombstones are
+    published on the signed feed /api/v1/exchange/banks/BANK/changes. Prints the signing
+    secret once (give it to the peer with a token for the account: `tipline token create`);
+    sharing again replaces the secret."""
+    from tipline.exchange import peer, store
+
+    _configure()
+    ring = store.keyring()
+    factory = open_db(database_url_opt)
+    with factory() as s, s.begin():
+        secret = peer.share_bank(
+            s, bank, peer_name, lambda owner, data: store.seal(ring, owner, data)
+        )
+    if as_json:
+        typer.echo(json.dumps({"bank": bank, "peer": peer_name, "secret": secret}))
+        return
+    typer.echo(f"shared bank {bank} with {peer_name}")
+    typer.echo(f"signing secret (shown once; the peer's exchange credentials): {secret}")
+
+
+@exchange_app.command("unshare")
+def exchange_unshare(
+    bank: Annotated[str, typer.Argument(help="The shared bank.")],
+    peer_name: PeerOpt,
+    database_url_opt: UrlOption = None,
+) -> None:
+    """Stop sharing a bank with a peer (its feed answers 404 from now on)."""
+    from tipline.exchange import peer
+
+    factory = open_db(database_url_opt)
+    with factory() as s, s.begin():
+        if not peer.unshare_bank(s, bank, peer_name):
+            raise TiplineError(f"bank {bank[:80]} is not shared with {peer_name[:80]}")
+    typer.echo(f"bank {bank} is no longer shared with {peer_name}")
+
+
+@exchange_app.command("shares")
+def exchange_shares(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    database_url_opt: UrlOption = None,
+) -> None:
+    """List the banks shared with peers: changes published, entries live, last read."""
+    from tipline.exchange import peer
+
+    factory = open_db(database_url_opt)
+    with factory() as s:
+        rows = [i.to_json() for i in peer.list_shares(s)]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no shared banks (share one with `tipline exchange share BANK --to PEER`)")
+    for r in rows:
+        read = "never read" if r["last_read_at"] is None else f"last read {r['last_read_at']}"
+        typer.echo(
+            f"{r['bank']:<24} to {r['peer']:<20} {r['changes']} changes, "
+            f"{r['published']} live, {r['opinions']} opinions, {read}"
+        )

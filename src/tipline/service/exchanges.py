@@ -163,4 +163,45 @@ def router(ctx: AppContext) -> APIRouter:
         await run_in_threadpool(delete)
         return {"message": "Exchange deleted"}  # HMA: deleting one that is not there is fine
 
+    # -- Tipline's own view: /api/v1/exchanges (one call: configuration and fetch state) ------
+
+    def _summary(s: Any, ex: Any) -> dict[str, Any]:
+        out = store.exchange_json(s, ex)
+        out["status"] = store.status_json(s, ex)
+        counts = _feedback_counts(s, ex.name)
+        if counts is not None:
+            out["feedback"] = counts
+        return out
+
+    @r.get("/api/v1/exchanges", tags=["exchange"], dependencies=[Depends(require("bank:read"))])
+    async def v1_exchanges() -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            with factory() as s:
+                return {"exchanges": [_summary(s, ex) for ex in store.list_exchanges(s)]}
+
+        return await run_in_threadpool(run)
+
+    @r.get(
+        "/api/v1/exchanges/{name}", tags=["exchange"], dependencies=[Depends(require("bank:read"))]
+    )
+    async def v1_exchange(name: str) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            with factory() as s:
+                try:
+                    return _summary(s, store.get_exchange(s, name))
+                except store.ExchangeNotFound:
+                    raise HttpError(404, f"no exchange named {name[:80]!r}") from None
+
+        return await run_in_threadpool(run)
+
     return r
+
+
+def _feedback_counts(s: Any, name: str) -> dict[str, Any] | None:
+    """The feedback queue's counts for an exchange, once that queue exists (issue 12 item 3)."""
+    try:
+        from tipline.exchange import feedback  # type: ignore[attr-defined, unused-ignore]
+    except ImportError:
+        return None
+    counts = getattr(feedback, "feedback_counts", None)
+    return dict(counts(s, name)) if callable(counts) else None

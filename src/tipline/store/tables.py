@@ -571,4 +571,9 @@ __all__ = [
 
 # Tables of other concerns live in their own modules on the same Base; importing them here
 # registers them wherever the schema is needed (migrations, tests comparing it).
-from tipline.store import case_tables, crawl_tables, hosting_tables  # noqa: E402, F401
+from tipline.store import (  # noqa: E402, F401
+    case_tables,
+    crawl_tables,
+    exchange_share_tables,
+    hosting_tables,
+)

@@ -1,0 +1,742 @@
+"""Tipline peers (docs/exchanges.md, "Tipline peers"): one Tipline instance sharing banks with
+another, hotline to hotline.
+
+**Publishing.** :func:`share_bank` shares a bank with a peer (an account here whose API tokens
+with ``exchange:read`` read the feed) and makes the HMAC key both sides sign with. The feed
+(``GET /api/v1/exchange/banks/<bank>/changes``) answers pages of changes after an opaque cursor:
+before each page, :func:`reconcile` compares the bank with what the share has published
+(``exchange_share_entries``) and gives every new, changed, disabled or deleted entry the next
+number of the share's change sequence, so whoever changed the bank (a grade, an import, a
+person) the peer sees it, and a cursor never goes backwards. A disabled or deleted entry is a
+tombstone.
+
+**Signing.** Every page is signed: ``X-Tipline-Signature: v1=<hex>``, HMAC-SHA256 over
+``<timestamp>\\n<nonce>\\n<METHOD>\\n<path?query>\\n`` + the body, with the timestamp in
+``X-Tipline-Timestamp``. The nonce is the reader's own (``X-Tipline-Nonce``, fresh per request),
+so a recorded page replayed to it does not verify, and a page older than
+:data:`MAX_SKEW_SECONDS` is refused. Requests to the peer (opinions) are signed the same way.
+
+**Fetching.** The ``tipline`` exchange type reads a peer's feed through the SSRF-safe fetcher;
+its checkpoint is the cursor. Records are keyed by the publisher's entry (``e<id>``), carry the
+partner metadata (which list, which partner, classification, timestamps), and tombstones
+disable them here. :meth:`TiplinePeerExchange.submit_opinion` tells the peer what our analysts
+concluded about one of its entries (``POST .../opinions``, idempotent per entry).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import json
+import secrets
+import ssl
+import time
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from tipline.banks.bank import validate_bank_name
+from tipline.errors import BankError, TiplineError
+from tipline.exchange.api import (
+    Checkpoint,
+    ConfigField,
+    ExchangeConfigError,
+    ExchangeError,
+    ExchangeFetchError,
+    ExchangeRecord,
+    ExchangeType,
+    FetchContext,
+    FetchDelta,
+    Opinion,
+    Problem,
+    register,
+)
+from tipline.net.fetch import FetchError, HTTPStatusError, fetch, vet_url
+from tipline.signals.types import registered as signal_types
+from tipline.store.exchange_share_tables import (
+    ExchangeShareEntryRow,
+    ExchangeShareOpinionRow,
+    ExchangeShareRow,
+)
+from tipline.store.tables import BankEntryRow, BankRow, User
+
+SIGNATURE_HEADER = "X-Tipline-Signature"
+TIMESTAMP_HEADER = "X-Tipline-Timestamp"
+NONCE_HEADER = "X-Tipline-Nonce"
+#: A signed page or request older (or newer) than this is refused.
+MAX_SKEW_SECONDS = 300
+DEFAULT_PAGE_SIZE = 1_000
+MAX_PAGE_SIZE = 10_000
+SECRET_PREFIX = "tls_"
+_CURSOR_PREFIX = "c1."
+_OPINION_CATEGORIES = ("positive", "negative", "not_sure")
+
+
+class ShareError(ExchangeError):
+    """A share operation that cannot be done (no such bank, peer, share)."""
+
+
+class CursorError(ShareError):
+    """A cursor that is not one of this share's (garbage, another share's, from the future)."""
+
+
+class SignatureError(ExchangeError):
+    """A signed page or request that does not verify or is too old."""
+
+
+# -- signing ---------------------------------------------------------------------------------
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def _key(secret: str) -> bytes:
+    return secret.encode("utf-8")
+
+
+def signature(secret: str, ts: int, nonce: str, method: str, target: str, body: bytes) -> str:
+    head = f"{ts}\n{nonce}\n{method.upper()}\n{target}\n".encode()
+    return "v1=" + hmac.new(_key(secret), head + body, hashlib.sha256).hexdigest()
+
+
+def sign_headers(
+    secret: str, nonce: str, method: str, target: str, body: bytes, now: float
+) -> dict[str, str]:
+    ts = int(now)
+    return {
+        TIMESTAMP_HEADER: str(ts),
+        NONCE_HEADER: nonce,
+        SIGNATURE_HEADER: signature(secret, ts, nonce, method, target, body),
+    }
+
+
+def verify(
+    secret: str,
+    headers: Mapping[str, str],
+    nonce: str,
+    method: str,
+    target: str,
+    body: bytes,
+    now: float,
+) -> None:
+    """Raise :class:`SignatureError` unless ``headers`` sign ``body`` for this request within
+    :data:`MAX_SKEW_SECONDS` of ``now``. ``headers``: names lower-cased."""
+    sent = headers.get(SIGNATURE_HEADER.lower(), "")
+    raw_ts = headers.get(TIMESTAMP_HEADER.lower(), "")
+    if not sent or not raw_ts:
+        raise SignatureError("the page is not signed (no signature or timestamp header)")
+    try:
+        ts = int(raw_ts)
+    except ValueError:
+        raise SignatureError("the page's timestamp is not a number") from None
+    expected = signature(secret, ts, nonce, method, target, body)
+    if not hmac.compare_digest(sent.encode(), expected.encode()):
+        raise SignatureError(
+            "the page's signature does not verify (wrong secret, altered or replayed page)"
+        )
+    if abs(now - ts) > MAX_SKEW_SECONDS:
+        raise SignatureError(
+            f"the signed page is stale: signed {int(now - ts)} s from now "
+            f"(at most {MAX_SKEW_SECONDS} s; a replay, or a clock that is wrong)"
+        )
+
+
+# -- cursors ---------------------------------------------------------------------------------
+
+
+def encode_cursor(share_id: int, seq: int) -> str:
+    raw = json.dumps([share_id, seq], separators=(",", ":")).encode()
+    return _CURSOR_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(share: ExchangeShareRow, cursor: str | None) -> int:
+    """The sequence number after which a page starts (0 for none). :class:`CursorError` for a
+    cursor that is garbage, another share's, or ahead of the share's sequence."""
+    if not cursor:
+        return 0
+    text = cursor.strip()
+    if not text.startswith(_CURSOR_PREFIX) or len(text) > 200:
+        raise CursorError("not a cursor of this feed (use the next_cursor a page gave)")
+    body = text[len(_CURSOR_PREFIX) :]
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise CursorError("not a cursor of this feed (use the next_cursor a page gave)") from None
+    if (
+        not isinstance(doc, list)
+        or len(doc) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in doc)
+    ):
+        raise CursorError("not a cursor of this feed (use the next_cursor a page gave)")
+    share_id, seq = doc
+    if share_id != share.id:
+        raise CursorError("the cursor belongs to another share (was the bank shared anew?)")
+    if seq > share.last_seq:
+        raise CursorError(
+            f"the cursor is ahead of this feed (change {seq}, the feed is at {share.last_seq})"
+        )
+    return int(seq)
+
+
+# -- publishing: shares ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ShareInfo:
+    bank: str
+    peer: str
+    last_seq: int
+    published: int
+    created_at: float
+    last_read_at: float | None
+    opinions: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bank": self.bank,
+            "peer": self.peer,
+            "changes": self.last_seq,
+            "published": self.published,
+            "created_at": int(self.created_at),
+            "last_read_at": None if self.last_read_at is None else int(self.last_read_at),
+            "opinions": self.opinions,
+        }
+
+
+def _bank(s: Session, name: str) -> BankRow:
+    try:
+        clean = validate_bank_name(name)
+    except BankError as err:
+        raise ShareError(str(err)) from None
+    row = s.scalar(select(BankRow).where(BankRow.name == clean))
+    if row is None:
+        raise ShareError(f"no bank named {clean!r} (see `tipline bank list`)")
+    return row
+
+
+def share_bank(s: Session, bank: str, peer: str, seal: Any, now: float | None = None) -> str:
+    """Share ``bank`` with the account ``peer``; returns the signing secret (shown once; stored
+    sealed by ``seal(owner, data) -> bytes``). Sharing again makes a new secret and keeps the
+    sequence."""
+    row = _bank(s, bank)
+    user = s.scalar(select(User).where(User.username == peer))
+    if user is None:
+        raise ShareError(
+            f"no account named {peer[:80]!r}: create it first (tipline user add {peer[:80]} "
+            "--role partner) and give it a token with exchange:read"
+        )
+    secret = new_secret()
+    owner = share_owner(row.name, peer)
+    existing = s.scalar(
+        select(ExchangeShareRow).where(
+            ExchangeShareRow.bank_id == row.id, ExchangeShareRow.peer == peer
+        )
+    )
+    if existing is None:
+        s.add(
+            ExchangeShareRow(
+                bank_id=row.id,
+                peer=peer,
+                secret=seal(owner, {"secret": secret}),
+                last_seq=0,
+                created_at=time.time() if now is None else now,
+            )
+        )
+    else:
+        existing.secret = seal(owner, {"secret": secret})
+    s.flush()
+    return secret
+
+
+def share_owner(bank: str, peer: str) -> str:
+    """The associated data a share's sealed secret is bound to."""
+    return f"exchange-share:{bank}:{peer}"
+
+
+def unshare_bank(s: Session, bank: str, peer: str) -> bool:
+    row = _bank(s, bank)
+    share = s.scalar(
+        select(ExchangeShareRow).where(
+            ExchangeShareRow.bank_id == row.id, ExchangeShareRow.peer == peer
+        )
+    )
+    if share is None:
+        return False
+    s.execute(delete(ExchangeShareEntryRow).where(ExchangeShareEntryRow.share_id == share.id))
+    s.execute(delete(ExchangeShareOpinionRow).where(ExchangeShareOpinionRow.share_id == share.id))
+    s.delete(share)
+    return True
+
+
+def get_share(s: Session, bank: str, peer: str) -> ExchangeShareRow | None:
+    """The share of ``bank`` with ``peer`` (None if that bank is not shared with them)."""
+    row = s.scalar(select(BankRow).where(BankRow.name == bank))
+    if row is None:
+        return None
+    return s.scalar(
+        select(ExchangeShareRow).where(
+            ExchangeShareRow.bank_id == row.id, ExchangeShareRow.peer == peer
+        )
+    )
+
+
+def list_shares(s: Session, peer: str | None = None) -> list[ShareInfo]:
+    from sqlalchemy import func
+
+    q = select(ExchangeShareRow, BankRow.name).join(BankRow, BankRow.id == ExchangeShareRow.bank_id)
+    if peer is not None:
+        q = q.where(ExchangeShareRow.peer == peer)
+    out = []
+    for share, bank in s.execute(q.order_by(BankRow.name, ExchangeShareRow.peer)):
+        published = s.scalar(
+            select(func.count())
+            .select_from(ExchangeShareEntryRow)
+            .where(ExchangeShareEntryRow.share_id == share.id, ExchangeShareEntryRow.enabled)
+        )
+        opinions = s.scalar(
+            select(func.count())
+            .select_from(ExchangeShareOpinionRow)
+            .where(ExchangeShareOpinionRow.share_id == share.id)
+        )
+        out.append(
+            ShareInfo(
+                bank,
+                share.peer,
+                int(share.last_seq),
+                int(published or 0),
+                share.created_at,
+                share.last_read_at,
+                int(opinions or 0),
+            )
+        )
+    return out
+
+
+# -- publishing: the change sequence and pages -----------------------------------------------
+
+
+def _published(entry: BankEntryRow) -> dict[str, Any]:
+    """What the feed tells a peer about an entry (no notes: they are the hotline's own)."""
+    tags = [t for t in (entry.tags or "").split(",") if t.strip()]
+    meta = entry.meta or {}
+    classification = meta.get("classification") if isinstance(meta, dict) else None
+    return {
+        "signal_type": entry.signal_type,
+        "signal": entry.signal,
+        "label": entry.label or "",
+        "classification": str(classification or entry.label or ""),
+        "tags": tags,
+        "added_at": int(entry.added_at),
+    }
+
+
+def _digest(doc: Mapping[str, Any], enabled: bool) -> str:
+    return hashlib.sha256(json.dumps([doc, enabled], sort_keys=True).encode()).hexdigest()
+
+
+def reconcile(s: Session, share: ExchangeShareRow, now: float) -> int:
+    """Give every entry of the bank that changed since it was last published (new, label or
+    tags changed, disabled or re-enabled, deleted) the next change number. Returns how many
+    changed. Runs in the caller's transaction, the share row locked."""
+    s.refresh(share, with_for_update=True)
+    seen: dict[int, ExchangeShareEntryRow] = {
+        r.entry_id: r
+        for r in s.scalars(
+            select(ExchangeShareEntryRow).where(ExchangeShareEntryRow.share_id == share.id)
+        )
+    }
+    seq = int(share.last_seq)
+    changed = 0
+    entries = s.scalars(
+        select(BankEntryRow).where(BankEntryRow.bank_id == share.bank_id).order_by(BankEntryRow.id)
+    )
+    present: set[int] = set()
+    for entry in entries:
+        present.add(entry.id)
+        enabled = bool(entry.enabled) and (
+            entry.disabled_until is None or entry.disabled_until <= now
+        )
+        digest = _digest(_published(entry), enabled)
+        row = seen.get(entry.id)
+        if row is not None and row.digest == digest:
+            continue
+        if row is None and not enabled:
+            continue  # never published, nothing to withdraw
+        seq += 1
+        changed += 1
+        if row is None:
+            s.add(
+                ExchangeShareEntryRow(
+                    share_id=share.id,
+                    entry_id=entry.id,
+                    seq=seq,
+                    signal_type=entry.signal_type,
+                    signal=entry.signal,
+                    enabled=enabled,
+                    digest=digest,
+                    changed_at=now,
+                )
+            )
+        else:
+            row.seq, row.enabled, row.digest, row.changed_at = seq, enabled, digest, now
+    for entry_id, row in seen.items():
+        if entry_id not in present and row.enabled:  # deleted from the bank: a tombstone
+            seq += 1
+            changed += 1
+            row.seq, row.enabled, row.digest, row.changed_at = seq, False, "", now
+    share.last_seq = seq
+    s.flush()
+    return changed
+
+
+def entry_key(entry_id: int) -> str:
+    return f"e{entry_id}"
+
+
+def feed_page(
+    s: Session,
+    share: ExchangeShareRow,
+    bank: str,
+    cursor: str | None,
+    limit: int,
+    now: float,
+) -> dict[str, Any]:
+    """One page of the share's changes after ``cursor`` (reconciled first). Raises
+    :class:`CursorError` for a bad cursor."""
+    reconcile(s, share, now)
+    after = decode_cursor(share, cursor)
+    limit = max(1, min(int(limit), MAX_PAGE_SIZE))
+    rows = list(
+        s.scalars(
+            select(ExchangeShareEntryRow)
+            .where(ExchangeShareEntryRow.share_id == share.id, ExchangeShareEntryRow.seq > after)
+            .order_by(ExchangeShareEntryRow.seq)
+            .limit(limit + 1)
+        )
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    entries = {
+        e.id: e
+        for e in s.scalars(
+            select(BankEntryRow).where(BankEntryRow.id.in_([r.entry_id for r in rows if r.enabled]))
+        )
+    }
+    changes: list[dict[str, Any]] = []
+    for r in rows:
+        change: dict[str, Any] = {
+            "seq": int(r.seq),
+            "key": entry_key(r.entry_id),
+            "signal_type": r.signal_type,
+            "signal": r.signal,
+            "enabled": bool(r.enabled),
+            "changed_at": int(r.changed_at),
+        }
+        entry = entries.get(r.entry_id)
+        if r.enabled and entry is not None:
+            published = _published(entry)
+            for k in ("label", "classification", "tags", "added_at"):
+                change[k] = published[k]
+        changes.append(change)
+    last = int(rows[-1].seq) if rows else after
+    share.last_read_at = now
+    return {
+        "bank": bank,
+        "changes": changes,
+        "next_cursor": encode_cursor(share.id, last),
+        "more": more,
+        "latest_seq": int(share.last_seq),
+    }
+
+
+def record_opinion(
+    s: Session, share: ExchangeShareRow, doc: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    """A peer's opinion of one of the entries we share (the latest per entry is kept: a
+    redelivery changes nothing). Raises :class:`ShareError` for a bad one."""
+    key = doc.get("key")
+    category = doc.get("category")
+    reasons = doc.get("reasons", [])
+    if not isinstance(key, str) or not key.startswith("e") or not key[1:].isdigit():
+        raise ShareError("key must be an entry key of this feed (e<number>)")
+    if category not in _OPINION_CATEGORIES:
+        raise ShareError(f"category must be one of {', '.join(_OPINION_CATEGORIES)}")
+    if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
+        raise ShareError("reasons must be a list of strings")
+    reasons = [r[:200] for r in reasons[:20]]
+    published = s.scalar(
+        select(ExchangeShareEntryRow.id).where(
+            ExchangeShareEntryRow.share_id == share.id,
+            ExchangeShareEntryRow.entry_id == int(key[1:]),
+        )
+    )
+    if published is None:
+        raise ShareError(f"entry {key[:30]} was never published to you")
+    row = s.scalar(
+        select(ExchangeShareOpinionRow).where(
+            ExchangeShareOpinionRow.share_id == share.id, ExchangeShareOpinionRow.entry_key == key
+        )
+    )
+    if row is None:
+        row = ExchangeShareOpinionRow(share_id=share.id, entry_key=key, note="")
+        s.add(row)
+    row.category, row.reasons, row.received_at = str(category), reasons, now
+    s.flush()
+    return {"key": key, "category": category, "reasons": reasons}
+
+
+# -- fetching: the ``tipline`` exchange type -------------------------------------------------
+
+
+def _target(url: str) -> str:
+    u = urllib.parse.urlsplit(url)
+    return u.path + (f"?{u.query}" if u.query else "")
+
+
+def _as_record(
+    change: Mapping[str, Any], bank: str, partner: str
+) -> tuple[str, ExchangeRecord | None] | Problem:
+    key = change.get("key")
+    if not isinstance(key, str) or not key or len(key) > 64:
+        return Problem("malformed", f"seq {change.get('seq')!r}"[:80], "a change without a key")
+    if not change.get("enabled", False):
+        return key, None
+    st = change.get("signal_type")
+    signal = change.get("signal")
+    types = signal_types()
+    if not isinstance(st, str) or st not in types:
+        return Problem("unknown_signal_type", key, f"unknown signal type {str(st)[:32]!r}")
+    if not isinstance(signal, str):
+        return Problem("invalid", key, "the signal is not a string")
+    try:
+        clean = types[st].normalise(signal)
+    except (TiplineError, ValueError) as err:
+        return Problem("invalid", key, str(err)[:200])
+    meta: dict[str, Any] = {"list": bank, "partner": partner}
+    for k in ("classification", "tags", "added_at", "changed_at", "seq"):
+        if k in change and isinstance(change[k], str | int | float | list):
+            meta[k] = change[k]
+    label = change.get("label")
+    return key, ExchangeRecord(st, clean, label if isinstance(label, str) else "", meta)
+
+
+class TiplinePeerExchange(ExchangeType):
+    """Another Tipline instance's shared bank, read from its signed ``/api/v1/exchange`` feed."""
+
+    name = "tipline"
+    description = (
+        "A bank another Tipline instance shares with this one (hotline to hotline): its "
+        "signed, token-authenticated /api/v1/exchange feed, read from a cursor."
+    )
+    config_fields = (
+        ConfigField("url", "string", required=True, help="The peer's base URL (https://...)."),
+        ConfigField("bank", "string", required=True, help="The peer's bank shared with us."),
+        ConfigField(
+            "partner",
+            "string",
+            help="The partner's name in match records (default: the URL's host).",
+        ),
+        ConfigField("page_size", "number", default=DEFAULT_PAGE_SIZE, help="Changes per page."),
+    )
+    credential_fields = (
+        ConfigField(
+            "token", "string", required=True, help="Our API token at the peer (exchange:read)."
+        ),
+        ConfigField(
+            "secret", "string", required=True, help="The share's signing secret (tls_...)."
+        ),
+    )
+    accepts_opinions = True
+
+    def validate_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        out = super().validate_config(config)
+        url = str(out["url"]).strip().rstrip("/")
+        if not url.lower().startswith(("http://", "https://")):
+            raise ExchangeConfigError("tipline config: url must be http:// or https://")
+        out["url"] = url
+        try:
+            out["bank"] = validate_bank_name(str(out["bank"]))
+        except BankError as err:
+            raise ExchangeConfigError(f"tipline config: {err}") from None
+        if not 1 <= int(out["page_size"]) <= MAX_PAGE_SIZE:
+            raise ExchangeConfigError(f"tipline config: page_size must be 1 to {MAX_PAGE_SIZE}")
+        if not out.get("partner"):
+            out["partner"] = urllib.parse.urlsplit(url).netloc
+        return out
+
+    def validate_credentials(self, credentials: Mapping[str, Any]) -> dict[str, Any]:
+        out = super().validate_credentials(credentials)
+        if not str(out["secret"]).startswith(SECRET_PREFIX):
+            raise ExchangeConfigError(f"tipline credentials: secret must start {SECRET_PREFIX}")
+        return out
+
+    def _creds(self, ctx: FetchContext) -> tuple[str, str]:
+        creds = ctx.credentials or {}
+        token, secret = creds.get("token"), creds.get("secret")
+        if not token or not secret:
+            raise ExchangeFetchError("no credentials set (token and secret of the share)")
+        return str(token), str(secret)
+
+    def _feed(self, ctx: FetchContext) -> str:
+        bank = urllib.parse.quote(str(ctx.config["bank"]), safe="")
+        return f"{ctx.config['url']}/api/v1/exchange/banks/{bank}"
+
+    def fetch_iter(self, ctx: FetchContext, checkpoint: Checkpoint | None) -> Iterator[FetchDelta]:
+        token, secret = self._creds(ctx)
+        cursor = str(checkpoint.state.get("cursor") or "") if checkpoint is not None else ""
+        size = int(ctx.config.get("page_size") or DEFAULT_PAGE_SIZE)
+        bank, partner = str(ctx.config["bank"]), str(ctx.config.get("partner") or "")
+        while True:
+            query = urllib.parse.urlencode(
+                {"limit": size, **({"cursor": cursor} if cursor else {})}
+            )
+            url = f"{self._feed(ctx)}/changes?{query}"
+            nonce = secrets.token_urlsafe(18)
+            headers = {
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/json",
+                NONCE_HEADER: nonce,
+            }
+            try:
+                res = fetch(url, ctx.fetch_settings, headers=headers)
+            except HTTPStatusError as err:
+                raise ExchangeFetchError(
+                    f"the peer refused the feed: {err}", retry_after=err.retry_after
+                ) from None
+            except FetchError as err:
+                raise ExchangeFetchError(f"the peer's feed cannot be read: {err}") from None
+            if res.redirects:
+                raise ExchangeFetchError("the peer's feed redirected: refused (sign the real URL)")
+            try:
+                verify(secret, res.headers, nonce, "GET", _target(url), res.content, ctx.clock())
+            except SignatureError as err:
+                raise ExchangeFetchError(f"refused the peer's page: {err}") from None
+            try:
+                doc = json.loads(res.content)
+            except (ValueError, UnicodeDecodeError):
+                raise ExchangeFetchError("the peer's page is not JSON") from None
+            changes = doc.get("changes") if isinstance(doc, dict) else None
+            nxt = doc.get("next_cursor") if isinstance(doc, dict) else None
+            if not isinstance(changes, list) or not isinstance(nxt, str) or not nxt:
+                raise ExchangeFetchError("the peer's page has no changes list or next_cursor")
+            updates: dict[str, ExchangeRecord | None] = {}
+            problems: list[Problem] = []
+            for change in changes:
+                got = (
+                    _as_record(change, bank, partner)
+                    if isinstance(change, dict)
+                    else Problem("malformed", "page", "a change that is not an object")
+                )
+                if isinstance(got, Problem):
+                    problems.append(got)
+                else:
+                    updates[got[0]] = got[1]
+            more = bool(doc.get("more"))
+            cp = Checkpoint({"cursor": nxt}, int(ctx.clock()), up_to_date=not more)
+            yield FetchDelta(updates, cp, problems)
+            if not more:
+                return
+            if nxt == cursor:
+                raise ExchangeFetchError("the peer's page did not advance its cursor")
+            cursor = nxt
+
+    def submit_opinion(self, ctx: FetchContext, opinion: Opinion) -> None:
+        token, secret = self._creds(ctx)
+        body = json.dumps(
+            {
+                "key": opinion.record_key,
+                "category": opinion.category,
+                "reasons": list(opinion.reasons),
+            },
+            sort_keys=True,
+        ).encode()
+        url = f"{self._feed(ctx)}/opinions"
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            **sign_headers(
+                secret, secrets.token_urlsafe(18), "POST", _target(url), body, ctx.clock()
+            ),
+        }
+        status, text = _post(url, body, headers, ctx)
+        if status in (400, 404):
+            raise ExchangeError(f"the peer refused the opinion ({status}): {text[:200]}")
+        if status >= 300:
+            raise ExchangeFetchError(f"the peer answered {status} to the opinion: {text[:200]}")
+
+
+def _post(url: str, body: bytes, headers: dict[str, str], ctx: FetchContext) -> tuple[int, str]:
+    """POST through the address policy (vetted, pinned address, no proxies, no redirects)."""
+    s = ctx.fetch_settings
+    try:
+        u, ip = vet_url(url, s, s.connect_timeout)
+    except FetchError as err:
+        raise ExchangeFetchError(f"the peer: {err}") from None
+    host = u.raw_host.decode("ascii", "replace").strip("[]")
+    shown = f"[{host}]" if ":" in host else host
+    extensions: dict[str, Any] = {}
+    if u.scheme == "https":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            extensions["sni_hostname"] = host
+    with httpx.Client(
+        trust_env=False,
+        follow_redirects=False,
+        verify=ssl.create_default_context(cafile=s.ca_file) if s.ca_file else True,
+        headers={"User-Agent": s.user_agent},
+        timeout=httpx.Timeout(
+            connect=s.connect_timeout, read=s.read_timeout, write=s.read_timeout, pool=1.0
+        ),
+        limits=httpx.Limits(max_connections=1, max_keepalive_connections=0),
+    ) as client:
+        request = client.build_request(
+            "POST",
+            u.copy_with(host=str(ip)),
+            headers={**headers, "Host": shown if u.port is None else f"{shown}:{u.port}"},
+            content=body,
+            extensions=extensions,
+        )
+        try:
+            response = client.send(request)
+        except httpx.HTTPError as err:
+            raise ExchangeFetchError(f"the peer: {type(err).__name__}") from None
+        return response.status_code, response.text[:500]
+
+
+register(TiplinePeerExchange)
+
+__all__ = [
+    "MAX_SKEW_SECONDS",
+    "NONCE_HEADER",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "CursorError",
+    "ShareError",
+    "ShareInfo",
+    "SignatureError",
+    "TiplinePeerExchange",
+    "decode_cursor",
+    "encode_cursor",
+    "entry_key",
+    "feed_page",
+    "get_share",
+    "list_shares",
+    "reconcile",
+    "record_opinion",
+    "share_bank",
+    "share_owner",
+    "sign_headers",
+    "signature",
+    "unshare_bank",
+    "verify",
+]

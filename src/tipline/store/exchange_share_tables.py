@@ -1,0 +1,96 @@
+"""Banks a Tipline instance shares with its peers (docs/exchanges.md, "Tipline peers").
+
+* ``exchange_shares``: bank X is shared with peer P (an account, usually of role ``partner``,
+  whose API tokens read the feed); the HMAC key both sides sign feed pages with (sealed with
+  the media key); ``last_seq``, the share's change sequence.
+* ``exchange_share_entries``: what the feed has published of each bank entry, with the change
+  sequence number of its last change. The feed reconciles the bank against it before answering
+  (new entry, changed metadata, disabled, deleted: a new sequence number), so the sequence
+  only grows and a cursor never goes backwards, whoever changed the bank and how.
+* ``exchange_share_opinions``: a peer's feedback on what we shared (once per peer, entry).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tipline.store.base import Base
+
+
+class ExchangeShareRow(Base):
+    """A bank shared with a peer."""
+
+    __tablename__ = "exchange_shares"
+    __table_args__ = (UniqueConstraint("bank_id", "peer", name="uq_exchange_shares_bank_peer"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bank_id: Mapped[int] = mapped_column(ForeignKey("banks.id", ondelete="CASCADE"), index=True)
+    #: the peer's account (its username): its tokens with exchange:read read this share
+    peer: Mapped[str] = mapped_column(String(200), index=True)
+    #: the HMAC-SHA256 key pages are signed with, sealed with the media key
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    #: the highest change sequence number given out
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[float] = mapped_column(Float)
+    #: when the peer last read a page (epoch seconds)
+    last_read_at: Mapped[float | None] = mapped_column(Float)
+
+
+class ExchangeShareEntryRow(Base):
+    """What the share published of one bank entry (kept after the entry is deleted: its
+    tombstone)."""
+
+    __tablename__ = "exchange_share_entries"
+    __table_args__ = (
+        UniqueConstraint("share_id", "entry_id", name="uq_exchange_share_entries_entry"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    share_id: Mapped[int] = mapped_column(
+        ForeignKey("exchange_shares.id", ondelete="CASCADE"), index=True
+    )
+    #: the bank entry's id (no foreign key: the row outlives the entry as a tombstone)
+    entry_id: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(BigInteger, index=True)
+    signal_type: Mapped[str] = mapped_column(String(32))
+    signal: Mapped[str] = mapped_column(String(512))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: SHA-256 of what was published (label, metadata), to see a change
+    digest: Mapped[str] = mapped_column(String(64))
+    changed_at: Mapped[float] = mapped_column(Float)
+
+
+class ExchangeShareOpinionRow(Base):
+    """A peer's opinion of an entry we shared (the latest one per peer and entry)."""
+
+    __tablename__ = "exchange_share_opinions"
+    __table_args__ = (
+        UniqueConstraint("share_id", "entry_key", name="uq_exchange_share_opinions_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    share_id: Mapped[int] = mapped_column(
+        ForeignKey("exchange_shares.id", ondelete="CASCADE"), index=True
+    )
+    entry_key: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(16))
+    reasons: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    note: Mapped[str] = mapped_column(Text, default="")
+    received_at: Mapped[float] = mapped_column(Float)
+
+
+__all__ = ["ExchangeShareEntryRow", "ExchangeShareOpinionRow", "ExchangeShareRow"]
