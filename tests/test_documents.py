@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 import zipfile
 from html import escape
 
@@ -307,3 +308,13 @@ def test_mutated_documents_never_raise(
     if cut is not None:
         data = data[: max(1, cut % (len(data) + 1))]
     _assert_sane(analyse_document(bytes(data), "", URL, MATCHER))
+
+
+def test_markup_that_makes_the_html_parser_quadratic_is_stopped_at_the_time_cap() -> None:
+    # 100,000 unclosed comments: html.parser searches each one to the end of the page
+    bomb = b"<html><body><p>bluebird</p>" + b"<!--" * 100_000
+    start = time.monotonic()
+    found = analyse_document(bomb, "text/html", URL, MATCHER, DocumentLimits(max_seconds=0.5))
+    assert time.monotonic() - start < 5
+    assert found.error is None and "text extraction stopped after 0.5 s" in found.warnings
+    assert [h.term for h in found.keyword_hits] == ["bluebird"]  # what was read is kept

@@ -333,11 +333,20 @@ _BLOCK = {
 }  # fmt: skip
 
 
-class _TextParser(HTMLParser):
-    """Visible text of a page; tolerant of any markup (the standard library's parser)."""
+class _Stopped(Exception):
+    """The deadline passed while the parser was working."""
 
-    def __init__(self, max_chars: int) -> None:
+
+class _TextParser(HTMLParser):
+    """Visible text of a page; tolerant of any markup (the standard library's parser).
+
+    html.parser is quadratic on some hostile markup (100,000 unclosed ``<!--``: each one
+    searched to the end of the page), calling ``handle_data`` at every step, so the deadline
+    is checked there and stops the parse."""
+
+    def __init__(self, max_chars: int, deadline: float) -> None:
         super().__init__(convert_charrefs=True)
+        self.deadline = deadline
         self.parts: list[str] = []
         self.chars = 0
         self.max_chars = max_chars
@@ -366,6 +375,8 @@ class _TextParser(HTMLParser):
             self.parts.append("\n")
 
     def handle_data(self, data: str) -> None:
+        if time.monotonic() > self.deadline:
+            raise _Stopped
         if self.in_title:
             if sum(map(len, self.title)) < 1000:
                 self.title.append(data)
@@ -376,14 +387,22 @@ class _TextParser(HTMLParser):
         self.chars += len(data)
 
 
+#: seconds one HTML text extraction may take when the caller gives no deadline
+HTML_SECONDS = 10.0
+
+
 def html_text(html: str, max_chars: int, deadline: float | None = None) -> tuple[str, str | None]:
-    """Visible text and title of an HTML document (fed in chunks, stopped at the deadline)."""
-    p = _TextParser(max_chars)
-    for i in range(0, len(html), 65536):
-        p.feed(html[i : i + 65536])
-        if p.chars > max_chars or (deadline is not None and time.monotonic() > deadline):
-            break
-    p.close()
+    """Visible text and title of an HTML document (fed in chunks; what was read by the
+    ``deadline``, default ``HTML_SECONDS`` from now, when it passes)."""
+    p = _TextParser(max_chars, deadline or time.monotonic() + HTML_SECONDS)
+    try:
+        for i in range(0, len(html), 65536):
+            p.feed(html[i : i + 65536])
+            if p.chars > max_chars or time.monotonic() > p.deadline:
+                break
+        p.close()
+    except _Stopped:
+        pass
     text = re.sub(r"[ \t\r\f\v]+", " ", "".join(p.parts))
     text = re.sub(r" *\n[\n ]*", "\n", text).strip()
     title = re.sub(r"\s+", " ", "".join(p.title)).strip() or None
@@ -619,7 +638,9 @@ def _read_epub(
                 raise
             out.warnings.append(str(err))
             continue
-        text, title = html_text(raw.decode("utf-8", "replace"), limits.max_text_chars - chars)
+        text, title = html_text(
+            raw.decode("utf-8", "replace"), limits.max_text_chars - chars, z.deadline
+        )
         out.title = out.title or title
         parts.append(text)
         chars += len(text)
