@@ -248,6 +248,12 @@ def test_hma_api_takes_tlsh_like_any_other_type(client: TestClient) -> None:
     )
     assert r.json() == {"matches": [{"bank_content_id": cid, "distance": "0"}]}
 
+    # Tipline's own match API takes it too (distances as integers there)
+    r = client.post("/api/v1/match", json={"signals": [{"signal_type": "tlsh", "signal": REPOST}]})
+    assert r.status_code == 200, r.text
+    [res] = r.json()["results"]
+    assert [(m["entry_id"], m["distance"]) for m in res["matches"]] == [(cid, d)]
+
     r = client.post("/m/compare", json={"tlsh": [GUIDE, REPOST]})
     assert r.json() == {"tlsh": [True, {"distance": d}]}
     far = TLSH.distance(GUIDE, OTHER)
