@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 
 from test_model_files import (
     FLUX_GGUF_KV,
@@ -320,3 +322,27 @@ def test_a_model_page_yields_the_hashes_it_prints_and_they_match() -> None:
     assert matches == {1: "cited_resource", 2: "cited_resource"}
     assert model_hashes_from_page("<p>SHA256: nothing here</p>") == []
     assert model_hashes_from_page(b"\xff\xfe garbage <<<") == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    hst.lists(hst.integers(1, 400_000), min_size=1, max_size=30),
+    hst.sampled_from([0, 1]),
+)
+def test_any_chunking_gives_the_hashes_of_the_whole_file(cuts: list[int], which: int) -> None:
+    data = (BIG, LORA)[which]
+    chunks, pos = [], 0
+    for n in cuts:
+        chunks.append(data[pos : pos + n])
+        pos += n
+    chunks.append(data[pos:])
+    found = analyse_model_stream(chunks, "x", head_bytes=1 << 20, tail_bytes=1 << 16)
+    assert found.hashes is not None and found.hashes.to_json() == _reference(data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(hst.binary(max_size=3000))
+def test_random_bytes_as_a_model_never_raise(data: bytes) -> None:
+    found = analyse_model_stream([data[:7], data[7:]], "x")
+    assert (found.hashes is None) == (not data)
+    assert found.error is None or found.error.startswith("empty_file")
