@@ -252,7 +252,22 @@ def test_a_grade_in_one_instance_is_a_match_in_the_other(
     assert httpx.get(b.url + "/api/v1/exchanges/NOPE", headers=h).status_code == 404
 
     _feed_refusals(a, feed_token, secret)
-    _opinion_reaches_the_publisher(a, b, feed_token, secret, entry_key=partner_key(b))
+    key = partner_key(b)
+    _opinion_reaches_the_publisher(a, b, feed_token, secret, entry_key=key)
+
+    # A deletes the entry: the feed's tombstone disables it in B at its next fetch
+    a.cli("bank", "remove", "TIPLINE_GRADED", key.removeprefix("e"))
+    b.cli("exchange", "fetch", "PEER_A", "--enqueue")
+    _drain(b)
+    deadline = time.monotonic() + 5
+    while True:
+        res = httpx.post(b.url + "/m/lookup", headers=h, files={"file": ("p.jpg", image)})
+        if "PEER_A" not in res.json().get("pdq", {}):
+            break
+        assert time.monotonic() < deadline, f"the tombstone did not reach B: {res.json()}"
+        time.sleep(0.1)
+    after = httpx.get(b.url + "/api/v1/exchanges/PEER_A", headers=h).json()["status"]
+    assert after["last_fetch_succeeded"] is True and after["counts"]["tombstoned"] == 1
 
 
 def partner_key(b: Instance) -> str:

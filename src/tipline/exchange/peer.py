@@ -410,10 +410,13 @@ def feed_page(
     limit: int,
     now: float,
 ) -> dict[str, Any]:
-    """One page of the share's changes after ``cursor`` (reconciled first). Raises
-    :class:`CursorError` for a bad cursor."""
-    reconcile(s, share, now)
+    """One page of the share's changes after ``cursor``. Raises :class:`CursorError` for a bad
+    cursor. The bank is reconciled (a scan of its entries) only when the reader has caught up
+    with the published sequence: paging through changes already numbered costs one indexed
+    query per page, and what changed meanwhile is numbered once the reader reaches the end."""
     after = decode_cursor(share, cursor)
+    if after >= share.last_seq:
+        reconcile(s, share, now)
     limit = max(1, min(int(limit), MAX_PAGE_SIZE))
     rows = list(
         s.scalars(
