@@ -29,6 +29,7 @@ from conftest import encode, photo
 from hma_compat.conftest import free_port, serve_env, tipline_exe
 from tipline.exchange import peer
 from tipline.exchange.api import ExchangeFetchError, FetchContext
+from tipline.exchange.types import HttpListExchange
 from tipline.net.fetch import FetchSettings
 from tipline.scan.hashing import HashOptions, hash_bytes
 from tipline.store.base import default_url, make_engine, session_factory
@@ -252,6 +253,7 @@ def test_a_grade_in_one_instance_is_a_match_in_the_other(
     assert httpx.get(b.url + "/api/v1/exchanges/NOPE", headers=h).status_code == 404
 
     _feed_refusals(a, feed_token, secret)
+    _published_list(a, feed_token, hashes)
     key = partner_key(b)
     _opinion_reaches_the_publisher(a, b, feed_token, secret, entry_key=key)
 
@@ -331,6 +333,41 @@ def _feed_refusals(a: Instance, token: str, secret: str) -> None:
         proxy.mode = "stale"
         with pytest.raises(ExchangeFetchError, match="stale"):
             list(typ.fetch_iter(FetchContext("T", live, ctx.credentials, LOCAL), None))
+
+
+def _published_list(a: Instance, token: str, hashes: dict[str, str]) -> None:
+    """The shared bank as a hash list file, read by an ``http_list`` exchange (ETag, 304)."""
+    base = f"{a.url}/api/v1/exchange/banks/TIPLINE_GRADED"
+    h = {"Authorization": f"Bearer {token}"}
+    res = httpx.get(base + "/list.te", headers=h)
+    assert res.status_code == 200 and res.headers["etag"], res.text
+    assert sorted(res.text.splitlines()) == sorted(f"{k} {v}" for k, v in hashes.items())
+    again = httpx.get(base + "/list.te", headers={**h, "If-None-Match": res.headers["etag"]})
+    assert again.status_code == 304
+    jsonl = httpx.get(base + "/list.jsonl", headers=h)
+    assert jsonl.status_code == 200 and jsonl.headers["content-type"] == "application/x-ndjson"
+    docs = [json.loads(line) for line in jsonl.text.splitlines()]
+    assert len(docs) == 3 and all(d["label"] for d in docs)
+    assert "tipline-review" not in jsonl.text  # the sources and notes stay in A
+    bad = httpx.get(base + "/list.hex", headers=h)  # md5, sha256 and pdq: hex holds one type
+    assert bad.status_code == 400 and "one signal type" in bad.json()["message"]
+    assert httpx.get(base + "/list.xml", headers=h).status_code == 400
+    assert httpx.get(base + "/list.te").status_code == 401
+    other = f"{a.url}/api/v1/exchange/banks/OTHER/list.te"
+    assert httpx.get(other, headers=h).status_code == 404
+    # an http_list exchange reads it, and an unchanged list costs one 304
+    typ = HttpListExchange()
+    ctx = FetchContext(
+        "LIST",
+        typ.validate_config({"url": base + "/list.te"}),
+        {"authorization": f"Bearer {token}"},
+        LOCAL,
+    )
+    deltas = list(typ.fetch_iter(ctx, None))
+    got = {(r.signal_type, r.signal) for d in deltas for r in d.updates.values() if r}
+    assert got == set(hashes.items()) and deltas[-1].checkpoint.up_to_date
+    [same] = list(typ.fetch_iter(ctx, deltas[-1].checkpoint))
+    assert same.updates == {} and same.checkpoint == deltas[-1].checkpoint
 
 
 def _opinion_reaches_the_publisher(

@@ -461,6 +461,39 @@ def feed_page(
     }
 
 
+def published_list(s: Session, share: ExchangeShareRow, bank: str, fmt: str, now: float) -> bytes:
+    """The shared bank's live entries as a hash list file in ``fmt`` (te, te-csv, hex, jsonl),
+    for an ``http_list`` exchange at the peer: labels and tags, never notes or sources."""
+    import io
+
+    from tipline.banks.bank import Entry
+    from tipline.banks.formats import check_format, write_hash_list
+
+    fmt = check_format(fmt)
+    rows = s.scalars(
+        select(BankEntryRow)
+        .where(BankEntryRow.bank_id == share.bank_id, BankEntryRow.enabled)
+        .order_by(BankEntryRow.id)
+    )
+    entries = (
+        Entry(
+            bank,
+            e.signal_type,
+            e.signal,
+            label=e.label or "",
+            added_at=e.added_at,
+            id=e.id,
+            tags=[t for t in (e.tags or "").split(",") if t.strip()],
+        )
+        for e in rows
+        if e.disabled_until is None or e.disabled_until <= now
+    )
+    out = io.StringIO()
+    write_hash_list(entries, fmt, out)
+    share.last_read_at = now
+    return out.getvalue().encode("utf-8")
+
+
 def record_opinion(
     s: Session, share: ExchangeShareRow, doc: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
@@ -734,6 +767,7 @@ __all__ = [
     "feed_page",
     "get_share",
     "list_shares",
+    "published_list",
     "reconcile",
     "record_opinion",
     "share_bank",

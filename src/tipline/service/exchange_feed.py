@@ -6,12 +6,15 @@
 * ``GET /api/v1/exchange/banks/<bank>/changes?cursor=&limit=``: a signed page of changes
   (``exchange:read``); the caller sends a fresh ``X-Tipline-Nonce``, the answer's signature
   covers it. A bank not shared with the caller is a 404 (whether it exists is not told).
+* ``GET /api/v1/exchange/banks/<bank>/list.<te|te-csv|hex|jsonl>``: the shared bank as a hash
+  list file (``ETag``), for a peer's ``http_list`` exchange.
 * ``POST /api/v1/exchange/banks/<bank>/opinions``: the peer's opinion of one entry
   (``exchange:write``), a request signed with the share's secret.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -21,6 +24,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from tipline.errors import TiplineError
 from tipline.exchange import peer, store
 from tipline.exchange.peer import CursorError, ShareError, SignatureError
 from tipline.service.auth import Principal, require
@@ -98,6 +102,35 @@ def router(ctx: AppContext) -> APIRouter:
             headers = peer.sign_headers(secret, nonce, "GET", target, body, now)
             headers["Cache-Control"] = "no-store"
             return Response(body, media_type="application/json", headers=headers)
+
+        return await run_in_threadpool(run)
+
+    @r.get("/api/v1/exchange/banks/{bank}/list.{fmt}")
+    async def hash_list(
+        bank: str,
+        fmt: str,
+        request: Request,
+        who: Annotated[Principal, Depends(require("exchange:read"))],
+    ) -> Response:
+        """The shared bank as a hash list file, for a peer's ``http_list`` exchange (its
+        ``authorization``: ``Bearer`` + the token); ``ETag`` / ``If-None-Match``."""
+
+        def run() -> Response:
+            with factory() as s, s.begin():
+                share = _share(s, bank, who)
+                try:
+                    body = peer.published_list(s, share, bank, fmt, time.time())
+                except TiplineError as err:
+                    raise HttpError(400, str(err)) from None
+            etag = '"' + hashlib.sha256(body).hexdigest()[:40] + '"'
+            headers = {"ETag": etag, "Cache-Control": "no-cache"}
+            sent = request.headers.get("if-none-match", "")
+            if etag in [t.strip() for t in sent.split(",")] or sent.strip() == "*":
+                return Response(status_code=304, headers=headers)
+            media = "application/x-ndjson" if fmt == "jsonl" else "text/plain; charset=utf-8"
+            if fmt == "te-csv":
+                media = "text/csv; charset=utf-8"
+            return Response(body, media_type=media, headers=headers)
 
         return await run_in_threadpool(run)
 
