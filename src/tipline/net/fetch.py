@@ -604,7 +604,9 @@ def _read_body(
     parts: list[bytes] = []
     size = 0
     try:
-        for chunk in response.iter_raw(chunk_size=64 * 1024):
+        # no chunk_size: httpx would gather 64 KiB before yielding, so a server trickling
+        # bytes (slow-loris) would never meet the total time check between chunks
+        for chunk in response.iter_raw():
             left()
             out = decoder.feed(chunk, s.max_bytes - size)
             size += len(out)

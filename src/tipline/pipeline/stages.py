@@ -309,6 +309,21 @@ def _keyword_hits(record: ItemRecord) -> list[str]:
     return hits
 
 
+def analyse_bytes(data: bytes, name: str, cfg: PipelineConfig) -> ItemRecord:
+    """Hash, read provenance and keywords, match against the banks: the analysis of an upload,
+    shared with the crawler (which keeps only the record of media that matched nothing)."""
+    options = cfg.hash_options
+    if cfg.keywords is not None:
+        from dataclasses import replace
+
+        options = replace(options, keywords=cfg.keywords)
+    record = hash_bytes(data, name, options)
+    if cfg.keywords is not None:
+        apply_keywords(record, cfg.keywords, include_text=False)
+    record.matches = cfg.match(record)
+    return record
+
+
 def stage_analyse(session: Session, payload: dict[str, Any], cfg: PipelineConfig) -> list[FollowUp]:
     """Hash, read provenance, match against the banks; upsert the item by SHA-256 and link it
     to the report. The upload's bytes move to the media store (or are dropped: hash-only)."""
@@ -329,15 +344,7 @@ def stage_analyse(session: Session, payload: dict[str, Any], cfg: PipelineConfig
         return _expand_upload(session, up, report_id, cfg)
     else:
         data = bytes(up.data)
-        options = cfg.hash_options
-        if cfg.keywords is not None:
-            from dataclasses import replace
-
-            options = replace(options, keywords=cfg.keywords)
-        record = hash_bytes(data, up.filename or f"upload-{upload_id}", options)
-        if cfg.keywords is not None:
-            apply_keywords(record, cfg.keywords, include_text=False)
-        record.matches = cfg.match(record)
+        record = analyse_bytes(data, up.filename or f"upload-{upload_id}", cfg)
         item = _upsert_item(session, record)
         item.md5, item.sha1 = record.md5, record.sha1
         item.pdq, item.pdq_quality = record.pdq, record.pdq_quality

@@ -1,0 +1,1277 @@
+"""The crawl engine: follow a reported page's links while they lead to known material.
+
+A crawl (``crawls`` row) has seeds, budgets and a policy; its frontier (``crawl_pages``) is
+its durable queue. One runner at a time works a crawl (``crawls.runner`` with a heartbeat; a
+runner silent for ``stale_seconds`` is taken over). The runner claims queued pages (``queued
+-> fetching``), fetches each in a worker thread with its media, and commits **in one
+transaction** the page's result, its media rows and its child pages. A runner killed at any
+moment therefore loses nothing: the pages it had in flight were never committed and are
+queued again by the next runner; a committed page is never fetched again (its canonical URL
+is unique in the crawl).
+
+**Hash-first.** Every media file goes through the pipeline's analysis of an upload
+(:func:`tipline.pipeline.stages.analyse_bytes`: hashes, provenance, keywords, bank match).
+Media that matched nothing and carries no AI or keyword flag keeps only its hashes, URL and
+page (``crawl_media``); media that matched or was flagged becomes an upload of the crawl's
+report and goes through the pipeline's ``analyse`` job (item, encrypted media store, cluster,
+triage, webhooks). Page HTML is never stored; a page where something matched gets a sealed
+evidence capture (:func:`tipline.removal.evidence.capture`, WARC-exportable) when an evidence
+directory is configured.
+
+**Policy** (Project Arachnid's): expand from pages where something matched or was flagged;
+a branch stops after ``barren_pages`` pages in a row with nothing. Scope: the seeds'
+registrable domains (plus ``allow_domains``, minus ``deny_domains``); a thumbnail's link to
+another site (an image host's viewer page) is followed one hop, and media are fetched from any
+host not denied. Per-host politeness: at most ``per_host_concurrency`` requests at once and
+``per_host_delay`` seconds between them. Budgets: pages, bytes, depth, seconds, media.
+
+Documented in docs/crawl.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult, Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from tipline.crawl.links import Link, canonical_url, extract, url_key
+from tipline.crawl.tor import TorProxyDownError, fetch_onion, is_onion
+from tipline.errors import TiplineError
+from tipline.net.fetch import FetchError, FetchResult, FetchSettings, HTTPStatusError, fetch
+from tipline.pipeline.stages import PipelineConfig, analyse_bytes
+from tipline.record import ItemRecord
+from tipline.removal.locations import registrable_domain
+from tipline.scan.archives import expand, is_archive, sniff_bytes
+from tipline.store.base import session_factory as make_session_factory
+from tipline.store.crawl_tables import CrawlMedia, CrawlPage, CrawlRow
+from tipline.store.jobs import JobQueue
+from tipline.store.media import Keyring
+from tipline.store.tables import Report, Upload
+
+# H6's documents and model links, looked up by name until both modules exist
+_documents: Any
+_models: Any
+try:
+    _documents = importlib.import_module("tipline.crawl.documents")
+except ImportError:  # pragma: no cover - present in the full tree
+    _documents = None
+try:
+    _models = importlib.import_module("tipline.crawl.models")
+except ImportError:  # pragma: no cover
+    _models = None
+
+log = logging.getLogger("tipline.crawl")
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+CRAWL_JOB_KIND = "crawl"
+
+#: Final states (a crawl in one of them is not run again).
+FINAL_STATES = frozenset({"done", "stopped", "failed"})
+
+
+class CrawlError(TiplineError):
+    """A crawl cannot be started or run (no usable seed, unknown crawl, busy)."""
+
+
+class CrawlBusyError(CrawlError):
+    """Another live runner works this crawl."""
+
+
+@dataclass(frozen=True, slots=True)
+class Budgets:
+    """When a crawl stops (the first budget used up is its stop reason)."""
+
+    #: pages fetched (or failed)
+    max_pages: int = 1000
+    #: bytes read, pages and media together
+    max_bytes: int = 2 * GiB
+    #: links followed from a seed (a seed is depth 0)
+    max_depth: int = 5
+    #: seconds of running, over every resumption
+    max_seconds: float = 3600.0
+    #: media files fetched and hashed
+    max_media: int = 10_000
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Budgets:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in dict(doc or {}).items() if k in known})
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Where a crawl goes and how gently."""
+
+    #: Arachnid's rule: a branch stops after this many pages in a row with nothing found
+    #: (nothing matched or flagged); 0 follows every branch to the depth limit
+    barren_pages: int = 3
+    #: registrable domains in scope besides the seeds' own
+    allow_domains: tuple[str, ...] = ()
+    #: registrable domains (or hosts) never fetched, pages or media
+    deny_domains: tuple[str, ...] = ()
+    #: follow a thumbnail's link to another site one hop (an image host's viewer page)
+    follow_media_hosts: bool = True
+    per_host_concurrency: int = 2
+    per_host_delay: float = 0.25
+    max_links_per_page: int = 2000
+    max_media_per_page: int = 200
+    page_max_bytes: int = 8 * MiB
+    media_max_bytes: int = 64 * MiB
+    #: seconds one fetch may take in all (a slow-loris server is cut off)
+    fetch_seconds: float = 30.0
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["allow_domains"] = list(self.allow_domains)
+        d["deny_domains"] = list(self.deny_domains)
+        return d
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Policy:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in dict(doc or {}).items() if k in known}
+        for name in ("allow_domains", "deny_domains"):
+            if name in values:
+                values[name] = tuple(str(d).lower() for d in values[name])
+        return cls(**values)
+
+
+@dataclass
+class CrawlConfig:
+    """What a runner needs besides the database (process settings, not stored per crawl)."""
+
+    pipeline: PipelineConfig
+    #: pages worked at once by one runner
+    workers: int = 4
+    #: ``socks5h://host:port`` of the Tor proxy; empty: .onion pages fail, never go direct
+    tor_proxy: str = ""
+    #: evidence captures of pages where something matched (both needed; else none)
+    evidence_dir: Path | None = None
+    keyring: Keyring | None = None
+    #: largest model file streamed through the hashers
+    model_size_cap: int = 16 * GiB
+    heartbeat_seconds: float = 1.0
+    #: a runner silent this long is taken over
+    stale_seconds: float = 10.0
+    #: seconds a page waits after the Tor proxy did not answer (doubling, at most 5 min)
+    proxy_retry_seconds: float = 5.0
+
+
+@dataclass(slots=True)
+class CrawlStatus:
+    """A crawl's counters as a runner or ``tipline crawl`` shows them."""
+
+    crawl_id: int
+    state: str
+    stop_reason: str | None
+    pages_done: int
+    pages_failed: int
+    pages_queued: int
+    pages_waiting: int
+    media_done: int
+    media_matched: int
+    media_flagged: int
+    media_kept: int
+    bytes_fetched: int
+    run_seconds: float
+    budgets: Budgets
+
+    def budget_left(self) -> dict[str, float]:
+        b = self.budgets
+        return {
+            "pages": max(0, b.max_pages - self.pages_done - self.pages_failed),
+            "bytes": max(0, b.max_bytes - self.bytes_fetched),
+            "media": max(0, b.max_media - self.media_done),
+            "seconds": max(0.0, round(b.max_seconds - self.run_seconds, 1)),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "budgets"}
+        d["budgets"] = self.budgets.to_json()
+        d["budget_left"] = self.budget_left()
+        return d
+
+
+# -- starting ------------------------------------------------------------------------------------
+
+
+def _insert(session: Session) -> Any:
+    return postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+
+
+def _exec(s: Session, stmt: Any) -> CursorResult[Any]:
+    """``s.execute`` of an UPDATE/INSERT, typed as the cursor result it is (for rowcount)."""
+    return cast("CursorResult[Any]", s.execute(stmt))
+
+
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
+def start_crawl(
+    session: Session,
+    seeds: Iterable[str],
+    *,
+    report_id: int | None = None,
+    budgets: Budgets | None = None,
+    policy: Policy | None = None,
+) -> tuple[CrawlRow, list[str]]:
+    """Add a crawl with its seed pages (in ``session``'s transaction). Returns it and one
+    error line per seed that is not an http(s) URL; raises :class:`CrawlError` when none is."""
+    errors: list[str] = []
+    canon: list[str] = []
+    for raw in seeds:
+        c = canonical_url(str(raw)) if isinstance(raw, str) else None
+        if c is None:
+            errors.append(f"not an http(s) URL, not crawled: {str(raw)[:200]!r}")
+        elif c not in canon:
+            canon.append(c)
+    if not canon:
+        raise CrawlError("no seed is an http(s) URL: " + "; ".join(errors[:5]))
+    crawl = CrawlRow(
+        report_id=report_id,
+        seeds=canon,
+        budgets=(budgets or Budgets()).to_json(),
+        policy=(policy or Policy()).to_json(),
+        state="queued",
+        tor_username=f"tipline-crawl-{secrets.token_hex(6)}",
+        tor_password=secrets.token_hex(16),
+    )
+    session.add(crawl)
+    session.flush()
+    for url in canon:
+        session.add(
+            CrawlPage(crawl_id=crawl.id, url=url, url_key=url_key(url), host=_host(url), via="seed")
+        )
+    session.flush()
+    return crawl, errors
+
+
+def crawl_report(
+    session: Session,
+    queue: JobQueue,
+    report_id: int,
+    *,
+    budgets: Budgets | None = None,
+    policy: Policy | None = None,
+) -> CrawlRow:
+    """A crawl seeded with a report's URLs, and its durable job (same transaction)."""
+    report = session.get(Report, report_id)
+    if report is None:
+        raise CrawlError(f"report {report_id} does not exist")
+    crawl, _errors = start_crawl(
+        session, report.urls or [], report_id=report_id, budgets=budgets, policy=policy
+    )
+    enqueue_run(session, queue, crawl.id)
+    return crawl
+
+
+def enqueue_run(
+    session: Session, queue: JobQueue, crawl_id: int, run_after: datetime | None = None
+) -> int:
+    key = f"crawl:{crawl_id}" if run_after is None else f"crawl:{crawl_id}:{run_after:%s}"
+    return queue.enqueue(
+        CRAWL_JOB_KIND,
+        {"crawl_id": crawl_id},
+        dedupe_key=key,
+        run_after=run_after,
+        session=session,
+    )
+
+
+def status(session: Session, crawl_id: int) -> CrawlStatus:
+    crawl = session.get(CrawlRow, crawl_id)
+    if crawl is None:
+        raise CrawlError(f"crawl {crawl_id} does not exist")
+    counts = dict(
+        session.execute(
+            select(CrawlPage.state, func.count())
+            .where(CrawlPage.crawl_id == crawl_id)
+            .group_by(CrawlPage.state)
+        ).all()
+    )
+    waiting = session.scalar(
+        select(func.count())
+        .select_from(CrawlPage)
+        .where(
+            CrawlPage.crawl_id == crawl_id,
+            CrawlPage.state == "queued",
+            CrawlPage.run_after.is_not(None),
+        )
+    )
+    return CrawlStatus(
+        crawl_id=crawl.id,
+        state=crawl.state,
+        stop_reason=crawl.stop_reason,
+        pages_done=crawl.pages_done,
+        pages_failed=crawl.pages_failed,
+        pages_queued=int(counts.get("queued", 0)) + int(counts.get("fetching", 0)),
+        pages_waiting=int(waiting or 0),
+        media_done=crawl.media_done,
+        media_matched=crawl.media_matched,
+        media_flagged=crawl.media_flagged,
+        media_kept=crawl.media_kept,
+        bytes_fetched=crawl.bytes_fetched,
+        run_seconds=crawl.run_seconds,
+        budgets=Budgets.from_json(crawl.budgets),
+    )
+
+
+# -- one page ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Media:
+    url: str
+    key: str
+    via: str
+    status: int | None = None
+    media_type: str | None = None
+    size: int = 0
+    record: ItemRecord | None = None
+    matched: bool = False
+    flags: dict[str, Any] | None = None
+    error: str | None = None
+    #: bytes to keep (matched or flagged, and the crawl has a report)
+    keep: bytes | None = None
+
+
+@dataclass(slots=True)
+class _PageTask:
+    id: int
+    url: str
+    depth: int
+    barren: int
+    offsite: bool
+    attempts: int
+    via: str
+
+
+@dataclass(slots=True)
+class _Outcome:
+    task: _PageTask
+    state: str = "done"
+    status: int | None = None
+    media_type: str | None = None
+    bytes: int = 0
+    error: str | None = None
+    #: the Tor proxy did not answer: back to the queue, to wait
+    defer: bool = False
+    links: int = 0
+    matched: bool = False
+    flagged: bool = False
+    notes: dict[str, Any] = field(default_factory=dict)
+    media: list[_Media] = field(default_factory=list)
+    children: list[tuple[Link, bool]] = field(default_factory=list)
+    evidence_sha256: str | None = None
+
+
+_HTML_RE = re.compile(rb"<(?:!doctype\s+html|html|head|body|a|div|p|img|table|meta)[\s>/]", re.I)
+
+
+def _looks_html(res: FetchResult) -> bool:
+    """HTML by its bytes (the sniffer calls it text) or by its declared type when it is text;
+    a declared type alone never makes an image a page."""
+    if res.media_type.mime == "text/html":
+        return True
+    tagged = bool(_HTML_RE.search(res.content[:8192]))
+    if res.media_type.kind == "other":  # text with stray binary bytes: declared and tagged
+        return tagged and "html" in res.declared_type.lower()
+    if res.media_type.kind != "text":
+        return False
+    return tagged or "html" in res.declared_type.lower()
+
+
+def _flags(record: ItemRecord) -> dict[str, Any] | None:
+    """Why a record is worth keeping besides a match: AI evidence, keyword hits."""
+    out: dict[str, Any] = {}
+    if record.ai_evidence in ("weak", "strong"):
+        out["ai_evidence"] = record.ai_evidence
+    hits = [f.evidence.get("category") for f in record.provenance or [] if f.signal == "keyword"]
+    if hits:
+        out["keywords"] = [str(h or "keyword") for h in hits][:20]
+    return out or None
+
+
+def _plain(obj: Any) -> Any:
+    """A finding object as JSON-able data (dataclass fields, long text dropped)."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        d = {f.name: _plain(getattr(obj, f.name)) for f in fields(obj) if f.name != "text"}
+        return d
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj[:50]]
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in list(obj.items())[:50]}
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if hasattr(obj, "to_json"):
+        return obj.to_json()
+    return str(obj)[:500]
+
+
+class _Runner:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        crawl: CrawlRow,
+        cfg: CrawlConfig,
+        runner_id: str,
+    ) -> None:
+        self.factory = factory
+        self.cfg = cfg
+        self.runner_id = runner_id
+        self.crawl_id = crawl.id
+        self.report_id = crawl.report_id
+        self.budgets = Budgets.from_json(crawl.budgets)
+        self.policy = Policy.from_json(crawl.policy)
+        self.tor_user, self.tor_password = crawl.tor_username, crawl.tor_password
+        self.scope = {registrable_domain(_host(s)) for s in crawl.seeds or [] if _host(s)}
+        self.scope |= {d.lower() for d in self.policy.allow_domains}
+        self.deny = {d.lower().strip(".") for d in self.policy.deny_domains}
+        base = cfg.pipeline.fetch_settings
+        self.page_settings = replace(
+            base,
+            max_bytes=min(base.max_bytes, self.policy.page_max_bytes),
+            total_timeout=min(base.total_timeout, self.policy.fetch_seconds),
+            read_timeout=min(base.read_timeout, self.policy.fetch_seconds),
+        )
+        self.media_settings = replace(
+            self.page_settings, max_bytes=min(base.max_bytes, self.policy.media_max_bytes)
+        )
+        self.lock = threading.Lock()
+        self.counters = Counter(
+            pages_done=crawl.pages_done,
+            pages_failed=crawl.pages_failed,
+            media_done=crawl.media_done,
+            media_matched=crawl.media_matched,
+            media_flagged=crawl.media_flagged,
+            media_kept=crawl.media_kept,
+            bytes_fetched=crawl.bytes_fetched,
+        )
+        self.queue = JobQueue(factory.kw["bind"]) if "bind" in factory.kw else None
+        with factory() as s:
+            self.seen_media: set[str] = set(
+                s.scalars(select(CrawlMedia.url_key).where(CrawlMedia.crawl_id == crawl.id))
+            )
+            self.frontier_rows = int(
+                s.scalar(
+                    select(func.count())
+                    .select_from(CrawlPage)
+                    .where(CrawlPage.crawl_id == crawl.id)
+                )
+                or 0
+            )
+        #: media fetches reserved by workers (the media budget is checked before each)
+        self.media_reserved = 0
+
+    # scope -------------------------------------------------------------------------------
+
+    def denied(self, url: str) -> bool:
+        host = _host(url)
+        if not host:
+            return True
+        return host in self.deny or registrable_domain(host) in self.deny
+
+    def in_scope(self, url: str) -> bool:
+        return registrable_domain(_host(url)) in self.scope
+
+    # fetching ----------------------------------------------------------------------------
+
+    def fetch(self, url: str, settings: FetchSettings) -> FetchResult:
+        if is_onion(url):
+            return fetch_onion(
+                url,
+                settings,
+                proxy=self.cfg.tor_proxy,
+                username=self.tor_user,
+                password=self.tor_password,
+            )
+        return fetch(url, settings)
+
+    def _take_media_slot(self) -> bool:
+        with self.lock:
+            if self.counters["media_done"] + self.media_reserved >= self.budgets.max_media:
+                return False
+            if self.counters["bytes_fetched"] >= self.budgets.max_bytes:
+                return False
+            self.media_reserved += 1
+            return True
+
+    def _analyse(self, m: _Media, data: bytes) -> None:
+        pipeline = self.cfg.pipeline
+        mt = sniff_bytes(data)
+        if is_archive(mt):
+            self._analyse_archive(m, data)
+            return
+        record = analyse_bytes(data, m.url[-255:], pipeline)
+        m.record = record
+        m.media_type = record.media_type
+        m.matched = bool(record.alert_matches)
+        m.flags = _flags(record)
+        if record.errors:
+            m.error = "; ".join(record.errors)[:1000]
+
+    def _analyse_archive(self, m: _Media, data: bytes) -> None:
+        """An archive: its own hashes, and each member analysed like an upload's members."""
+        pipeline = self.cfg.pipeline
+        found = expand(data, pipeline.archive_limits)
+        record = ItemRecord(path=m.url[-255:], media_type=sniff_bytes(data).mime)
+        import hashlib
+
+        record.sha256 = hashlib.sha256(data).hexdigest()
+        record.md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        record.size = len(data)
+        matched_members = 0
+        flagged_members = 0
+        for path, member in found.members:
+            r = analyse_bytes(member, f"{m.url[-200:]}!{path}"[-255:], pipeline)
+            if r.alert_matches:
+                matched_members += 1
+                record.matches.extend(r.alert_matches)
+            if _flags(r):
+                flagged_members += 1
+        m.record = record
+        m.media_type = record.media_type
+        m.matched = matched_members > 0
+        m.flags = {
+            "archive_members": len(found.members),
+            "matched_members": matched_members,
+            "flagged_members": flagged_members,
+        }
+        if flagged_members == 0 and not m.matched:
+            m.flags = None
+        if found.errors:
+            m.error = "; ".join(found.errors[:5])[:1000]
+
+    def _model(self, link: Link) -> _Media:
+        m = _Media(link.url, url_key(link.url), "model")
+        if _models is None or not hasattr(_models, "hash_model_stream"):
+            m.error = "model links are not hashed in this build (tipline.crawl.models missing)"
+            return m
+        try:
+            found = _models.hash_model_stream(
+                link.url, self.media_settings, self.cfg.model_size_cap
+            )
+        except Exception as err:  # a hostile model file never stops the crawl
+            m.error = f"model: {type(err).__name__}: {err}"[:1000]
+            return m
+        record = ItemRecord(
+            path=link.url[-255:],
+            media_type="application/x-model",
+            sha256=getattr(found, "sha256", None),
+            autov2=getattr(found, "autov2", None),
+            autov3=getattr(found, "autov3", None),
+            size=getattr(found, "size", None),
+        )
+        prior = list(getattr(found, "matches", None) or [])
+        record.matches = prior or self.cfg.pipeline.match(record)
+        m.record = record
+        m.size = int(getattr(found, "size", 0) or getattr(found, "bytes_read", 0) or 0)
+        m.media_type = record.media_type
+        m.matched = bool(record.alert_matches) or bool(prior)
+        errors = getattr(found, "errors", None) or getattr(found, "error", None)
+        if errors:
+            m.error = str(errors)[:1000]
+        return m
+
+    def _fetch_media(self, link: Link) -> _Media | None:
+        key = url_key(link.url)
+        with self.lock:
+            if key in self.seen_media:
+                return None
+            self.seen_media.add(key)
+        if self.denied(link.url):
+            return _Media(link.url, key, link.via, error="denied: the host is on the deny list")
+        if not self._take_media_slot():
+            with self.lock:
+                self.seen_media.discard(key)
+            return None
+        if link.kind == "model":
+            return self._model(link)
+        m = _Media(link.url, key, link.via if link.kind == "media" else link.kind)
+        try:
+            res = self.fetch(link.url, self.media_settings)
+        except FetchError as err:
+            m.error = str(err)[:1000]
+            m.status = err.status if isinstance(err, HTTPStatusError) else None
+            return m
+        m.status, m.size, m.media_type = res.status, len(res.content), res.media_type.mime
+        try:
+            self._analyse(m, res.content)
+        except Exception as err:  # hostile bytes: a per-item error, the crawl goes on
+            log.exception("crawl %s: analysing %s failed", self.crawl_id, link.url[:200])
+            m.error = f"analysis failed: {type(err).__name__}: {err}"[:1000]
+        if (m.matched or m.flags) and self.report_id is not None:
+            m.keep = res.content
+        return m
+
+    def _document(self, out: _Outcome, res: FetchResult) -> None:
+        if _documents is None or not hasattr(_documents, "analyse_document"):
+            return
+        try:
+            found = _documents.analyse_document(
+                res.content,
+                res.headers.get("content-type", ""),
+                res.url,
+                self.cfg.pipeline.keywords,
+            )
+        except Exception as err:  # hostile documents never stop the crawl
+            out.notes["document_error"] = f"{type(err).__name__}: {err}"[:500]
+            return
+        plain = _plain(found)
+        hits = getattr(found, "keyword_hits", None)
+        tlsh = getattr(found, "tlsh", None)
+        matches: list[Any] = []
+        if tlsh or getattr(found, "sha256", None):
+            record = ItemRecord(
+                path=res.url[-255:],
+                media_type=res.media_type.mime,
+                sha256=getattr(found, "sha256", None),
+                md5=getattr(found, "md5", None),
+                tlsh=tlsh if isinstance(tlsh, str) else None,
+            )
+            matches = [m.to_json() for m in self.cfg.pipeline.match(record) if m.role == "alert"]
+        # only what is worth a look is noted (a page's text is never stored)
+        worth = {k: plain.get(k) for k in ("tlsh", "keyword_hits", "findings", "error")}
+        worth = {k: v for k, v in worth.items() if v} if isinstance(plain, dict) else {}
+        if worth:
+            out.notes["document"] = worth
+        if matches:
+            out.notes["document_matches"] = matches
+            out.matched = True
+        if hits:
+            out.flagged = True
+
+    def process(self, task: _PageTask) -> _Outcome:
+        out = _Outcome(task)
+        if self.denied(task.url):
+            out.state, out.error = "failed", "denied: the host is on the deny list"
+            return out
+        try:
+            res = self.fetch(task.url, self.page_settings)
+        except TorProxyDownError as err:
+            out.defer, out.error = True, str(err)
+            return out
+        except FetchError as err:
+            out.state, out.error = "failed", str(err)[:1000]
+            out.status = err.status if isinstance(err, HTTPStatusError) else None
+            return out
+        out.status, out.bytes, out.media_type = res.status, len(res.content), res.media_type.mime
+        kind = res.media_type.kind
+        links_found: list[Link] = []
+        if kind in ("image", "video") or is_archive(res.media_type):
+            # the "page" is a media file (a link without a telling extension)
+            key = url_key(task.url)
+            with self.lock:
+                fresh = key not in self.seen_media
+                self.seen_media.add(key)
+            if fresh and self._take_media_slot():
+                m = _Media(task.url, key, "page", res.status, res.media_type.mime, len(res.content))
+                try:
+                    self._analyse(m, res.content)
+                except Exception as err:
+                    m.error = f"analysis failed: {type(err).__name__}: {err}"[:1000]
+                if (m.matched or m.flags) and self.report_id is not None:
+                    m.keep = res.content
+                out.media.append(m)
+        elif _looks_html(res):
+            is_model = getattr(_models, "is_model_link", None) if _models is not None else None
+            found = extract(
+                res.content,
+                res.url,
+                max_links=self.policy.max_links_per_page,
+                content_type=res.declared_type,
+                is_model_link=is_model,
+            )
+            links_found = found.links
+            out.links = len(found.links)
+            if found.dropped:
+                out.notes["links_dropped"] = found.dropped
+            if found.ignored:
+                out.notes["links_ignored"] = found.ignored
+            if found.truncated:
+                out.notes["parse_truncated"] = True
+            self._document(out, res)  # the page's own text: keywords, TLSH
+            self._page_media(out, links_found)
+        else:
+            self._document(out, res)
+        out.matched = out.matched or any(m.matched for m in out.media)
+        out.flagged = out.flagged or any(m.flags for m in out.media)
+        self._children(out, links_found)
+        if out.matched and self.cfg.evidence_dir is not None and self.cfg.keyring is not None:
+            out.evidence_sha256 = self._evidence(task.url, out)
+        return out
+
+    def _page_media(self, out: _Outcome, links: Sequence[Link]) -> None:
+        wanted = [ln for ln in links if ln.kind in ("media", "archive", "model")]
+        if len(wanted) > self.policy.max_media_per_page:
+            out.notes["media_dropped"] = len(wanted) - self.policy.max_media_per_page
+            wanted = wanted[: self.policy.max_media_per_page]
+        for ln in wanted:
+            m = self._fetch_media(ln)
+            if m is not None:
+                out.media.append(m)
+
+    def _children(self, out: _Outcome, links: Sequence[Link]) -> None:
+        task = out.task
+        found = out.matched or out.flagged
+        run = 0 if found else task.barren + 1
+        k = self.policy.barren_pages
+        if task.offsite or task.depth >= self.budgets.max_depth or (k and run >= k):
+            if links and not task.offsite and k and run >= k:
+                out.notes["branch_stopped"] = f"{run} page(s) in a row with nothing found"
+            return
+        for ln in links:
+            if ln.kind not in ("page", "document"):
+                continue
+            if self.denied(ln.url):
+                continue
+            if is_onion(ln.url) or self.in_scope(ln.url):
+                if is_onion(ln.url) and not self.in_scope(ln.url) and not is_onion(task.url):
+                    # a clearnet page's onion link: in scope only if the seeds include it
+                    continue
+                out.children.append((ln, False))
+            elif ln.via == "thumb" and self.policy.follow_media_hosts:
+                out.children.append((ln, True))
+
+    def _evidence(self, url: str, out: _Outcome) -> str | None:
+        if is_onion(url):
+            out.notes["evidence"] = "no capture: .onion pages are not captured directly"
+            return None
+        from tipline.removal.evidence import capture
+
+        assert self.cfg.evidence_dir is not None and self.cfg.keyring is not None
+        try:
+            bundle = capture(
+                url,
+                fetch_settings=self.page_settings,
+                attribution=None,
+                store_dir=self.cfg.evidence_dir,
+                keyring=self.cfg.keyring,
+            )
+        except Exception as err:  # storage trouble: recorded, the crawl goes on
+            out.notes["evidence_error"] = f"{type(err).__name__}: {err}"[:500]
+            return None
+        return bundle.sha256
+
+    # committing --------------------------------------------------------------------------
+
+    def commit(self, out: _Outcome) -> bool:
+        """The page's result, media and children in one transaction; False when the page was
+        no longer ours (another runner took the crawl over)."""
+        task = out.task
+        now = datetime.now(UTC)
+        with self.factory() as s, s.begin():
+            if out.defer:
+                delay = min(300.0, self.cfg.proxy_retry_seconds * (2 ** min(task.attempts, 6)))
+                res = _exec(
+                    s,
+                    update(CrawlPage)
+                    .where(CrawlPage.id == task.id, CrawlPage.state == "fetching")
+                    .values(
+                        state="queued",
+                        attempts=CrawlPage.attempts + 1,
+                        run_after=now + timedelta(seconds=delay),
+                        error=out.error,
+                    ),
+                )
+                return bool(res.rowcount)
+            res = _exec(
+                s,
+                update(CrawlPage)
+                .where(CrawlPage.id == task.id, CrawlPage.state == "fetching")
+                .values(
+                    state=out.state,
+                    attempts=CrawlPage.attempts + 1,
+                    run_after=None,
+                    fetched_at=now,
+                    http_status=out.status,
+                    media_type=(out.media_type or "")[:128] or None,
+                    bytes=out.bytes,
+                    links=out.links,
+                    media=len(out.media),
+                    matched=out.matched,
+                    flagged=out.flagged,
+                    notes=out.notes or None,
+                    error=out.error,
+                    evidence_sha256=out.evidence_sha256,
+                ),
+            )
+            if not res.rowcount:
+                return False
+            delta = Counter(
+                pages_done=1 if out.state == "done" else 0,
+                pages_failed=1 if out.state != "done" else 0,
+                bytes_fetched=out.bytes + sum(m.size for m in out.media),
+            )
+            for m in out.media:
+                if not self._add_media(s, task.id, m, now):
+                    continue
+                delta["media_done"] += 1
+                delta["media_matched"] += int(m.matched)
+                delta["media_flagged"] += int(bool(m.flags))
+                delta["media_kept"] += int(m.keep is not None)
+            self._add_children(s, out)
+            s.execute(
+                update(CrawlRow)
+                .where(CrawlRow.id == self.crawl_id)
+                .values(
+                    {
+                        getattr(CrawlRow, name): getattr(CrawlRow, name) + n
+                        for name, n in delta.items()
+                        if n
+                    }
+                )
+            )
+        with self.lock:
+            self.counters.update(delta)
+            self.media_reserved = max(0, self.media_reserved - len(out.media))
+        return True
+
+    def _add_media(self, s: Session, page_id: int, m: _Media, now: datetime) -> bool:
+        r = m.record
+        values = {
+            "crawl_id": self.crawl_id,
+            "page_id": page_id,
+            "url": m.url,
+            "url_key": m.key,
+            "via": m.via[:16],
+            "fetched_at": now,
+            "http_status": m.status,
+            "media_type": (m.media_type or "")[:128] or None,
+            "size": m.size,
+            "sha256": r.sha256 if r else None,
+            "md5": r.md5 if r else None,
+            "pdq": r.pdq if r else None,
+            "pdq_quality": r.pdq_quality if r else None,
+            "matched": m.matched,
+            "flagged": bool(m.flags),
+            "matches": [x.to_json() for x in r.matches] if r and r.matches else None,
+            "flags": m.flags,
+            "error": m.error,
+        }
+        ins = _insert(s).insert(CrawlMedia).values(**values)
+        res = _exec(s, ins.on_conflict_do_nothing(index_elements=["crawl_id", "url_key"]))
+        if not res.rowcount:
+            return False  # another page of this crawl recorded it first
+        if m.keep is not None and self.report_id is not None and self.queue is not None:
+            import hashlib
+
+            up = Upload(
+                report_id=self.report_id,
+                filename=m.url[-255:],
+                source_url=m.url,
+                data=m.keep,
+                size=len(m.keep),
+                sha256=hashlib.sha256(m.keep).hexdigest(),
+            )
+            s.add(up)
+            s.flush()
+            s.execute(
+                update(CrawlMedia)
+                .where(CrawlMedia.crawl_id == self.crawl_id, CrawlMedia.url_key == m.key)
+                .values(upload_id=up.id)
+            )
+            self.queue.enqueue(
+                "analyse",
+                {"report_id": self.report_id, "upload_id": up.id},
+                dedupe_key=f"analyse:upload:{up.id}",
+                session=s,
+            )
+        return True
+
+    def _add_children(self, s: Session, out: _Outcome) -> None:
+        if not out.children:
+            return
+        by_key = {url_key(ln.url): (ln, offsite) for ln, offsite in out.children}
+        existing: set[str] = set()
+        keys = list(by_key)
+        for i in range(0, len(keys), 500):
+            existing.update(
+                s.scalars(
+                    select(CrawlPage.url_key).where(
+                        CrawlPage.crawl_id == self.crawl_id,
+                        CrawlPage.url_key.in_(keys[i : i + 500]),
+                    )
+                )
+            )
+        fresh = [k for k in keys if k not in existing]
+        with self.lock:
+            room = max(0, self.budgets.max_pages - self.frontier_rows)
+            take = fresh[:room]
+            self.frontier_rows += len(take)
+        if len(fresh) > len(take):
+            out.notes["links_over_budget"] = len(fresh) - len(take)
+        if not take:
+            return
+        task = out.task
+        found = out.matched or out.flagged
+        rows = []
+        for k in take:
+            ln, offsite = by_key[k]
+            rows.append(
+                {
+                    "crawl_id": self.crawl_id,
+                    "url": ln.url,
+                    "url_key": k,
+                    "host": _host(ln.url)[:255],
+                    "depth": task.depth + 1,
+                    "parent_id": task.id,
+                    "via": ln.via[:16],
+                    "offsite": offsite,
+                    "barren": 0 if found else task.barren + 1,
+                    "state": "queued",
+                    "attempts": 0,
+                    "bytes": 0,
+                    "links": 0,
+                    "media": 0,
+                    "matched": False,
+                    "flagged": False,
+                }
+            )
+        ins = (
+            _insert(s)
+            .insert(CrawlPage)
+            .on_conflict_do_nothing(index_elements=["crawl_id", "url_key"])
+        )
+        s.execute(ins, rows)
+
+
+# -- running -------------------------------------------------------------------------------------
+
+
+def _runner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+ProgressFn = Callable[[CrawlStatus], None]
+
+
+def run_crawl(
+    factory: sessionmaker[Session] | Engine,
+    crawl_id: int,
+    cfg: CrawlConfig,
+    *,
+    stop: threading.Event | None = None,
+    progress: ProgressFn | None = None,
+    take_over: bool = False,
+    runner_id: str | None = None,
+) -> CrawlStatus:
+    """Run crawl ``crawl_id`` until its frontier is exhausted, a budget is used up, only pages
+    waiting for the Tor proxy are left, or ``stop`` is set (see the module docstring).
+
+    ``take_over``: run it although another runner's heartbeat is recent (the operator knows
+    it is dead). Raises :class:`CrawlBusyError` when a live runner holds it."""
+    if isinstance(factory, Engine):
+        factory = make_session_factory(factory)
+    me = runner_id or _runner_id()
+    now = datetime.now(UTC)
+    with factory() as s, s.begin():
+        crawl = s.get(CrawlRow, crawl_id)
+        if crawl is None:
+            raise CrawlError(f"crawl {crawl_id} does not exist")
+        if crawl.state in FINAL_STATES:
+            return status(s, crawl_id)
+        stale = now - timedelta(seconds=cfg.stale_seconds)
+        cond = (
+            (CrawlRow.runner.is_(None))
+            | (CrawlRow.runner == me)
+            | (CrawlRow.runner_seen_at.is_(None))
+            | (CrawlRow.runner_seen_at < stale)
+        )
+        res = _exec(
+            s,
+            update(CrawlRow)
+            .where(CrawlRow.id == crawl_id, *(() if take_over else (cond,)))
+            .values(
+                runner=me,
+                runner_seen_at=now,
+                state="running",
+                stop_reason=None,
+                started_at=crawl.started_at or now,
+            ),
+        )
+        if not res.rowcount:
+            raise CrawlBusyError(
+                f"crawl {crawl_id} is being run by {crawl.runner} (seen "
+                f"{crawl.runner_seen_at:%H:%M:%S}); wait {cfg.stale_seconds:g}s after it died, "
+                "or take it over"
+            )
+        # pages the previous runner had in flight were never committed: queue them again;
+        # pages waiting for the Tor proxy get a new try in this run
+        s.execute(
+            update(CrawlPage)
+            .where(CrawlPage.crawl_id == crawl_id, CrawlPage.state == "fetching")
+            .values(state="queued")
+        )
+        s.execute(
+            update(CrawlPage)
+            .where(CrawlPage.crawl_id == crawl_id, CrawlPage.run_after.is_not(None))
+            .values(run_after=None)
+        )
+        s.refresh(crawl)
+        runner = _Runner(factory, crawl, cfg, me)
+        base_seconds = crawl.run_seconds
+    return _loop(runner, base_seconds, stop or threading.Event(), progress)
+
+
+def _finish(runner: _Runner, state: str, reason: str | None, seconds: float) -> CrawlStatus:
+    with runner.factory() as s, s.begin():
+        s.execute(
+            update(CrawlRow)
+            .where(CrawlRow.id == runner.crawl_id, CrawlRow.runner == runner.runner_id)
+            .values(
+                state=state,
+                stop_reason=reason,
+                run_seconds=seconds,
+                runner=None,
+                runner_seen_at=None,
+                finished_at=datetime.now(UTC) if state in FINAL_STATES else None,
+            )
+        )
+    with runner.factory() as s:
+        return status(s, runner.crawl_id)
+
+
+def _budget_reason(runner: _Runner, seconds: float, inflight: int) -> str | None:
+    b, c = runner.budgets, runner.counters
+    if c["pages_done"] + c["pages_failed"] + inflight >= b.max_pages:
+        return "max_pages"
+    if c["bytes_fetched"] >= b.max_bytes:
+        return "max_bytes"
+    if c["media_done"] >= b.max_media:
+        return "max_media"
+    if seconds >= b.max_seconds:
+        return "max_seconds"
+    return None
+
+
+def _loop(
+    runner: _Runner, base_seconds: float, stop: threading.Event, progress: ProgressFn | None
+) -> CrawlStatus:
+    cfg = runner.cfg
+    started = time.monotonic()
+    last_beat = 0.0
+    last_progress = 0.0
+    active: Counter[str] = Counter()
+    next_at: dict[str, float] = {}
+    inflight: dict[Future[_Outcome], tuple[int, str]] = {}
+    reason: str | None = None
+    state = "done"
+    workers = max(1, cfg.workers)
+
+    def seconds() -> float:
+        return base_seconds + (time.monotonic() - started)
+
+    def settle(done: Iterable[Future[_Outcome]]) -> None:
+        for fut in done:
+            page_id, host = inflight.pop(fut)
+            active[host] -= 1
+            next_at[host] = time.monotonic() + runner.policy.per_host_delay
+            try:
+                out = fut.result()
+            except Exception as err:  # a bug in one page's handling: that page fails
+                log.exception("crawl %s: page %s failed", runner.crawl_id, page_id)
+                out = _Outcome(
+                    _PageTask(page_id, "", 0, 0, False, 0, ""),
+                    state="failed",
+                    error=f"internal error: {type(err).__name__}: {err}"[:1000],
+                )
+            runner.commit(out)
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"crawl-{runner.crawl_id}")
+    try:
+        while True:
+            now = time.monotonic()
+            if now - last_beat >= cfg.heartbeat_seconds:
+                last_beat = now
+                with runner.factory() as s, s.begin():
+                    res = _exec(
+                        s,
+                        update(CrawlRow)
+                        .where(CrawlRow.id == runner.crawl_id, CrawlRow.runner == runner.runner_id)
+                        .values(runner_seen_at=datetime.now(UTC), run_seconds=seconds()),
+                    )
+                if not res.rowcount:  # taken over: stop without touching the crawl
+                    log.warning("crawl %s was taken over by another runner", runner.crawl_id)
+                    stop.set()
+                    reason = "taken_over"
+            if progress is not None and now - last_progress >= 0.25:
+                last_progress = now
+                with runner.factory() as s:
+                    progress(status(s, runner.crawl_id))
+            if stop.is_set():
+                state, reason = "paused", reason or "interrupted"
+                break
+            reason = _budget_reason(runner, seconds(), 0)
+            if reason is not None:
+                state = "stopped"
+                break
+            free = workers - len(inflight)
+            candidates: list[CrawlPage] = []
+            if free > 0 and _budget_reason(runner, seconds(), len(inflight)) is None:
+                with runner.factory() as s:
+                    candidates = list(
+                        s.scalars(
+                            select(CrawlPage)
+                            .where(
+                                CrawlPage.crawl_id == runner.crawl_id,
+                                CrawlPage.state == "queued",
+                                (CrawlPage.run_after.is_(None))
+                                | (CrawlPage.run_after <= datetime.now(UTC)),
+                            )
+                            .order_by(CrawlPage.depth, CrawlPage.id)
+                            .limit(workers * 8)
+                        )
+                    )
+                    s.expunge_all()
+            submitted = 0
+            for page in candidates:
+                if free <= 0 or _budget_reason(runner, seconds(), len(inflight)) is not None:
+                    break
+                host = page.host
+                if active[host] >= runner.policy.per_host_concurrency:
+                    continue
+                if next_at.get(host, 0.0) > time.monotonic():
+                    continue
+                with runner.factory() as s, s.begin():
+                    claimed = _exec(
+                        s,
+                        update(CrawlPage)
+                        .where(CrawlPage.id == page.id, CrawlPage.state == "queued")
+                        .values(state="fetching"),
+                    ).rowcount
+                if not claimed:
+                    continue
+                task = _PageTask(
+                    page.id,
+                    page.url,
+                    page.depth,
+                    page.barren,
+                    page.offsite,
+                    page.attempts,
+                    page.via,
+                )
+                inflight[pool.submit(runner.process, task)] = (page.id, host)
+                active[host] += 1
+                free -= 1
+                submitted += 1
+            if not inflight and not candidates:
+                with runner.factory() as s:
+                    waiting = s.scalar(
+                        select(func.count())
+                        .select_from(CrawlPage)
+                        .where(CrawlPage.crawl_id == runner.crawl_id, CrawlPage.state == "queued")
+                    )
+                if waiting:
+                    state = "waiting"
+                    reason = f"waiting for the Tor proxy: {waiting} .onion page(s)"
+                else:
+                    state, reason = "done", "frontier_exhausted"
+                break
+            if inflight:
+                done, _ = wait(list(inflight), timeout=0.05, return_when=FIRST_COMPLETED)
+                settle(done)
+            elif not submitted:
+                # everything due belongs to hosts at their limit or in their delay
+                stop.wait(0.01)
+        # let the pages in flight finish and commit (a kill -9 here loses nothing either)
+        if inflight:
+            done, _ = wait(list(inflight))
+            settle(done)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if reason == "taken_over":
+        with runner.factory() as s:
+            return status(s, runner.crawl_id)
+    result = _finish(runner, state, reason, seconds())
+    if progress is not None:
+        progress(result)
+    return result
+
+
+# -- the durable job -----------------------------------------------------------------------------
+
+_config: CrawlConfig | None = None
+_builder: Callable[[], CrawlConfig] | None = None
+_lock = threading.Lock()
+
+
+def configure(config: CrawlConfig | None) -> None:
+    """Set (None: reset) the configuration crawl jobs use in this process."""
+    global _config, _builder
+    with _lock:
+        _config, _builder = config, None
+
+
+def configure_lazily(builder: Callable[[], CrawlConfig]) -> None:
+    global _config, _builder
+    with _lock:
+        _config, _builder = None, builder
+
+
+def get_config() -> CrawlConfig:
+    global _config
+    with _lock:
+        if _config is None and _builder is not None:
+            _config = _builder()
+        if _config is None:
+            raise RuntimeError(
+                "crawling is not configured in this process (tipline serve and tipline worker "
+                "configure it from their settings)"
+            )
+        return _config
+
+
+def _handle(ctx: Any) -> None:
+    from tipline.store.jobs import PermanentJobError
+
+    crawl_id = ctx.payload.get("crawl_id")
+    if not isinstance(crawl_id, int) or isinstance(crawl_id, bool):
+        raise PermanentJobError(f"crawl job needs an integer crawl_id, got {crawl_id!r}")
+    cfg = get_config()
+    try:
+        result = run_crawl(ctx.session_factory, crawl_id, cfg)
+    except CrawlBusyError:
+        raise  # retried with back-off: the other runner may be dead by then
+    except CrawlError as err:
+        raise PermanentJobError(str(err)) from None
+    if result.state == "waiting":
+        with ctx.session_factory() as s, s.begin():
+            enqueue_run(
+                s,
+                ctx.queue,
+                crawl_id,
+                run_after=datetime.now(UTC) + timedelta(seconds=60),
+            )
+
+
+def register() -> None:
+    from tipline.store.jobs import register_handler
+
+    register_handler(CRAWL_JOB_KIND, _handle)
+
+
+register()

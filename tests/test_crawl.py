@@ -1,0 +1,446 @@
+"""The crawler against a generated benign site on 127.0.0.1 (tests/crawl_site.py): the forum
+report crawl ("done when"), scope and policy, budgets, hostile pages, politeness, links.
+SQLite and PostgreSQL where the database matters."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from crawl_site import BANKED, IMAGES, Site
+from tipline import pipeline
+from tipline.crawl import engine as crawl_engine
+from tipline.crawl.engine import (
+    Budgets,
+    CrawlBusyError,
+    CrawlConfig,
+    CrawlError,
+    Policy,
+    crawl_report,
+    run_crawl,
+    start_crawl,
+)
+from tipline.crawl.links import canonical_url, extract
+from tipline.net.fetch import FetchSettings
+from tipline.pipeline.stages import PipelineConfig
+from tipline.scan.hashing import HashOptions
+from tipline.service.intake import IntakeContext, IntakeSettings, NewReport, create_reports
+from tipline.store.crawl_tables import CrawlMedia, CrawlPage, CrawlRow
+from tipline.store.jobs import JobQueue
+from tipline.store.tables import Item, ReportItem, Upload
+
+
+@pytest.fixture(scope="module")
+def site_server() -> Iterator[Site]:
+    s = Site()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def site(site_server: Site) -> Site:
+    site_server.hits.clear()
+    return site_server
+
+
+@pytest.fixture(scope="module")
+def pcfg() -> PipelineConfig:
+    return PipelineConfig(
+        match=IMAGES.bank().match,
+        media_store=None,
+        fetch_settings=FetchSettings.build(allow_networks=["127.0.0.0/8"]),
+        hash_options=HashOptions(provenance=False),
+    )
+
+
+@pytest.fixture
+def ccfg(pcfg: PipelineConfig) -> Iterator[CrawlConfig]:
+    c = CrawlConfig(pipeline=pcfg, workers=4)
+    pipeline.configure(pcfg)
+    crawl_engine.configure(c)
+    yield c
+    pipeline.configure(None)
+    crawl_engine.configure(None)
+
+
+FAST = Policy(per_host_delay=0.0, per_host_concurrency=4)
+
+
+def _crawl(
+    sf: sessionmaker[Session],
+    cfg: CrawlConfig,
+    seeds: list[str],
+    budgets: Budgets | None = None,
+    policy: Policy = FAST,
+) -> tuple[int, crawl_engine.CrawlStatus]:
+    with sf() as s, s.begin():
+        crawl, _ = start_crawl(s, seeds, budgets=budgets, policy=policy)
+        cid = crawl.id
+    return cid, run_crawl(sf, cid, cfg)
+
+
+def _pages(sf: sessionmaker[Session], cid: int) -> dict[str, CrawlPage]:
+    with sf() as s:
+        rows = s.scalars(select(CrawlPage).where(CrawlPage.crawl_id == cid)).all()
+        return {r.url: r for r in rows}
+
+
+def _media(sf: sessionmaker[Session], cid: int) -> dict[str, CrawlMedia]:
+    with sf() as s:
+        rows = s.scalars(select(CrawlMedia).where(CrawlMedia.crawl_id == cid)).all()
+        return {r.url: r for r in rows}
+
+
+def _drain(queue: JobQueue, sf: sessionmaker[Session], limit: int = 500) -> list[str]:
+    kinds = []
+    while (job := queue.run_one("test", session_factory=sf, heartbeat=False)) is not None:
+        kinds.append(job.kind)
+        assert len(kinds) < limit
+    return kinds
+
+
+# -- the "done when" test ------------------------------------------------------------------------
+
+
+def test_report_naming_one_forum_page_finds_every_banked_image(
+    engine: Engine, session_factory: sessionmaker[Session], site: Site, ccfg: CrawlConfig
+) -> None:
+    queue = JobQueue(engine)
+    ctx = IntakeContext(session_factory, queue, IntakeSettings(secret=b"s"))
+    seed = f"{site.base}/forum/thread/1"
+    [(report, _)] = create_reports(ctx, [NewReport(urls=[seed])], "partner_api")
+    with session_factory() as s, s.begin():
+        crawl = crawl_report(s, queue, report.id, policy=FAST)
+        cid = crawl.id
+    ran = _drain(queue, session_factory)
+    assert "crawl" in ran and "analyse" in ran
+    with session_factory() as s:
+        row = s.get(CrawlRow, cid)
+        assert row is not None
+        assert (row.state, row.stop_reason) == ("done", "frontier_exhausted")
+    media = _media(session_factory, cid)
+    for name in BANKED:  # every banked full-size image of the forum matched
+        m = media[f"{site.base}/img/full/{name}.jpg"]
+        assert m.matched and m.matches and m.matches[0]["label"] == "DEMO-benign-stand-in"
+        assert m.upload_id is not None
+    unmatched = [m for m in media.values() if not m.matched]
+    assert len(unmatched) >= 5
+    for m in unmatched:  # kept only as hashes, URL and page
+        assert m.upload_id is None and m.sha256 and m.pdq and m.page_id is not None
+    with session_factory() as s:
+        uploads = s.scalars(select(Upload).where(Upload.report_id == report.id)).all()
+        # the crawl's uploads are exactly the matched media, and their bytes left the table
+        kept = [u for u in uploads if u.source_url != seed]
+        assert {u.source_url for u in kept} == {m.url for m in media.values() if m.matched}
+        assert all(u.data is None for u in kept)
+        items = s.scalars(
+            select(Item).join(ReportItem).where(ReportItem.report_id == report.id)
+        ).all()
+        assert {i.status for i in items} <= {"matched", "auto_confirmed", "new", "hashed"}
+        assert len([i for i in items if i.matches]) == len(kept)
+    pages = _pages(session_factory, cid)
+    # Arachnid's rule: thread 4 has nothing over its pages; its branch stops after 3
+    assert "branch_stopped" in (pages[f"{site.base}/forum/thread/4"].notes or {})
+    assert site.fetched("/forum/thread/4?page=2") == 0
+    # nothing fetched twice by the crawl (the pipeline's own fetch of the report's URL, which
+    # finds a page, not media, is the seed's other request)
+    assert site.fetched("/forum/thread/1") == 2
+    assert all(
+        n == 1
+        for (_h, p), n in site.hits.items()
+        if p.startswith(("/forum/", "/img/")) and p != "/forum/thread/1"
+    )
+    # page HTML is not stored anywhere: no upload holds a page
+    assert all(not (u.filename or "").startswith(f"{site.base}/forum") for u in kept)
+
+
+def test_gallery_media_host_followed_one_hop(
+    session_factory: sessionmaker[Session], site: Site, ccfg: CrawlConfig
+) -> None:
+    cid, st = _crawl(
+        session_factory,
+        ccfg,
+        [f"{site.base}/gallery/"],
+        policy=Policy(barren_pages=0, per_host_delay=0.0),
+    )
+    assert st.state == "done"
+    pages = _pages(session_factory, cid)
+    view = pages[f"{site.imagehost}/view/g1"]
+    assert view.offsite and view.state == "done"
+    media = _media(session_factory, cid)
+    assert f"{site.imagehost}/full/g1.png" in media  # the full size behind the viewer
+    assert f"{site.base}/img/thumb/g1.jpg?2x=" in media  # srcset (canonical form)
+    assert site.fetched("/other", "127.0.0.2") == 0  # one hop only
+
+
+# -- budgets -------------------------------------------------------------------------------------
+
+
+def test_page_depth_and_media_budgets(
+    session_factory: sessionmaker[Session], site: Site, ccfg: CrawlConfig
+) -> None:
+    seed = f"{site.base}/bigsite?n=0"
+    cid, st = _crawl(
+        session_factory,
+        ccfg,
+        [seed],
+        Budgets(max_pages=20),
+        Policy(barren_pages=0, per_host_delay=0),
+    )
+    assert (st.state, st.stop_reason) == ("stopped", "max_pages")
+    assert st.pages_done + st.pages_failed == 20
+    assert len(_pages(session_factory, cid)) <= 20  # the frontier never outgrows the budget
+
+    cid, st = _crawl(
+        session_factory,
+        ccfg,
+        [f"{site.base}/bigsite?n=1000"],
+        Budgets(max_depth=1),
+        Policy(barren_pages=0, per_host_delay=0),
+    )
+    assert st.stop_reason == "frontier_exhausted" and st.pages_done == 6
+    assert max(p.depth for p in _pages(session_factory, cid).values()) == 1
+
+    cid, st = _crawl(session_factory, ccfg, [f"{site.base}/forum/thread/1"], Budgets(max_media=3))
+    assert (st.state, st.stop_reason) == ("stopped", "max_media")
+    assert st.media_done == 3
+
+    cid, st = _crawl(
+        session_factory, ccfg, [f"{site.base}/forum/thread/2"], Budgets(max_bytes=1000)
+    )
+    assert st.stop_reason == "max_bytes"
+
+
+def test_wall_time_budget_and_slow_loris(
+    session_factory: sessionmaker[Session], site: Site, ccfg: CrawlConfig
+) -> None:
+    t = time.monotonic()
+    cid, st = _crawl(
+        session_factory,
+        ccfg,
+        [f"{site.base}/slow", f"{site.base}/cal?month=0"],
+        Budgets(max_seconds=1.5, max_depth=1000),
+        Policy(barren_pages=0, per_host_delay=0.2, fetch_seconds=2.0),
+    )
+    assert time.monotonic() - t < 10
+    assert st.stop_reason == "max_seconds"
+    slow = _pages(session_factory, cid)[f"{site.base}/slow"]
+    assert slow.state == "failed" and (slow.error or "").startswith("timeout")
+
+
+# -- hostile pages -------------------------------------------------------------------------------
+
+
+def test_hostile_pages_each_fail_alone_and_the_crawl_goes_on(
+    session_factory: sessionmaker[Session], site: Site, ccfg: CrawlConfig
+) -> None:
+    b = site.base
+    seeds = [
+        f"{b}/loop/a",
+        f"{b}/cal?month=0",
+        f"{b}/many",
+        f"{b}/huge",
+        f"{b}/endless",
+        f"{b}/bomb",
+        f"{b}/wrongtype",
+        f"{b}/malformed",
+        f"{b}/odd/dir/page",
+        f"{b}/to-private",
+    ]
+    policy = Policy(
+        barren_pages=0, per_host_delay=0, max_links_per_page=300, page_max_bytes=4 * 2**20
+    )
+    cid, st = _crawl(session_factory, ccfg, seeds, Budgets(max_pages=400, max_depth=3), policy)
+    assert st.state in ("done", "stopped")
+    pages = _pages(session_factory, cid)
+    # loops: each page once
+    assert site.fetched("/loop/a") == 1 and site.fetched("/loop/b") == 1
+    # the infinite calendar ends at the depth limit, each month once
+    months = [p for p in pages.values() if "/cal" in p.url]
+    assert max(p.depth for p in months) == 3
+    assert all(n == 1 for (_h, p), n in site.hits.items() if p.startswith("/cal"))
+    # 10,000 links: the first 300 kept, the rest counted
+    many = pages[f"{b}/many"]
+    assert many.links == 300 and many.notes and many.notes["links_dropped"] == 9_700
+    # size limits: a declared 2 GB, an endless stream, a gzip bomb
+    for path in ("/huge", "/endless", "/bomb"):
+        assert pages[f"{b}{path}"].state == "failed", path
+        assert (pages[f"{b}{path}"].error or "").startswith("too_large"), path
+    # wrong Content-Type: the bytes decide
+    assert pages[f"{b}/wrongtype"].state == "done" and pages[f"{b}/wrongtype"].links == 1
+    img = _media(session_factory, cid)[f"{b}/wrongtype/img"]
+    assert img.matched and img.via == "page"
+    # malformed HTML: what could be read
+    assert f"{b}/malformed/ok" in pages and f"{b}/malformed/bare" in pages
+    # odd bases and relative links, javascript:/data:/file:/mailto: ignored
+    odd = pages[f"{b}/odd/dir/page"]
+    assert f"{b}/odd/base/rel" in pages
+    assert f"{b}/up" in pages
+    assert f"{b}/odd/base/?q=1" in pages
+    assert f"{b}/odd/netpath" in pages and f"{b}/odd/spaced" in pages
+    assert odd.notes and odd.notes["links_ignored"] >= 5
+    assert not any(u.startswith(("javascript", "data", "file", "mailto")) for u in pages)
+    # redirects to private addresses: refused, never connected
+    for path in ("/redirect-private", "/redirect-metadata"):
+        row = pages[f"{b}{path}"]
+        assert row.state == "failed" and (row.error or "").startswith("blocked_address"), path
+
+
+def test_deny_list_and_scope(
+    session_factory: sessionmaker[Session], site: Site, ccfg: CrawlConfig
+) -> None:
+    cid, st = _crawl(
+        session_factory,
+        ccfg,
+        [f"{site.base}/gallery/"],
+        policy=Policy(per_host_delay=0, deny_domains=("127.0.0.2",), barren_pages=0),
+    )
+    assert st.state == "done"
+    assert not any(h == "127.0.0.2" for (h, _p) in site.hits if _p.startswith("/view/g"))
+    assert not any(p.host == "127.0.0.2" for p in _pages(session_factory, cid).values())
+
+
+def test_bad_seeds(session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as s, s.begin(), pytest.raises(CrawlError, match="no seed"):
+        start_crawl(s, ["javascript:alert(1)", "file:///etc/passwd", "", "ftp://x/"])
+    with session_factory() as s, s.begin():
+        crawl, errors = start_crawl(s, ["http://127.0.0.1:1/a", "data:text/html,x"])
+        assert len(errors) == 1 and "data:" in errors[0]
+        assert crawl.seeds == ["http://127.0.0.1:1/a"]
+
+
+# -- politeness and runners ----------------------------------------------------------------------
+
+
+def test_per_host_concurrency_and_delay(
+    session_factory: sessionmaker[Session], site: Site, ccfg: CrawlConfig
+) -> None:
+    site.max_active.clear()
+    site.times.clear()
+
+    def slow(_host: str, path: str) -> None:
+        if path.startswith("/bigsite"):
+            time.sleep(0.02)
+
+    site.on_request = slow
+    try:
+        _cid, st = _crawl(
+            session_factory,
+            ccfg,
+            [f"{site.base}/bigsite?n=5000"],
+            Budgets(max_pages=12),
+            Policy(barren_pages=0, per_host_concurrency=1, per_host_delay=0.1),
+        )
+    finally:
+        site.on_request = None
+    assert st.pages_done == 12
+    assert site.max_active["127.0.0.1"] == 1
+    starts = site.times["127.0.0.1"]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.1
+
+
+def test_a_live_runner_is_not_doubled(
+    session_factory: sessionmaker[Session], site: Site, ccfg: CrawlConfig
+) -> None:
+    with session_factory() as s, s.begin():
+        crawl, _ = start_crawl(s, [f"{site.base}/loop/a"], policy=FAST)
+        crawl.runner, crawl.runner_seen_at = "other:1", crawl_engine.datetime.now(crawl_engine.UTC)
+        cid = crawl.id
+    with pytest.raises(CrawlBusyError, match="being run by other:1"):
+        run_crawl(session_factory, cid, ccfg)
+    st = run_crawl(session_factory, cid, ccfg, take_over=True)
+    assert st.state == "done"
+
+
+def test_stop_event_pauses_and_resume_finishes(
+    session_factory: sessionmaker[Session], site: Site, ccfg: CrawlConfig
+) -> None:
+    stop = threading.Event()
+    seen: list[Any] = []
+
+    def progress(st: crawl_engine.CrawlStatus) -> None:
+        seen.append(st)
+        if st.pages_done >= 3:
+            stop.set()
+
+    site.on_request = lambda _h, _p: time.sleep(0.01)
+    try:
+        with session_factory() as s, s.begin():
+            crawl, _ = start_crawl(
+                s,
+                [f"{site.base}/bigsite?n=9000"],
+                budgets=Budgets(max_pages=30),
+                policy=Policy(barren_pages=0, per_host_delay=0.0, per_host_concurrency=1),
+            )
+            cid = crawl.id
+        cfg1 = CrawlConfig(pipeline=ccfg.pipeline, workers=1, heartbeat_seconds=0.05)
+        st = run_crawl(session_factory, cid, cfg1, stop=stop, progress=progress)
+        assert st.state == "paused" and 3 <= st.pages_done < 30
+        st = run_crawl(session_factory, cid, ccfg)
+    finally:
+        site.on_request = None
+    assert (st.state, st.pages_done) == ("stopped", 30)
+    assert all(n == 1 for (_h, p), n in site.hits.items() if p.startswith("/bigsite?n=9"))
+
+
+# -- links ---------------------------------------------------------------------------------------
+
+
+def test_link_shapes() -> None:
+    page = b"""<html><head><base href="/base/">
+    <meta property="og:image" content="/og.jpg"><link rel="next" href="p2"></head><body>
+    <a href="/full/a.jpg"><img src="/thumb/a.jpg" srcset="/t/a-1x.jpg 1x, /t/a-2x.jpg 2x"></a>
+    <a href="/view/7"><img src="/thumb/b.jpg"></a>
+    <video poster="/poster.jpg"><source src="/v.mp4"></video>
+    <a href="/files/pack.zip">zip</a><a href="/m/model.safetensors">m</a><a href="/g.pdf">g</a>
+    <a href="javascript:void(0)">j</a><a href="data:,x">d</a><a href="file:///x">f</a>
+    <a href="page.html?b=2&a=1#frag">p</a><a href="page.html?a=1&b=2">same</a>
+    </body></html>"""
+    found = extract(page, "http://Example.org:80/dir/index.html")
+    got = {(ln.url, ln.kind, ln.via) for ln in found.links}
+    e = "http://example.org"
+    assert (f"{e}/full/a.jpg", "media", "full") in got
+    assert (f"{e}/thumb/a.jpg", "media", "img") in got
+    assert (f"{e}/t/a-2x.jpg", "media", "srcset") in got
+    assert (f"{e}/view/7", "page", "thumb") in got
+    assert (f"{e}/poster.jpg", "media", "img") in got
+    assert (f"{e}/v.mp4", "media", "source") in got
+    assert (f"{e}/og.jpg", "media", "og") in got
+    assert (f"{e}/base/p2", "page", "next") in got
+    assert (f"{e}/files/pack.zip", "archive", "link") in got
+    assert (f"{e}/m/model.safetensors", "model", "link") in got
+    assert (f"{e}/g.pdf", "document", "link") in got
+    assert (f"{e}/base/page.html?a=1&b=2", "page", "link") in got  # one canonical URL
+    assert found.ignored == 3
+
+
+def test_canonical_urls() -> None:
+    assert canonical_url("HTTP://EXAMPLE.org:80/a/../b?z=1&a=2#x") == "http://example.org/b?a=2&z=1"
+    assert canonical_url("https://example.org:443") == "https://example.org/"
+    assert canonical_url("http://example.org:8080/x") == "http://example.org:8080/x"
+    for bad in (
+        "javascript:x",
+        "file:///etc",
+        "http://u:p@example.org/",
+        "http://x:99999/",
+        "/rel",
+    ):
+        assert canonical_url(bad) is None, bad
+    assert canonical_url("http://example.org/" + "a" * 5000) is None
+
+
+def test_many_links_are_capped_quickly() -> None:
+    page = b"".join(b'<a href="/l/%d">x</a>' % i for i in range(10_000))
+    t = time.monotonic()
+    found = extract(page, "http://example.org/", max_links=2000)
+    assert time.monotonic() - t < 2
+    assert len(found.links) == 2000 and found.dropped == 8000
