@@ -158,12 +158,19 @@ def _grade(a: Instance, token: str, cluster_id: int) -> None:
 
 
 def _add_exchange(
-    b: Instance, tmp: Path, name: str, url: str, token: str, secret: str, **config: str
+    b: Instance,
+    tmp: Path,
+    name: str,
+    url: str,
+    token: str,
+    secret: str,
+    bank: str = "TIPLINE_GRADED",
+    **config: str,
 ) -> None:
     creds = tmp / f"{name}.json"
     creds.write_text(json.dumps({"token": token, "secret": secret}))
     args = ["exchange", "add", name, "--type", "tipline", "--credentials-file", str(creds)]
-    args += ["--config", f"url={url}", "--config", "bank=TIPLINE_GRADED"]
+    args += ["--config", f"url={url}", "--config", f"bank={bank}"]
     for k, v in config.items():
         args += ["--config", f"{k}={v}"]
     b.cli(*args)
@@ -203,6 +210,7 @@ def test_a_grade_in_one_instance_is_a_match_in_the_other(
     _add_exchange(b, tmp_path, "PEER_A_BADTOKEN", a.url, "tl_not-a-token", secret)
     _add_exchange(b, tmp_path, "PEER_A_BADSECRET", a.url, feed_token, "tls_wrong")
     _add_exchange(b, tmp_path, "PEER_DOWN", dead, feed_token, secret)
+    _add_exchange(b, tmp_path, "PEER_A_NOTSHARED", a.url, feed_token, secret, bank="OTHER")
     _drain(b)
 
     # B's lookup of the same image (B hashes it itself) matches the shared entry
@@ -241,7 +249,10 @@ def test_a_grade_in_one_instance_is_a_match_in_the_other(
     assert good["last_fetch_succeeded"] is True and good["up_to_date"] is True
     assert good["fetched_items"] == 3
     bad_token = by_name["PEER_A_BADTOKEN"]["status"]
-    assert bad_token["last_fetch_succeeded"] is False and "401" in bad_token["last_error"]
+    assert bad_token["last_fetch_succeeded"] is False
+    assert "refused our token (401)" in bad_token["last_error"]
+    not_shared = by_name["PEER_A_NOTSHARED"]["status"]
+    assert "shares no bank OTHER" in not_shared["last_error"]
     bad_secret = by_name["PEER_A_BADSECRET"]["status"]
     assert "signature does not verify" in bad_secret["last_error"]
     down = by_name["PEER_DOWN"]["status"]

@@ -646,7 +646,8 @@ class TiplinePeerExchange(ExchangeType):
                 res = fetch(url, ctx.fetch_settings, headers=headers)
             except HTTPStatusError as err:
                 raise ExchangeFetchError(
-                    f"the peer refused the feed: {err}", retry_after=err.retry_after
+                    _refusal(err.status, bool(cursor), bank) + f" ({err})",
+                    retry_after=err.retry_after,
                 ) from None
             except FetchError as err:
                 raise ExchangeFetchError(f"the peer's feed cannot be read: {err}") from None
@@ -708,6 +709,20 @@ class TiplinePeerExchange(ExchangeType):
             raise ExchangeError(f"the peer refused the opinion ({status}): {text[:200]}")
         if status >= 300:
             raise ExchangeFetchError(f"the peer answered {status} to the opinion: {text[:200]}")
+
+
+def _refusal(status: int, had_cursor: bool, bank: str) -> str:
+    """What a refused feed request means, in words (the status line follows it)."""
+    if status in (401, 403):
+        return f"the peer refused our token ({status}): check the credentials' token and scopes"
+    if status == 404:
+        return f"the peer shares no bank {bank} with our account (unshared, or a wrong bank)"
+    if status == 400 and had_cursor:
+        return (
+            "the peer refused our cursor (its share was made anew or restored): remove this "
+            "exchange and its bank, then add it again"
+        )
+    return f"the peer refused the feed ({status})"
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], ctx: FetchContext) -> tuple[int, str]:
