@@ -21,6 +21,7 @@ from tipline.store.registry import register_handler_modules
 #: root: every ``tipline worker`` process imports this module before it loads them).
 register_handler_modules("tipline.pipeline", "tipline.actions.webhooks", "tipline.exchange.fetcher")
 register_handler_modules("tipline.removal.scheduler")  # removal ticks, steps, notices
+register_handler_modules("tipline.crawl.engine")  # crawl runs
 
 
 def _install_plain_coercion() -> None:
@@ -281,6 +282,7 @@ COMMAND_MODULES = {
     "hosting": "hosting",
     "provider": "hosting",
     "case": "case",
+    "crawl": "crawl",
 }
 
 
@@ -311,6 +313,7 @@ def _register(only: str | None = None) -> None:
         bank,
         case,  # removal cases
         config,  # the effective service settings
+        crawl,  # follow reported pages' links
         db,  # service database, job workers
         dedupe,
         demo,

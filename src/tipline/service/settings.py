@@ -104,6 +104,34 @@ class RemovalSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CrawlSettings:
+    """The crawler (``[crawl]`` table, ``TIPLINE_CRAWL_<NAME>``; docs/crawl.md): defaults of a
+    crawl's budgets and policy (a crawl may set its own), and the Tor proxy."""
+
+    #: ``socks5h://host:port`` of the operator's Tor proxy; empty: .onion pages fail (never
+    #: fetched directly). Each crawl sends its own SOCKS credentials (circuit isolation).
+    tor_proxy: str = ""
+    #: Pages one crawl runner works at once.
+    workers: int = field(default=4, metadata={"min": 1})
+    per_host_concurrency: int = field(default=2, metadata={"min": 1})
+    #: Seconds between two requests to one host.
+    per_host_delay: float = 0.25
+    #: Arachnid's rule: a branch stops after this many pages in a row with nothing found
+    #: (0: follow every branch to the depth limit).
+    barren_pages: int = 3
+    max_pages: int = field(default=1000, metadata={"min": 1})
+    max_bytes: int = field(default=2048 * MiB, metadata={"min": 1})
+    max_depth: int = 5
+    max_seconds: float = 3600.0
+    max_media: int = field(default=10_000, metadata={"min": 1})
+    #: Largest model file streamed through the hashers.
+    model_size_cap: int = field(default=16 * 1024 * MiB, metadata={"min": 1})
+    #: Seal an evidence capture (WARC-exportable) of each page where something matched, in
+    #: ``[removal] evidence_dir``.
+    evidence: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceSettings:
     #: Where the SQLite database, media store, MIH index and key file live by default.
     data_dir: Path = field(default_factory=default_data_dir)
@@ -184,6 +212,8 @@ class ServiceSettings:
     triage: TriageWeights = field(default_factory=TriageWeights)
     #: The removal loop (``[removal]`` table; docs/removal.md).
     removal: RemovalSettings = field(default_factory=RemovalSettings)
+    #: The crawler (``[crawl]`` table; docs/crawl.md).
+    crawl: CrawlSettings = field(default_factory=CrawlSettings)
 
     @property
     def db_url(self) -> str:

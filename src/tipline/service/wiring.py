@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from tipline.actions import webhooks
+from tipline.crawl import engine as crawl_engine
 from tipline.exchange import store as exchange_store
 from tipline.pipeline import MatchFn, PipelineConfig
 from tipline.provenance import c2pa, detector
@@ -82,6 +83,44 @@ def configure_process(settings: ServiceSettings) -> None:
         index_dir=settings.index_path,  # the fetcher journals its batches for live indexes
     )
     removal_scheduler.configure(removal_config(settings))
+    crawl_engine.configure_lazily(lambda: crawl_config(settings))
+
+
+def crawl_config(
+    settings: ServiceSettings, pipeline: PipelineConfig | None = None
+) -> crawl_engine.CrawlConfig:
+    """The crawler's configuration (``[crawl]`` settings; docs/crawl.md): the pipeline's
+    analysis for media, the Tor proxy, evidence of matched pages."""
+    c = settings.crawl
+    r = settings.removal
+    evidence_dir = Path(r.evidence_dir) if r.evidence_dir else settings.data_dir / "evidence"
+    return crawl_engine.CrawlConfig(
+        pipeline=pipeline or pipeline_config(settings),
+        workers=c.workers,
+        tor_proxy=c.tor_proxy,
+        evidence_dir=evidence_dir if c.evidence else None,
+        keyring=credentials_keyring(settings) if c.evidence else None,
+        model_size_cap=c.model_size_cap,
+    )
+
+
+def crawl_defaults(settings: ServiceSettings) -> tuple[crawl_engine.Budgets, crawl_engine.Policy]:
+    """A new crawl's budgets and policy from ``[crawl]``."""
+    c = settings.crawl
+    return (
+        crawl_engine.Budgets(
+            max_pages=c.max_pages,
+            max_bytes=c.max_bytes,
+            max_depth=c.max_depth,
+            max_seconds=c.max_seconds,
+            max_media=c.max_media,
+        ),
+        crawl_engine.Policy(
+            barren_pages=c.barren_pages,
+            per_host_concurrency=c.per_host_concurrency,
+            per_host_delay=c.per_host_delay,
+        ),
+    )
 
 
 def removal_config(settings: ServiceSettings) -> removal_scheduler.RemovalConfig:
