@@ -466,3 +466,16 @@ def test_cli_notify_prints_and_marks_manual_notice(tmp_path: Path) -> None:
     engine.dispose()
     res = _cli(data, "show", str(cid))
     assert f"{serial}  sent" in res.output
+
+
+def test_states_are_defined_once() -> None:
+    """The CaseState Literal is the one definition: the tuple, the transition table and the
+    CHECK constraint all follow it."""
+    from typing import get_args
+
+    from tipline.store.case_tables import CASE_STATES, CaseRow, CaseState
+
+    assert CASE_STATES == get_args(CaseState) == cases.STATES
+    assert set(TRANSITIONS) == set(CASE_STATES)
+    check = next(c for c in CaseRow.__table__.constraints if c.name == "ck_cases_state")
+    assert all(repr(state) in str(check.sqltext) for state in CASE_STATES)  # type: ignore[attr-defined]

@@ -38,7 +38,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -50,6 +50,7 @@ from tipline.store.case_tables import (
     CASE_STATES,
     CaseEvent,
     CaseRow,
+    CaseState,
     LocationRow,
     NoticeCase,
     NoticeRow,
@@ -92,17 +93,6 @@ __all__ = [
     "transition",
 ]
 
-CaseState = Literal[
-    "confirmed",
-    "held",
-    "evidence_captured",
-    "notified",
-    "escalated",
-    "removed",
-    "moved",
-    "reappeared",
-    "closed",
-]
 STATES: tuple[str, ...] = CASE_STATES
 CLOSED_STATES = frozenset({"closed"})
 OPEN_STATES = frozenset(STATES) - CLOSED_STATES

@@ -19,7 +19,7 @@ re-checks.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     JSON,
@@ -45,13 +45,15 @@ __all__ = [
     "CaseEvent",
     "CaseIntake",
     "CaseRow",
+    "CaseState",
     "LocationRow",
     "NoticeCase",
     "NoticeRow",
     "RecheckRow",
 ]
 
-CASE_STATES = (
+#: A case's state (docs/removal.md, "States"), defined once: the tuple is derived from it.
+CaseState = Literal[
     "confirmed",
     "held",
     "evidence_captured",
@@ -61,7 +63,8 @@ CASE_STATES = (
     "moved",
     "reappeared",
     "closed",
-)
+]
+CASE_STATES: tuple[CaseState, ...] = get_args(CaseState)
 NOTICE_STATES = ("queued", "sending", "sent", "failed", "manual_pending")
 NOTICE_CHANNELS = ("email", "webhook", "manual")
 RECHECK_OUTCOMES = ("online", "miss", "blocked")
