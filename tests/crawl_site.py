@@ -85,6 +85,10 @@ class Images:
             out[n] = encode(img, "JPEG", quality=80)
         return out
 
+    @cached_property
+    def small(self) -> list[bytes]:
+        return [encode(noise_image(1000 + i, 64, 48), "PNG") for i in range(20)]
+
     def bank(self) -> BankIndex:
         """The banked full-size images' PDQ and SHA-256 (benign stand-ins)."""
         entries = []
@@ -336,6 +340,15 @@ class Site:
             return self.send(
                 h, b"", status=302, headers={"Location": "http://169.254.169.254/latest/"}
             )
+        if p == "/bench/media":
+            # a page of 20 distinct small images (for bench/crawl.py's media rate)
+            k = int(q.get("p", "0"))
+            body = "".join(f'<img src="/bench/img/{k}-{i}.png">' for i in range(20))
+            body += f'<a href="/bench/media?p={k + 1}">next</a>'
+            return self.send(h, _page(f"media {k}", body))
+        if p.startswith("/bench/img/"):
+            n = int(p.rsplit("/", 1)[1].split("-")[1].split(".")[0])
+            return self.send(h, IMAGES.small[n % len(IMAGES.small)], "image/png")
         if p == "/bigsite":
             n = int(q.get("n", "0"))
             width = 5
