@@ -771,3 +771,32 @@ def test_attribution_from_hosting_goes_in_as_given(
     )
     assert b.attribution == attribution
     assert load(b.sha256, store_dir=tmp_path, keyring=keyring).attribution == attribution
+
+
+def test_videos_in_evidence_get_vpdq_and_recheck_finds_a_reencode() -> None:
+    """A video found in evidence carries its vPDQ frames; a re-check that finds the same
+    video re-encoded (another codec, other bytes) counts it as still served; another video,
+    or a truncated one, does not (the truncated one keeps its digests and says why)."""
+    from test_video import encode
+    from tipline.removal.evidence import hash_media
+    from tipline.removal.recheck import compare_media
+
+    clip = encode()  # benign generated noise frames
+    entry = hash_media(clip)
+    assert entry["kind"] == "video" and entry["pdq"] is None and entry["error"] is None
+    assert entry["vpdq_frames"] >= 1 and len(entry["vpdq"]) == entry["vpdq_frames"]
+    assert "vpdq" not in hash_media(PIC_A)  # pictures keep their PDQ only
+    reencoded = hash_media(encode(codec="mpeg4"))
+    assert reencoded["sha256"] != entry["sha256"]
+    matched, near = compare_media((entry,), [reencoded])
+    assert matched == {entry["sha256"]} and near[0][0] == entry["sha256"]
+    assert compare_media((entry,), [hash_media(encode(size=(96, 72)))]) == (frozenset(), ())
+    broken = hash_media(clip[: len(clip) // 3])
+    assert broken["sha256"] == hashlib.sha256(clip[: len(clip) // 3]).hexdigest()
+    assert broken["vpdq"] == [] and "corrupt_media" in broken["error"]
+    assert compare_media((entry,), [broken]) == (frozenset(), ())
+    # a hostile evidence entry (frames that are not vPDQ strings) matches nothing
+    assert compare_media(({**entry, "vpdq": ["zz"], "sha256": "e" * 64},), [reencoded]) == (
+        frozenset(),
+        (),
+    )

@@ -51,7 +51,7 @@ from tipline.net.fetch import (
     fetch,
 )
 from tipline.record import MIN_USABLE_QUALITY, ItemRecord
-from tipline.scan.hashing import HashOptions, add_pdq
+from tipline.scan.hashing import HashOptions, add_pdq, add_vpdq
 from tipline.store.media import (
     EncryptedStore,
     Keyring,
@@ -237,7 +237,8 @@ def hash_media(
 ) -> dict[str, Any]:
     """SHA-256, MD5, size and (images) reference PDQ of ``data``. A picture that does not
     decode (truncated, corrupt) still gets its digests; ``error`` says why it has no PDQ.
-    ``known``: SHA-256s already matched exactly (a re-check): their PDQ is not computed."""
+    ``known``: SHA-256s already matched exactly (a re-check): their PDQ is not computed.
+    Videos get their vPDQ frames (``vpdq``, ``vpdq_frames``) instead of a PDQ."""
     mt = media_type or sniff(data[:SNIFF_BYTES])
     sha256 = hashlib.sha256(data).hexdigest()
     out: dict[str, Any] = {
@@ -260,6 +261,18 @@ def hash_media(
             out["error"] = f"decode_error: {type(err).__name__}: {err}"[:300]
         else:
             out["pdq"], out["pdq_quality"] = record.pdq, record.pdq_quality
+    elif mt.kind == "video" and sha256 not in known:
+        # vPDQ (the pipeline's sampling), so a re-check finds a re-encoded copy of the video;
+        # only videos carry the keys, so picture and page bundles keep their ids
+        record = ItemRecord(path="evidence", media_type=mt.mime)
+        try:
+            add_vpdq(record, data, mt, _PDQ_OPTIONS)
+        except Exception as err:  # a hostile file must not stop the capture
+            record.errors.append(f"decode_error: {type(err).__name__}: {err}"[:300])
+        out["vpdq"] = list(record.vpdq or [])
+        out["vpdq_frames"] = record.vpdq_frames or 0
+        if record.errors and not record.vpdq:
+            out["error"] = record.errors[0][:300]
     return out
 
 

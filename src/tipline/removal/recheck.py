@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from tipline.errors import InvalidSignalError
 from tipline.net.fetch import (
     BlockedAddressError,
     FetchConnectError,
@@ -43,6 +44,7 @@ from tipline.removal.evidence import (
     survey,
 )
 from tipline.signals.pdq import hamming
+from tipline.signals.vpdq import VpdqHash, VpdqMatchOptions, match_vpdq
 
 Outcome = Literal["online", "miss", "blocked"]
 #: PDQ distance up to which a served picture is the evidence picture re-encoded
@@ -114,9 +116,10 @@ def compare_media(
     evidence_media: tuple[dict[str, Any], ...], found: list[dict[str, Any]]
 ) -> tuple[frozenset[str], tuple[tuple[str, int], ...]]:
     """Evidence media (SHA-256) served among ``found``: exact matches, and those matched only
-    by PDQ with their closest distance."""
+    by PDQ (pictures) or vPDQ (videos) with their closest (frame) distance."""
     served = {m["sha256"] for m in found if m.get("sha256")}
     served_pdq = [m["pdq"] for m in found if pdq_usable(m)]
+    served_videos = [m["vpdq"] for m in found if m.get("vpdq")]
     exact: set[str] = set()
     near: list[tuple[str, int]] = []
     for ev in evidence_media:
@@ -130,7 +133,30 @@ def compare_media(
             distance = min(hamming(ev["pdq"], p) for p in served_pdq)
             if distance <= PDQ_MATCH_DISTANCE:
                 near.append((sha, distance))
+        elif ev.get("vpdq") and served_videos:
+            best = _vpdq_distance(ev["vpdq"], served_videos)
+            if best is not None:
+                near.append((sha, best))
     return frozenset(exact | {s for s, _ in near}), tuple(sorted(near))
+
+
+def _vpdq_distance(evidence_frames: list[str], served: list[list[str]]) -> int | None:
+    """The best frame distance of a served video that matches the evidence video by vPDQ
+    (python-threatexchange's match rule, both ways); None when none does."""
+    try:
+        ev = VpdqHash.from_strings(evidence_frames)
+    except (InvalidSignalError, ValueError, TypeError):
+        return None
+    opts = VpdqMatchOptions()
+    best: int | None = None
+    for frames in served:
+        try:
+            result = match_vpdq(ev, VpdqHash.from_strings(frames), opts)
+        except (InvalidSignalError, ValueError, TypeError):
+            continue
+        if result.is_match(opts) and result.best_distance is not None:
+            best = result.best_distance if best is None else min(best, result.best_distance)
+    return best
 
 
 def recheck(
