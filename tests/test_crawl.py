@@ -8,6 +8,7 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -444,3 +445,24 @@ def test_many_links_are_capped_quickly() -> None:
     found = extract(page, "http://example.org/", max_links=2000)
     assert time.monotonic() - t < 2
     assert len(found.links) == 2000 and found.dropped == 8000
+
+
+def test_matched_pages_get_a_sealed_evidence_capture(
+    session_factory: sessionmaker[Session], site: Site, ccfg: CrawlConfig, tmp_path: Path
+) -> None:
+    from tipline.removal.evidence import load, load_page
+    from tipline.store.media import Keyring, new_key
+
+    ring = Keyring()
+    ring.add(new_key())
+    cfg = CrawlConfig(pipeline=ccfg.pipeline, evidence_dir=tmp_path / "ev", keyring=ring)
+    cid, st = _crawl(session_factory, cfg, [f"{site.base}/forum/thread/2"], Budgets(max_depth=0))
+    assert st.state == "done"
+    page = _pages(session_factory, cid)[f"{site.base}/forum/thread/2"]
+    assert page.matched and page.evidence_sha256
+    bundle = load(page.evidence_sha256, store_dir=tmp_path / "ev", keyring=ring)
+    assert bundle.url == f"{site.base}/forum/thread/2" and bundle.http_status == 200
+    assert b"Thread 2 page 1" in (load_page(bundle, store_dir=tmp_path / "ev", keyring=ring) or b"")
+    # a page where nothing matched: no capture, no HTML kept
+    cid, _ = _crawl(session_factory, cfg, [f"{site.base}/forum/thread/4"], Budgets(max_depth=0))
+    assert _pages(session_factory, cid)[f"{site.base}/forum/thread/4"].evidence_sha256 is None
