@@ -616,6 +616,28 @@ def test_export_warc_reads_back(site: Site, tmp_path: Path, keyring: Keyring) ->
     assert PIC_A[100:200] not in whole and PIC_C[100:200] not in whole
     held_records = [r for r in records if r[0] == "response" and r[3] == PIC_B]
     assert len(held_records) == 1
+    # every media file that answered: a request and a response record (headers; no body but
+    # the held one), tied together and to the media's hash
+    media_urls = {m["url"]: m for m in b1.media}
+    media_records = [r for r in records if r[1] in media_urls and r[0] in ("request", "response")]
+    assert len(media_records) == 2 * len(b1.media)
+    requests = {r[2].rec_headers.get_header("WARC-Record-ID"): r for r in media_records[::2]}
+    for req, resp in zip(media_records[::2], media_records[1::2], strict=True):
+        assert (req[0], resp[0], req[1]) == ("request", "response", resp[1])
+        concurrent = resp[2].rec_headers.get_header("WARC-Concurrent-To")
+        assert requests[concurrent] is req
+        sha = media_urls[resp[1]]["sha256"]
+        assert resp[2].rec_headers.get_header("WARC-Tipline-Media-SHA256") == sha
+        assert resp[2].http_headers.get_statuscode() == "200"
+        assert resp[2].rec_headers.get_header("WARC-IP-Address") == "127.0.0.1"
+        if sha == held:
+            assert resp[3] == PIC_B and resp[2].rec_headers.get_header("WARC-Truncated") is None
+        else:
+            assert resp[3] == b"" and resp[2].rec_headers.get_header("WARC-Truncated")
+    # held bytes that do not hash to the evidence are never exported as them
+    out2 = io.BytesIO()
+    export_warc([b1], out2, held_media=lambda sha: PIC_A)
+    assert PIC_A[100:200] not in gzip.decompress(out2.getvalue())
     bundles = [
         json.loads(r[3])
         for r in records

@@ -793,10 +793,12 @@ def export_warc(
 
     Per bundle: a request and a response record for every hop that got an answer (the
     captured headers; the final page's body when ``store_dir``/``keyring`` are given and it
-    was kept), a request record and a ``metadata`` record with the hashes for each media file
-    (its bytes are never exported, except media the case holds when ``held_media(sha256)``
-    returns them: then a response record with the body), and a ``metadata`` record with the
-    bundle's JSON (``WARC-Tipline-Evidence-SHA256`` says its id)."""
+    was kept); for each media file that answered, a request and a response record (status and
+    captured headers, ``WARC-Tipline-Media-SHA256``; the body only for media the case holds,
+    when ``held_media(sha256)`` returns bytes of that hash, else empty with ``WARC-Truncated``:
+    media bytes are never exported otherwise) and a ``metadata`` record with its hashes; and
+    a ``metadata`` record with the bundle's JSON (``WARC-Tipline-Evidence-SHA256`` says its
+    id)."""
     from warcio.statusandheaders import StatusAndHeaders  # type: ignore[import-untyped]
     from warcio.warcwriter import WARCWriter  # type: ignore[import-untyped]
 
@@ -856,14 +858,53 @@ def export_warc(
             )
         for m in b.media:
             data = held_media(m["sha256"]) if held_media and m.get("held") else None
-            if data is not None and hashlib.sha256(data).hexdigest() == m.get("sha256"):
+            if data is not None and hashlib.sha256(data).hexdigest() != m.get("sha256"):
+                data = None  # not the bytes the evidence names: never exported as them
+            if m.get("status") is not None and m.get("url"):
+                media_base = {"WARC-Date": date, "WARC-Tipline-Evidence-SHA256": b.sha256}
+                if m.get("connected_ip"):
+                    media_base["WARC-IP-Address"] = str(m["connected_ip"])
+                if m.get("sha256"):
+                    media_base["WARC-Tipline-Media-SHA256"] = str(m["sha256"])
+                media_req = writer.create_warc_record(
+                    m["url"],
+                    "request",
+                    payload=io.BytesIO(b""),
+                    http_headers=StatusAndHeaders(
+                        _request_line(m["url"]), [], is_http_request=True
+                    ),
+                    warc_headers_dict=dict(media_base),
+                )
+                write(media_req)
+                body = data if data is not None else b""
+                resp_headers = dict(media_base)
+                resp_headers["WARC-Concurrent-To"] = media_req.rec_headers.get_header(
+                    "WARC-Record-ID"
+                )
+                if data is None and m.get("size"):
+                    # the media bytes are never exported (only what the case holds)
+                    resp_headers["WARC-Truncated"] = "unspecified"
+                write(
+                    writer.create_warc_record(
+                        m["url"],
+                        "response",
+                        payload=io.BytesIO(body),
+                        http_headers=StatusAndHeaders(
+                            _status_line(int(m["status"])),
+                            _response_headers(m.get("response_headers") or {}, len(body)),
+                            protocol="HTTP/1.1",
+                        ),
+                        warc_headers_dict=resp_headers,
+                    )
+                )
+            elif data is not None:
                 write(
                     writer.create_warc_record(
                         m["url"],
                         "response",
                         payload=io.BytesIO(data),
                         http_headers=StatusAndHeaders(
-                            _status_line(int(m.get("status") or 200)),
+                            _status_line(200),
                             _response_headers(m.get("response_headers") or {}, len(data)),
                             protocol="HTTP/1.1",
                         ),
