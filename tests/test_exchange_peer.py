@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import subprocess
 import threading
 import time
@@ -33,7 +34,7 @@ from tipline.exchange.types import HttpListExchange
 from tipline.net.fetch import FetchSettings
 from tipline.scan.hashing import HashOptions, hash_bytes
 from tipline.store.base import default_url, make_engine, session_factory
-from tipline.store.tables import BankEntryRow, Cluster, Item
+from tipline.store.tables import BankEntryRow, BankRow, Cluster, Item
 
 ANALYST = "alice"
 PEER_ACCOUNT = "hotline-b"
@@ -188,6 +189,7 @@ def _drain(b: Instance) -> None:
     assert res.returncode == 0, res.stderr[-2000:]
 
 
+@pytest.mark.slow  # two serve processes and some twenty CLI runs: about 50 s on 2 cores
 def test_a_grade_in_one_instance_is_a_match_in_the_other(
     pair: tuple[Instance, Instance], tmp_path: Path
 ) -> None:
@@ -200,8 +202,11 @@ def test_a_grade_in_one_instance_is_a_match_in_the_other(
     cluster_id, hashes = _seed_item(a, image)
     _grade(a, grader, cluster_id)
     secret = json.loads(
-        a.cli("exchange", "share", "TIPLINE_GRADED", "--to", PEER_ACCOUNT, "--json")
-    )["secret"]
+        a.cli(
+            "exchange", "share", "TIPLINE_GRADED", "--to", PEER_ACCOUNT,
+            "--accept-into", "FROM_HOTLINE_B", "--json",
+        )
+    )["secret"]  # fmt: skip
     assert secret.startswith("tls_")
 
     # B: a good peer exchange, and faulty ones beside it (wrong token, wrong secret, down)
@@ -268,6 +273,8 @@ def test_a_grade_in_one_instance_is_a_match_in_the_other(
     key = partner_key(b)
     _opinion_reaches_the_publisher(a, b, feed_token, secret, entry_key=key)
 
+    _push_reaches_the_publisher(a, b, tmp_path)
+
     # A deletes the entry: the feed's tombstone disables it in B at its next fetch
     a.cli("bank", "remove", "TIPLINE_GRADED", key.removeprefix("e"))
     b.cli("exchange", "fetch", "PEER_A", "--enqueue")
@@ -297,7 +304,50 @@ def partner_key(b: Instance) -> str:
 
 def _token_admin(inst: Instance) -> str:
     inst.cli("user", "add", "root", "--role", "admin", "--password-stdin", stdin="pw-" * 6 + "\n")
-    return _token(inst, "root", "match:read", "bank:read")
+    return _token(inst, "root", "match:read", "bank:read", "bank:write")
+
+
+def _push_reaches_the_publisher(a: Instance, b: Instance, tmp: Path) -> None:
+    """B pushes a bank of its own to A (A's share accepts pushes into FROM_HOTLINE_B): A
+    matches it at once, a second push changes nothing, a disabled entry is withdrawn."""
+    pushed = [secrets.token_hex(32), secrets.token_hex(32)]
+    lst = tmp / "local-b.te"
+    lst.write_text("".join(f"pdq {x}\n" for x in pushed) + "pdq not-a-hash\n")
+    b.cli("bank", "create", "LOCAL_B")
+    b.cli("bank", "import", "LOCAL_B", str(lst), "--skip-bad-lines")
+    out = b.cli("exchange", "push", "PEER_A", "--bank", "LOCAL_B")
+    assert "pushed 2 record(s)" in out
+    ha = {"Authorization": f"Bearer {_token_admin(a)}"}
+
+    def at_a(signal: str) -> bool:
+        res = httpx.get(a.url + "/m/lookup", params={"signal_type": "pdq", "signal": signal},
+                        headers=ha)  # fmt: skip
+        assert res.status_code == 200, res.text
+        return "FROM_HOTLINE_B" in res.json()
+
+    assert at_a(pushed[0]) and at_a(pushed[1])  # the serving process added them at once
+    b.cli("exchange", "push", "PEER_A", "--bank", "LOCAL_B")  # again: nothing new
+    engine = make_engine(default_url(a.data))
+    try:
+        with session_factory(engine)() as s:
+            rows = s.scalars(
+                select(BankEntryRow).join(BankRow, BankRow.id == BankEntryRow.bank_id)
+                .where(BankRow.name == "FROM_HOTLINE_B")
+            ).all()  # fmt: skip
+            assert sorted(r.signal for r in rows) == sorted(pushed)
+            partner = (rows[0].meta or {})["exchange"]["partner"]
+            assert partner["partner"] == PEER_ACCOUNT and partner["list"] == "LOCAL_B"
+    finally:
+        engine.dispose()
+    hb = {"Authorization": f"Bearer {_token(b, 'root', 'bank:read', 'bank:write')}"}
+    entries = httpx.get(b.url + "/api/v1/banks/LOCAL_B/entries", headers=hb).json()
+    first = next(e for e in entries if e["signal"] == pushed[0])
+    res = httpx.patch(
+        f"{b.url}/api/v1/banks/LOCAL_B/entries/{first['id']}", headers=hb, json={"enabled": False}
+    )
+    assert res.status_code == 200, res.text
+    b.cli("exchange", "push", "PEER_A", "--bank", "LOCAL_B")
+    assert not at_a(pushed[0]) and at_a(pushed[1])
 
 
 def _feed_refusals(a: Instance, token: str, secret: str) -> None:

@@ -169,3 +169,56 @@ def test_the_peer_type_checks_its_configuration() -> None:
     with pytest.raises(ExchangeConfigError, match="tls_"):
         typ.validate_credentials({"token": "tl_x", "secret": "plain"})
     assert typ.accepts_opinions and isinstance(Opinion("e1", "pdq", "0" * 64, "positive"), Opinion)
+
+
+def test_a_push_is_checked_per_record(session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as s, s.begin():
+        create_user(s, "peer-b", "partner", None)
+        _bank(s, 1)
+        peer.share_bank(s, "SHARED", "peer-b", _seal)
+        share = peer.get_share(s, "SHARED", "peer-b")
+        assert share is not None
+        with pytest.raises(peer.ShareError, match="accept-into"):
+            peer.plan_submissions(s, share, {}, "peer-b")
+        with pytest.raises(peer.ShareError, match="own"):
+            peer.share_bank(s, "SHARED", "peer-b", _seal, accept_into="SHARED")
+        peer.share_bank(s, "SHARED", "peer-b", _seal, accept_into="FROM_B")
+        assert s.scalar(select(BankRow.role).where(BankRow.name == "FROM_B")) == "alert"
+        with pytest.raises(peer.ShareError, match="object"):
+            peer.plan_submissions(s, share, ["x"], "peer-b")
+        good = secrets.token_hex(32)
+        plan = peer.plan_submissions(
+            s,
+            share,
+            {
+                "e1": {"signal_type": "pdq", "signal": good.upper(), "label": LABEL,
+                       "meta": {"list": "B_LIST", "classification": "C", "note": "dropped"}},
+                "e2": {"signal_type": "pdq", "signal": "not-hex"},
+                "e3": {"signal_type": "nope", "signal": good},
+                "e4": "a string",
+                "e5": None,
+                "": {"signal_type": "pdq", "signal": good},
+            },
+            "peer-b",
+        )  # fmt: skip
+        assert plan.bank == "FROM_B" and list(plan.add) == ["e1"] and plan.unchanged == 1
+        entry = plan.add["e1"]
+        assert entry.signal == good and entry.metadata is not None
+        partner = entry.metadata["exchange"]["partner"]
+        assert partner == {"partner": "peer-b", "list": "B_LIST", "classification": "C"}
+        assert sorted(p["key"] for p in plan.problems) == ["", "e2", "e3", "e4"]
+        # once recorded: the same record again is unchanged, a withdrawal disables it
+        s.add(BankEntryRow(bank_id=1, signal_type="pdq", signal=good, added_at=0.0))
+        s.flush()
+        eid = s.scalar(select(BankEntryRow.id).where(BankEntryRow.signal == good))
+        assert eid is not None
+        peer.record_submissions(s, share, plan, {"e1": eid}, time.time())
+        again = peer.plan_submissions(s, share, {"e1": {"signal_type": "pdq", "signal": good}}, "b")
+        assert not again.add and again.unchanged == 1
+        gone = peer.plan_submissions(s, share, {"e1": None}, "peer-b")
+        assert gone.disable == {"e1": eid}
+        peer.record_submissions(s, share, gone, {}, time.time())
+        back = peer.plan_submissions(s, share, {"e1": {"signal_type": "pdq", "signal": good}}, "b")
+        assert back.enable == {"e1": eid}
+        with pytest.raises(peer.ShareError, match="at most"):
+            peer.plan_submissions(s, share, {f"k{i}": None for i in range(5001)}, "peer-b")

@@ -55,6 +55,7 @@ TABLES = {
     "exchange_shares",
     "exchange_share_entries",
     "exchange_share_opinions",
+    "exchange_share_submissions",
 }
 
 

@@ -259,6 +259,14 @@ PeerOpt = Annotated[
 def exchange_share(
     bank: Annotated[str, typer.Argument(help="The bank to share (e.g. TIPLINE_GRADED).")],
     peer_name: PeerOpt,
+    accept_into: Annotated[
+        str | None,
+        typer.Option(
+            "--accept-into",
+            help="Also take records the peer pushes (`tipline exchange push` there), into "
+            "this bank (created if missing).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     database_url_opt: UrlOption = None,
 ) -> None:
@@ -273,7 +281,11 @@ def exchange_share(
     factory = open_db(database_url_opt)
     with factory() as s, s.begin():
         secret = peer.share_bank(
-            s, bank, peer_name, lambda owner, data: store.seal(ring, owner, data)
+            s,
+            bank,
+            peer_name,
+            lambda owner, data: store.seal(ring, owner, data),
+            accept_into=accept_into,
         )
     if as_json:
         typer.echo(json.dumps({"bank": bank, "peer": peer_name, "secret": secret}))
@@ -320,3 +332,43 @@ def exchange_shares(
             f"{r['bank']:<24} to {r['peer']:<20} {r['changes']} changes, "
             f"{r['published']} live, {r['opinions']} opinions, {read}"
         )
+
+
+@exchange_app.command("push")
+def exchange_push(
+    name: NameArg,
+    bank: Annotated[str, typer.Option("--bank", help="Our bank whose entries to push.")],
+    database_url_opt: UrlOption = None,
+) -> None:
+    """Push a bank's entries to a `tipline` peer (the share there must --accept-into a bank):
+    enabled entries as records, disabled ones as withdrawals, keyed by entry, so pushing again
+    sends nothing new to the peer's bank."""
+    from sqlalchemy import select
+
+    from tipline.exchange import store
+    from tipline.exchange.api import ExchangeRecord, FetchContext, exchange_type
+    from tipline.store.tables import BankEntryRow, BankRow
+
+    _configure()
+    factory = open_db(database_url_opt)
+    with factory() as s:
+        ex = store.get_exchange(s, name)
+        typ = exchange_type(ex.api)
+        if not typ.accepts_submissions:
+            raise TiplineError(f"exchange {name} ({ex.api}) takes no pushed records")
+        bank_row = s.scalar(select(BankRow).where(BankRow.name == bank))
+        if bank_row is None:
+            raise TiplineError(f"no bank named {bank[:80]!r}")
+        records: dict[str, ExchangeRecord | None] = {}
+        for e in s.scalars(select(BankEntryRow).where(BankEntryRow.bank_id == bank_row.id)):
+            tags = [t for t in (e.tags or "").split(",") if t.strip()]
+            meta = {"list": bank, "classification": e.label or "", "tags": tags,
+                    "added_at": int(e.added_at)}  # fmt: skip
+            records[f"e{e.id}"] = (
+                ExchangeRecord(e.signal_type, e.signal, e.label or "", meta) if e.enabled else None
+            )
+        ctx = FetchContext(
+            ex.name, ex.config, store.open_credentials(s, ex), store.fetch_settings()
+        )
+    typ.submit_records(ctx, records)
+    typer.echo(f"pushed {len(records)} record(s) of bank {bank} to {name}")

@@ -36,14 +36,14 @@ import ssl
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from tipline.banks.bank import validate_bank_name
+from tipline.banks.bank import Entry, validate_bank_name
 from tipline.errors import BankError, TiplineError
 from tipline.exchange.api import (
     Checkpoint,
@@ -65,6 +65,7 @@ from tipline.store.exchange_share_tables import (
     ExchangeShareEntryRow,
     ExchangeShareOpinionRow,
     ExchangeShareRow,
+    ExchangeShareSubmissionRow,
 )
 from tipline.store.tables import BankEntryRow, BankRow, User
 
@@ -223,11 +224,42 @@ def _bank(s: Session, name: str) -> BankRow:
     return row
 
 
-def share_bank(s: Session, bank: str, peer: str, seal: Any, now: float | None = None) -> str:
+def share_bank(
+    s: Session,
+    bank: str,
+    peer: str,
+    seal: Any,
+    now: float | None = None,
+    *,
+    accept_into: str | None = None,
+) -> str:
     """Share ``bank`` with the account ``peer``; returns the signing secret (shown once; stored
     sealed by ``seal(owner, data) -> bytes``). Sharing again makes a new secret and keeps the
-    sequence."""
+    sequence. ``accept_into``: the bank (created if missing, role alert) the peer's pushed
+    records land in; None: the peer may not push (sharing again without it ends pushing)."""
     row = _bank(s, bank)
+    inbound_id: int | None = None
+    if accept_into is not None:
+        try:
+            inbound_name = validate_bank_name(accept_into)
+        except BankError as err:
+            raise ShareError(str(err)) from None
+        if inbound_name == row.name:
+            raise ShareError("a peer's pushes land in a bank of their own, not the shared one")
+        inbound = s.scalar(select(BankRow).where(BankRow.name == inbound_name))
+        if inbound is None:
+            inbound = BankRow(
+                name=inbound_name,
+                role="alert",
+                pdq_threshold=31,
+                enabled=True,
+                description=f"records pushed by Tipline peer {peer[:80]}",
+                created_at=time.time(),
+                enabled_ratio=1.0,
+            )
+            s.add(inbound)
+            s.flush()
+        inbound_id = inbound.id
     user = s.scalar(select(User).where(User.username == peer))
     if user is None:
         raise ShareError(
@@ -249,10 +281,12 @@ def share_bank(s: Session, bank: str, peer: str, seal: Any, now: float | None = 
                 secret=seal(owner, {"secret": secret}),
                 last_seq=0,
                 created_at=time.time() if now is None else now,
+                accept_into_bank_id=inbound_id,
             )
         )
     else:
         existing.secret = seal(owner, {"secret": secret})
+        existing.accept_into_bank_id = inbound_id
     s.flush()
     return secret
 
@@ -273,6 +307,9 @@ def unshare_bank(s: Session, bank: str, peer: str) -> bool:
         return False
     s.execute(delete(ExchangeShareEntryRow).where(ExchangeShareEntryRow.share_id == share.id))
     s.execute(delete(ExchangeShareOpinionRow).where(ExchangeShareOpinionRow.share_id == share.id))
+    s.execute(
+        delete(ExchangeShareSubmissionRow).where(ExchangeShareSubmissionRow.share_id == share.id)
+    )
     s.delete(share)
     return True
 
@@ -466,7 +503,6 @@ def published_list(s: Session, share: ExchangeShareRow, bank: str, fmt: str, now
     for an ``http_list`` exchange at the peer: labels and tags, never notes or sources."""
     import io
 
-    from tipline.banks.bank import Entry
     from tipline.banks.formats import check_format, write_hash_list
 
     fmt = check_format(fmt)
@@ -492,6 +528,134 @@ def published_list(s: Session, share: ExchangeShareRow, bank: str, fmt: str, now
     write_hash_list(entries, fmt, out)
     share.last_read_at = now
     return out.getvalue().encode("utf-8")
+
+
+MAX_SUBMISSIONS = 5_000
+
+
+@dataclass(slots=True)
+class SubmissionPlan:
+    """What a push asks for, checked: new records to add, entries to disable or re-enable."""
+
+    bank: str
+    add: dict[str, Entry] = field(default_factory=dict)
+    disable: dict[str, int] = field(default_factory=dict)
+    enable: dict[str, int] = field(default_factory=dict)
+    unchanged: int = 0
+    problems: list[dict[str, str]] = field(default_factory=list)
+
+
+def plan_submissions(
+    s: Session, share: ExchangeShareRow, records: Any, partner: str
+) -> SubmissionPlan:
+    """Check a peer's push (``{key: record | null}``) against what it pushed before. Bad
+    records are per-key problems; the rest goes on. :class:`ShareError` if the share takes no
+    pushes or the body is not a mapping."""
+    if share.accept_into_bank_id is None:
+        raise ShareError("this share takes no pushed records (share it with --accept-into)")
+    inbound = s.get(BankRow, share.accept_into_bank_id)
+    if inbound is None:
+        raise ShareError("this share's inbound bank is gone")
+    if not isinstance(records, dict):
+        raise ShareError("records must be an object: key -> record or null")
+    if len(records) > MAX_SUBMISSIONS:
+        raise ShareError(f"at most {MAX_SUBMISSIONS} records per push")
+    known = {
+        r.key: r
+        for r in s.scalars(
+            select(ExchangeShareSubmissionRow).where(
+                ExchangeShareSubmissionRow.share_id == share.id,
+                ExchangeShareSubmissionRow.key.in_([str(k)[:200] for k in records]),
+            )
+        )
+    }
+    plan = SubmissionPlan(inbound.name)
+    types = signal_types()
+    for key, rec in records.items():
+        if not isinstance(key, str) or not key or len(key) > 200:
+            plan.problems.append({"key": str(key)[:80], "reason": "a key is 1 to 200 characters"})
+            continue
+        prior = known.get(key)
+        if rec is None:
+            if prior is not None and prior.entry_id is not None and not prior.deleted:
+                plan.disable[key] = prior.entry_id
+            else:
+                plan.unchanged += 1
+            continue
+        if not isinstance(rec, dict):
+            plan.problems.append({"key": key[:80], "reason": "a record is an object or null"})
+            continue
+        st, signal = rec.get("signal_type"), rec.get("signal")
+        if not isinstance(st, str) or st not in types:
+            plan.problems.append(
+                {"key": key[:80], "reason": f"unknown signal type {str(st)[:32]!r}"}
+            )
+            continue
+        try:
+            clean = types[st].normalise(signal if isinstance(signal, str) else "")
+        except TiplineError as err:
+            plan.problems.append({"key": key[:80], "reason": str(err)[:200]})
+            continue
+        if prior is not None and prior.entry_id is not None:
+            if prior.deleted:
+                plan.enable[key] = prior.entry_id
+            else:
+                plan.unchanged += 1
+            continue
+        label = rec.get("label")
+        raw_meta = rec.get("meta")
+        meta_in: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
+        partner_meta: dict[str, Any] = {"partner": partner}
+        for k in ("list", "classification", "tags", "added_at"):
+            v = meta_in.get(k)
+            if isinstance(v, str | int | float) or (
+                isinstance(v, list) and all(isinstance(t, str) for t in v)
+            ):
+                partner_meta[k] = v
+        plan.add[key] = Entry(
+            plan.bank,
+            st,
+            clean,
+            label=label[:500] if isinstance(label, str) else "",
+            source=f"peer:{partner}"[:200],
+            added_at=time.time(),
+            metadata={
+                "exchange": {
+                    "name": f"peer:{partner}",
+                    "api": "tipline",
+                    "key": key,
+                    "partner": partner_meta,
+                }
+            },
+        )
+    return plan
+
+
+def record_submissions(
+    s: Session, share: ExchangeShareRow, plan: SubmissionPlan, added: Mapping[str, int], now: float
+) -> None:
+    """Remember what a push became (after its entries were added, disabled or re-enabled)."""
+    keys = [*added, *plan.disable, *plan.enable]
+    rows = {
+        r.key: r
+        for r in s.scalars(
+            select(ExchangeShareSubmissionRow).where(
+                ExchangeShareSubmissionRow.share_id == share.id,
+                ExchangeShareSubmissionRow.key.in_(keys),
+            )
+        )
+    }
+    for key in keys:
+        row = rows.get(key)
+        if row is None:
+            row = ExchangeShareSubmissionRow(share_id=share.id, key=key)
+            s.add(row)
+        if key in added:
+            row.entry_id, row.deleted = added[key], False
+        else:
+            row.deleted = key in plan.disable
+        row.updated_at = now
+    s.flush()
 
 
 def record_opinion(
@@ -592,6 +756,7 @@ class TiplinePeerExchange(ExchangeType):
         ),
     )
     accepts_opinions = True
+    accepts_submissions = True
 
     def validate_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
         out = super().validate_config(config)
@@ -686,6 +851,48 @@ class TiplinePeerExchange(ExchangeType):
                 raise ExchangeFetchError("the peer's page did not advance its cursor")
             cursor = nxt
 
+    def submit_records(
+        self, ctx: FetchContext, records: Mapping[str, ExchangeRecord | None]
+    ) -> None:
+        """Push records to the peer (``POST .../submissions``, signed; chunks of
+        :data:`MAX_SUBMISSIONS`); the peer keeps them by key, so a redelivery changes nothing.
+        The peer's answer's per-key problems are raised as one :class:`ExchangeError`."""
+        token, secret = self._creds(ctx)
+        url = f"{self._feed(ctx)}/submissions"
+        items = list(records.items())
+        problems: list[str] = []
+        for start in range(0, len(items), MAX_SUBMISSIONS):
+            chunk = {
+                k: None
+                if r is None
+                else {"signal_type": r.signal_type, "signal": r.signal, "label": r.label,
+                      "meta": dict(r.meta)}
+                for k, r in items[start : start + MAX_SUBMISSIONS]
+            }  # fmt: skip
+            body = json.dumps({"records": chunk}, sort_keys=True).encode()
+            headers = {
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                **sign_headers(
+                    secret, secrets.token_urlsafe(18), "POST", _target(url), body, ctx.clock()
+                ),
+            }
+            status, text = _post(url, body, headers, ctx)
+            if status in (400, 403, 404):
+                raise ExchangeError(f"the peer refused the push ({status}): {text[:300]}")
+            if status >= 300:
+                raise ExchangeFetchError(f"the peer answered {status} to the push: {text[:200]}")
+            try:
+                answer = json.loads(text)
+            except ValueError:
+                answer = {}
+            for p in answer.get("problems", []) if isinstance(answer, dict) else []:
+                problems.append(f"{p.get('key')}: {p.get('reason')}")
+        if problems:
+            raise ExchangeError(
+                f"the peer skipped {len(problems)} record(s): {'; '.join(problems[:5])}"
+            )
+
     def submit_opinion(self, ctx: FetchContext, opinion: Opinion) -> None:
         token, secret = self._creds(ctx)
         body = json.dumps(
@@ -775,6 +982,7 @@ __all__ = [
     "ShareError",
     "ShareInfo",
     "SignatureError",
+    "SubmissionPlan",
     "TiplinePeerExchange",
     "decode_cursor",
     "encode_cursor",
@@ -782,9 +990,11 @@ __all__ = [
     "feed_page",
     "get_share",
     "list_shares",
+    "plan_submissions",
     "published_list",
     "reconcile",
     "record_opinion",
+    "record_submissions",
     "share_bank",
     "share_owner",
     "sign_headers",

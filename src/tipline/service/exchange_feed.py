@@ -8,6 +8,8 @@
   covers it. A bank not shared with the caller is a 404 (whether it exists is not told).
 * ``GET /api/v1/exchange/banks/<bank>/list.<te|te-csv|hex|jsonl>``: the shared bank as a hash
   list file (``ETag``), for a peer's ``http_list`` exchange.
+* ``POST /api/v1/exchange/banks/<bank>/submissions``: the peer pushes records into its share's
+  inbound bank (``exchange:write``, signed), when the share accepts them.
 * ``POST /api/v1/exchange/banks/<bank>/opinions``: the peer's opinion of one entry
   (``exchange:write``), a request signed with the share's secret.
 """
@@ -35,6 +37,8 @@ from tipline.store.exchange_share_tables import ExchangeShareRow
 _NONCE = re.compile(r"[A-Za-z0-9_\-]{8,128}")
 #: Largest opinion body accepted.
 MAX_OPINION_BYTES = 16 * 1024
+#: Largest push body accepted (peer.MAX_SUBMISSIONS records fit well within it).
+MAX_PUSH_BYTES = 8 * 1024 * 1024
 
 
 def _target(request: Request) -> str:
@@ -131,6 +135,68 @@ def router(ctx: AppContext) -> APIRouter:
             if fmt == "te-csv":
                 media = "text/csv; charset=utf-8"
             return Response(body, media_type=media, headers=headers)
+
+        return await run_in_threadpool(run)
+
+    @r.post("/api/v1/exchange/banks/{bank}/submissions")
+    async def submissions(
+        bank: str,
+        request: Request,
+        who: Annotated[Principal, Depends(require("exchange:write"))],
+    ) -> dict[str, Any]:
+        """A peer pushes records (``{"records": {key: record | null}}``, signed) into the
+        inbound bank of its share of ``bank``; bad records are per-key problems."""
+        nonce = _nonce(request)
+        body = await request.body()
+        if len(body) > MAX_PUSH_BYTES:
+            raise HttpError(413, f"a push is at most {MAX_PUSH_BYTES} bytes: send it in parts")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        target = _target(request)
+
+        def run() -> dict[str, Any]:
+            now = time.time()
+            with factory() as s:  # read and check only: the matcher writes the entries
+                share = _share(s, bank, who)
+                try:
+                    peer.verify(_secret(bank, share), headers, nonce, "POST", target, body, now)
+                except SignatureError as err:
+                    raise HttpError(401, str(err).replace("page", "request")) from None
+                try:
+                    doc = json.loads(body)
+                except (ValueError, UnicodeDecodeError):
+                    raise HttpError(400, "the body is not JSON") from None
+                if not isinstance(doc, dict):
+                    raise HttpError(400, "the body must be a JSON object")
+                try:
+                    plan = peer.plan_submissions(s, share, doc.get("records"), who.username)
+                except ShareError as err:
+                    raise HttpError(400, str(err)) from None
+                share_id = share.id
+            # the matcher stores and journals (every serving process's index follows); a crash
+            # before the rows below only repeats harmless work: adds dedupe on the signal
+            added: dict[str, int] = {}
+            if plan.add:
+                # the inbound bank may have been made by `tipline exchange share`, outside any
+                # serving process: announce it, so every serving process's index holds it
+                ctx.matcher.update_bank(ctx.matcher.get_bank(plan.bank))
+                ids = ctx.matcher.add_entries(list(plan.add.values()))
+                added = dict(zip(plan.add, ids, strict=True))
+            if plan.disable:
+                ctx.matcher.set_entries_enabled(plan.bank, list(plan.disable.values()), False)
+            if plan.enable:
+                ctx.matcher.set_entries_enabled(plan.bank, list(plan.enable.values()), True)
+            with factory() as s, s.begin():
+                row = s.get(ExchangeShareRow, share_id)
+                if row is not None:
+                    peer.record_submissions(s, row, plan, added, now)
+            return {
+                "bank": plan.bank,
+                "added": len(added),
+                "disabled": len(plan.disable),
+                "enabled": len(plan.enable),
+                "unchanged": plan.unchanged,
+                "problems": plan.problems[:100],
+            }
 
         return await run_in_threadpool(run)
 

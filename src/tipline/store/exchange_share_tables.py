@@ -8,6 +8,8 @@
   (new entry, changed metadata, disabled, deleted: a new sequence number), so the sequence
   only grows and a cursor never goes backwards, whoever changed the bank and how.
 * ``exchange_share_opinions``: a peer's feedback on what we shared (once per peer, entry).
+* ``exchange_share_submissions``: records a peer pushed to us (when its share accepts them),
+  keyed by the peer's key, and the entry each became in the share's inbound bank.
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ class ExchangeShareRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
     #: when the peer last read a page (epoch seconds)
     last_read_at: Mapped[float | None] = mapped_column(Float)
+    #: the bank the peer's pushed records land in (None: the peer may not push)
+    accept_into_bank_id: Mapped[int | None] = mapped_column(
+        ForeignKey("banks.id", ondelete="SET NULL")
+    )
 
 
 class ExchangeShareEntryRow(Base):
@@ -74,6 +80,24 @@ class ExchangeShareEntryRow(Base):
     changed_at: Mapped[float] = mapped_column(Float)
 
 
+class ExchangeShareSubmissionRow(Base):
+    """A record the peer pushed to us (keyed by the peer's own key), and the entry it became."""
+
+    __tablename__ = "exchange_share_submissions"
+    __table_args__ = (
+        UniqueConstraint("share_id", "key", name="uq_exchange_share_submissions_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    share_id: Mapped[int] = mapped_column(
+        ForeignKey("exchange_shares.id", ondelete="CASCADE"), index=True
+    )
+    key: Mapped[str] = mapped_column(String(200))
+    entry_id: Mapped[int | None] = mapped_column(ForeignKey("bank_entries.id", ondelete="SET NULL"))
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
 class ExchangeShareOpinionRow(Base):
     """A peer's opinion of an entry we shared (the latest one per peer and entry)."""
 
@@ -93,4 +117,9 @@ class ExchangeShareOpinionRow(Base):
     received_at: Mapped[float] = mapped_column(Float)
 
 
-__all__ = ["ExchangeShareEntryRow", "ExchangeShareOpinionRow", "ExchangeShareRow"]
+__all__ = [
+    "ExchangeShareEntryRow",
+    "ExchangeShareOpinionRow",
+    "ExchangeShareRow",
+    "ExchangeShareSubmissionRow",
+]

@@ -30,6 +30,13 @@ def upgrade() -> None:
         sa.Column("last_seq", sa.BigInteger(), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.Column("last_read_at", sa.Float(), nullable=True),
+        sa.Column("accept_into_bank_id", sa.Integer(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["accept_into_bank_id"],
+            ["banks.id"],
+            name=op.f("fk_exchange_shares_accept_into_bank_id_banks"),
+            ondelete="SET NULL",
+        ),
         sa.ForeignKeyConstraint(
             ["bank_id"],
             ["banks.id"],
@@ -92,8 +99,37 @@ def upgrade() -> None:
             batch_op.f("ix_exchange_share_opinions_share_id"), ["share_id"], unique=False
         )
 
+    op.create_table(
+        "exchange_share_submissions",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("share_id", sa.Integer(), nullable=False),
+        sa.Column("key", sa.String(length=200), nullable=False),
+        sa.Column("entry_id", sa.Integer(), nullable=True),
+        sa.Column("deleted", sa.Boolean(), nullable=False),
+        sa.Column("updated_at", sa.Float(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["entry_id"],
+            ["bank_entries.id"],
+            name=op.f("fk_exchange_share_submissions_entry_id_bank_entries"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["share_id"],
+            ["exchange_shares.id"],
+            name=op.f("fk_exchange_share_submissions_share_id_exchange_shares"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_exchange_share_submissions")),
+        sa.UniqueConstraint("share_id", "key", name="uq_exchange_share_submissions_key"),
+    )
+    with op.batch_alter_table("exchange_share_submissions", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_exchange_share_submissions_share_id"), ["share_id"], unique=False
+        )
+
 
 def downgrade() -> None:
+    op.drop_table("exchange_share_submissions")
     op.drop_table("exchange_share_opinions")
     op.drop_table("exchange_share_entries")
     op.drop_table("exchange_shares")
