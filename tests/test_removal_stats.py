@@ -13,14 +13,18 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.removal.stats import (
     UNKNOWN,
     CaseHistories,
     kaplan_meier,
+    load_histories,
     summarise,
     to_csv,
 )
+from tipline.store.case_tables import CaseRow
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -324,3 +328,135 @@ def test_csv_rows_and_formula_neutralised() -> None:
     everyone = next(r for r in rows if r["origin"] == "notice" and r["group_by"] == "all")
     assert everyone["median_hours"] == "9.0" and everyone["p90_hours"] == ""
     assert everyone["removed_within_24h"] == "0.5"
+
+
+# -- from the database (load_histories) ---------------------------------------------------------
+
+
+def _db_case(
+    s: Session,
+    n: int,
+    *,
+    state: str,
+    notified_h: float | None = None,
+    removed_h: float | None = None,
+    closed_h: float | None = None,
+    moved_h: float | None = None,
+    provider: tuple[str | None, str | None] = ("Example Hosting", "asn:64500"),
+    asn: int | None = 64500,
+    country: str | None = "nl",
+) -> None:
+    """A case row with its timestamps set as the state machine leaves them (hours after T0)."""
+    from tipline.removal import cases
+
+    def at(h: float | None) -> datetime | None:
+        return None if h is None else DB_T0 + timedelta(hours=h)
+
+    case, _ = cases.open_case(
+        s, f"http://site{n}.example/page", reported_at=DB_T0, confirmed_at=at(1), now=at(1)
+    )
+    case.state = state
+    case.first_notice_at = at(notified_h)
+    case.removed_at = at(removed_h)
+    case.closed_at = at(closed_h)
+    case.moved_at = at(moved_h)
+    case.provider_name, case.provider_key = provider
+    case.asn = asn
+    case.country = country.upper() if country else None
+    if state == "closed":
+        case.open_location_id = None
+
+
+DB_T0 = datetime(2026, 2, 1, 8, 0, tzinfo=UTC)
+DB_NOW = DB_T0 + timedelta(hours=200)
+
+
+def test_load_histories_from_the_case_tables(session_factory: sessionmaker[Session]) -> None:
+    """Cases as the scheduler leaves them, read back with plain column selects: the summary
+    equals the one of the same histories written out by hand (CaseHistories.from_records)."""
+    with session_factory() as s, s.begin():
+        _db_case(s, 1, state="removed", notified_h=2, removed_h=12)
+        # removed, then closed when the watch ended: still a removal at 30 h
+        _db_case(s, 2, state="closed", notified_h=2, removed_h=30, closed_h=750)
+        # still online: censored at now
+        _db_case(s, 3, state="escalated", notified_h=3, provider=(None, "asn:64501"), asn=64501)
+        # closed by hand without a removal: censored at 20 h
+        _db_case(s, 4, state="closed", notified_h=4, closed_h=20)
+        # waiting in "moved": censored where it moved away
+        _db_case(s, 5, state="moved", notified_h=2, moved_h=10, country="fr")
+        # moved once, re-routed (resumed) and open again: censored at now, not at the move
+        _db_case(s, 6, state="notified", notified_h=8, moved_h=5, provider=(None, None))
+        # never notified (held), no attribution
+        _db_case(s, 7, state="held", provider=(None, None), asn=None, country=None)
+        # removed before any notice went out
+        _db_case(s, 8, state="removed", removed_h=1.5)
+    expected = [
+        {"reported_at": DB_T0, "confirmed_at": DB_T0 + timedelta(hours=1), **extra}
+        for extra in (
+            {"notified_at": _h(2), "removed_at": _h(12), "provider": "Example Hosting"},
+            {
+                "notified_at": _h(2),
+                "removed_at": _h(30),
+                "ended_at": _h(750),
+                "provider": "Example Hosting",
+            },
+            {"notified_at": _h(3), "provider": "asn:64501", "asn": 64501},
+            {"notified_at": _h(4), "ended_at": _h(20), "provider": "Example Hosting"},
+            {
+                "notified_at": _h(2),
+                "ended_at": _h(10),
+                "provider": "Example Hosting",
+                "country": "FR",
+            },
+            {"notified_at": _h(8)},
+            {"asn": None, "country": None},
+            {"removed_at": _h(1.5), "provider": "Example Hosting"},
+        )
+    ]
+    for r in expected:
+        r.setdefault("asn", 64500)
+        r.setdefault("country", "NL")
+    with session_factory() as s:
+        loaded = load_histories(s)
+    assert len(loaded) == 8 and loaded.errors == ()
+    by_hand = CaseHistories.from_records(expected)
+    got, want = summarise(loaded, now=DB_NOW), summarise(by_hand, now=DB_NOW)
+    assert got == want
+    notice = got["origins"]["notice"]["all"]
+    # from notice: censored at 8 h (case 5), removed at 10 h (1; 5 at risk: S = 4/5),
+    # censored at 16 h (4), removed at 28 h (2; 3 at risk: S = 4/5 * 2/3 = 8/15), censored
+    # at 192 h (6) and 197 h (3, still online at now)
+    assert (notice["cases"], notice["removed"], notice["censored"]) == (6, 2, 4)
+    assert notice["removed_within"]["24h"] == pytest.approx(1 / 5, abs=1e-6)
+    assert notice["removed_within"]["48h"] == pytest.approx(7 / 15, abs=1e-6)
+    assert notice["median_hours"] is None  # S never reaches 1/2: most are still online
+    assert got["origins"]["notice"]["excluded"] == {"no_origin": 2, "ended_before_origin": 0}
+    report = got["origins"]["report"]
+    assert report["all"]["removed"] == 3 and report["all"]["cases"] == 8
+    providers = {r["group"]: r["cases"] for r in report["by"]["provider"]}
+    assert providers == {"Example Hosting": 5, "asn:64501": 1, UNKNOWN: 2}
+    assert {r["group"] for r in report["by"]["country"]} == {"NL", "FR", UNKNOWN}
+
+
+def test_load_histories_empty_and_contradictory_rows(
+    session_factory: sessionmaker[Session],
+) -> None:
+    with session_factory() as s:
+        empty = load_histories(s)
+    assert len(empty) == 0
+    assert summarise(empty, now=DB_NOW)["origins"]["notice"]["all"]["cases"] == 0
+    with session_factory() as s, s.begin():
+        _db_case(s, 1, state="removed", notified_h=2, removed_h=12)
+        # a first notice before the report (a hand-edited row): one bad row, the rest count
+        _db_case(s, 2, state="notified", notified_h=-5)
+    with session_factory() as s:
+        loaded = load_histories(s)
+        bad_id = max(s.scalars(select(CaseRow.id)))
+    assert len(loaded) == 1
+    (err,) = loaded.errors
+    assert err.case_id == str(bad_id) and err.error == "a time is before reported_at"
+    assert summarise(loaded, now=DB_NOW)["errors"] == [err.to_json()]
+
+
+def _h(hours: float) -> datetime:
+    return DB_T0 + timedelta(hours=hours)

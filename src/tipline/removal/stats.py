@@ -575,7 +575,8 @@ def load_histories(session: Session) -> CaseHistories:
         CaseRow.country,
         *epoch.values(),
     ).order_by(CaseRow.id)
-    rows = session.execute(stmt).all()
+    # Core on the session's connection, not the ORM's row loading: a million rows
+    rows = session.connection().execute(stmt).fetchall()
     if not rows:
         empty = np.empty(0, dtype=np.float64)
         return CaseHistories(
