@@ -48,12 +48,13 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Connection, Table, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.errors import InvalidSignalError, TiplineError
@@ -63,6 +64,7 @@ from tipline.exchange.api import (
     ExchangeError,
     ExchangeFetchError,
     ExchangeRecord,
+    ExchangeType,
     FetchContext,
     Problem,
     exchange_type,
@@ -117,6 +119,8 @@ class FetchOptions:
     #: the index directory whose change journal gets each batch (default: the one
     #: ``tipline.exchange.store.configure`` set; None there: no journal)
     index_dir: Path | None = None
+    #: commit each batch in a second thread while the next one is fetched (see _Run._submit)
+    overlap: bool = True
 
 
 @dataclass(slots=True)
@@ -140,9 +144,25 @@ class FetchOutcome:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+#: One encoder for every record (``json.dumps`` with options builds a new one per call).
+_encode_sorted = json.JSONEncoder(sort_keys=True, default=str).encode
+_encode_str = json.encoder.encode_basestring_ascii
+
+
+def _encoded(rec: ExchangeRecord) -> tuple[str, str]:
+    """(digest, the partner metadata as JSON): the metadata is encoded once, for both. The
+    digest is SHA-256 of ``json.dumps([type, signal, label, meta], sort_keys=True)``, built
+    from the parts (the encoder's default separators make it the same text)."""
+    meta = _encode_sorted(dict(rec.meta)) if rec.meta else "{}"
+    doc = (
+        f"[{_encode_str(rec.signal_type)}, {_encode_str(rec.signal)}, "
+        f"{_encode_str(rec.label)}, {meta}]"
+    )
+    return hashlib.sha256(doc.encode()).hexdigest(), meta
+
+
 def _digest(rec: ExchangeRecord) -> str:
-    doc = [rec.signal_type, rec.signal, rec.label, dict(rec.meta)]
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+    return _encoded(rec)[0]
 
 
 def _chunks(items: list[Any], n: int = _CHUNK) -> Iterable[list[Any]]:
@@ -164,6 +184,54 @@ def _check_record(rec: ExchangeRecord, key: str) -> ExchangeRecord | Problem:
     return ExchangeRecord(st.name, signal, rec.label, rec.meta)
 
 
+_ENTRY_COLUMNS = (
+    "bank_id, signal_type, signal, label, source, note, added_at, enabled, tags, "
+    "disabled_until, meta"
+)
+_RECORD_COLUMNS = "exchange_id, key, entry_id, generation, deleted, digest, updated_at"
+_SQLITE_SEQUENCE = "SELECT seq FROM sqlite_sequence WHERE name = 'bank_entries'"
+
+
+def _sqlite_insert_entries(conn: Connection, rows: list[tuple[Any, ...]]) -> list[int]:
+    """Insert bank entry rows; their ids, in order. In one transaction that holds SQLite's
+    write lock, AUTOINCREMENT gives n rows the n ids after the sequence's value: checked
+    (the sequence moved by exactly n), not assumed."""
+    before = int(conn.exec_driver_sql(_SQLITE_SEQUENCE).scalar() or 0)
+    conn.exec_driver_sql(
+        f"INSERT INTO bank_entries ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    after = int(conn.exec_driver_sql(_SQLITE_SEQUENCE).scalar() or 0)
+    if after - before != len(rows):
+        raise ExchangeError(
+            f"bank entry ids are not consecutive ({before} + {len(rows)} != {after}); "
+            "the batch was not committed"
+        )
+    return list(range(before + 1, after + 1))
+
+
+def _pg_next_ids(conn: Connection, n: int) -> list[int]:
+    """``n`` new bank entry ids from the table's own sequence (what a default would use)."""
+    return [
+        int(i)
+        for i in conn.exec_driver_sql(
+            "SELECT nextval(pg_get_serial_sequence('bank_entries', 'id')) "
+            "FROM generate_series(1, %(n)s)",
+            {"n": n},
+        ).scalars()
+    ]
+
+
+def _pg_copy(conn: Connection, table: str, columns: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    """``COPY table (columns) FROM STDIN`` on the transaction's own psycopg connection."""
+    raw = conn.connection.driver_connection
+    if raw is None:
+        raise ExchangeError("the database connection is closed")
+    with raw.cursor() as cur, cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
 class _Run:
     """One fetch run of one exchange (see the module docstring)."""
 
@@ -178,6 +246,8 @@ class _Run:
         self.journal_pending = False
         #: the current batch's journal operations (built in its transaction)
         self.ops: list[dict[str, Any]] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._inflight: Future[None] | None = None
         with factory() as s, s.begin():
             ex = get_exchange(s, name)
             self.ex_id, self.name, self.api = ex.id, ex.name, ex.api
@@ -228,16 +298,31 @@ class _Run:
         ctx = FetchContext(
             self.name, self.config, self.credentials, fetch_settings(), self.opts.clock
         )
+        try:
+            self._fetch(typ, ctx, None if from_scratch else cp, from_scratch)
+        except BaseException:
+            # the batch in flight lands (or fails) before the run's error is recorded
+            self._drain(raise_error=False)
+            raise
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+        self._finish(None)
+        return self.out
+
+    def _fetch(
+        self, typ: ExchangeType, ctx: FetchContext, cp: Checkpoint | None, from_scratch: bool
+    ) -> None:
         start = self.opts.monotonic()
         last_commit = start
         pending: dict[str, ExchangeRecord | None] = {}
         problems: list[Problem] = []
         latest: Checkpoint | None = None
         new_generation = from_scratch
-        for delta in typ.fetch_iter(ctx, None if from_scratch else cp):
+        for delta in typ.fetch_iter(ctx, cp):
             if delta.new_snapshot and latest is not None:
                 # a new pass begins: what came before it belongs to the old one
-                self._commit(pending, problems, latest, new_generation)
+                self._submit(pending, problems, latest, new_generation)
                 pending, problems, new_generation = {}, [], False
             new_generation = new_generation or delta.new_snapshot
             pending.update(delta.updates)
@@ -249,7 +334,7 @@ class _Run:
                 or t - last_commit >= self.opts.commit_seconds
                 or delta.checkpoint.up_to_date
             ):
-                self._commit(pending, problems, latest, new_generation)
+                self._submit(pending, problems, latest, new_generation)
                 pending, problems, new_generation = {}, [], False
                 last_commit = t
             if delta.checkpoint.up_to_date:
@@ -257,14 +342,46 @@ class _Run:
                 break
             if t - start >= self.opts.budget_seconds:
                 if latest is not None and (pending or problems):
-                    self._commit(pending, problems, latest, new_generation)
+                    self._submit(pending, problems, latest, new_generation)
                 self.out.more = True
                 break
         else:
             if latest is not None and (pending or problems or new_generation):
-                self._commit(pending, problems, latest, new_generation)
-        self._finish(None)
-        return self.out
+                self._submit(pending, problems, latest, new_generation)
+        self._drain()
+
+    def _submit(
+        self,
+        updates: dict[str, ExchangeRecord | None],
+        problems: list[Problem],
+        checkpoint: Checkpoint,
+        new_generation: bool,
+    ) -> None:
+        """Commit a batch. With ``overlap``, in the committer thread: the database's work (no
+        GIL held in SQLite's or libpq's calls) overlaps the next batch's fetch and parse. One
+        batch in flight at most, committed in order, so a kill still leaves a prefix of the
+        batches with its checkpoint."""
+        if not self.opts.overlap:
+            self._commit(updates, problems, checkpoint, new_generation)
+            return
+        self._drain()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"fetch-{self.name[:20]}")
+        self._inflight = self._pool.submit(
+            self._commit, updates, problems, checkpoint, new_generation
+        )
+
+    def _drain(self, *, raise_error: bool = True) -> None:
+        """Wait for the batch in flight; its error is raised here (unless ``raise_error``)."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return
+        try:
+            inflight.result()
+        except BaseException:
+            if raise_error:
+                raise
+            log.warning("exchange %s: a batch failed as the run stopped", self.name, exc_info=True)
 
     # -- one batch, one transaction ------------------------------------------------------
 
@@ -401,15 +518,8 @@ class _Run:
         self, s: Session, updates: dict[str, ExchangeRecord | None], gen: int, now: float
     ) -> tuple[int, int, int]:
         """Land ``updates`` in the bank; returns (added or revived, changed, tombstoned)."""
-        existing: dict[str, Any] = {}
-        for chunk in _chunks(list(updates)):
-            for row in s.execute(
-                select(_R.id, _R.key, _R.entry_id, _R.deleted, _R.digest).where(
-                    _R.exchange_id == self.ex_id, _R.key.in_(chunk)
-                )
-            ):
-                existing[row.key] = row
-        new: list[tuple[str, ExchangeRecord, str]] = []
+        existing = self._existing(s, list(updates))
+        new: list[tuple[str, ExchangeRecord, str, str]] = []
         touch: list[int] = []
         gone_records: list[int] = []
         gone_entries: list[int] = []
@@ -424,9 +534,9 @@ class _Run:
                     if old.entry_id is not None:
                         gone_entries.append(old.entry_id)
                 continue
-            digest = _digest(rec)
+            digest, meta = _encoded(rec)
             if old is None:
-                new.append((key, rec, digest))
+                new.append((key, rec, digest, meta))
             elif old.digest == digest and not old.deleted and old.entry_id is not None:
                 touch.append(old.id)
             else:
@@ -453,39 +563,141 @@ class _Run:
                     )
                 )
         if new:
-            rows = [self._entry_values(k, r, now) for k, r, _ in new]
-            # Core inserts on the session's connection: the ORM's bulk path costs ~40% more
-            # per row, the largest share of a big fetch (bench/exchange.py)
-            conn = s.connection()
-            entries = cast(Table, _E.__table__)
-            ids = [
-                int(r[0])
-                for r in conn.execute(
-                    insert(entries).returning(entries.c.id, sort_by_parameter_order=True), rows
-                )
-            ]
-            conn.execute(
-                insert(cast(Table, _R.__table__)),
-                [
-                    {
-                        "exchange_id": self.ex_id,
-                        "key": k,
-                        "entry_id": entry_id,
-                        "generation": gen,
-                        "deleted": False,
-                        "digest": d,
-                        "updated_at": now,
-                    }
-                    for (k, _, d), entry_id in zip(new, ids, strict=True)
-                ],
-            )
+            ids = self._insert_new(s, new, gen, now)
             added += len(new)
-            journal_add.extend(zip(ids, rows, strict=True))
+            journal_add.extend(
+                (eid, {"signal_type": r.signal_type, "signal": r.signal, "label": r.label})
+                for eid, (_, r, _, _) in zip(ids, new, strict=True)
+            )
         for chunk in _chunks(touch):
             s.execute(update(_R).where(_R.id.in_(chunk)).values(generation=gen))
         tomb = self._disable(s, gone_records, gone_entries, gen, now)
         self._journal_ops(s, journal_add, replaced, gone_entries)
         return added, changed, tomb
+
+    def _existing(self, s: Session, keys: list[str]) -> dict[str, Any]:
+        """The stored records among ``keys``: key -> row (id, key, entry_id, deleted,
+        digest). Driver-level SQL, as :meth:`_insert_new` (on a big first fetch every key is
+        looked up and none is found)."""
+        conn = s.connection()
+        cols = "id, key, entry_id, deleted, digest"
+        out: dict[str, Any] = {}
+        if conn.dialect.name == "postgresql":
+            for row in conn.exec_driver_sql(
+                f"SELECT {cols} FROM exchange_records WHERE exchange_id = %(ex)s "
+                "AND key = ANY(%(keys)s)",
+                {"ex": self.ex_id, "keys": keys},
+            ):
+                out[row.key] = row
+            return out
+        if conn.dialect.name == "sqlite":
+            for chunk in _chunks(keys):
+                marks = ", ".join("?" * len(chunk))
+                for row in conn.exec_driver_sql(
+                    f"SELECT {cols} FROM exchange_records WHERE exchange_id = ? "
+                    f"AND key IN ({marks})",
+                    (self.ex_id, *chunk),
+                ):
+                    out[row.key] = row
+            return out
+        for chunk in _chunks(keys):
+            for row in s.execute(
+                select(_R.id, _R.key, _R.entry_id, _R.deleted, _R.digest).where(
+                    _R.exchange_id == self.ex_id, _R.key.in_(chunk)
+                )
+            ):
+                out[row.key] = row
+        return out
+
+    def _insert_new(
+        self, s: Session, new: list[tuple[str, ExchangeRecord, str, str]], gen: int, now: float
+    ) -> list[int]:
+        """Insert the bank entries and exchange records of ``new`` (key, record, digest, meta
+        JSON) in ``s``'s transaction; returns the entries' ids in order.
+
+        The hot path of a big fetch, so below the ORM and SQLAlchemy's per-row parameter
+        processing: the metadata goes in as the JSON text already made for the digest.
+        SQLite: one ``executemany`` without RETURNING (which SQLite would run row by row to
+        keep the order), the ids read back from ``sqlite_sequence`` in the same transaction
+        (the write lock is ours, AUTOINCREMENT ids are consecutive). PostgreSQL: the ids
+        drawn from the sequence in one query, then both tables by COPY."""
+        conn = s.connection()
+        name = _encode_str(self.name)
+        head = f'{{"exchange": {{"name": {name}, "api": {_encode_str(self.api)}, "key": '
+        source = f"exchange:{self.name}"
+        entries = [
+            (
+                self.bank_id,
+                rec.signal_type,
+                rec.signal,
+                rec.label,
+                source,
+                "",
+                now,
+                True,
+                "",
+                None,
+                f'{head}{_encode_str(key)}, "partner": {meta}}}}}'
+                if rec.meta
+                else f"{head}{_encode_str(key)}}}}}",
+            )
+            for key, rec, _, meta in new
+        ]
+        dialect = conn.dialect.name
+        if dialect == "sqlite":
+            ids = _sqlite_insert_entries(conn, entries)
+            conn.exec_driver_sql(
+                f"INSERT INTO exchange_records ({_RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (self.ex_id, k, eid, gen, False, d, now)
+                    for (k, _, d, _), eid in zip(new, ids, strict=True)
+                ],
+            )
+            return ids
+        if dialect == "postgresql":
+            ids = _pg_next_ids(conn, len(entries))
+            _pg_copy(
+                conn,
+                "bank_entries",
+                "id, " + _ENTRY_COLUMNS,
+                ((eid, *row) for eid, row in zip(ids, entries, strict=True)),
+            )
+            _pg_copy(
+                conn,
+                "exchange_records",
+                _RECORD_COLUMNS,
+                (
+                    (self.ex_id, k, eid, gen, False, d, now)
+                    for (k, _, d, _), eid in zip(new, ids, strict=True)
+                ),
+            )
+            return ids
+        # any other database: SQLAlchemy Core (slower, same rows)
+        table = cast(Table, _E.__table__)
+        cols = _ENTRY_COLUMNS.split(", ")
+        values = [dict(zip(cols, row, strict=True)) for row in entries]
+        for v in values:
+            v["meta"] = json.loads(str(v["meta"]))
+        ids = [
+            int(r[0])
+            for r in conn.execute(
+                insert(table).returning(table.c.id, sort_by_parameter_order=True), values
+            )
+        ]
+        conn.execute(
+            insert(cast(Table, _R.__table__)),
+            [
+                dict(
+                    zip(
+                        _RECORD_COLUMNS.split(", "),
+                        (self.ex_id, k, eid, gen, False, d, now),
+                        strict=True,
+                    )
+                )
+                for (k, _, d, _), eid in zip(new, ids, strict=True)
+            ],
+        )
+        return ids
 
     def _entry_values(self, key: str, rec: ExchangeRecord, now: float) -> dict[str, Any]:
         exchange: dict[str, Any] = {"name": self.name, "api": self.api, "key": key}

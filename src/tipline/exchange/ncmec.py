@@ -49,6 +49,7 @@ import re
 import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Generator, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -686,6 +687,8 @@ class _Fetch:
         self.ctx = ctx
         cfg = ctx.config
         self.client = Client(ctx)
+        self._pool: ThreadPoolExecutor | None = None
+        self._ahead: tuple[str, Future[bytes]] | None = None
         self.state: dict[str, Any] = dict(checkpoint.state) if checkpoint else {}
         self.max_entries = int(cfg.get("max_window_entries") or DEFAULT_MAX_WINDOW_ENTRIES)
         self.next_max_age = float(cfg.get("next_max_age") or DEFAULT_NEXT_MAX_AGE)
@@ -709,6 +712,30 @@ class _Fetch:
         return Checkpoint(state, self.start, up_to_date)
 
     def deltas(self) -> Iterator[FetchDelta]:
+        try:
+            yield from self._deltas()
+        finally:
+            # a fetch stopped early (time box, error) leaves at most one page in flight: its
+            # answer is dropped (a GET; the stored checkpoint still names that page)
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+            self._ahead = None
+
+    def _get(self, path: str) -> bytes:
+        """The page at ``path``: the one fetched ahead if it is that one, else fetched now."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == path:
+            return ahead[1].result()
+        return self.client.get(path)
+
+    def _fetch_ahead(self, path: str) -> None:
+        """Start fetching ``path`` (the next page) while the caller commits this one: the
+        partner's time to answer overlaps ours to store (one page ahead at most)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"ncmec-{self.ctx.name[:20]}")
+        self._ahead = (path, self._pool.submit(self.client.get, path))
+
+    def _deltas(self) -> Iterator[FetchDelta]:
         now = int(self.ctx.clock())
         end = now - SETTLE_SECONDS
         self.window = int(self.state.get("window") or 0)
@@ -780,7 +807,7 @@ class _Fetch:
                 )
             seen.add(path)
             try:
-                body = self.client.get(path)
+                body = self._get(path)
             except _StatusError as err:
                 if not fresh and first and err.status in EXPIRED_LINK_STATUSES:
                     log.info(
@@ -804,6 +831,8 @@ class _Fetch:
                 self.window = max(1, min((to - self.start) // SHRINK_FACTOR, guess - 1))
                 return "shrunk"
             first = False
+            if nxt and nxt not in seen:
+                self._fetch_ahead(nxt)
             total += len(page.entries)
             updates, problems = self._updates(page)
             problems.extend(page.problems)
