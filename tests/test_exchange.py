@@ -310,3 +310,26 @@ def test_http_list_100mb_body_stops_at_the_limit(
     assert entries(db) == []
     with db() as s:
         assert s.scalar(select(func.count()).select_from(BankEntryRow)) == 0
+
+
+def test_record_digest_is_unchanged_by_the_single_encoding() -> None:
+    """The fetcher encodes metadata once for digest and row; the digest must stay the one
+    stored by earlier versions (else every unchanged record is rewritten on a refetch)."""
+    import json
+
+    from tipline.exchange.api import ExchangeRecord
+    from tipline.exchange.fetcher import _digest
+
+    def legacy(rec: ExchangeRecord) -> str:
+        doc = [rec.signal_type, rec.signal, rec.label, dict(rec.meta)]
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+    recs = [
+        ExchangeRecord(
+            "pdq", pdq(1), "DEMO-benign-stand-in", {"b": 1, "a": {"z": None, "y": [1, "é"]}}
+        ),
+        ExchangeRecord("md5", "f" * 32),
+        ExchangeRecord("md5", "e" * 32, 'quote " and ü', {"k": "ü", "t": 3.5}),
+    ]
+    assert [_digest(r) for r in recs] == [legacy(r) for r in recs]
+    assert len({_digest(r) for r in recs}) == 3
