@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -236,6 +236,64 @@ class BankIndex:
         self._on[arr] = np.asarray([r[2] for r in rows], bool)
         self._until[arr] = np.asarray([r[4] for r in rows], np.float64)
         for eid, _, _, label, _ in rows:
+            if label:
+                self._labels[eid] = label
+        return len(rows)
+
+    def add_columns(
+        self,
+        *,
+        ids: npt.NDArray[np.int64],
+        bank_names: Sequence[str],
+        bank: npt.NDArray[np.int32],
+        enabled: npt.NDArray[np.bool_],
+        until: npt.NDArray[np.float64],
+        type_names: Sequence[str],
+        type_code: npt.NDArray[np.int16],
+        signals: Callable[[npt.NDArray[np.int64]], list[str]],
+        labels: Callable[[npt.NDArray[np.int64]], list[str]],
+    ) -> int:
+        """Index a columnar entry table (``tipline.index.columns``) without a Python object
+        per entry; ``signals``/``labels`` give the strings of the rows asked for."""
+        if not len(ids):
+            return 0
+        fresh = ~np.isin(ids, np.nonzero(self._slot)[0]) if len(self._slot) else None
+        rows = np.arange(len(ids), dtype=np.int64)
+        if fresh is not None:
+            rows = rows[fresh]
+        types = registered()
+        keep = np.zeros(len(ids), bool)
+        for code, name in enumerate(type_names):
+            st = types.get(name)
+            sel = rows[type_code[rows] == code]
+            if not len(sel):
+                continue
+            if st is None:
+                log.warning("%d entries have unknown signal type %r; not indexed", len(sel), name)
+                continue
+            keep[sel] = True
+        rows = np.nonzero(keep)[0].astype(np.int64)
+        if not len(rows):
+            return 0
+        slots = np.asarray([self._slot_for(n) for n in bank_names], np.int32)
+        self._grow(int(ids[rows].max()))
+        for code, name in enumerate(type_names):
+            sel = rows[type_code[rows] == code]
+            if not len(sel):
+                continue
+            st = types[name]
+            index = self._indexes.get(st.name)
+            if index is None:
+                index = self._indexes[st.name] = new_index(
+                    st.index, None if self._grows else len(sel)
+                )
+            index.add(ids[sel].tolist(), signals(sel))
+            self._tcode[ids[sel]] = self._type_code(st)
+        eids = ids[rows]
+        self._slot[eids] = slots[bank[rows]]
+        self._on[eids] = enabled[rows]
+        self._until[eids] = until[rows]
+        for eid, label in zip(eids.tolist(), labels(rows), strict=True):
             if label:
                 self._labels[eid] = label
         return len(rows)

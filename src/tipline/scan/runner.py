@@ -87,6 +87,15 @@ class _ChosenBank:
 def bank_index_for_scan(store: _BankSource, names: Sequence[str] | None = None) -> BankIndex:
     """The index a scan matches with: the banks named (even a disabled one: naming it is
     asking for it), else every enabled bank; their enabled entries."""
+    from tipline.index.bank_index import BankIndex
+
+    chosen = chosen_banks(store, names)
+    entries = (e for b in chosen for e in store.iter_entries(b.name, enabled_only=True))
+    return BankIndex.build(chosen, entries)
+
+
+def chosen_banks(store: _BankSource, names: Sequence[str] | None = None) -> list[BankLike]:
+    """The banks a scan matches with (see ``bank_index_for_scan``)."""
     all_banks = {b.name: b for b in store.list_banks()}
     if names:
         missing = [n for n in names if n not in all_banks]
@@ -98,10 +107,7 @@ def bank_index_for_scan(store: _BankSource, names: Sequence[str] | None = None) 
         ]
     else:
         chosen = [b for b in all_banks.values() if b.enabled]
-    from tipline.index.bank_index import BankIndex
-
-    entries = (e for b in chosen for e in store.iter_entries(b.name, enabled_only=True))
-    return BankIndex.build(chosen, entries)
+    return chosen
 
 
 # Set in the parent before the pool forks; read by workers.
@@ -119,14 +125,14 @@ def process_path(path: str, skip: frozenset[str]) -> list[ItemRecord]:
     return out
 
 
-def _process_batch(batch: list[tuple[str, frozenset[str]]]) -> list[ItemRecord]:
+def process_batch(batch: list[tuple[str, frozenset[str]]]) -> list[ItemRecord]:
     out: list[ItemRecord] = []
     for path, skip in batch:
         out.extend(process_path(path, skip))
     return out
 
 
-def _crashed(path: str) -> ItemRecord:
+def crashed_record(path: str) -> ItemRecord:
     return ItemRecord(
         path=path,
         errors=[
@@ -181,22 +187,7 @@ def _run_scan(
     start = time.perf_counter()
     done = done or {}
 
-    tasks: list[tuple[str, frozenset[str]]] = []
-    early: list[ItemRecord] = []
-    seen: set[str] = set()  # overlapping arguments (a folder and its subfolder) scan once
-    for item in iter_inputs(paths, follow_symlinks):
-        if isinstance(item, ItemRecord):
-            if item.path not in done.get(item.path, ()):
-                early.append(item)
-            continue
-        key = os.path.abspath(item)
-        if key in seen:
-            continue
-        seen.add(key)
-        already = done.get(item)
-        if already and item in already:
-            continue  # its own record is written last, so the whole file is done
-        tasks.append((item, frozenset(already or ())))
+    tasks, early = plan_tasks(paths, follow_symlinks, done)
     if on_total:
         on_total(len(tasks))
 
@@ -217,6 +208,30 @@ def _run_scan(
         _run_pool(tasks, jobs, deliver)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def plan_tasks(
+    paths: Iterable[str], follow_symlinks: bool, done: dict[str, set[str]]
+) -> tuple[list[tuple[str, frozenset[str]]], list[ItemRecord]]:
+    """The files to scan, each with the record paths ``--resume`` skips in it, and the error
+    records of inputs that could not be listed (a missing path)."""
+    tasks: list[tuple[str, frozenset[str]]] = []
+    early: list[ItemRecord] = []
+    seen: set[str] = set()  # overlapping arguments (a folder and its subfolder) scan once
+    for item in iter_inputs(paths, follow_symlinks):
+        if isinstance(item, ItemRecord):
+            if item.path not in done.get(item.path, ()):
+                early.append(item)
+            continue
+        key = os.path.abspath(item)
+        if key in seen:
+            continue
+        seen.add(key)
+        already = done.get(item)
+        if already and item in already:
+            continue  # its own record is written last, so the whole file is done
+        tasks.append((item, frozenset(already or ())))
+    return tasks, early
 
 
 def pdq_recheck(
@@ -268,7 +283,7 @@ def _run_pool(
             while pending or inflight:
                 while pending and len(inflight) < jobs * 3:
                     b = pending.popleft()
-                    inflight[pool.submit(_process_batch, b)] = b
+                    inflight[pool.submit(process_batch, b)] = b
                 finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     b = inflight.pop(fut)
@@ -300,6 +315,6 @@ def _retry_one_by_one(
     for task in tasks:
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
             try:
-                deliver(pool.submit(_process_batch, [task]).result(), 1)
+                deliver(pool.submit(process_batch, [task]).result(), 1)
             except BrokenProcessPool:
-                deliver([_crashed(task[0])], 1)
+                deliver([crashed_record(task[0])], 1)
