@@ -149,7 +149,7 @@ def run_workers(cfg: WorkerConfig, concurrency: int) -> None:
         signal.signal(signal.SIGINT, old_int)
 
 
-def start_removal_chain(settings: ServiceSettings, url: str, kinds: list[str] | None) -> None:
+def start_removal_chain(settings: ServiceSettings, url: str, kinds: list[str] | None) -> int | None:
     """Start the removal scheduler's tick chain unless it runs already (docs/removal.md): once
     per ``tipline worker`` start, in the supervisor, when its processes run ``removal.tick``.
     ``--drain`` runs never start it (they only empty the queue)."""
@@ -157,14 +157,13 @@ def start_removal_chain(settings: ServiceSettings, url: str, kinds: list[str] | 
     from tipline.service.wiring import removal_config
 
     if kinds and scheduler.TICK_KIND not in kinds:
-        return
+        return None
     engine = make_engine(url)
     try:
         job_id = scheduler.ensure_started(JobQueue(engine), removal_config(settings))
     finally:
         engine.dispose()
-    if job_id is not None:
-        log.info("removal scheduler: tick chain started (job %s)", job_id)
+    return job_id
 
 
 @app.command("worker")
@@ -246,7 +245,10 @@ def worker_cmd(
         raise TiplineError("no job handlers are registered (use --import MODULE)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if not drain and settings.removal.autostart:
-        start_removal_chain(settings, url, kinds)
+        # Said on stderr like the start-up line below (the root logger may be anyone's).
+        started = start_removal_chain(settings, url, kinds)
+        if started is not None:
+            typer.echo(f"removal scheduler: tick chain started (job {started})", err=True)
     cfg = WorkerConfig(
         url=url,
         kinds=tuple(kinds) if kinds else None,
