@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,7 @@ from tipline.removal import cases, scheduler, urllist
 from tipline.removal.providers import replace_directory
 from tipline.removal.urllist import LocationHistory, Transition
 from tipline.service import auth
-from tipline.service.app import create_app
+from tipline.service.app import BANK_PENDING_THREAD, create_app
 from tipline.service.settings import ServiceSettings
 from tipline.store.case_tables import CaseRow, NoticeRow
 from tipline.store.tables import Job
@@ -333,6 +334,11 @@ def svc(
             tokens[role] = auth.create_token(s, user, "all", sorted(auth.ROLE_PERMISSIONS[role]))
     try:
         with TestClient(app) as client:
+            # The app's start-up thread writes too; a tick whose read snapshot it overtook
+            # would fail its first attempt on SQLite (and be retried later than run_jobs looks).
+            for t in threading.enumerate():
+                if t.name == BANK_PENDING_THREAD:
+                    t.join(30)
             yield Svc(client, world, tokens)
     finally:
         scheduler.configure(None)

@@ -279,7 +279,9 @@ def create_app(
         workers = _start_pipeline(ctx, stop)
         if workers and ctx.settings.removal.autostart:
             _start_removal_chain(ctx)
-        threading.Thread(target=_bank_pending_grades, args=(ctx,), daemon=True).start()
+        threading.Thread(
+            target=_bank_pending_grades, args=(ctx,), name=BANK_PENDING_THREAD, daemon=True
+        ).start()
         try:
             yield
         finally:
@@ -325,6 +327,10 @@ def _start_removal_chain(ctx: AppContext) -> None:
         scheduler.ensure_started(JobQueue(ctx.engine))
     except Exception:
         log.exception("could not start the removal scheduler; `tipline case scheduler --start`")
+
+
+#: The start-up thread that banks pending final grades (tests wait for it before writing).
+BANK_PENDING_THREAD = "tipline-bank-pending-grades"
 
 
 def _bank_pending_grades(ctx: AppContext) -> None:
