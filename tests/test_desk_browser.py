@@ -17,10 +17,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +29,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
+from serve_process import running_serve
 from tipline.service import auth
 from tipline.store import migrations
 from tipline.store.base import make_engine, session_factory
@@ -60,12 +57,6 @@ LAUNCH_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _image(seed: int, quality: int = 90, size: tuple[int, int] = (320, 240)) -> bytes:
@@ -113,7 +104,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         partner_token = auth.create_token(s, partner, "intake", ["report:submit"])
         admin_token = auth.create_token(s, admin, "test", sorted(auth.PERMISSIONS))
     engine.dispose()
-    port = _free_port()
     env = dict(
         os.environ,
         TIPLINE_DATA_DIR=str(data),
@@ -122,32 +112,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         TIPLINE_COOKIE_SECURE="false",
         TIPLINE_LOG_LEVEL="warning",
     )
-    exe = shutil.which("tipline", path=str(Path(sys.executable).parent)) or "tipline"
-    log_path = data / "serve.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [exe, "serve", "--port", str(port)], env=env, stdout=log_file, stderr=log_file
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(300):
-                try:
-                    if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None:
-                    raise RuntimeError("tipline serve exited: " + log_path.read_text()[-2000:])
-                time.sleep(0.2)
-            else:
-                raise RuntimeError("tipline serve did not become ready: " + log_path.read_text())
-            yield Server(url, data, db_url, partner_token, admin_token)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with running_serve(env, data / "serve.log", ready_path="/readyz") as url:
+        yield Server(url, data, db_url, partner_token, admin_token)
 
 
 @pytest.fixture(scope="module")

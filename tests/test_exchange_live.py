@@ -19,7 +19,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from hma_compat.conftest import free_port, serve_env, tipline_exe
+from hma_compat.conftest import serve_env
+from serve_process import running_serve, tipline_exe
 from tipline.exchange import store
 from tipline.exchange.fetcher import FetchOptions, run_fetch
 from tipline.index.journal import JournalWriter
@@ -70,36 +71,8 @@ def _worker(data: Path) -> subprocess.Popen[bytes]:
 def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     data = tmp_path / "data"
     data.mkdir()
-    port = free_port()
-    log_path = tmp_path / "serve.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [tipline_exe(), "serve", "--port", str(port)],
-            env=serve_env(data),
-            stdout=log_file,
-            stderr=log_file,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(url + "/status", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None:
-                    raise RuntimeError("tipline serve exited: " + log_path.read_text()[-2000:])
-                if time.monotonic() > deadline:
-                    raise RuntimeError("tipline serve not ready: " + log_path.read_text()[-2000:])
-                time.sleep(0.1)
-            yield url, data
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with running_serve(serve_env(data), tmp_path / "serve.log") as url:
+        yield url, data
 
 
 def _found(http: httpx.Client, bank: str, signal: str) -> bool:

@@ -27,7 +27,8 @@ import pytest
 from sqlalchemy import select
 
 from conftest import encode, photo
-from hma_compat.conftest import free_port, serve_env, tipline_exe
+from hma_compat.conftest import serve_env
+from serve_process import free_port, start_serve, stop_serve, tipline_exe
 from tipline.exchange import peer
 from tipline.exchange.api import ExchangeFetchError, FetchContext
 from tipline.exchange.types import HttpListExchange
@@ -64,32 +65,13 @@ class Instance:
 def _start(tmp: Path, name: str) -> Instance:
     data = tmp / name
     data.mkdir()
-    port = free_port()
-    log = open(tmp / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
     env = serve_env(data, TIPLINE_ANONYMOUS_PERMISSIONS="", TIPLINE_REVIEW_CONSENSUS="1")
-    proc = subprocess.Popen(
-        [tipline_exe(), "serve", "--port", str(port)], env=env, stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url + "/status", timeout=2).status_code == 200:
-                return Instance(url, data, proc)
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"{name} did not start: {(tmp / f'{name}.log').read_text()[-2000:]}")
-        time.sleep(0.1)
+    url, proc = start_serve(env, tmp / f"{name}.log")
+    return Instance(url, data, proc)
 
 
 def _stop(inst: Instance) -> None:
-    inst.proc.terminate()
-    try:
-        inst.proc.wait(15)
-    except subprocess.TimeoutExpired:
-        inst.proc.kill()
+    stop_serve(inst.proc)
 
 
 @pytest.fixture

@@ -9,18 +9,13 @@ shows its time to removal, checked against the case's own timestamps.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from serve_process import running_serve
 from test_notices import SmtpSink
 from test_removal_e2e import DAY, confirmed_report, make_world
 from tipline.removal import scheduler
@@ -41,12 +36,6 @@ playwright_sync = pytest.importorskip("playwright.sync_api")
 PASSWORD = "removal browser password"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 ARTIFACTS = Path(os.environ.get("TIPLINE_TEST_ARTIFACTS", "test-artifacts")) / "screenshots"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _hours(h: float) -> str:
@@ -90,7 +79,6 @@ def removed_case(tmp_path: Path) -> Iterator[tuple[Path, str, Any]]:
 @pytest.fixture
 def server(removed_case: tuple[Path, str, Any]) -> Iterator[str]:
     data, db_url, _case = removed_case
-    port = _free_port()
     env = dict(
         os.environ,
         TIPLINE_DATA_DIR=str(data),
@@ -101,32 +89,8 @@ def server(removed_case: tuple[Path, str, Any]) -> Iterator[str]:
         # nothing steps the case on the real clock while the browser looks at it
         TIPLINE_INPROCESS_WORKERS="0",
     )
-    exe = shutil.which("tipline", path=str(Path(sys.executable).parent)) or "tipline"
-    log_path = data / "serve.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [exe, "serve", "--port", str(port)], env=env, stdout=log_file, stderr=log_file
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(300):
-                try:
-                    if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None:
-                    raise RuntimeError("tipline serve exited: " + log_path.read_text()[-2000:])
-                time.sleep(0.2)
-            else:
-                raise RuntimeError("tipline serve did not become ready: " + log_path.read_text())
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with running_serve(env, data / "serve.log", ready_path="/readyz") as url:
+        yield url
 
 
 def test_removed_case_on_the_removal_and_statistics_pages(

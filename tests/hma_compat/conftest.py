@@ -17,12 +17,7 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,6 +29,8 @@ import numpy as np
 import pdqhash
 import pytest
 from PIL import Image
+
+from serve_process import running_serve
 
 ALL_PERMS = "match:read,hash:read,index:read,bank:read,bank:write"
 #: The server's URL fetch limit (HMA's MAX_REMOTE_FILE_SIZE, smaller).
@@ -123,16 +120,6 @@ def images() -> Iterator[Images]:
         srv.server_close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def tipline_exe() -> str:
-    return shutil.which("tipline", path=str(Path(sys.executable).parent)) or "tipline"
-
-
 def serve_env(data: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIPLINE_")}
     env.update(
@@ -153,36 +140,8 @@ def serve_env(data: Path, **extra: str) -> dict[str, str]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The base URL of a ``tipline serve`` started for this session."""
     data = tmp_path_factory.mktemp("hma-serve")
-    port = free_port()
-    log_path = data / "serve.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [tipline_exe(), "serve", "--port", str(port)],
-            env=serve_env(data),
-            stdout=log_file,
-            stderr=log_file,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(url + "/status", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None:
-                    raise RuntimeError("tipline serve exited: " + log_path.read_text()[-2000:])
-                if time.monotonic() > deadline:
-                    raise RuntimeError("tipline serve not ready: " + log_path.read_text()[-2000:])
-                time.sleep(0.1)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with running_serve(serve_env(data), data / "serve.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from hma_compat.conftest import Images, serve_env, tipline_exe
+from hma_compat.conftest import Images, serve_env
+from serve_process import tipline_exe
 
 
 def test_valid_urls(client: httpx.Client, images: Images) -> None:
