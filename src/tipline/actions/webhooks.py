@@ -32,7 +32,6 @@ import ipaddress
 import json
 import logging
 import secrets
-import ssl
 import threading
 import time
 import uuid
@@ -48,13 +47,11 @@ from sqlalchemy.orm import Session
 from tipline.errors import TiplineError
 from tipline.net.fetch import (
     BlockedAddressError,
-    FetchConnectError,
     FetchError,
     FetchSettings,
-    FetchTimeoutError,
     InvalidURLError,
     check_address,
-    vet_url,
+    send_pinned,
 )
 from tipline.record import Match
 from tipline.store.jobs import JobContext, JobQueue, PermanentJobError, register_handler
@@ -369,48 +366,8 @@ def emit_match(session: Session, item: Item, report_id: int, matches: list[Match
 def post_signed(url: str, body: bytes, headers: dict[str, str], settings: FetchSettings) -> int:
     """POST ``body`` to ``url`` through the SSRF policy (vetted, pinned address; no proxies;
     no redirects followed); returns the HTTP status. Raises a :class:`FetchError`."""
-    u, ip = vet_url(url, settings, settings.connect_timeout)
-    host = u.raw_host.decode("ascii", "replace")
-    bare = host.strip("[]")
-    shown = f"[{bare}]" if ":" in bare else bare
-    host_header = shown if u.port is None else f"{shown}:{u.port}"
-    extensions: dict[str, Any] = {}
-    if u.scheme == "https":
-        try:
-            ipaddress.ip_address(bare)
-        except ValueError:
-            extensions["sni_hostname"] = bare
-    target = u.copy_with(host=str(ip))
-    with httpx.Client(
-        trust_env=False,
-        follow_redirects=False,
-        verify=ssl.create_default_context(cafile=settings.ca_file) if settings.ca_file else True,
-        headers={"User-Agent": "Tipline-webhooks/0.1"},
-        timeout=httpx.Timeout(
-            connect=settings.connect_timeout,
-            read=settings.read_timeout,
-            write=settings.read_timeout,
-            pool=1.0,
-        ),
-        limits=httpx.Limits(max_connections=1, max_keepalive_connections=0),
-    ) as client:
-        request = client.build_request(
-            "POST",
-            target,
-            headers={**headers, "Host": host_header},
-            content=body,
-            extensions=extensions,
-        )
-        try:
-            response = client.send(request, stream=True)
-        except httpx.TimeoutException as err:
-            raise FetchTimeoutError(f"{bare}: {type(err).__name__}", url) from None
-        except httpx.HTTPError as err:
-            raise FetchConnectError(f"{bare}: {type(err).__name__}: {err}"[:300], url) from None
-        try:
-            return response.status_code
-        finally:
-            response.close()  # the answer's body is not needed
+    sent = send_pinned("POST", url, body, headers, settings, user_agent="Tipline-webhooks/0.1")
+    return sent.status
 
 
 def _payload_fields(payload: dict[str, Any]) -> tuple[int, str, str, str, Any]:

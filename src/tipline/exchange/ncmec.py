@@ -43,10 +43,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import ipaddress
 import logging
 import re
-import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Generator, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -58,7 +56,6 @@ from xml.sax.saxutils import escape
 
 import defusedxml
 import defusedxml.ElementTree as SafeET
-import httpx
 
 from tipline.exchange.api import (
     Checkpoint,
@@ -81,7 +78,7 @@ from tipline.net.fetch import (
     FetchTimeoutError,
     HTTPStatusError,
     fetch,
-    vet_url,
+    send_pinned,
 )
 from tipline.signals.types import registered as signal_types
 
@@ -596,59 +593,26 @@ class Client:
     def put(self, path: str, body: bytes) -> int:
         """PUT ``body`` (XML) to a path under the base through the address policy (vetted,
         pinned address, no proxies, no redirects). Returns the status; raises on a refusal."""
-        url = self.url(path)
-        s = self.settings
         try:
-            u, ip = vet_url(url, s, s.connect_timeout)
+            sent = send_pinned(
+                "PUT",
+                self.url(path),
+                body,
+                {**self.headers, "Content-Type": "application/xml; charset=utf-8"},
+                self.settings,
+            )
+        except (FetchTimeoutError, FetchConnectError) as err:
+            raise ExchangeFetchError(str(err)) from None
         except FetchError as err:
             raise ExchangeFetchError(f"NCMEC {_shown(path)}: {err}") from None
-        host = u.raw_host.decode("ascii", "replace").strip("[]")
-        shown = f"[{host}]" if ":" in host else host
-        extensions: dict[str, Any] = {}
-        if u.scheme == "https":
-            try:
-                ipaddress.ip_address(host)
-            except ValueError:
-                extensions["sni_hostname"] = host
-        with httpx.Client(
-            trust_env=False,
-            follow_redirects=False,
-            verify=ssl.create_default_context(cafile=s.ca_file) if s.ca_file else True,
-            headers={"User-Agent": s.user_agent},
-            timeout=httpx.Timeout(
-                connect=s.connect_timeout, read=s.read_timeout, write=s.read_timeout, pool=1.0
-            ),
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=0),
-        ) as client:
-            request = client.build_request(
-                "PUT",
-                u.copy_with(host=str(ip)),
-                headers={
-                    **self.headers,
-                    "Content-Type": "application/xml; charset=utf-8",
-                    "Host": shown if u.port is None else f"{shown}:{u.port}",
-                },
-                content=body,
-                extensions=extensions,
-            )
-            try:
-                response = client.send(request)
-            except httpx.TimeoutException as err:
-                raise ExchangeFetchError(
-                    str(FetchTimeoutError(f"{host}: {type(err).__name__}", url))
-                ) from None
-            except httpx.HTTPError as err:
-                raise ExchangeFetchError(
-                    str(FetchConnectError(f"{host}: {type(err).__name__}", url))
-                ) from None
-        if not 200 <= response.status_code < 300:
-            wait = (response.headers.get("retry-after") or "").strip()
+        if not 200 <= sent.status < 300:
+            wait = (sent.headers.get("retry-after") or "").strip()
             raise _status_error(
-                response.status_code,
+                sent.status,
                 float(min(int(wait), 86_400)) if wait.isdigit() else None,
                 path,
             )
-        return response.status_code
+        return sent.status
 
 
 class _StatusError(ExchangeFetchError):

@@ -29,17 +29,14 @@ import base64
 import binascii
 import hashlib
 import hmac
-import ipaddress
 import json
 import secrets
-import ssl
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -59,7 +56,7 @@ from tipline.exchange.api import (
     Problem,
     register,
 )
-from tipline.net.fetch import FetchError, HTTPStatusError, fetch, vet_url
+from tipline.net.fetch import FetchError, HTTPStatusError, fetch, send_pinned
 from tipline.signals.types import registered as signal_types
 from tipline.store.exchange_share_tables import (
     ExchangeShareEntryRow,
@@ -933,42 +930,13 @@ def _refusal(status: int, had_cursor: bool, bank: str) -> str:
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], ctx: FetchContext) -> tuple[int, str]:
-    """POST through the address policy (vetted, pinned address, no proxies, no redirects)."""
-    s = ctx.fetch_settings
+    """POST through the address policy (vetted, pinned address, no proxies, no redirects);
+    the status and the start of the answer (for the error message)."""
     try:
-        u, ip = vet_url(url, s, s.connect_timeout)
+        sent = send_pinned("POST", url, body, headers, ctx.fetch_settings, keep_bytes=2000)
     except FetchError as err:
         raise ExchangeFetchError(f"the peer: {err}") from None
-    host = u.raw_host.decode("ascii", "replace").strip("[]")
-    shown = f"[{host}]" if ":" in host else host
-    extensions: dict[str, Any] = {}
-    if u.scheme == "https":
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            extensions["sni_hostname"] = host
-    with httpx.Client(
-        trust_env=False,
-        follow_redirects=False,
-        verify=ssl.create_default_context(cafile=s.ca_file) if s.ca_file else True,
-        headers={"User-Agent": s.user_agent},
-        timeout=httpx.Timeout(
-            connect=s.connect_timeout, read=s.read_timeout, write=s.read_timeout, pool=1.0
-        ),
-        limits=httpx.Limits(max_connections=1, max_keepalive_connections=0),
-    ) as client:
-        request = client.build_request(
-            "POST",
-            u.copy_with(host=str(ip)),
-            headers={**headers, "Host": shown if u.port is None else f"{shown}:{u.port}"},
-            content=body,
-            extensions=extensions,
-        )
-        try:
-            response = client.send(request)
-        except httpx.HTTPError as err:
-            raise ExchangeFetchError(f"the peer: {type(err).__name__}") from None
-        return response.status_code, response.text[:500]
+    return sent.status, sent.text[:500]
 
 
 register(TiplinePeerExchange)

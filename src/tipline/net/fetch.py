@@ -409,8 +409,16 @@ def _vet(
     return u, addrs[0]
 
 
-def _pinned_request(client: httpx.Client, u: httpx.URL, ip: IPAddress) -> httpx.Request:
-    """A GET for ``u`` that connects to ``ip``: the URL carries the IP, ``Host`` and SNI the
+def _pinned_request(
+    client: httpx.Client,
+    u: httpx.URL,
+    ip: IPAddress,
+    *,
+    method: str = "GET",
+    headers: Mapping[str, str] | None = None,
+    content: bytes | None = None,
+) -> httpx.Request:
+    """A request for ``u`` that connects to ``ip``: the URL carries the IP, ``Host`` and SNI the
     name, so TLS still verifies the certificate against the name."""
     host_literal = f"[{ip}]" if ip.version == 6 else str(ip)
     target = u.copy_with(host=host_literal.strip("[]"))
@@ -426,12 +434,72 @@ def _pinned_request(client: httpx.Client, u: httpx.URL, ip: IPAddress) -> httpx.
         except ValueError:
             extensions["sni_hostname"] = _host(u)
     req = client.build_request(
-        "GET",
+        method,
         target,
-        headers={"Host": host_header, "Accept-Encoding": "gzip, deflate, identity"},
+        headers={**(headers or {}), "Host": host_header},
+        content=content,
         extensions=extensions,
     )
     return req
+
+
+@dataclass(frozen=True)
+class SentResponse:
+    """What :func:`send_pinned` keeps of an answer: status, headers and the body's start."""
+
+    status: int
+    headers: httpx.Headers
+    text: str
+
+
+def send_pinned(
+    method: str,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    settings: FetchSettings,
+    *,
+    user_agent: str | None = None,
+    keep_bytes: int = 0,
+) -> SentResponse:
+    """Send ``body`` (a POST or PUT) to ``url`` under the address policy: every address the
+    host resolves to checked, connected to the checked one, no proxies, no redirects followed.
+    At most ``keep_bytes`` of the answer's body are read. Raises a :class:`FetchError`."""
+    s = settings
+    u, ip = _vet(url, s, s.connect_timeout, None)
+    with httpx.Client(
+        trust_env=False,
+        follow_redirects=False,
+        verify=_tls_context(s.ca_file),
+        headers={"User-Agent": user_agent or s.user_agent},
+        timeout=httpx.Timeout(
+            connect=s.connect_timeout, read=s.read_timeout, write=s.read_timeout, pool=1.0
+        ),
+        limits=httpx.Limits(max_connections=1, max_keepalive_connections=0),
+    ) as client:
+        # identity: the kept bytes are the text itself, and nothing is ever decompressed
+        asked = {"Accept-Encoding": "identity", **headers}
+        request = _pinned_request(client, u, ip, method=method, headers=asked, content=body)
+        try:
+            response = client.send(request, stream=True)
+        except httpx.TimeoutException as err:
+            raise FetchTimeoutError(f"{_host(u)}: {type(err).__name__}", url) from None
+        except httpx.HTTPError as err:
+            raise FetchConnectError(f"{_host(u)}: {type(err).__name__}: {err}"[:300], url) from None
+        try:
+            kept = bytearray()
+            if keep_bytes > 0:
+                try:
+                    for chunk in response.iter_raw():
+                        kept += chunk
+                        if len(kept) >= keep_bytes:
+                            break
+                except httpx.HTTPError:
+                    pass  # the status is the answer; a body cut short only shortens the text
+            text = bytes(kept[:keep_bytes]).decode("utf-8", "replace")
+            return SentResponse(response.status_code, response.headers, text)
+        finally:
+            response.close()
 
 
 class _Decoder:
@@ -512,7 +580,9 @@ def fetch(
                 hop = FetchHop(url=current)
                 trace.hops.append(hop)
             u, ip = _vet(current, s, min(left(), s.connect_timeout), hop)
-            request = _pinned_request(client, u, ip)
+            request = _pinned_request(
+                client, u, ip, headers={"Accept-Encoding": "gzip, deflate, identity"}
+            )
             if extra and _origin(u) == origin:
                 request.headers.update(extra)
             if hop is not None:
