@@ -60,6 +60,29 @@ def _nonce(request: Request) -> str:
     return nonce
 
 
+def _signed_json(
+    bank: str,
+    share: ExchangeShareRow,
+    headers: dict[str, str],
+    nonce: str,
+    target: str,
+    body: bytes,
+    now: float,
+) -> dict[str, Any]:
+    """A peer's signed POST body: the signature checked (401), then a JSON object (400)."""
+    try:
+        peer.verify(_secret(bank, share), headers, nonce, "POST", target, body, now)
+    except SignatureError as err:
+        raise HttpError(401, str(err).replace("page", "request")) from None
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise HttpError(400, "the body is not JSON") from None
+    if not isinstance(doc, dict):
+        raise HttpError(400, "the body must be a JSON object")
+    return doc
+
+
 def router(ctx: AppContext) -> APIRouter:
     """The feed's routes (mounted by the app)."""
     r = APIRouter(tags=["exchange"])
@@ -157,16 +180,7 @@ def router(ctx: AppContext) -> APIRouter:
             now = time.time()
             with factory() as s:  # read and check only: the matcher writes the entries
                 share = _share(s, bank, who)
-                try:
-                    peer.verify(_secret(bank, share), headers, nonce, "POST", target, body, now)
-                except SignatureError as err:
-                    raise HttpError(401, str(err).replace("page", "request")) from None
-                try:
-                    doc = json.loads(body)
-                except (ValueError, UnicodeDecodeError):
-                    raise HttpError(400, "the body is not JSON") from None
-                if not isinstance(doc, dict):
-                    raise HttpError(400, "the body must be a JSON object")
+                doc = _signed_json(bank, share, headers, nonce, target, body, now)
                 try:
                     plan = peer.plan_submissions(s, share, doc.get("records"), who.username)
                 except ShareError as err:
@@ -217,16 +231,7 @@ def router(ctx: AppContext) -> APIRouter:
             now = time.time()
             with factory() as s, s.begin():
                 share = _share(s, bank, who)
-                try:
-                    peer.verify(_secret(bank, share), headers, nonce, "POST", target, body, now)
-                except SignatureError as err:
-                    raise HttpError(401, str(err).replace("page", "request")) from None
-                try:
-                    doc = json.loads(body)
-                except (ValueError, UnicodeDecodeError):
-                    raise HttpError(400, "the body is not JSON") from None
-                if not isinstance(doc, dict):
-                    raise HttpError(400, "the body must be a JSON object")
+                doc = _signed_json(bank, share, headers, nonce, target, body, now)
                 try:
                     return peer.record_opinion(s, share, doc, now)
                 except ShareError as err:
