@@ -3,15 +3,17 @@ actionable items (docs/actions.md). Every export is an ``export.<kind>`` audit e
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
@@ -60,19 +62,19 @@ def _actor() -> str:
         return "cli"
 
 
-def _export_to(kind: str, output: Path | None, since: str | None, url: str | None) -> None:
-    """Write to a temporary file in the transaction that records the audit event; once that
-    commits, move it into place (or copy it to stdout)."""
-    since_at = _parse_since(since) if since else None
-    factory = open_db(url)
+@contextlib.contextmanager
+def _output_after_commit(output: Path | None) -> Iterator[TextIO]:
+    """A temporary file to write the export into; the caller's transaction (which records the
+    audit event) closes inside this block, and only once the block ends without an error is
+    the file moved into place (or copied to stdout). A failed export leaves no file behind."""
     where = output.parent if output is not None else None
     if where is not None and not where.is_dir():
         raise TiplineError(f"cannot write {output}: no directory {where}")
     fd, name = tempfile.mkstemp(prefix=".tipline-export-", suffix=".tmp", dir=where)
     tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh, factory() as s, s.begin():
-            count = exports.export(s, kind, fh, actor=_actor(), since=since_at)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            yield fh
         if output is None:
             with tmp.open("r", encoding="utf-8", newline="") as fh2:
                 shutil.copyfileobj(fh2, sys.stdout)
@@ -81,6 +83,15 @@ def _export_to(kind: str, output: Path | None, since: str | None, url: str | Non
             tmp.replace(output)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _export_to(kind: str, output: Path | None, since: str | None, url: str | None) -> None:
+    """Write to a temporary file in the transaction that records the audit event; once that
+    commits, move it into place (or copy it to stdout)."""
+    since_at = _parse_since(since) if since else None
+    factory = open_db(url)
+    with _output_after_commit(output) as fh, factory() as s, s.begin():
+        count = exports.export(s, kind, fh, actor=_actor(), since=since_at)
     what = "URLs" if kind == "urls" else f"items ({count.rows} rows)"
     to = f" to {output}" if output is not None else ""
     typer.echo(f"exported {count.items} {what}{to}", err=True)
@@ -125,31 +136,17 @@ def _export_url_list(
     since_at = _parse_since(since) if since else None
     until_at = _parse_time("--until", until) if until else None
     factory = open_db(url)
-    where = output.parent if output is not None else None
-    if where is not None and not where.is_dir():
-        raise TiplineError(f"cannot write {output}: no directory {where}")
-    fd, name = tempfile.mkstemp(prefix=".tipline-export-", suffix=".tmp", dir=where)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh, factory() as s, s.begin():
-            result = urllist.export_urls(
-                s,
-                fh,
-                actor=_actor(),
-                now=until_at,
-                since=since_at,
-                delta_wanted=delta,
-                fmt="json" if as_json else "text",
-                source=source.value,
-            )
-        if output is None:
-            with tmp.open("r", encoding="utf-8", newline="") as fh2:
-                shutil.copyfileobj(fh2, sys.stdout)
-            sys.stdout.flush()
-        else:
-            tmp.replace(output)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with _output_after_commit(output) as fh, factory() as s, s.begin():
+        result = urllist.export_urls(
+            s,
+            fh,
+            actor=_actor(),
+            now=until_at,
+            since=since_at,
+            delta_wanted=delta,
+            fmt="json" if as_json else "text",
+            source=source.value,
+        )
     to = f" to {output}" if output is not None else ""
     if result.delta is not None:
         d = result.delta
