@@ -32,7 +32,7 @@ from tipline.net.fetch import (
     HTTPStatusError,
     InvalidURLError,
     TooManyRedirectsError,
-    _read_body,
+    read_body,
 )
 
 __all__ = ["TorProxyDownError", "fetch_onion", "is_onion", "proxy_url"]
@@ -142,7 +142,7 @@ def fetch_onion(
                         current,
                         status=response.status_code,
                     )
-                body = _read_body(response, settings, current, left)
+                body = read_body(response, settings, current, left)
                 return FetchResult(
                     content=body,
                     url=current,

@@ -639,7 +639,7 @@ def fetch(
                         status=response.status_code,
                         retry_after=_retry_after(response.headers.get("retry-after")),
                     )
-                body = _read_body(response, s, current, left, sink)
+                body = read_body(response, s, current, left, sink)
                 headers = {k.lower(): v for k, v in response.headers.items()}
                 return FetchResult(
                     content=body,
@@ -653,13 +653,16 @@ def fetch(
                 response.close()
 
 
-def _read_body(
+def read_body(
     response: httpx.Response,
     s: FetchSettings,
     url: str,
     left: Callable[[], float],
     sink: Callable[[bytes], None] | None = None,
 ) -> bytes:
+    """A streamed response's body under the fetch limits (declared and counted size, the
+    time left, bounded decompression); handed to ``sink`` chunk by chunk instead when given.
+    Public for fetchers with their own transport (the crawler's SOCKS client)."""
     declared = response.headers.get("content-length")
     if declared is not None:
         try:
