@@ -425,7 +425,8 @@ def test_filters_paging_and_bad_parameters(svc: Svc) -> None:
     assert ids(f"?max_age_hours={age - 1:.0f}") == []
     assert ids(f"?min_age_hours={age + 1:.0f}") == others  # confirmed 2, 4, 6 days before
     assert ids(f"?min_age_hours={age + 72:.0f}") == others[1:]
-    assert ids(f"?max_age_hours={age + 72:.0f}&min_age_hours={age:.0f}") == [case.id, others[0]]
+    # min rounded down: a bound rounded to the nearest hour could fall just above the case's age
+    assert ids(f"?max_age_hours={age + 72:.0f}&min_age_hours={int(age)}") == [case.id, others[0]]
     with svc.world.factory() as s, s.begin():
         cases.close(s, others[0], reason="duplicate", by="test")
     assert ids("?state=open") == [case.id, *others[1:]]
