@@ -286,9 +286,11 @@ def _progress(console: Console) -> Progress:
 @app.command()
 def scan(
     paths: Annotated[
-        list[Path],
+        list[str],
         typer.Argument(
-            help="Files, folders (recursive), zip and tar archives.", show_default=False
+            help="Files, folders (recursive), zip and tar archives, object-storage prefixes "
+            "(s3://bucket/prefix, gs://, az://; see docs/object-storage.md).",
+            show_default=False,
         ),
     ],
     bank: Annotated[
@@ -386,9 +388,12 @@ def scan(
     from tipline.cli.database import ready_url
     from tipline.scan import output as out
     from tipline.scan.hashing import HashOptions
+    from tipline.scan.objectstore import is_uri
     from tipline.scan.runner import bank_index_for_scan, run_scan
     from tipline.store.banks import open_bank_store
 
+    # URIs as typed (a Path would fold s3:// into s3:/); local paths as before
+    inputs = [p if is_uri(p) else str(Path(p)) for p in paths]
     limits = limits_from(
         max_file_bytes,
         max_image_bytes,
@@ -472,7 +477,7 @@ def scan(
                     bar.update(task, rate=f"{done_n / dt:,.1f} files/s")
 
                 summary = run_scan(
-                    [str(p) for p in paths],
+                    inputs,
                     options,
                     matcher,
                     writer.write,
@@ -484,7 +489,7 @@ def scan(
                 )
         else:
             summary = run_scan(
-                [str(p) for p in paths],
+                inputs,
                 options,
                 matcher,
                 writer.write,
@@ -501,7 +506,7 @@ def scan(
         meta = {
             "banks": ", ".join(matcher.banks()) or "none",
             "pdq mode": options.pdq_mode,
-            "paths": ", ".join(str(p) for p in paths)[:300],
+            "paths": ", ".join(inputs)[:300],
         }
         tmp = output.with_name(output.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
