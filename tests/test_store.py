@@ -56,6 +56,7 @@ TABLES = {
     "exchange_share_entries",
     "exchange_share_opinions",
     "exchange_share_submissions",
+    "exchange_feedback",
 }
 
 

@@ -574,6 +574,7 @@ __all__ = [
 from tipline.store import (  # noqa: E402, F401
     case_tables,
     crawl_tables,
+    exchange_feedback_tables,
     exchange_share_tables,
     hosting_tables,
 )
