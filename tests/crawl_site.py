@@ -6,7 +6,12 @@ The forum (``/forum/``): an index with two pages (pagination), threads with seve
 (``<a href=full><img src=thumb></a>``), srcset, og:image. Some full-size images are banked:
 photographs that scikit-image ships (coffee, chelsea, astronaut, rocket), the bank holding
 their hashes under the label ``DEMO-benign-stand-in``; the rest are procedural noise. Thread 4
-has nothing banked over five pages (a barren branch). The gallery (``/gallery/``) links each
+has nothing banked over five pages (a barren branch). Thread 5 (on the forum's second page)
+holds the guides and models: a post quoting an edited copy of a banked stand-in guide
+(tests/guide_texts.py, benign text with placeholder keywords), a link to the same edited guide
+as a TXT file, a link to a small generated safetensors LoRA whose SHA-256 is banked (never a
+pickle), a link to an unbanked one, and a Civitai-style model page printing the AutoV2 of a
+banked model the site does not serve. The gallery (``/gallery/``) links each
 thumbnail to a viewer page on the image host (another registrable domain: followed one hop).
 
 Hostile routes for the bad-input tests: a link loop, an infinite calendar, 10,000 links on one
@@ -38,6 +43,8 @@ from tipline.scan.hashing import HashOptions, hash_bytes
 
 BANK = "DEMO_BENIGN_STAND_IN"
 LABEL = "DEMO-benign-stand-in"
+GUIDE_LABEL = "DEMO-guide-stand-in"
+MODEL_LABEL = "DEMO-model-stand-in"
 #: (thread, page) -> the images posted there: (name, banked)
 THREADS: dict[tuple[int, int], list[tuple[str, bool]]] = {
     (1, 1): [("coffee", True), ("n1", False)],
@@ -51,10 +58,39 @@ THREADS: dict[tuple[int, int], list[tuple[str, bool]]] = {
     (4, 3): [("n7", False)],
     (4, 4): [("n8", False)],
     (4, 5): [("n9", False)],
+    (5, 1): [("n10", False)],
 }
 THREAD_PAGES = {t: max(p for tt, p in THREADS if tt == t) for t, _ in THREADS}
 GALLERY = ["g1", "g2", "g3"]
 BANKED = ("coffee", "chelsea", "astronaut", "rocket")
+#: thread 5's guide document and model links (paths on the forum host)
+GUIDE_TXT = "/files/bookshelf-guide.txt"
+MODEL_BANKED = "/files/models/landscape-lora.safetensors"
+MODEL_OTHER = "/files/models/portrait-lora.safetensors"
+MODEL_PAGE = "/forum/models/7"
+
+
+def _safetensors(seed: int, rows: int) -> bytes:
+    """A tiny safetensors file (8-byte header length, JSON header, F16 tensor bytes)."""
+    import json
+    import struct
+
+    import numpy as np
+
+    data = np.random.default_rng(seed).standard_normal((rows, 32)).astype(np.float16).tobytes()
+    name = "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight"
+    header = {
+        name: {"dtype": "F16", "shape": [rows, 32], "data_offsets": [0, len(data)]},
+        "__metadata__": {"ss_network_module": "networks.lora", "note": "DEMO-benign-stand-in"},
+    }
+    h = json.dumps(header).encode()
+    return struct.pack("<Q", len(h)) + h + data
+
+
+#: model files served by the forum (generated; the banked one's SHA-256 is in ``bank()``)
+MODELS = {MODEL_BANKED: _safetensors(1, 8), MODEL_OTHER: _safetensors(2, 8)}
+#: a model only the model page names (its AutoV2 printed, its SHA-256 banked)
+PAGE_MODEL = _safetensors(3, 8)
 
 
 def _full(name: str) -> bytes:
@@ -90,12 +126,24 @@ class Images:
         return [encode(noise_image(1000 + i, 64, 48), "PNG") for i in range(20)]
 
     def bank(self) -> BankIndex:
-        """The banked full-size images' PDQ and SHA-256 (benign stand-ins)."""
+        """The banked full-size images' PDQ and SHA-256, the stand-in guide's TLSH and two
+        model files' SHA-256 (benign stand-ins all)."""
+        import hashlib
+
+        from guide_texts import ASSEMBLY_GUIDE
+        from tipline.signals.tlsh import hash_text
+
         entries = []
         for i, n in enumerate(BANKED):
             r = hash_bytes(self.full[n], n, HashOptions(provenance=False))
             entries.append(Entry(BANK, "pdq", r.pdq, label=LABEL, id=2 * i + 1))
             entries.append(Entry(BANK, "sha256", r.sha256, label=LABEL, id=2 * i + 2))
+        guide = hash_text(ASSEMBLY_GUIDE).signal
+        assert guide is not None
+        entries.append(Entry(BANK, "tlsh", guide, label=GUIDE_LABEL, id=101))
+        for i, data in enumerate((MODELS[MODEL_BANKED], PAGE_MODEL)):
+            sha = hashlib.sha256(data).hexdigest()
+            entries.append(Entry(BANK, "sha256", sha, label=MODEL_LABEL, id=102 + i))
         return BankIndex.build([Bank(BANK, "alert")], entries)
 
 
@@ -113,6 +161,20 @@ def _thumb_link(name: str, full_href: str) -> str:
     return (
         f'<div class="post"><a href="{full_href}"><img src="/img/thumb/{name}.jpg" '
         f'alt="{name}"></a></div>'
+    )
+
+
+def _guides_post() -> str:
+    """Thread 5's post: the edited guide quoted, and links to the guide file and models."""
+    from guide_texts import ASSEMBLY_GUIDE_REPOST
+
+    quoted = html.escape(ASSEMBLY_GUIDE_REPOST).replace("\n\n", "</p><p>")
+    return (
+        f'<div class="post"><p>{quoted}</p>'
+        f'<p><a href="{GUIDE_TXT}">the guide as a text file</a> '
+        f'<a href="{MODEL_BANKED}">landscape LoRA</a> '
+        f'<a href="{MODEL_OTHER}">portrait LoRA</a> '
+        f'<a href="{MODEL_PAGE}">model page</a></p></div>'
     )
 
 
@@ -217,7 +279,7 @@ class Site:
             return self.send(h, IMAGES.full[name], ctype)
         if p in ("/forum/", "/forum"):
             page = int(q.get("page", "1"))
-            threads = [1, 2] if page == 1 else [3, 4]
+            threads = [1, 2] if page == 1 else [3, 4, 5]
             body = "".join(f'<p><a href="/forum/thread/{t}">Thread {t}</a></p>' for t in threads)
             if page == 1:
                 body += '<a rel="next" href="/forum/?page=2">Next</a>'
@@ -231,12 +293,29 @@ class Site:
                 _thumb_link(n, f"/img/full/{n}.{'jpg' if b else 'png'}")
                 for n, b in THREADS[(t, page)]
             )
+            if t == 5:
+                posts += _guides_post()
             nav = '<a href="/forum/">Back to the forum</a>'
             head = ""
             if page < THREAD_PAGES[t]:
                 nav += f' <a href="/forum/thread/{t}?page={page + 1}">Next</a>'
                 head = f'<link rel="next" href="/forum/thread/{t}?page={page + 1}">'
             return self.send(h, _page(f"Thread {t} page {page}", posts + nav, head))
+        if p == GUIDE_TXT:
+            from guide_texts import ASSEMBLY_GUIDE_REPOST
+
+            return self.send(h, ASSEMBLY_GUIDE_REPOST.encode(), "text/plain; charset=utf-8")
+        if p in MODELS:
+            return self.send(h, MODELS[p], "application/octet-stream")
+        if p == MODEL_PAGE:
+            import hashlib
+
+            v2 = hashlib.sha256(PAGE_MODEL).hexdigest()[:10].upper()
+            body = (
+                '<table class="file-details"><tr><td>AutoV2</td>'
+                f"<td><code>{v2}</code></td></tr></table>"
+            )
+            return self.send(h, _page("Portrait LoRA v2 (model page)", body))
         if p == "/gallery/":
             body = "".join(
                 f'<a href="{self.imagehost}/view/{n}"><img src="/img/thumb/{n}.jpg" '

@@ -8,15 +8,29 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from crawl_site import BANKED, IMAGES, Site
+from crawl_site import (
+    BANKED,
+    GUIDE_LABEL,
+    GUIDE_TXT,
+    IMAGES,
+    MODEL_BANKED,
+    MODEL_LABEL,
+    MODEL_OTHER,
+    MODEL_PAGE,
+    MODELS,
+    Site,
+)
+from guide_texts import KEYWORDS
 from tipline import pipeline
 from tipline.crawl import engine as crawl_engine
 from tipline.crawl.engine import (
@@ -32,6 +46,7 @@ from tipline.crawl.engine import (
 from tipline.crawl.links import canonical_url, extract
 from tipline.net.fetch import FetchSettings
 from tipline.pipeline.stages import PipelineConfig
+from tipline.provenance.keywords import KeywordList, KeywordMatcher
 from tipline.scan.hashing import HashOptions
 from tipline.service.intake import IntakeContext, IntakeSettings, NewReport, create_reports
 from tipline.store.crawl_tables import CrawlMedia, CrawlPage, CrawlRow
@@ -59,6 +74,7 @@ def pcfg() -> PipelineConfig:
         media_store=None,
         fetch_settings=FetchSettings.build(allow_networks=["127.0.0.0/8"]),
         hash_options=HashOptions(provenance=False),
+        keywords=KeywordMatcher(KeywordList.parse("\n".join(KEYWORDS))),
     )
 
 
@@ -112,8 +128,25 @@ def _drain(queue: JobQueue, sf: sessionmaker[Session], limit: int = 500) -> list
 
 
 def test_report_naming_one_forum_page_finds_every_banked_image(
-    engine: Engine, session_factory: sessionmaker[Session], site: Site, ccfg: CrawlConfig
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    site: Site,
+    ccfg: CrawlConfig,
+    tmp_path: Path,
 ) -> None:
+    """The issue's "done when": a report naming one thread of the forum ends with every banked
+    image matched, the guide found by keyword and by TLSH, the model hashes matched (a model
+    file's and the ones a model page prints), non-matching media kept only as hashes, evidence
+    captures of the pages where something matched, and the crawl saying why it stopped."""
+    import hashlib
+
+    from tipline.removal.evidence import load
+    from tipline.store.media import Keyring, new_key
+
+    ring = Keyring()
+    ring.add(new_key())
+    cfg = replace(ccfg, evidence_dir=tmp_path / "ev", keyring=ring)
+    crawl_engine.configure(cfg)
     queue = JobQueue(engine)
     ctx = IntakeContext(session_factory, queue, IntakeSettings(secret=b"s"))
     seed = f"{site.base}/forum/thread/1"
@@ -128,37 +161,85 @@ def test_report_naming_one_forum_page_finds_every_banked_image(
         assert row is not None
         assert (row.state, row.stop_reason) == ("done", "frontier_exhausted")
     media = _media(session_factory, cid)
+    images = {u: m for u, m in media.items() if m.via != "model"}
     for name in BANKED:  # every banked full-size image of the forum matched
-        m = media[f"{site.base}/img/full/{name}.jpg"]
+        m = images[f"{site.base}/img/full/{name}.jpg"]
         assert m.matched and m.matches and m.matches[0]["label"] == "DEMO-benign-stand-in"
         assert m.upload_id is not None
-    unmatched = [m for m in media.values() if not m.matched]
+    unmatched = [m for m in images.values() if not m.matched]
     assert len(unmatched) >= 5
     for m in unmatched:  # kept only as hashes, URL and page
         assert m.upload_id is None and m.sha256 and m.pdq and m.page_id is not None
+    pages = _pages(session_factory, cid)
+    # the model file whose SHA-256 is banked: hashed as it streamed, matched, never kept
+    model = media[f"{site.base}{MODEL_BANKED}"]
+    assert model.via == "model" and model.error is None
+    assert model.sha256 == hashlib.sha256(MODELS[MODEL_BANKED]).hexdigest()
+    assert model.size == len(MODELS[MODEL_BANKED])
+    assert model.matched and model.matches
+    assert [(x["signal_type"], x["label"]) for x in model.matches] == [("sha256", MODEL_LABEL)]
+    assert model.flags and model.flags["model"]["format"] == "safetensors"
+    assert model.flags["model"]["autov2"] == model.sha256[:10]
+    assert model.upload_id is None  # a model file's bytes are never stored
+    other = media[f"{site.base}{MODEL_OTHER}"]
+    assert other.via == "model" and not other.matched and other.upload_id is None
+    assert other.sha256 == hashlib.sha256(MODELS[MODEL_OTHER]).hexdigest()
+    thread5 = pages[f"{site.base}/forum/thread/5"]
+    assert model.page_id == thread5.id and thread5.matched
+    # the guide: the thread quoting it is flagged by keyword (its page text is too far from
+    # the banked guide for TLSH), the guide file itself is found by keyword and TLSH
+    assert thread5.flagged and thread5.notes
+    assert {h["term"] for h in thread5.notes["document"]["keyword_hits"]} == set(KEYWORDS)
+    guide = pages[f"{site.base}{GUIDE_TXT}"]
+    assert guide.state == "done" and guide.media_type == "text/plain"
+    assert guide.matched and guide.flagged and guide.notes
+    assert {h["term"] for h in guide.notes["document"]["keyword_hits"]} == set(KEYWORDS)
+    [tlsh_match] = guide.notes["document_matches"]
+    assert (tlsh_match["signal_type"], tlsh_match["label"]) == ("tlsh", GUIDE_LABEL)
+    assert 0 < tlsh_match["distance"] <= 30
+    # a Civitai-style model page: the AutoV2 it prints finds the banked full SHA-256
+    mpage = pages[f"{site.base}{MODEL_PAGE}"]
+    assert mpage.matched and mpage.notes and mpage.notes["model_page_hashes"] == 1
+    [cited] = mpage.notes["model_page_matches"]
+    assert (cited["label"], cited["via"]) == (MODEL_LABEL, "cited_resource")
+    # pages where something matched have a sealed evidence capture; the others none
+    captured = {u for u, p in pages.items() if p.evidence_sha256}
+    assert captured == {u for u, p in pages.items() if p.matched}
+    assert {seed, thread5.url, guide.url, mpage.url} <= captured
+    bundle = load(guide.evidence_sha256 or "", store_dir=tmp_path / "ev", keyring=ring)
+    assert bundle.url == guide.url and bundle.http_status == 200
     with session_factory() as s:
         uploads = s.scalars(select(Upload).where(Upload.report_id == report.id)).all()
-        # the crawl's uploads are exactly the matched media, and their bytes left the table
+        # the crawl's uploads are exactly the matched images, and their bytes left the table
         kept = [u for u in uploads if u.source_url != seed]
-        assert {u.source_url for u in kept} == {m.url for m in media.values() if m.matched}
+        assert {u.source_url for u in kept} == {m.url for m in images.values() if m.matched}
         assert all(u.data is None for u in kept)
         items = s.scalars(
             select(Item).join(ReportItem).where(ReportItem.report_id == report.id)
         ).all()
         assert {i.status for i in items} <= {"matched", "auto_confirmed", "new", "hashed"}
         assert len([i for i in items if i.matches]) == len(kept)
-    pages = _pages(session_factory, cid)
     # Arachnid's rule: thread 4 has nothing over its pages; its branch stops after 3
     assert "branch_stopped" in (pages[f"{site.base}/forum/thread/4"].notes or {})
     assert site.fetched("/forum/thread/4?page=2") == 0
-    # nothing fetched twice by the crawl (the pipeline's own fetch of the report's URL, which
-    # finds a page, not media, is the seed's other request)
-    assert site.fetched("/forum/thread/1") == 2
-    assert all(
-        n == 1
-        for (_h, p), n in site.hits.items()
-        if p.startswith(("/forum/", "/img/")) and p != "/forum/thread/1"
-    )
+    # nothing fetched twice by the crawl: besides the crawl's own fetch, a page has one more
+    # for its evidence capture, and the seed one more for the pipeline's fetch of the report's
+    # URL (which finds a page, not media)
+    by_path = {
+        urlsplit(u).path + (f"?{urlsplit(u).query}" if urlsplit(u).query else ""): p
+        for u, p in pages.items()
+    }
+    captured_ids = {p.id for p in pages.values() if p.evidence_sha256}
+    on_captured = {urlsplit(u).path for u, m in media.items() if m.page_id in captured_ids}
+    for (_h, path), n in site.hits.items():
+        if not path.startswith(("/forum/", "/img/", "/files/")):
+            continue
+        page = by_path.get(path)
+        if page is not None:
+            expected = 1 + int(bool(page.evidence_sha256)) + int(path == "/forum/thread/1")
+            assert n == expected, path
+        else:  # media: the crawl's fetch, and where its page was captured, the capture's
+            assert 1 <= n <= 1 + int(path in on_captured), path
     # page HTML is not stored anywhere: no upload holds a page
     assert all(not (u.filename or "").startswith(f"{site.base}/forum") for u in kept)
 

@@ -388,6 +388,8 @@ class _Outcome:
     evidence_sha256: str | None = None
 
 
+#: a page printing a model hash names it (Civitai: "SHA256", "AutoV2"); others are not parsed
+_MODEL_PAGE_RE = re.compile(rb"sha-?256|autov[123]", re.I)
 _HTML_RE = re.compile(rb"<(?:!doctype\s+html|html|head|body|a|div|p|img|table|meta)[\s>/]", re.I)
 
 
@@ -566,35 +568,69 @@ class _Runner:
             m.error = "; ".join(found.errors[:5])[:1000]
 
     def _model(self, link: Link) -> _Media:
+        """A model link streamed through the hashers (never written, never unpickled); its
+        :meth:`ModelFindings.record` is matched like a scanned model file."""
         m = _Media(link.url, url_key(link.url), "model")
         if _models is None or not hasattr(_models, "hash_model_stream"):
             m.error = "model links are not hashed in this build (tipline.crawl.models missing)"
             return m
         try:
-            found = _models.hash_model_stream(
-                link.url, self.media_settings, self.cfg.model_size_cap
-            )
+            if is_onion(link.url):
+                # never direct: through the Tor proxy, under the media size cap
+                res = self.fetch(link.url, self.media_settings)
+                found = _models.analyse_model_stream([res.content], link.url)
+                found.final_url = res.url
+            else:
+                found = _models.hash_model_stream(
+                    link.url, self.media_settings, self.cfg.model_size_cap
+                )
+            record: ItemRecord = found.record()
+            record.matches = list(self.cfg.pipeline.match(record)) if found.hashes else []
+        except FetchError as err:
+            m.error = str(err)[:1000]
+            m.status = err.status if isinstance(err, HTTPStatusError) else None
+            return m
         except Exception as err:  # a hostile model file never stops the crawl
+            log.exception("crawl %s: model link %s failed", self.crawl_id, link.url[:200])
             m.error = f"model: {type(err).__name__}: {err}"[:1000]
             return m
-        record = ItemRecord(
-            path=link.url[-255:],
-            media_type="application/x-model",
-            sha256=getattr(found, "sha256", None),
-            autov2=getattr(found, "autov2", None),
-            autov3=getattr(found, "autov3", None),
-            size=getattr(found, "size", None),
-        )
-        prior = list(getattr(found, "matches", None) or [])
-        record.matches = prior or self.cfg.pipeline.match(record)
         m.record = record
-        m.size = int(getattr(found, "size", 0) or getattr(found, "bytes_read", 0) or 0)
+        m.size = int(found.size or 0)
         m.media_type = record.media_type
-        m.matched = bool(record.alert_matches) or bool(prior)
-        errors = getattr(found, "errors", None) or getattr(found, "error", None)
-        if errors:
-            m.error = str(errors)[:1000]
+        m.status = 200 if found.hashes else None
+        m.matched = bool(record.alert_matches)
+        m.flags = _flags(record)
+        if m.matched or m.flags:
+            # what the hashers and header readers said (the bytes are never kept)
+            m.flags = dict(m.flags or {})
+            m.flags["model"] = {
+                "format": found.format,
+                "autov2": found.autov2,
+                "autov3": found.autov3,
+                "verdict": found.finding.verdict if found.finding is not None else None,
+            }
+        if found.error:
+            m.error = str(found.error)[:1000]
         return m
+
+    def _model_page(self, out: _Outcome, res: FetchResult) -> None:
+        """A Civitai-style model page: the hashes it prints, matched against the banks."""
+        if _models is None or not _MODEL_PAGE_RE.search(res.content):
+            return
+        try:
+            cited = _models.model_hashes_from_page(res.content)
+            if not cited:
+                return
+            record: ItemRecord = _models.page_record(res.url, cited)
+            record.matches = list(self.cfg.pipeline.match(record))
+            matches = record.alert_matches
+        except Exception as err:  # hostile markup never stops the crawl
+            out.notes["model_page_error"] = f"{type(err).__name__}: {err}"[:500]
+            return
+        out.notes["model_page_hashes"] = len(cited)
+        if matches:
+            out.notes["model_page_matches"] = [x.to_json() for x in matches][:50]
+            out.matched = True
 
     def _fetch_media(self, link: Link) -> _Media | None:
         key = url_key(link.url)
@@ -714,6 +750,7 @@ class _Runner:
             if found.truncated:
                 out.notes["parse_truncated"] = True
             self._document(out, res)  # the page's own text: keywords, TLSH
+            self._model_page(out, res)  # the model hashes a model page prints
             self._page_media(out, links_found)
         else:
             self._document(out, res)
