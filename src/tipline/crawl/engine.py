@@ -2,12 +2,14 @@
 
 A crawl (``crawls`` row) has seeds, budgets and a policy; its frontier (``crawl_pages``) is
 its durable queue. One runner at a time works a crawl (``crawls.runner`` with a heartbeat; a
-runner silent for ``stale_seconds`` is taken over). The runner claims queued pages (``queued
--> fetching``), fetches each in a worker thread with its media, and commits **in one
-transaction** the page's result, its media rows and its child pages. A runner killed at any
-moment therefore loses nothing: the pages it had in flight were never committed and are
-queued again by the next runner; a committed page is never fetched again (its canonical URL
-is unique in the crawl).
+runner silent for ``stale_seconds`` is taken over). Each round the runner claims, in one
+transaction, the queued pages it starts (``queued -> fetching``, at most one per free
+worker), fetches each in a worker thread with its media, and commits **in one transaction**
+the results of every page that finished since the last commit: their rows, their media rows
+and their child pages. A runner killed at any moment therefore loses nothing: the pages it had
+claimed were never committed and are queued again by the next runner (at most one per worker
+is fetched a second time); a committed page is never fetched again (its canonical URL is
+unique in the crawl).
 
 **Hash-first.** Every media file goes through the pipeline's analysis of an upload
 (:func:`tipline.pipeline.stages.analyse_bytes`: hashes, provenance, keywords, bank match).
@@ -47,7 +49,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -433,6 +435,52 @@ def _plain(obj: Any) -> Any:
     return str(obj)[:500]
 
 
+_PAGES = cast(Table, CrawlPage.__table__)
+#: what a runner needs of a queued page to work it
+_TASK_COLUMNS = (
+    CrawlPage.id,
+    CrawlPage.url,
+    CrawlPage.depth,
+    CrawlPage.barren,
+    CrawlPage.offsite,
+    CrawlPage.attempts,
+    CrawlPage.via,
+    CrawlPage.host,
+)
+#: a page's result, where it is still being fetched (executemany over a batch)
+_PAGE_DONE = (
+    update(_PAGES)
+    .where(_PAGES.c.id == bindparam("b_id"), _PAGES.c.state == "fetching")
+    .values(
+        state=bindparam("b_state"),
+        attempts=_PAGES.c.attempts + 1,
+        run_after=None,
+        fetched_at=bindparam("b_fetched_at"),
+        http_status=bindparam("b_http_status"),
+        media_type=bindparam("b_media_type"),
+        bytes=bindparam("b_bytes"),
+        links=bindparam("b_links"),
+        media=bindparam("b_media"),
+        matched=bindparam("b_matched"),
+        flagged=bindparam("b_flagged"),
+        notes=bindparam("b_notes"),
+        error=bindparam("b_error"),
+        evidence_sha256=bindparam("b_evidence"),
+    )
+)
+#: a page that waits for the Tor proxy: back to the queue, after a delay
+_PAGE_DEFER = (
+    update(_PAGES)
+    .where(_PAGES.c.id == bindparam("b_id"), _PAGES.c.state == "fetching")
+    .values(
+        state="queued",
+        attempts=_PAGES.c.attempts + 1,
+        run_after=bindparam("b_run_after"),
+        error=bindparam("b_error"),
+    )
+)
+
+
 class _Runner:
     def __init__(
         self,
@@ -477,14 +525,12 @@ class _Runner:
             self.seen_media: set[str] = set(
                 s.scalars(select(CrawlMedia.url_key).where(CrawlMedia.crawl_id == crawl.id))
             )
-            self.frontier_rows = int(
-                s.scalar(
-                    select(func.count())
-                    .select_from(CrawlPage)
-                    .where(CrawlPage.crawl_id == crawl.id)
-                )
-                or 0
+            #: the frontier's keys (one runner writes a crawl's pages, so this is exact; at
+            #: most ``max_pages`` of them): a batch's children are told apart without a query
+            self.frontier_keys: set[str] = set(
+                s.scalars(select(CrawlPage.url_key).where(CrawlPage.crawl_id == crawl.id))
             )
+            self.frontier_rows = len(self.frontier_keys)
         #: media fetches reserved by workers (the media budget is checked before each)
         self.media_reserved = 0
 
@@ -816,76 +862,96 @@ class _Runner:
     # committing --------------------------------------------------------------------------
 
     def commit(self, out: _Outcome) -> bool:
-        """The page's result, media and children in one transaction; False when the page was
-        no longer ours (another runner took the crawl over)."""
-        task = out.task
+        """One page's result (see :meth:`commit_many`)."""
+        return self.commit_many([out]) == 1
+
+    def commit_many(self, outs: Sequence[_Outcome]) -> int:
+        """Pages' results, their media and their child pages in **one transaction** (the
+        pages that finished since the last commit: at most one per worker). Returns the pages
+        recorded; 0 when the crawl is no longer this runner's (taken over), nothing written.
+
+        The first statement updates the crawl's row where this runner still holds it, which
+        serialises against a take-over (it updates the same row): a runner that lost the crawl
+        writes nothing, and one that still holds it commits before the new runner requeues."""
+        if not outs:
+            return 0
         now = datetime.now(UTC)
+        delta: Counter[str] = Counter()
+        recorded = 0
         with self.factory() as s, s.begin():
-            if out.defer:
-                delay = min(300.0, self.cfg.proxy_retry_seconds * (2 ** min(task.attempts, 6)))
-                res = _exec(
-                    s,
-                    update(CrawlPage)
-                    .where(CrawlPage.id == task.id, CrawlPage.state == "fetching")
-                    .values(
-                        state="queued",
-                        attempts=CrawlPage.attempts + 1,
-                        run_after=now + timedelta(seconds=delay),
-                        error=out.error,
-                    ),
-                )
-                return bool(res.rowcount)
-            res = _exec(
+            held = _exec(
                 s,
-                update(CrawlPage)
-                .where(CrawlPage.id == task.id, CrawlPage.state == "fetching")
-                .values(
-                    state=out.state,
-                    attempts=CrawlPage.attempts + 1,
-                    run_after=None,
-                    fetched_at=now,
-                    http_status=out.status,
-                    media_type=(out.media_type or "")[:128] or None,
-                    bytes=out.bytes,
-                    links=out.links,
-                    media=len(out.media),
-                    matched=out.matched,
-                    flagged=out.flagged,
-                    notes=out.notes or None,
-                    error=out.error,
-                    evidence_sha256=out.evidence_sha256,
-                ),
-            )
-            if not res.rowcount:
-                return False
-            delta = Counter(
-                pages_done=1 if out.state == "done" else 0,
-                pages_failed=1 if out.state != "done" else 0,
-                bytes_fetched=out.bytes + sum(m.size for m in out.media),
-            )
-            for m in out.media:
-                if not self._add_media(s, task.id, m, now):
-                    continue
-                delta["media_done"] += 1
-                delta["media_matched"] += int(m.matched)
-                delta["media_flagged"] += int(bool(m.flags))
-                delta["media_kept"] += int(m.keep is not None)
-            self._add_children(s, out)
-            s.execute(
                 update(CrawlRow)
-                .where(CrawlRow.id == self.crawl_id)
-                .values(
-                    {
-                        getattr(CrawlRow, name): getattr(CrawlRow, name) + n
-                        for name, n in delta.items()
-                        if n
-                    }
-                )
+                .where(CrawlRow.id == self.crawl_id, CrawlRow.runner == self.runner_id)
+                .values(runner_seen_at=now),
             )
+            if not held.rowcount:
+                s.rollback()
+                return 0
+            deferred = [o for o in outs if o.defer]
+            results = [o for o in outs if not o.defer]
+            if deferred:
+                s.execute(
+                    _PAGE_DEFER,
+                    [
+                        {
+                            "b_id": o.task.id,
+                            "b_run_after": now
+                            + timedelta(
+                                seconds=min(
+                                    300.0,
+                                    self.cfg.proxy_retry_seconds * (2 ** min(o.task.attempts, 6)),
+                                )
+                            ),
+                            "b_error": o.error,
+                        }
+                        for o in deferred
+                    ],
+                )
+                recorded += len(deferred)
+            if results:
+                s.execute(
+                    _PAGE_DONE,
+                    [
+                        {
+                            "b_id": o.task.id,
+                            "b_state": o.state,
+                            "b_fetched_at": now,
+                            "b_http_status": o.status,
+                            "b_media_type": (o.media_type or "")[:128] or None,
+                            "b_bytes": o.bytes,
+                            "b_links": o.links,
+                            "b_media": len(o.media),
+                            "b_matched": o.matched,
+                            "b_flagged": o.flagged,
+                            "b_notes": o.notes or None,
+                            "b_error": o.error,
+                            "b_evidence": o.evidence_sha256,
+                        }
+                        for o in results
+                    ],
+                )
+                recorded += len(results)
+            for out in results:
+                delta["pages_done"] += 1 if out.state == "done" else 0
+                delta["pages_failed"] += 1 if out.state != "done" else 0
+                delta["bytes_fetched"] += out.bytes + sum(m.size for m in out.media)
+                for m in out.media:
+                    if not self._add_media(s, out.task.id, m, now):
+                        continue
+                    delta["media_done"] += 1
+                    delta["media_matched"] += int(m.matched)
+                    delta["media_flagged"] += int(bool(m.flags))
+                    delta["media_kept"] += int(m.keep is not None)
+            self._add_children(s, results)
+            counts = {getattr(CrawlRow, k): getattr(CrawlRow, k) + n for k, n in delta.items() if n}
+            if counts:
+                s.execute(update(CrawlRow).where(CrawlRow.id == self.crawl_id).values(counts))
         with self.lock:
             self.counters.update(delta)
-            self.media_reserved = max(0, self.media_reserved - len(out.media))
-        return True
+            done_media = sum(len(o.media) for o in outs)
+            self.media_reserved = max(0, self.media_reserved - done_media)
+        return recorded
 
     def _add_media(self, s: Session, page_id: int, m: _Media, now: datetime) -> bool:
         r = m.record
@@ -939,35 +1005,31 @@ class _Runner:
             )
         return True
 
-    def _add_children(self, s: Session, out: _Outcome) -> None:
-        if not out.children:
+    def _add_children(self, s: Session, outs: Sequence[_Outcome]) -> None:
+        """The child pages of a batch of pages: one look-up of the keys already in the
+        frontier and one insert (a key two pages of the batch found goes to the first)."""
+        by_key: dict[str, tuple[Link, bool, _Outcome]] = {}
+        for out in outs:
+            for ln, offsite in out.children:
+                by_key.setdefault(url_key(ln.url), (ln, offsite, out))
+        if not by_key:
             return
-        by_key = {url_key(ln.url): (ln, offsite) for ln, offsite in out.children}
-        existing: set[str] = set()
-        keys = list(by_key)
-        for i in range(0, len(keys), 500):
-            existing.update(
-                s.scalars(
-                    select(CrawlPage.url_key).where(
-                        CrawlPage.crawl_id == self.crawl_id,
-                        CrawlPage.url_key.in_(keys[i : i + 500]),
-                    )
-                )
-            )
-        fresh = [k for k in keys if k not in existing]
         with self.lock:
+            fresh = [k for k in by_key if k not in self.frontier_keys]
             room = max(0, self.budgets.max_pages - self.frontier_rows)
             take = fresh[:room]
+            self.frontier_keys.update(take)
             self.frontier_rows += len(take)
-        if len(fresh) > len(take):
-            out.notes["links_over_budget"] = len(fresh) - len(take)
+        for k in fresh[len(take) :]:
+            notes = by_key[k][2].notes
+            notes["links_over_budget"] = notes.get("links_over_budget", 0) + 1
         if not take:
             return
-        task = out.task
-        found = out.matched or out.flagged
         rows = []
         for k in take:
-            ln, offsite = by_key[k]
+            ln, offsite, out = by_key[k]
+            task = out.task
+            found = out.matched or out.flagged
             rows.append(
                 {
                     "crawl_id": self.crawl_id,
@@ -1123,6 +1185,7 @@ def _loop(
         return base_seconds + (time.monotonic() - started)
 
     def settle(done: Iterable[Future[_Outcome]]) -> None:
+        outs: list[_Outcome] = []
         for fut in done:
             page_id, host = inflight.pop(fut)
             active[host] -= 1
@@ -1136,7 +1199,9 @@ def _loop(
                     state="failed",
                     error=f"internal error: {type(err).__name__}: {err}"[:1000],
                 )
-            runner.commit(out)
+            outs.append(out)
+        # every page that finished since the last commit, in one transaction
+        runner.commit_many(outs)
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"crawl-{runner.crawl_id}")
     try:
@@ -1167,12 +1232,12 @@ def _loop(
                 state = "stopped"
                 break
             free = workers - len(inflight)
-            candidates: list[CrawlPage] = []
+            candidates: list[Any] = []
             if free > 0 and _budget_reason(runner, seconds(), len(inflight)) is None:
                 with runner.factory() as s:
                     candidates = list(
-                        s.scalars(
-                            select(CrawlPage)
+                        s.execute(
+                            select(*_TASK_COLUMNS)
                             .where(
                                 CrawlPage.crawl_id == runner.crawl_id,
                                 CrawlPage.state == "queued",
@@ -1183,24 +1248,37 @@ def _loop(
                             .limit(workers * 8)
                         )
                     )
-                    s.expunge_all()
             submitted = 0
+            chosen: list[Any] = []
+            claimed: set[int] = set()
             for page in candidates:
-                if free <= 0 or _budget_reason(runner, seconds(), len(inflight)) is not None:
+                if free <= 0 or _budget_reason(runner, seconds(), len(inflight) + len(chosen)):
                     break
                 host = page.host
                 if active[host] >= runner.policy.per_host_concurrency:
                     continue
                 if next_at.get(host, 0.0) > time.monotonic():
                     continue
+                chosen.append(page)
+                active[host] += 1
+                free -= 1
+            if chosen:
+                # one transaction claims every page started in this round
                 with runner.factory() as s, s.begin():
-                    claimed = _exec(
-                        s,
-                        update(CrawlPage)
-                        .where(CrawlPage.id == page.id, CrawlPage.state == "queued")
-                        .values(state="fetching"),
-                    ).rowcount
-                if not claimed:
+                    claimed = set(
+                        s.scalars(
+                            update(CrawlPage)
+                            .where(
+                                CrawlPage.id.in_([p.id for p in chosen]),
+                                CrawlPage.state == "queued",
+                            )
+                            .values(state="fetching")
+                            .returning(CrawlPage.id)
+                        )
+                    )
+            for page in chosen:
+                if page.id not in claimed:
+                    active[page.host] -= 1
                     continue
                 task = _PageTask(
                     page.id,
@@ -1211,9 +1289,7 @@ def _loop(
                     page.attempts,
                     page.via,
                 )
-                inflight[pool.submit(runner.process, task)] = (page.id, host)
-                active[host] += 1
-                free -= 1
+                inflight[pool.submit(runner.process, task)] = (page.id, page.host)
                 submitted += 1
             if not inflight and not candidates:
                 with runner.factory() as s:
