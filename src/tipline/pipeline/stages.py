@@ -610,10 +610,17 @@ def _prefetch(ctx: JobContext, cfg: PipelineConfig) -> tuple[bytes, str] | None:
 
 
 def start_workers(
-    engine: Any, stop: threading.Event, count: int = 1, poll_seconds: float = 0.5
+    engine: Any,
+    stop: threading.Event,
+    count: int = 1,
+    poll_seconds: float = 0.5,
+    extra_kinds: Sequence[str] = (),
 ) -> list[threading.Thread]:
     """Run pipeline jobs in ``count`` daemon threads of this process until ``stop`` is set
-    (the embedded single-machine mode; production runs ``tipline worker`` processes)."""
+    (the embedded single-machine mode; production runs ``tipline worker`` processes).
+
+    ``extra_kinds``: job kinds of layers beside the pipeline that the embedded mode runs too
+    (``tipline serve`` adds the removal scheduler's), so one process is a whole hotline."""
     import os
 
     from tipline.actions.webhooks import DELIVER_KIND
@@ -623,7 +630,7 @@ def start_workers(
     queue = JobQueue(engine)
     factory = session_factory(engine)
     # the pipeline's stages and webhook deliveries (match, grade and export events)
-    kinds = [*STAGES, DELIVER_KIND]
+    kinds = [*STAGES, DELIVER_KIND, *extra_kinds]
 
     def loop(n: int) -> None:
         worker_id = f"inproc:{os.getpid()}:{n}"

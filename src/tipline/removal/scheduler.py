@@ -48,7 +48,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, exists, select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, defer, sessionmaker
 
@@ -69,6 +69,7 @@ from tipline.store.tables import Item, Job, Report, ReportItem
 __all__ = [
     "DEFAULT_LADDER",
     "GROUP_KIND",
+    "JOB_KINDS",
     "SEND_KIND",
     "STEP_KIND",
     "TICK_KIND",
@@ -97,6 +98,8 @@ TICK_KIND = "removal.tick"
 STEP_KIND = "removal.step"
 GROUP_KIND = "removal.group"
 SEND_KIND = "removal.send"
+#: Every job kind of the removal loop (``tipline serve``'s in-process workers run them all).
+JOB_KINDS = (TICK_KIND, STEP_KIND, GROUP_KIND, SEND_KIND)
 CONFIRMED_ITEM_STATUSES = ("confirmed", "auto_confirmed")
 MAX_LADDER_STEPS = 32
 
@@ -427,13 +430,20 @@ def start(
 
 
 def _enqueue_tick(
-    queue: JobQueue, config: RemovalConfig, at: datetime, session: Session | None
+    queue: JobQueue,
+    config: RemovalConfig,
+    at: datetime,
+    session: Session | None,
+    restart_of: int | None = None,
 ) -> int:
     bucket = int(at.timestamp() // max(1.0, config.tick_seconds))
+    key = f"removal-tick:{bucket}"
+    if restart_of is not None:  # the bucket's own key is spent by a tick that died
+        key += f":restart-after:{restart_of}"
     return queue.enqueue(
         TICK_KIND,
         {"bucket": bucket},
-        dedupe_key=f"removal-tick:{bucket}",
+        dedupe_key=key,
         run_after=at,
         max_attempts=3,
         session=session,
@@ -692,7 +702,16 @@ def _enqueue_group(factory: sessionmaker[Session], config: RemovalConfig, now: d
         return
     at = now + timedelta(seconds=max(0.0, config.group_delay_seconds))
     bucket = int(at.timestamp() // max(1.0, config.group_delay_seconds or 1.0))
-    queue.enqueue(GROUP_KIND, {}, dedupe_key=f"removal-group:{bucket}", run_after=at)
+    key = f"removal-group:{bucket}"
+    # A later round always lands before the bucket's group job runs, except with no delay
+    # (one-second buckets): then the bucket's job may have run already and would swallow this
+    # round until the next tick, so a new job follows it under a key naming it.
+    for _ in range(8):
+        job_id = queue.enqueue(GROUP_KIND, {}, dedupe_key=key, run_after=at)
+        found = queue.list(job_id=job_id, limit=1)
+        if not found or found[0].status == "queued":
+            return
+        key = f"removal-group:{bucket}:after:{job_id}"
 
 
 #: the queue of the job being run in this thread (set by the handlers), for follow-up jobs
@@ -889,4 +908,17 @@ def ensure_started(queue: JobQueue, config: RemovalConfig | None = None) -> int 
         )
         if alive is not None:
             return None
-        return _enqueue_tick(queue, cfg, queue.clock(), s)
+        # A chain that died in this tick's time bucket (its tick dead or cancelled) holds the
+        # bucket's dedupe key: restart under a key naming the dead tick, not never.
+        now = queue.clock()
+        bucket = int(now.timestamp() // max(1.0, cfg.tick_seconds))
+        spent = s.scalar(
+            select(func.max(Job.id)).where(
+                Job.kind == TICK_KIND,
+                or_(
+                    Job.dedupe_key == f"removal-tick:{bucket}",
+                    Job.dedupe_key.like(f"removal-tick:{bucket}:%"),
+                ),
+            )
+        )
+        return _enqueue_tick(queue, cfg, now, s, restart_of=spent)

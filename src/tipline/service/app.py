@@ -308,19 +308,23 @@ def create_app(
 
 def _start_pipeline(ctx: AppContext, stop: threading.Event) -> list[threading.Thread]:
     """In-process pipeline workers (``inprocess_workers``), matching with this process's
-    live index."""
+    live index; they run the removal loop's jobs too (ticks, steps, notice groups, sends), so
+    the embedded mode needs no ``tipline worker`` beside it."""
     if ctx.pipeline is None or ctx.settings.inprocess_workers <= 0:
         return []
+    from tipline.removal import scheduler  # registers the removal handlers
+
     pipeline.configure(ctx.pipeline)
     threads: list[threading.Thread] = pipeline.start_workers(
-        ctx.engine, stop, count=ctx.settings.inprocess_workers
+        ctx.engine, stop, count=ctx.settings.inprocess_workers, extra_kinds=scheduler.JOB_KINDS
     )
     return threads
 
 
 def _start_removal_chain(ctx: AppContext) -> None:
     """The removal scheduler's tick chain, started with the in-process workers unless it runs
-    already (idempotent across restarts and processes; ``tipline worker`` runs the ticks)."""
+    already (idempotent across restarts and processes; the in-process workers and any
+    ``tipline worker`` run the ticks)."""
     from tipline.removal import scheduler
 
     try:
