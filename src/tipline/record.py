@@ -29,6 +29,10 @@ class Match:
     #: the item's own (``dihedral`` or a ``pdq_variants`` name); None when the item's own
     #: hash matched
     via: str | None = None
+    #: exchange banks: whose entry this is (``exchange``, ``api``, ``record``: the partner's
+    #: record key, and the partner's own fields as fetched: member, entry id, classification,
+    #: list), set where the match is stored (:func:`tipline.exchange.partners.annotate`)
+    partner: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -46,6 +50,8 @@ class Match:
             d["index_match_pct"] = round(self.index_match_pct or 0.0, 2)
         if self.via is not None:
             d["via"] = self.via
+        if self.partner:
+            d["partner"] = self.partner
         return d
 
 
@@ -162,6 +168,7 @@ class ItemRecord:
                     query_match_pct=m.get("query_match_pct"),
                     index_match_pct=m.get("index_match_pct"),
                     via=m.get("via"),
+                    partner=m.get("partner") if isinstance(m.get("partner"), dict) else None,
                 )
                 for m in d.get("matches", [])
             ],

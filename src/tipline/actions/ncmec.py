@@ -133,6 +133,41 @@ def _generators(provenance: Any) -> list[str]:
     return out
 
 
+#: partner fields named in a report's "Partner match" line, in this order
+_PARTNER_FIELDS = (
+    ("member", "partner"),  # NCMEC: the member (ESP) that shared the entry
+    ("partner", "partner"),  # a Tipline peer: the instance it came from
+    ("member_id", "member id"),
+    ("list", "list"),
+    ("entry_id", "entry"),
+    ("classification", "classification"),
+)
+
+
+def _partner_matches(matches: Any) -> list[str]:
+    """One line per match against a partner's list (exchange banks): which exchange, which
+    partner and list, the partner's entry and classification (``Match.partner``)."""
+    lines: list[str] = []
+    for m in matches or []:
+        partner = m.get("partner") if isinstance(m, dict) else None
+        if not isinstance(partner, dict) or not partner.get("exchange"):
+            continue
+        parts = [f"exchange {partner['exchange']}"]
+        seen: set[str] = set()
+        for key, name in _PARTNER_FIELDS:
+            value = partner.get(key)
+            if value not in (None, "") and name not in seen:
+                parts.append(f"{name} {value}")
+                seen.add(name)
+        if partner.get("record") and "entry" not in seen:
+            parts.append(f"record {partner['record']}")
+        parts.append(f"bank {m.get('bank', '')}")
+        line = ", ".join(str(p) for p in parts)
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
     el = ET.SubElement(parent, tag, attrs)
     if text is not None:
@@ -204,6 +239,8 @@ def cybertip_xml(session: Session, item_id: int, reporter: Reporter | None = Non
             pairs.append(("PDQ quality", str(item.pdq_quality)))
     for gen in _generators(item.provenance):
         pairs.append(("Generator", gen))
+    for partner in _partner_matches(item.matches):
+        pairs.append(("Partner match", partner))
     for name, value in pairs:
         pair = _sub(details, "nameValuePair")
         _sub(pair, "name", name)

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from tipline.actions import webhooks
 from tipline.config import Limits, MiB
+from tipline.exchange import partners
 from tipline.net.fetch import (
     BlockedAddressError,
     FetchError,
@@ -345,6 +346,7 @@ def stage_analyse(session: Session, payload: dict[str, Any], cfg: PipelineConfig
     else:
         data = bytes(up.data)
         record = analyse_bytes(data, up.filename or f"upload-{upload_id}", cfg)
+        partners.annotate(session, record.matches)  # which partner's list matched, if any
         item = _upsert_item(session, record)
         item.md5, item.sha1 = record.md5, record.sha1
         item.pdq, item.pdq_quality = record.pdq, record.pdq_quality
