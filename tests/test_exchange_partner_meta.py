@@ -25,7 +25,7 @@ from test_exchange_ncmec import NOW, _configure, add, fetch_until_done
 from tipline import pipeline
 from tipline.actions.ncmec import cybertip_xml
 from tipline.exchange import partners, store
-from tipline.exchange.fetcher import FetchOptions
+from tipline.exchange.fetcher import FetchOptions, run_fetch
 from tipline.service import auth
 from tipline.service.app import create_app
 from tipline.service.settings import ServiceSettings
@@ -62,6 +62,9 @@ def test_partner_metadata_reaches_the_match_the_desk_and_the_report(
     try:
         add(session_factory, replay)
         fetch_until_done(session_factory, FetchOptions(budget_seconds=0.0))
+        # a second exchange whose credentials the partner rejects: failing, visible
+        add(session_factory, replay, name="REJECTED", creds={"username": "x", "password": "y"})
+        assert not run_fetch(session_factory, "REJECTED", FetchOptions()).succeeded
     finally:
         store.configure(None, None)
     with session_factory() as s, s.begin():
@@ -111,6 +114,17 @@ def test_partner_metadata_reaches_the_match_the_desk_and_the_report(
             assert claim.status_code == 303, claim.text
             desk = c.get(f"/desk/clusters/{item.cluster_id}").text
             assert "via NCMEC: Example Member2" in desk and "classified B1" in desk
+            # the desk's Exchanges page: each exchange's state, last fetch, items and errors
+            page = c.get("/desk/exchanges")
+            assert page.status_code == 200, page.text
+            rows = dict(re.findall(r'<tr data-exchange="([^"]+)" data-state="([^"]+)">', page.text))
+            assert rows == {"NCMEC": "up to date", "REJECTED": "failing"}
+            assert 'href="/desk/exchanges" aria-current="page"' in page.text
+            assert "401" in page.text or "rejected" in page.text.lower()
+            c.cookies.clear()
+            assert (
+                c.get("/desk/exchanges", headers={"accept": "application/json"}).status_code == 401
+            )
         # the CyberTipline-style report states the partner match
         with session_factory() as s, s.begin():
             row = s.get(Item, item.id)

@@ -5,12 +5,14 @@ never come out: HMA's ``/c/exchanges/api/<api>`` says only whether they are set.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from tipline.accounts import Principal
 from tipline.errors import TiplineError
 from tipline.exchange import store
 from tipline.exchange.api import ExchangeConfigError, ExchangeError, registered
@@ -193,6 +195,38 @@ def router(ctx: AppContext) -> APIRouter:
                     raise HttpError(404, f"no exchange named {name[:80]!r}") from None
 
         return await run_in_threadpool(run)
+
+    # -- the desk's Exchanges page: each partner exchange's state at a glance ----------------
+
+    def _exchanges_page(request: Request, p: Principal) -> Response:
+        from tipline.service import desk
+
+        with factory() as s:
+            rows = [_summary(s, ex) for ex in store.list_exchanges(s)]
+        now = time.time()
+        for row in rows:
+            st = row["status"]
+            done = st.get("last_fetch_complete_ts")
+            row["last_fetch_age_hours"] = None if done is None else max(0.0, now - done) / 3600
+            row["state"] = (
+                "failing"
+                if st.get("consecutive_failures")
+                else "fetching"
+                if st.get("running_fetch_start_ts")
+                else "up to date"
+                if st.get("up_to_date")
+                else "never fetched"
+                if done is None
+                else "catching up"
+            )
+        return desk.render(request, p, "exchanges.html", title="Exchanges", page="exchanges",
+                           exchanges=rows)  # fmt: skip
+
+    @r.get("/desk/exchanges", include_in_schema=False)
+    async def exchanges_page(
+        request: Request, p: Principal = Depends(require("bank:read"))
+    ) -> Response:
+        return await run_in_threadpool(_exchanges_page, request, p)
 
     return r
 
