@@ -434,3 +434,19 @@ class Site:
             body = "".join(f'<a href="/bigsite?n={n * width + i + 1}">p</a>' for i in range(width))
             return self.send(h, _page(f"page {n}", body))
         return self.send(h, _page("not found", ""), status=404)
+
+
+def main() -> None:
+    """Serve the site in its own process (bench/crawl.py): print the port, serve until stdin
+    closes."""
+    import sys
+
+    _ = IMAGES.small, IMAGES.full, IMAGES.thumb
+    site = Site()
+    print(site.port, flush=True)
+    sys.stdin.read()
+    site.stop()
+
+
+if __name__ == "__main__":
+    main()
