@@ -19,7 +19,7 @@ from tipline.errors import (
     SymlinkLoopError,
     UnreadableError,
 )
-from tipline.media.sniff import PYTORCH, SNIFF_BYTES, ZIP, sniff
+from tipline.media.sniff import PYTORCH, SNIFF_BYTES, ZIP, MediaType, sniff
 from tipline.record import ItemRecord
 from tipline.scan.archives import Budget, is_archive, iter_members
 from tipline.scan.hashing import (
@@ -44,11 +44,7 @@ def scan_file(path: str, options: HashOptions, emit: Emit, skip: Collection[str]
     emitted again.
     """
     limits = options.limits
-    if options.keywords is not None:
-        from tipline.scan.keywords import keyword_emit
-
-        emit = keyword_emit(emit, options.keywords, options.include_text)
-    emit = _checking_names(emit)
+    emit = item_emit(emit, options)
     try:
         st = os.stat(path)
     except OSError as err:
@@ -65,20 +61,7 @@ def scan_file(path: str, options: HashOptions, emit: Emit, skip: Collection[str]
         return
     if st.st_size > limits.max_file_bytes:
         if path not in skip:
-            emit(
-                ItemRecord(
-                    path=path,
-                    size=st.st_size,
-                    errors=[
-                        str(
-                            FileTooLargeError(
-                                f"{st.st_size:,} bytes exceeds --max-file-bytes "
-                                f"{limits.max_file_bytes:,}; not read"
-                            )
-                        )
-                    ],
-                )
-            )
+            emit(too_large_record(path, st.st_size, limits.max_file_bytes))
         return
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below; several return paths
@@ -87,61 +70,91 @@ def scan_file(path: str, options: HashOptions, emit: Emit, skip: Collection[str]
             emit(error_record(path, UnreadableError(err.strerror or str(err))))
         return
     with f:
-        try:
-            head = f.read(SNIFF_BYTES)
-        except OSError as err:
-            if path not in skip:
-                emit(error_record(path, UnreadableError(err.strerror or str(err))))
-            return
-        mt = sniff(head)
-        if st.st_size == 0:
-            if path not in skip:
-                rec = hash_bytes(b"", path, options, mt)
-                rec.errors = [str(EmptyFileError("zero-byte file; nothing to scan"))]
-                emit(rec)
-            return
-        if is_archive(mt):
-            f.seek(0)
-            _scan_archive(f, path, st.st_size, options, emit, skip, depth=1, container=path)
-            return
-        if mt.kind == "model":  # streamed hashes + header findings (tipline.scan.model_files)
-            from tipline.scan.model_files import is_plain_model, model_record
+        scan_open_file(f, path, st.st_size, options, emit, skip)
 
-            try:
-                if not is_plain_model(f, st.st_size, mt):
-                    _scan_archive(f, path, st.st_size, options, emit, skip, 1, container=path)
-                elif path not in skip:
-                    emit(model_record(f, path, st.st_size, mt, options))
-            except OSError as err:
-                emit(error_record(path, UnreadableError(f"read failed: {err.strerror or err}")))
-            return
-        if path in skip:
-            return
+
+def item_emit(emit: Emit, options: HashOptions) -> Emit:
+    """``emit`` with the checks every record of a scan gets (keywords, name vs content)."""
+    if options.keywords is not None:
+        from tipline.scan.keywords import keyword_emit
+
+        emit = keyword_emit(emit, options.keywords, options.include_text)
+    return _checking_names(emit)
+
+
+def too_large_record(path: str, size: int, max_file_bytes: int) -> ItemRecord:
+    message = f"{size:,} bytes exceeds --max-file-bytes {max_file_bytes:,}; not read"
+    return ItemRecord(path=path, size=size, errors=[str(FileTooLargeError(message))])
+
+
+def scan_open_file(
+    f: BinaryIO,
+    path: str,
+    size: int,
+    options: HashOptions,
+    emit: Emit,
+    skip: Collection[str] = (),
+    hash_video: Callable[[BinaryIO, str, MediaType, HashOptions], ItemRecord] = hash_video_file,
+) -> None:
+    """The records of one opened, seekable file of ``size`` bytes (at most --max-file-bytes):
+    ``scan_file`` after its checks, and object-storage inputs (``scan.objectstore``), whose
+    videos ``hash_video`` decodes from a bounded temporary copy. ``emit`` is an ``item_emit``."""
+    limits = options.limits
+    try:
+        head = f.read(SNIFF_BYTES)
+    except OSError as err:
+        if path not in skip:
+            emit(error_record(path, UnreadableError(err.strerror or str(err))))
+        return
+    mt = sniff(head)
+    if size == 0:
+        if path not in skip:
+            rec = hash_bytes(b"", path, options, mt)
+            rec.errors = [str(EmptyFileError("zero-byte file; nothing to scan"))]
+            emit(rec)
+        return
+    if is_archive(mt):
+        f.seek(0)
+        _scan_archive(f, path, size, options, emit, skip, depth=1, container=path)
+        return
+    if mt.kind == "model":  # streamed hashes + header findings (tipline.scan.model_files)
+        from tipline.scan.model_files import is_plain_model, model_record
+
         try:
-            if mt.is_image and st.st_size <= limits.max_image_bytes:
-                data = head + f.read()
-                emit(hash_bytes(data, path, options, mt))
-            else:
-                f.seek(0)
-                # Not decoded: stream the digests without holding the file in memory. Tiny
-                # files still go through hash_bytes for the extension check.
-                if st.st_size <= SNIFF_BYTES:
-                    emit(hash_bytes(head, path, options, mt))
-                    return
-                if mt.kind == "video":
-                    emit(hash_video_file(f, path, mt, options))
-                    return
-                rec = ItemRecord(path=path, media_type=mt.mime)
-                digest_stream(f, rec, limits.max_file_bytes)
-                if mt.is_image:
-                    rec.errors.append(
-                        f"file_too_large: image of {st.st_size:,} bytes exceeds "
-                        f"--max-image-bytes {limits.max_image_bytes:,}; only cryptographic "
-                        "hashes computed"
-                    )
-                emit(rec)
+            if not is_plain_model(f, size, mt):
+                _scan_archive(f, path, size, options, emit, skip, 1, container=path)
+            elif path not in skip:
+                emit(model_record(f, path, size, mt, options))
         except OSError as err:
             emit(error_record(path, UnreadableError(f"read failed: {err.strerror or err}")))
+        return
+    if path in skip:
+        return
+    try:
+        if mt.is_image and size <= limits.max_image_bytes:
+            data = head + f.read()
+            emit(hash_bytes(data, path, options, mt))
+        else:
+            f.seek(0)
+            # Not decoded: stream the digests without holding the file in memory. Tiny
+            # files still go through hash_bytes for the extension check.
+            if size <= SNIFF_BYTES:
+                emit(hash_bytes(head, path, options, mt))
+                return
+            if mt.kind == "video":
+                emit(hash_video(f, path, mt, options))
+                return
+            rec = ItemRecord(path=path, media_type=mt.mime)
+            digest_stream(f, rec, limits.max_file_bytes)
+            if mt.is_image:
+                rec.errors.append(
+                    f"file_too_large: image of {size:,} bytes exceeds "
+                    f"--max-image-bytes {limits.max_image_bytes:,}; only cryptographic "
+                    "hashes computed"
+                )
+            emit(rec)
+    except OSError as err:
+        emit(error_record(path, UnreadableError(f"read failed: {err.strerror or err}")))
 
 
 def _scan_archive(
