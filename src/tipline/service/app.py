@@ -41,6 +41,7 @@ from tipline.service import (
     api_v1,
     auth,
     cases_api,
+    crawls_api,
     desk,
     desk_core,
     errors,
@@ -74,7 +75,7 @@ class StartupError(TiplineError):
 
 def include_routers(app: FastAPI, ctx: AppContext) -> None:
     """Every router of the service. Order matters only for identical paths."""
-    app.include_router(ops.router(ctx.matcher, ctx.metrics))
+    app.include_router(ops.router(ctx.matcher, ctx.metrics, ctx.session_factory))
     app.include_router(hma.router(ctx.matcher, ctx.settings, ctx.metrics))
     app.include_router(exchanges.router(ctx))  # HMA's /c/exchange* routes
     app.include_router(exchange_feed.router(ctx))  # /api/v1/exchange: Tipline peers' feed
@@ -83,6 +84,7 @@ def include_routers(app: FastAPI, ctx: AppContext) -> None:
     app.include_router(reports.router(ctx))
     app.include_router(actions_api.router(ctx))
     app.include_router(cases_api.router(ctx))  # /api/v1/cases and the desk's Removal pages
+    app.include_router(crawls_api.router(ctx))  # /api/v1/crawls and the desk's Crawls pages
     app.include_router(review_api.router(ctx))  # the review desk as JSON
     app.include_router(desk.router(ctx))  # the review desk's pages
     app.include_router(media.desk_router(ctx))  # the media those pages show
@@ -123,7 +125,10 @@ def _route_contexts(
     overrides: dict[str, Any] = {"secret": s.secret_key.encode()} if s.secret_key else {}
     try:
         intake_ctx = intake.IntakeContext(
-            factory, JobQueue(engine), intake.IntakeSettings.from_service(s, **overrides)
+            factory,
+            JobQueue(engine),
+            intake.IntakeSettings.from_service(s, **overrides),
+            crawl_defaults=wiring.crawl_defaults(s),
         )
         desk_cfg = desk_core.DeskConfig(
             taxonomy=load_taxonomy(s.review_taxonomy or None),

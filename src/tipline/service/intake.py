@@ -56,6 +56,8 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from tipline.audit import log as audit
+from tipline.crawl.engine import Budgets, Policy
+from tipline.service import crawls_api
 from tipline.service.auth import require
 from tipline.service.bodies import read_limited_body
 from tipline.service.errors import HttpError
@@ -173,6 +175,8 @@ class IntakeContext:
     queue: JobQueue
     settings: IntakeSettings
     limiter: TokenBucket | None = None
+    #: a new crawl's budgets and policy (``[crawl]``): a report's ``crawl`` may narrow them
+    crawl_defaults: tuple[Budgets, Policy] = field(default_factory=lambda: (Budgets(), Policy()))
 
     def __post_init__(self) -> None:
         if self.limiter is None:
@@ -201,6 +205,8 @@ class NewReport:
     contact: str | None = None
     uploads: list[tuple[str, bytes]] = field(default_factory=list)
     idempotency_key: str | None = None
+    #: a crawl of the report's URLs (partner API): None none, else the budget overrides
+    crawl: dict[str, int | float] | None = None
 
 
 def check_url(line: str, max_chars: int) -> str:
@@ -254,7 +260,11 @@ def validate(new: NewReport, s: IntakeSettings) -> NewReport:
         raise HttpError(
             400, "the report could not be accepted: " + "; ".join(problems), problems=problems
         )
-    return NewReport(urls, new.description.strip(), contact, new.uploads, new.idempotency_key)
+    if new.crawl is not None and not any(u.lower().startswith(("http:", "https:")) for u in urls):
+        raise HttpError(400, "crawl needs at least one http(s) URL in the report")
+    return NewReport(
+        urls, new.description.strip(), contact, new.uploads, new.idempotency_key, new.crawl
+    )
 
 
 def new_reference(now: datetime | None = None) -> str:
@@ -269,6 +279,7 @@ def _add_report(
     new: NewReport,
     source: str,
     partner_token_id: int | None,
+    crawl_defaults: tuple[Budgets, Policy] | None = None,
 ) -> Report:
     report = Report(
         reference=new_reference(),
@@ -296,6 +307,10 @@ def _add_report(
     queue.enqueue(
         "ingest", {"report_id": report.id}, dedupe_key=f"ingest:{report.id}", session=session
     )
+    if new.crawl is not None:  # the crawl and its job commit with the report, or neither
+        crawls_api.start_for_report(
+            session, queue, report, new.crawl, crawl_defaults or (Budgets(), Policy())
+        )
     return report
 
 
@@ -338,15 +353,18 @@ def create_reports(
                         if prior is not None:
                             out.append((prior, False))
                             continue
-                    report = _add_report(session, ctx.queue, new, source, partner_token_id)
+                    report = _add_report(
+                        session, ctx.queue, new, source, partner_token_id, ctx.crawl_defaults
+                    )
+                    details: dict[str, Any] = {
+                        "source": source,
+                        "urls": len(new.urls),
+                        "uploads": len(new.uploads),
+                    }
+                    if new.crawl is not None:
+                        details["crawl"] = new.crawl
                     audit.record(
-                        session,
-                        actor,
-                        "report.create",
-                        "report",
-                        report.reference,
-                        ip,
-                        {"source": source, "urls": len(new.urls), "uploads": len(new.uploads)},
+                        session, actor, "report.create", "report", report.reference, ip, details
                     )
                     if key is not None:
                         seen[key] = report
@@ -585,10 +603,17 @@ def _json_error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"message": message, **extra}, status_code=status)
 
 
-def _api_report(item: Any, s: IntakeSettings, idem: str | None) -> NewReport:
+def _api_report(
+    item: Any,
+    s: IntakeSettings,
+    idem: str | None,
+    crawl_defaults: tuple[Budgets, Policy] = (Budgets(), Policy()),
+) -> NewReport:
     if not isinstance(item, dict):
         raise HttpError(400, "each report must be a JSON object")
-    unknown = sorted(set(item) - {"urls", "description", "contact", "uploads", "idempotency_key"})
+    unknown = sorted(
+        set(item) - {"urls", "description", "contact", "uploads", "idempotency_key", "crawl"}
+    )
     if unknown:
         raise HttpError(400, f"unknown field(s): {', '.join(unknown)}")
     urls = item.get("urls", [])
@@ -615,7 +640,8 @@ def _api_report(item: Any, s: IntakeSettings, idem: str | None) -> NewReport:
     key = item.get("idempotency_key", idem)
     if key is not None:
         key = _check_key(key)
-    return validate(NewReport(list(urls), description, contact, uploads, key), s)
+    crawl = crawls_api.crawl_request(item.get("crawl"), crawl_defaults)
+    return validate(NewReport(list(urls), description, contact, uploads, key, crawl), s)
 
 
 def _check_key(key: Any) -> str:
@@ -660,7 +686,7 @@ async def api_submit(
         if idem is not None:
             idem = _check_key(idem)
         payload = await _json_body(request, ctx.settings, _api_limit(ctx.settings))
-        new = _api_report(payload, ctx.settings, idem)
+        new = _api_report(payload, ctx.settings, idem, ctx.crawl_defaults)
     except HttpError as err:
         return _json_error(err.status, err.message, problems=err.problems)
     try:
@@ -704,7 +730,7 @@ async def api_submit_bulk(
     valid: list[tuple[int, NewReport]] = []
     for i, item in enumerate(items):
         try:
-            valid.append((i, _api_report(item, s, None)))
+            valid.append((i, _api_report(item, s, None, ctx.crawl_defaults)))
         except HttpError as err:
             results[i] = {"index": i, "error": err.message}
     try:

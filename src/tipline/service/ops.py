@@ -2,7 +2,9 @@
 
 * ``GET /metrics`` -- Prometheus text format: ``tipline_http_requests_total`` and
   ``tipline_http_request_seconds`` by method, route template and status;
-  ``tipline_matches_total`` by bank; ``tipline_index_entries``; ``tipline_index_loaded``.
+  ``tipline_matches_total`` by bank; ``tipline_index_entries``; ``tipline_index_loaded``;
+  ``tipline_crawls`` by state, ``tipline_crawl_pages`` / ``tipline_crawl_media`` by outcome and
+  ``tipline_crawl_bytes`` (read from the database at each scrape).
   Metrics are per process (scrape each API process, or put them behind one port each).
 * ``GET /healthz`` -- liveness: the process answers (200 ``{"status": "ok"}``).
 * ``GET /readyz`` -- readiness: the database answers and the match index is loaded
@@ -28,13 +30,17 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
     from tipline.service.matching import MatchService
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 access_log = logging.getLogger("tipline.access")
+log = logging.getLogger("tipline.service")
 _RID_OK = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
@@ -118,6 +124,34 @@ class Metrics:
             "1 when the match index is loaded",
             registry=self.registry,
             multiprocess_mode="min",
+        )
+        # crawls run in worker processes: these are read from the database at each scrape
+        self.crawls = Gauge(
+            "tipline_crawls",
+            "Crawls by state",
+            ["state"],
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        self.crawl_pages = Gauge(
+            "tipline_crawl_pages",
+            "Pages crawled, by outcome (done, failed, queued: the frontier)",
+            ["outcome"],
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        self.crawl_media = Gauge(
+            "tipline_crawl_media",
+            "Media files crawled, by outcome (hashed, matched, flagged, kept)",
+            ["outcome"],
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        self.crawl_bytes = Gauge(
+            "tipline_crawl_bytes",
+            "Bytes fetched by crawls",
+            registry=self.registry,
+            multiprocess_mode="max",
         )
 
     def exposition(self) -> bytes:
@@ -208,13 +242,35 @@ class RequestMiddleware:
 # ------------------------------------------------------------------------------------ routes
 
 
-def router(matcher: MatchService, metrics: Metrics) -> APIRouter:
+def _crawl_gauges(metrics: Metrics, factory: sessionmaker[Session]) -> None:
+    from tipline.service.crawls_api import crawl_metrics
+
+    try:
+        with factory() as s:
+            m = crawl_metrics(s)
+    except SQLAlchemyError:  # the database is away: the scrape still answers
+        log.warning("metrics: crawl counts unavailable (database error)")
+        return
+    for state in ("queued", "running", "done", "stopped", "failed", *m["crawls"]):
+        metrics.crawls.labels(state=state).set(m["crawls"].get(state, 0))
+    for outcome, n in (*m["pages"].items(), ("queued", m["frontier"])):
+        metrics.crawl_pages.labels(outcome=outcome).set(n)
+    for outcome, n in m["media"].items():
+        metrics.crawl_media.labels(outcome=outcome).set(n)
+    metrics.crawl_bytes.set(m["bytes"])
+
+
+def router(
+    matcher: MatchService, metrics: Metrics, factory: sessionmaker[Session] | None = None
+) -> APIRouter:
     r = APIRouter(tags=["operations"])
 
     @r.get("/metrics", include_in_schema=False, dependencies=[])
     def get_metrics() -> Response:
         metrics.index_entries.set(matcher.index_size())
         metrics.index_loaded.set(1 if matcher.loaded else 0)
+        if factory is not None:
+            _crawl_gauges(metrics, factory)
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @r.get("/healthz")
