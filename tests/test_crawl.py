@@ -547,3 +547,70 @@ def test_matched_pages_get_a_sealed_evidence_capture(
     # a page where nothing matched: no capture, no HTML kept
     cid, _ = _crawl(session_factory, cfg, [f"{site.base}/forum/thread/4"], Budgets(max_depth=0))
     assert _pages(session_factory, cid)[f"{site.base}/forum/thread/4"].evidence_sha256 is None
+
+
+def test_a_batch_commit_records_every_page_once_and_a_taken_over_runner_writes_nothing(
+    session_factory: sessionmaker[Session], site: Site, ccfg: CrawlConfig
+) -> None:
+    """The runner's batched commit: the results of several pages in one transaction, a child
+    two of them found inserted once; after a take-over the old runner's batch is refused
+    whole (its pages stay queued for the new runner, no child, no counter written)."""
+    from sqlalchemy import update
+
+    # both threads link back to the forum's index (a child the batch finds twice)
+    seeds = [f"{site.base}/forum/thread/2", f"{site.base}/forum/thread/3"]
+    with session_factory() as s, s.begin():
+        crawl, _ = start_crawl(s, seeds, budgets=Budgets(max_pages=50), policy=FAST)
+        crawl.runner = "old"
+        cid = crawl.id
+        s.flush()
+        s.refresh(crawl)
+        runner = crawl_engine._Runner(session_factory, crawl, ccfg, "old")
+
+    def claim_and_fetch() -> list[crawl_engine._Outcome]:
+        with session_factory() as s, s.begin():
+            rows = s.scalars(
+                select(CrawlPage)
+                .where(CrawlPage.crawl_id == cid, CrawlPage.state == "queued")
+                .order_by(CrawlPage.id)
+            ).all()
+            for r in rows:
+                r.state = "fetching"
+            tasks = [
+                crawl_engine._PageTask(r.id, r.url, r.depth, r.barren, r.offsite, 0, r.via)
+                for r in rows
+            ]
+        return [runner.process(t) for t in tasks]
+
+    outs = claim_and_fetch()
+    assert len(outs) == 2 and all(o.children for o in outs)
+    assert runner.commit_many(outs) == 2
+    pages = _pages(session_factory, cid)
+    assert all(pages[u].state == "done" for u in seeds)
+    index = f"{site.base}/forum/"
+    assert pages[index].parent_id == pages[seeds[0]].id  # once, from the first page
+    assert set(pages) == {*seeds, index, f"{site.base}/forum/thread/3?page=2"}
+    media = _media(session_factory, cid)
+    assert media[f"{site.base}/img/full/astronaut.jpg"].page_id == pages[seeds[0]].id
+    with session_factory() as s:
+        row = s.get(CrawlRow, cid)
+        assert row is not None and row.pages_done == 2 and row.media_done == len(media)
+        # astronaut (thread 2) and rocket (thread 3), full size and thumbnail (PDQ)
+        assert row.media_matched == sum(m.matched for m in media.values()) == 4
+
+    # taken over between the fetch and the commit: nothing of the batch is written
+    outs = claim_and_fetch()[:3]
+    with session_factory() as s, s.begin():
+        s.execute(update(CrawlRow).where(CrawlRow.id == cid).values(runner="new"))
+        s.execute(
+            update(CrawlPage)
+            .where(CrawlPage.crawl_id == cid, CrawlPage.state == "fetching")
+            .values(state="queued")
+        )
+    assert runner.commit_many(outs) == 0
+    after = _pages(session_factory, cid)
+    assert len(after) == len(pages)  # no child inserted
+    assert all(after[o.task.url].state == "queued" for o in outs)
+    with session_factory() as s:
+        row = s.get(CrawlRow, cid)
+        assert row is not None and row.pages_done == 2 and row.runner == "new"
