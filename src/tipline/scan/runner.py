@@ -20,6 +20,7 @@ from tipline.os_utils import cpu_count
 from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions
 from tipline.scan.items import scan_file
+from tipline.scan.objectstore import is_uri, iter_objects, scan_object
 from tipline.scan.sources import iter_inputs
 
 # The bank index and multiprocessing (jobs > 1) only where used: `tipline hash` needs neither.
@@ -118,7 +119,10 @@ _MATCHER: BankIndex | None = None
 def process_path(path: str, skip: frozenset[str]) -> list[ItemRecord]:
     assert _OPTIONS is not None
     out: list[ItemRecord] = []
-    scan_file(path, _OPTIONS, out.append, skip)
+    if is_uri(path):  # s3://, gs://, az:// objects (scan.objectstore)
+        scan_object(path, _OPTIONS, out.append, skip)
+    else:
+        scan_file(path, _OPTIONS, out.append, skip)
     if _MATCHER is not None:
         for rec in out:
             rec.matches = _MATCHER.match(rec)
@@ -214,16 +218,21 @@ def plan_tasks(
     paths: Iterable[str], follow_symlinks: bool, done: dict[str, set[str]]
 ) -> tuple[list[tuple[str, frozenset[str]]], list[ItemRecord]]:
     """The files to scan, each with the record paths ``--resume`` skips in it, and the error
-    records of inputs that could not be listed (a missing path)."""
+    records of inputs that could not be listed (a missing path).
+
+    Object-storage URIs (``s3://bucket/prefix``...) are listed into their objects, whose URIs
+    are the tasks (and the records' paths); a URI that cannot be listed at all raises
+    ``objectstore.ObjectStoreError``."""
     tasks: list[tuple[str, frozenset[str]]] = []
     early: list[ItemRecord] = []
     seen: set[str] = set()  # overlapping arguments (a folder and its subfolder) scan once
-    for item in iter_inputs(paths, follow_symlinks):
+    for item in _iter_all_inputs(paths, follow_symlinks):
         if isinstance(item, ItemRecord):
             if item.path not in done.get(item.path, ()):
                 early.append(item)
             continue
-        key = os.path.abspath(item)
+        # a key may hold "..", "//": never normalised (it would merge two objects)
+        key = item if is_uri(item) else os.path.abspath(item)
         if key in seen:
             continue
         seen.add(key)
@@ -232,6 +241,16 @@ def plan_tasks(
             continue  # its own record is written last, so the whole file is done
         tasks.append((item, frozenset(already or ())))
     return tasks, early
+
+
+def _iter_all_inputs(paths: Iterable[str], follow_symlinks: bool) -> Iterator[str | ItemRecord]:
+    """``iter_inputs`` for local paths, the object manifest for URIs, in argument order."""
+    for p in paths:
+        if is_uri(p):
+            for entry in iter_objects(p):
+                yield entry if isinstance(entry, ItemRecord) else entry.uri
+        else:
+            yield from iter_inputs([p], follow_symlinks)
 
 
 def pdq_recheck(
