@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,71 @@ def test_missing_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
     recs: list = []
     objectstore.scan_object("s3://b/p/a.jpg", HashOptions(), recs.append)
     assert len(recs) == 1 and "tipline[objectstore]" in recs[0].errors[0]
+
+
+@pytest.fixture
+def in_process(s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Bucket]:
+    """This process's environment pointed at the server, with a fresh s3fs instance."""
+    import s3fs
+
+    for k, v in s3_bucket.env.items():
+        if k.startswith("AWS_"):
+            monkeypatch.setenv(k, v)
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield s3_bucket
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_listing_is_paged_and_keys_are_taken_as_they_are(
+    in_process: S3Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    from tipline.record import ItemRecord
+    from tipline.scan import objectstore
+
+    s3 = boto3.session.Session().client("s3", endpoint_url=in_process.endpoint)
+    odd = {"odd/a.png": b"1", "odd/x/../a.png": b"22", "odd/dir/": b"", "odd/slash/": b"333"}
+    for key, body in odd.items():
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    calls: list[dict] = []
+    real = objectstore.filesystem
+
+    def counting(scheme: str):  # type: ignore[no-untyped-def]
+        fs = real(scheme)
+        call = fs.call_s3
+
+        def spy(method: str, **kw: object) -> object:
+            calls.append({"method": method, **kw})
+            return call(method, **kw)
+
+        monkeypatch.setattr(fs, "call_s3", spy)
+        return fs
+
+    monkeypatch.setattr(objectstore, "filesystem", counting)
+    monkeypatch.setattr(objectstore, "LIST_PAGE", 2)
+    got = list(objectstore.iter_objects(f"s3://{BUCKET}/{PREFIX}/"))
+    assert [e.uri for e in got if not isinstance(e, ItemRecord)] == [
+        f"s3://{BUCKET}/{PREFIX}/{k}" for k in in_process.keys
+    ]
+    sizes = {e.uri: e.size for e in got if not isinstance(e, ItemRecord)}
+    assert sizes[f"{in_process.uri}/{OVERSIZE}"] == MAX_FILE_BYTES + 4096
+    assert all(not isinstance(e, ItemRecord) and e.etag and e.mtime for e in got)
+    pages = [c for c in calls if c["method"] == "list_objects_v2"]
+    assert len(pages) == (len(in_process.keys) + 1) // 2  # two keys a page
+    # "x/../a.png" is its own object (never normalised into a.png); a "folder" marker is
+    # skipped; a key ending in "/" that holds bytes is reported, not opened as another object
+    odd_items = list(objectstore.iter_objects(f"s3://{BUCKET}/odd"))
+    uris = [e.uri for e in odd_items if not isinstance(e, ItemRecord)]
+    assert uris == [f"s3://{BUCKET}/odd/a.png", f"s3://{BUCKET}/odd/x/../a.png"]
+    errs = [e for e in odd_items if isinstance(e, ItemRecord)]
+    assert [e.path for e in errs] == [f"s3://{BUCKET}/odd/slash/"]
+    assert errs[0].errors[0].startswith("unreadable: object key ends in '/'")
+    recs: list[ItemRecord] = []
+    objectstore.scan_object(f"s3://{BUCKET}/odd/x/../a.png", HashOptions(), recs.append)
+    assert len(recs) == 1
+    assert recs[0].sha256 == hash_bytes(b"22", "x", HashOptions()).sha256
+    # a missing object (deleted since listing) is its own error record
+    recs = []
+    objectstore.scan_object(f"s3://{BUCKET}/odd/gone.png", HashOptions(), recs.append)
+    assert len(recs) == 1 and recs[0].errors[0].startswith("unreadable: no such object")

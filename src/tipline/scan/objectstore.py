@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 #: URI schemes scanned as object storage, and the fsspec package each needs.
 SCHEMES = {"s3": "s3fs", "gs": "gcsfs", "az": "adlfs"}
+#: Keys asked for per S3 listing request (S3's own maximum).
+LIST_PAGE = 1000
 #: Bytes fetched per ranged read of an object (archives seek; small images fit in one).
 BLOCK_BYTES = 8 * 1024 * 1024
 #: Copy size when a video is spooled to its temporary file.
@@ -124,7 +126,7 @@ def _s3_objects(fs: Any, bucket: str, key: str) -> Iterator[ObjectEntry | ItemRe
             yield _entry("s3", bucket, key, head.get("ContentLength", 0), head)
             return
     prefix = key if not key or key.endswith("/") else key + "/"
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": LIST_PAGE}
     while True:
         page = fs.call_s3("list_objects_v2", **kwargs)
         for obj in page.get("Contents", []):
