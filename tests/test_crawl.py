@@ -43,8 +43,8 @@ from tipline.crawl.engine import (
     run_crawl,
     start_crawl,
 )
-from tipline.crawl.links import canonical_url, extract
 from tipline.net.fetch import FetchSettings
+from tipline.net.links import canonical_url, extract
 from tipline.pipeline.stages import PipelineConfig
 from tipline.provenance.keywords import KeywordList, KeywordMatcher
 from tipline.scan.hashing import HashOptions

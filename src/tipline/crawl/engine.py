@@ -54,10 +54,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tipline.crawl.links import Link, canonical_url, extract, url_key
 from tipline.crawl.tor import TorProxyDownError, fetch_onion, is_onion
 from tipline.errors import TiplineError
 from tipline.net.fetch import FetchError, FetchResult, FetchSettings, HTTPStatusError, fetch
+from tipline.net.links import Link, canonical_url, extract, url_key
 from tipline.pipeline.stages import PipelineConfig, analyse_bytes
 from tipline.record import ItemRecord
 from tipline.removal.locations import registrable_domain

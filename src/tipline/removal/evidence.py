@@ -22,7 +22,6 @@ location gives a bundle whose ``error`` says why (with the DNS answers that caus
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import http
 import io
@@ -33,13 +32,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import urldefrag, urljoin, urlsplit
+from urllib.parse import urlsplit
 
 from tipline.errors import ItemError, TiplineError
 from tipline.media.sniff import EMPTY, SNIFF_BYTES, MediaType, sniff
+from tipline.net import links
 from tipline.net.fetch import (
     FetchError,
     FetchHop,
@@ -66,33 +65,8 @@ BUNDLE_VERSION = 1
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 #: Media kinds that count as "the media" of a location (what a re-check looks for).
 MEDIA_KINDS = frozenset({"image", "video"})
-_MEDIA_EXTENSIONS = tuple(
-    [
-        ".jpg",
-        ".jpeg",
-        ".jpe",
-        ".png",
-        ".gif",
-        ".webp",
-        ".bmp",
-        ".tif",
-        ".tiff",
-        ".heic",
-        ".heif",
-        ".avif",
-        ".mp4",
-        ".m4v",
-        ".mov",
-        ".webm",
-        ".mkv",
-        ".avi",
-        ".wmv",
-        ".flv",
-        ".3gp",
-    ]
-)
-#: HTML is parsed in pieces of this many characters (a time check after each)
-_PARSE_CHUNK = 64 * 1024
+#: links of any kind read from one page while looking for its media
+MAX_LINKS_READ = 20_000
 #: Reference PDQ (what the pipeline stores for uploads), no provenance: only the hash is needed.
 _PDQ_OPTIONS = HashOptions(pdq_mode="reference", provenance=False)
 
@@ -123,85 +97,6 @@ class CaptureLimits:
 # Media discovery
 
 
-class _MediaLinks(HTMLParser):
-    """Collects media URLs from HTML, in document order, at most ``limit`` of them."""
-
-    def __init__(self, base_url: str, limit: int) -> None:
-        super().__init__(convert_charrefs=True)
-        self.base_url = base_url
-        self.limit = limit
-        self.urls: list[str] = []
-        self.seen: set[str] = set()
-        self.dropped = 0
-
-    def _add(self, raw: str | None) -> None:
-        if not raw:
-            return
-        raw = raw.strip()
-        if not raw or raw.startswith(("data:", "javascript:", "blob:")):
-            return
-        try:
-            absolute, _fragment = urldefrag(urljoin(self.base_url, raw))
-            scheme = urlsplit(absolute).scheme
-        except ValueError:
-            return
-        if scheme not in ("http", "https") or absolute in self.seen:
-            return
-        self.seen.add(absolute)
-        if len(self.urls) >= self.limit:
-            self.dropped += 1
-            return
-        self.urls.append(absolute)
-
-    def _add_srcset(self, value: str | None) -> None:
-        for candidate in (value or "").split(","):
-            parts = candidate.split()
-            if parts:
-                self._add(parts[0])
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k.lower(): v for k, v in attrs}
-        if tag in ("img", "video", "source", "audio", "embed"):
-            self._add(a.get("src"))
-            self._add(a.get("data-src"))
-            self._add_srcset(a.get("srcset"))
-            self._add_srcset(a.get("data-srcset"))
-            if tag == "video":
-                self._add(a.get("poster"))
-        elif tag == "meta":
-            prop = (a.get("property") or a.get("name") or "").lower()
-            if prop in (
-                "og:image",
-                "og:image:url",
-                "og:image:secure_url",
-                "og:video",
-                "og:video:url",
-                "og:video:secure_url",
-                "twitter:image",
-            ):
-                self._add(a.get("content"))
-        elif tag == "link" and (a.get("rel") or "").lower() == "image_src":
-            self._add(a.get("href"))
-        elif tag == "a":
-            href = a.get("href") or ""
-            try:
-                path = urlsplit(urljoin(self.base_url, href)).path.lower()
-            except ValueError:
-                return
-            if path.endswith(_MEDIA_EXTENSIONS):
-                self._add(href)
-
-
-def _charset(content_type: str) -> str:
-    m = re.search(r"charset=([\w.:-]+)", content_type, re.I)
-    if m:
-        try:
-            return codecs.lookup(m.group(1)).name
-        except LookupError:
-            pass
-    return "utf-8"
-
-
 def find_media_urls(
     html: bytes,
     base_url: str,
@@ -210,22 +105,19 @@ def find_media_urls(
     content_type: str = "",
     max_seconds: float = 5.0,
 ) -> tuple[list[str], int]:
-    """Media URLs an HTML page names (absolute, http(s), deduplicated, document order), at most
-    ``limit``; and how many more it named. Parsing stops after ``max_seconds``."""
-    parser = _MediaLinks(base_url, limit)
-    text = html.decode(_charset(content_type), errors="replace")
-    deadline = time.monotonic() + max_seconds
-    try:
-        for start in range(0, len(text), _PARSE_CHUNK):
-            parser.feed(text[start : start + _PARSE_CHUNK])
-            if time.monotonic() > deadline:
-                break
-    except (AssertionError, ValueError):  # html.parser on pathological markup
-        pass
-    # no close(): on unterminated markup ("<!<!<!...") it backs off one character at a time
-    # and rescans the rest, quadratic in the page size; a tag left open at the end names no
-    # media anyway
-    return parser.urls, parser.dropped
+    """Media URLs an HTML page names (absolute, canonical, http(s), deduplicated, document
+    order), at most ``limit``; and how many more it named. The crawler's link extractor
+    (:func:`tipline.net.links.extract`: the same tags, the same hostile-markup limits), its
+    media links only. Parsing stops after ``max_seconds``."""
+    found = links.extract(
+        html,
+        base_url,
+        max_links=MAX_LINKS_READ,
+        content_type=content_type,
+        max_seconds=max_seconds,
+    )
+    media = [link.url for link in found.links if link.kind == "media"]
+    return media[:limit], max(0, len(media) - limit)
 
 
 # --------------------------------------------------------------------------------------------

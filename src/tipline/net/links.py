@@ -1,4 +1,5 @@
-"""What a crawled page links to, in canonical form: pages to follow and media to hash.
+"""What an HTML page links to, in canonical form: pages to follow and media to hash (the
+crawler's frontier, and the media of an evidence capture: one extractor for both).
 
 Pages are hostile input. :func:`extract` reads HTML with the standard library's tolerant
 ``html.parser`` (malformed markup gives what could be read, never an exception), in bounded
@@ -8,7 +9,7 @@ chunks and time, and returns at most ``max_links`` distinct links:
   an ``<img>`` is a thumbnail's link: to a media file it is the full size (``via="full"``,
   hashed beside the thumbnail), to a page it is ``via="thumb"`` (a viewer page on a media
   host is followed one hop outside the scope);
-- ``<img src|data-src|srcset>``, ``<video src|poster>``, ``<source src|srcset>``,
+- ``<img src|data-src|srcset>``, ``<video src|poster>``, ``<source src|srcset>``, ``<embed src>``,
   ``<meta property="og:image|og:video">``, ``<link rel="next">``;
 - links to archives, model files and documents by their path's extension.
 
@@ -216,6 +217,8 @@ class _Extractor(HTMLParser):
         elif tag in ("video", "audio"):
             self._add(a.get("src"), "video", "media")
             self._add(a.get("poster"), "img", "media")
+        elif tag == "embed":
+            self._add(a.get("src"), "video", "media")
         elif tag == "source":
             self._add(a.get("src"), "source", "media")
             self._srcset(a.get("srcset"))
