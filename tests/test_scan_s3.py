@@ -248,3 +248,34 @@ def test_listing_is_paged_and_keys_are_taken_as_they_are(
     recs = []
     objectstore.scan_object(f"s3://{BUCKET}/odd/gone.png", HashOptions(), recs.append)
     assert len(recs) == 1 and recs[0].errors[0].startswith("unreadable: no such object")
+
+
+def test_object_replaced_while_read_is_its_own_error(
+    in_process: S3Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first bytes come from one version, the rest would come from another: refused."""
+    import boto3
+
+    from tipline.record import ItemRecord
+    from tipline.scan import items, objectstore
+
+    s3 = boto3.session.Session().client("s3", endpoint_url=in_process.endpoint)
+    key = "swap/coffee.png"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=(in_process.local / "coffee.png").read_bytes())
+    monkeypatch.setattr(objectstore, "BLOCK_BYTES", 4096)  # the head read fetches only 4 KiB
+    real_sniff = items.sniff
+    swapped: list[bool] = []
+
+    def swap_then_sniff(head: bytes):  # type: ignore[no-untyped-def]
+        if not swapped:
+            s3.put_object(Bucket=BUCKET, Key=key, Body=encode(photo("rocket"), "PNG"))
+            swapped.append(True)
+        return real_sniff(head)
+
+    monkeypatch.setattr(items, "sniff", swap_then_sniff)
+    recs: list[ItemRecord] = []
+    objectstore.scan_object(f"s3://{BUCKET}/{key}", HashOptions(), recs.append)
+    assert swapped and len(recs) == 1, recs
+    assert recs[0].pdq is None and recs[0].sha256 is None
+    assert recs[0].errors[0].startswith("unreadable: read failed: "), recs[0].errors
+    assert "Etag" in recs[0].errors[0] and "no longer exists" in recs[0].errors[0]
