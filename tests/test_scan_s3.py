@@ -232,6 +232,12 @@ def test_listing_is_paged_and_keys_are_taken_as_they_are(
     assert all(not isinstance(e, ItemRecord) and e.etag and e.mtime for e in got)
     pages = [c for c in calls if c["method"] == "list_objects_v2"]
     assert len(pages) == (len(in_process.keys) + 1) // 2  # two keys a page
+    # the driver balances work units with the listing's sizes, asking the store nothing more
+    from tipline.scan.runner import task_size
+
+    before = len(calls)
+    assert {u: task_size(u) for u in sizes} == sizes
+    assert len(calls) == before
     # "x/../a.png" is its own object (never normalised into a.png); a "folder" marker is
     # skipped; a key ending in "/" that holds bytes is reported, not opened as another object
     odd_items = list(objectstore.iter_objects(f"s3://{BUCKET}/odd"))

@@ -47,6 +47,10 @@ BLOCK_BYTES = 8 * 1024 * 1024
 _COPY = 1024 * 1024
 
 
+#: Sizes from this process's listings (the driver's): URI -> bytes, for ``object_size``.
+_LISTED_SIZES: dict[str, int] = {}
+
+
 class ObjectStoreError(TiplineError):
     """A URI could not be listed at all (missing bucket, credentials, package): stops the scan."""
 
@@ -107,6 +111,8 @@ def iter_objects(uri: str) -> Iterator[ObjectEntry | ItemRecord]:
             listing = _walk_objects(fs, scheme, bucket, key)
         for item in listing:
             found = True
+            if isinstance(item, ObjectEntry):
+                _LISTED_SIZES[item.uri] = item.size
             yield item
     except ObjectStoreError:
         raise
@@ -279,9 +285,14 @@ def _video_via_tempfile(
 
 
 def object_size(uri: str) -> int:
-    """The size of one object (0 if it cannot be asked): for balancing work units."""
-    scheme, bucket, key = split_uri(uri)
+    """The size of one object, for balancing work units (``ray_runner.plan_units``): the
+    listing's, without a request, for an object this process listed; else asked (0 if that
+    fails)."""
+    listed = _LISTED_SIZES.get(uri)
+    if listed is not None:
+        return listed
     try:
+        scheme, bucket, key = split_uri(uri)
         return int(filesystem(scheme).info(f"{bucket}/{key}").get("size") or 0)
     except Exception:
         return 0

@@ -20,7 +20,7 @@ from tipline.os_utils import cpu_count
 from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions
 from tipline.scan.items import scan_file
-from tipline.scan.objectstore import is_uri, iter_objects, scan_object
+from tipline.scan.objectstore import is_uri, iter_objects, object_size, scan_object
 from tipline.scan.sources import iter_inputs
 
 # The bank index and multiprocessing (jobs > 1) only where used: `tipline hash` needs neither.
@@ -241,6 +241,17 @@ def plan_tasks(
             continue  # its own record is written last, so the whole file is done
         tasks.append((item, frozenset(already or ())))
     return tasks, early
+
+
+def task_size(path: str) -> int:
+    """Bytes of a planned file or object (0 if unknown), for size-balanced work units: an
+    object's from the driver's listing (no request), a file's from ``os.stat``."""
+    if is_uri(path):
+        return object_size(path)
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def _iter_all_inputs(paths: Iterable[str], follow_symlinks: bool) -> Iterator[str | ItemRecord]:
