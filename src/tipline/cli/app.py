@@ -22,6 +22,7 @@ from tipline.store.registry import register_handler_modules
 register_handler_modules("tipline.pipeline", "tipline.actions.webhooks", "tipline.exchange.fetcher")
 register_handler_modules("tipline.removal.scheduler")  # removal ticks, steps, notices
 register_handler_modules("tipline.crawl.engine")  # crawl runs
+register_handler_modules("tipline.exchange.feedback")  # grades sent back to exchanges
 
 
 def _install_plain_coercion() -> None:

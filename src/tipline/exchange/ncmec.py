@@ -405,6 +405,19 @@ class NcmecExchange(ExchangeType):
             default=DEFAULT_NEXT_MAX_AGE,
             help="Seconds a stored paging link is trusted (then the window restarts).",
         ),
+        ConfigField(
+            "feedback",
+            "boolean",
+            default=True,
+            help="Send analysts' grades of matched entries back as feedback.",
+        ),
+        ConfigField(
+            "negative_reasons",
+            "string",
+            default="",
+            help="Comma-separated NCMEC reason names or GUIDs sent with negative feedback "
+            "(empty: NCMEC's only reason for the fingerprint type, where it lists one).",
+        ),
     )
     credential_fields = (
         ConfigField("username", "string", required=True, help="Hash sharing API user name."),

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tipline.accounts import Principal
 from tipline.actions import webhooks
 from tipline.audit import log as audit
+from tipline.exchange import feedback
 from tipline.review import exposure as exp
 from tipline.review import grading, queue
 from tipline.review.queue import QueueFilters, Reviewer, ReviewError
@@ -106,6 +107,13 @@ def take_claim(request: Request, p: Principal, cluster_id: int) -> tuple[datetim
         return c.expires_at, [i.id for i in queue.waiting_items(s, cluster_id, rv)]
 
 
+def announce_grade(s: Session, event: str, data: dict[str, Any], /) -> None:
+    """The grading's event sink: a final grade is a ``grade`` webhook and, where the item
+    matched partners' entries, feedback queued to those exchanges (same transaction)."""
+    webhooks.emit(s, event, data)
+    feedback.on_final_grade(s, event, data)
+
+
 def grade_and_bank(
     request: Request,
     p: Principal,
@@ -127,7 +135,7 @@ def grade_and_bank(
             policy=cfg.policy,
             item_ids=item_ids,
             ip=client_ip(request),
-            sink=webhooks.emit,  # final grades announce themselves as `grade` webhooks
+            sink=announce_grade,
         )
     if any(o.state == "final" for o in outcomes):
         try:
