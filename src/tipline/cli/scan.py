@@ -18,18 +18,25 @@ from tipline.config import Limits
 # The hashing stack (NumPy, Pillow), rich and the bank index are imported by the commands
 # that use them, not here: `tipline hash DIR` starts in about the time of its imports.
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.console import Console
     from rich.progress import Progress
 
+    from tipline.index.columns import BankColumns
     from tipline.media.video import VideoMode
     from tipline.provenance.keywords import KeywordMatcher
     from tipline.record import ItemRecord
-    from tipline.scan.hashing import PdqMode
+    from tipline.scan.hashing import HashOptions, PdqMode
     from tipline.scan.output import OutputFormat
+    from tipline.scan.ray_runner import RayProgress
     from tipline.scan.runner import ScanSummary
 
 _LIMIT_HELP = "Input limits (hostile files)"
 _D = Limits()
+#: files per shard of a sharded `--ray` run (tipline.scan.ray_runner.SHARD_FILES: that module
+#: is imported only when --ray is given)
+_SHARD_FILES = 1024
 
 
 def limits_from(
@@ -318,9 +325,30 @@ def scan(
         bool,
         typer.Option(
             "--resume",
-            help="Continue an interrupted scan into the same -o file; each item appears once.",
+            help="Continue an interrupted scan into the same -o file (or --ray shard directory); "
+            "each item appears once.",
         ),
     ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS|auto|local",
+            help="Spread the files over a Ray cluster (the tipline[ray] extra): local starts a "
+            "private one on this machine (--jobs CPUs), auto joins the `ray start` cluster of "
+            "this machine, else its address. -o DIR (an existing directory) writes resumable "
+            "part-NNNNN.jsonl shards. See docs/scale-out.md.",
+            show_default=False,
+        ),
+    ] = None,
+    shard_files: Annotated[
+        int,
+        typer.Option(
+            "--shard-files",
+            min=1,
+            help="Files per part-NNNNN.jsonl shard of a --ray scan into -o DIR.",
+        ),
+    ] = _SHARD_FILES,
     pdq_mode: PdqModeOpt = "fast",
     dihedral: ScanDihedralOpt = True,
     trim_borders: TrimBordersOpt = True,
@@ -382,6 +410,8 @@ def scan(
         tipline scan uploads.zip -o report.html
 
         tipline scan big-folder -o results.jsonl --resume   # after an interruption
+
+        tipline scan --ray auto /mnt/share -o results/   # results/part-00000.jsonl, ...
     """
     from rich.console import Console
 
@@ -394,6 +424,19 @@ def scan(
 
     # URIs as typed (a Path would fold s3:// into s3:/); local paths as before
     inputs = [p if is_uri(p) else str(Path(p)) for p in paths]
+    sharded = output is not None and output.is_dir()
+    if ray_address is not None:
+        _check_ray_options(ray_address, jobs, detector_card, c2pa_trust_anchors)
+        if sharded and fmt not in (None, "jsonl"):
+            raise typer.BadParameter(
+                "a shard directory holds jsonl parts: drop --format or give -o FILE",
+                param_hint="--format",
+            )
+    elif sharded:
+        raise typer.BadParameter(
+            f"{output} is a directory: only a --ray scan writes shards there (give -o FILE)",
+            param_hint="-o",
+        )
     limits = limits_from(
         max_file_bytes,
         max_image_bytes,
@@ -424,7 +467,7 @@ def scan(
         detectors=configure_provenance(detector_card, c2pa_trust_anchors),
         keywords=_keyword_matcher(keywords),
     )
-    fmt_ = _format(fmt, output)
+    fmt_ = "jsonl" if sharded else _format(fmt, output)
     if resume and output is None:
         raise typer.BadParameter(
             "--resume needs -o FILE: it continues the results written there", param_hint="--resume"
@@ -432,10 +475,34 @@ def scan(
 
     ready_url(None)  # the schema rule every command follows (tipline.cli.database)
     store = open_bank_store(state.data_dir())
+    columns: BankColumns | None = None
     try:
-        matcher = bank_index_for_scan(store, bank)
+        if ray_address is None:
+            matcher = bank_index_for_scan(store, bank)
+            bank_names = matcher.banks()
+        else:
+            columns = _bank_columns(store, bank)
+            bank_names = [b.name for b in columns.banks if b.enabled]
     finally:
         store.close()
+    if ray_address is not None:
+        # after every argument check: joining (or starting) a cluster takes seconds
+        _scan_ray(
+            ray_address,
+            inputs,
+            options,
+            columns,
+            output,
+            fmt_,
+            resume=resume,
+            sharded=sharded,
+            shard_files=shard_files,
+            jobs=jobs,
+            follow_symlinks=follow_symlinks,
+            progress=progress,
+            bank_names=bank_names,
+        )
+        return
     if options.provenance:
         from tipline.provenance import registered_readers
 
@@ -502,11 +569,27 @@ def scan(
             stream.close()
     for rec in previous:
         summary.add(rec)
+    _finish_output(output, journal, fmt_, bank_names, options, inputs)
+    _print_summary(err_console, summary, output)
+    raise typer.Exit(summary.exit_status)
+
+
+def _finish_output(
+    output: Path | None,
+    journal: Path | None,
+    fmt_: OutputFormat,
+    bank_names: list[str],
+    options: HashOptions,
+    paths: list[str],
+) -> None:
+    """Render a csv or html -o FILE from the journal (jsonl needs nothing more)."""
+    from tipline.scan import output as out
+
     if output is not None and journal is not None and fmt_ != "jsonl":
         meta = {
-            "banks": ", ".join(matcher.banks()) or "none",
+            "banks": ", ".join(bank_names) or "none",
             "pdq mode": options.pdq_mode,
-            "paths": ", ".join(inputs)[:300],
+            "paths": ", ".join(paths)[:300],
         }
         tmp = output.with_name(output.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
@@ -515,8 +598,193 @@ def scan(
         journal.unlink()
     elif output is None and fmt_ != "jsonl":
         raise typer.BadParameter("csv and html output need -o FILE", param_hint="--format")
+
+
+def _check_ray_options(
+    address: str, jobs: int, detector_card: Path | None, trust_anchors: Path | None
+) -> None:
+    """Refuse what a --ray scan cannot honour (rather than ignore it): settings that live in
+    the driver process and never reach the cluster's workers."""
+    if not address.strip():
+        raise typer.BadParameter("give local, auto or the cluster's address", param_hint="--ray")
+    if jobs and address != "local":
+        raise typer.BadParameter(
+            "--jobs sizes a --ray local cluster; a running cluster uses all its CPUs",
+            param_hint="--jobs",
+        )
+    refused = [
+        ("--detector-card / TIPLINE_DETECTOR_CARD", detector_card is not None),
+        ("--c2pa-trust-anchors / TIPLINE_C2PA_TRUST_ANCHORS", trust_anchors is not None),
+        (
+            "TIPLINE_C2PA_ALLOWED_LIST",
+            bool(os.environ.get("TIPLINE_C2PA_ALLOWED_LIST", "").strip()),
+        ),
+    ]
+    for name, given in refused:
+        if given:
+            raise typer.BadParameter(
+                f"{name} does not reach Ray workers yet: scan without --ray, or unset it",
+                param_hint="--ray",
+            )
+
+
+def _bank_columns(store: object, names: list[str] | None) -> BankColumns:
+    """The columnar snapshot of the banks a scan matches with (runner.bank_index_for_scan's
+    banks and entries), what a --ray scan puts in the object store."""
+    from tipline.index.columns import bank_columns
+    from tipline.scan.runner import chosen_banks
+
+    chosen = chosen_banks(store, names)  # type: ignore[arg-type]
+    entries = (
+        e
+        for b in chosen
+        for e in store.iter_entries(b.name, enabled_only=True)  # type: ignore[attr-defined]
+    )
+    return bank_columns(chosen, entries)
+
+
+def _ray_rate(status: RayProgress, seconds: float) -> str:
+    dt = max(seconds, 1e-6)
+    return (
+        f"{status.files / dt:,.1f} files/s, {status.bytes / dt / 1e6:,.1f} MB/s, "
+        f"{status.bytes / 1e6:,.0f}/{status.total_bytes / 1e6:,.0f} MB, "
+        f"{status.workers} workers"
+    )
+
+
+def _scan_ray(
+    address: str,
+    paths: list[str],
+    options: HashOptions,
+    columns: BankColumns | None,
+    output: Path | None,
+    fmt_: OutputFormat,
+    *,
+    resume: bool,
+    sharded: bool,
+    shard_files: int,
+    jobs: int,
+    follow_symlinks: bool,
+    progress: bool | None,
+    bank_names: list[str],
+) -> None:
+    """``tipline scan --ray``: the local scan's records, sinks, progress and exit status, the
+    files scanned on a Ray cluster (tipline.scan.ray_runner)."""
+    import time
+
+    from rich.console import Console
+
+    from tipline.scan import output as out
+
+    try:
+        from tipline.scan import ray_runner
+    except ImportError as err:  # Ray is an optional extra
+        raise typer.BadParameter(
+            f"Ray is not installed ({err.name}): pip install 'tipline[ray]'", param_hint="--ray"
+        ) from None
+    err_console = Console(stderr=True)
+    show = err_console.is_terminal if progress is None else progress
+    previous: list[ItemRecord] = []
+    journal: Path | None = None
+    done: dict[str, set[str]] = {}
+    stream: TextIO | None = None
+    if not sharded:
+        journal = out.journal_path(output, fmt_) if output else None
+        if journal is not None and resume:
+            previous = out.read_journal(journal)
+            done = out.done_map(previous)
+    if sharded and output is not None:  # before the cluster starts: a directory it cannot use
+        shard_dir = ray_runner.ShardDir(output)
+        if not resume and shard_dir.has_manifest():
+            raise typer.BadParameter(
+                f"{output} holds a sharded scan: continue it with --resume", param_hint="-o"
+            )
+        if not resume and any(output.iterdir()):
+            raise typer.BadParameter(
+                f"{output} is not empty: a sharded scan starts in an empty directory",
+                param_hint="-o",
+            )
+    try:
+        _, started_ray = ray_runner.connect(address, num_cpus=jobs or None)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        typer.echo(f"error: cannot join the Ray cluster at {address}: {err}", err=True)
+        raise typer.Exit(2) from None
+    problems: list[str] = []
+    try:
+        if journal is not None:
+            if not resume:
+                journal.unlink(missing_ok=True)
+            stream = open(journal, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+        writer = out.JournalWriter(stream or sys.stdout)
+        started = [time.perf_counter()]
+
+        def run(
+            on_total: Callable[[int], None] | None,
+            on_progress: Callable[[int], None] | None,
+            on_status: Callable[[RayProgress], None] | None,
+        ) -> ScanSummary:
+            if sharded and output is not None:
+                summary, found = ray_runner.run_scan_ray_shards(
+                    paths,
+                    options,
+                    columns,
+                    output,
+                    resume=resume,
+                    follow_symlinks=follow_symlinks,
+                    shard_files=shard_files,
+                    on_total=on_total,
+                    on_progress=on_progress,
+                    on_status=on_status,
+                )
+                problems.extend(found)
+                return summary
+            return ray_runner.run_scan_ray(
+                paths,
+                options,
+                columns,
+                writer.write,
+                follow_symlinks=follow_symlinks,
+                done=done,
+                on_total=on_total,
+                on_progress=on_progress,
+                on_status=on_status,
+            )
+
+        try:
+            if show:
+                with _progress(err_console) as bar:
+                    task = bar.add_task("scanning (ray)", total=None, rate="")
+
+                    def on_total(n: int) -> None:
+                        started[0] = time.perf_counter()
+                        bar.update(task, total=n)
+
+                    def on_progress(n: int) -> None:
+                        bar.advance(task, n)
+
+                    def on_status(status: RayProgress) -> None:
+                        rate = _ray_rate(status, time.perf_counter() - started[0])
+                        bar.update(task, rate=rate)
+
+                    summary = run(on_total, on_progress, on_status)
+            else:
+                summary = run(None, None, None)
+        except ray_runner.ShardError as err:
+            raise typer.BadParameter(str(err), param_hint="-o") from None
+    finally:
+        if stream is not None:
+            stream.close()
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    for rec in previous:
+        summary.add(rec)
+    _finish_output(output, journal, fmt_, bank_names, options, paths)
+    for problem in problems:
+        typer.echo(f"error: {output}: {problem}", err=True)
     _print_summary(err_console, summary, output)
-    raise typer.Exit(summary.exit_status)
+    raise typer.Exit(2 if problems else summary.exit_status)
 
 
 def _keyword_matcher(path: Path | None) -> KeywordMatcher | None:
