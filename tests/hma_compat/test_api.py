@@ -105,10 +105,11 @@ def test_lookup_without_role(client: httpx.Client, images: Images) -> None:
 def test_exchange_api_set_auth(client: httpx.Client) -> None:
     """tests/test_api.py::test_exchange_api_set_auth; curation.py ``exchange_api_list`` and
     ``exchange_api_config_get_or_update``: Tipline installs ``http_list``, ``local_file``,
-    ``ncmec`` and ``tipline`` (HMA's test installs two others); an API that is not installed is
-    400."""
+    ``ncmec``, ``stop_ncii`` and ``tipline`` (HMA's test installs two others); an API that is
+    not installed is 400."""
     r = client.get("/c/exchanges/apis")
-    assert r.status_code == 200 and r.json() == ["http_list", "local_file", "ncmec", "tipline"]
+    assert r.status_code == 200
+    assert r.json() == ["http_list", "local_file", "ncmec", "stop_ncii", "tipline"]
     r = client.get("/c/exchanges/api/http_list")
     assert r.json() == {"supports_authentification": True, "has_set_authentification": False}
     r = client.post(
