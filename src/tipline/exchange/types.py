@@ -313,6 +313,7 @@ register(LocalFileExchange)
 register(HttpListExchange)
 
 # the other built-in types live in their own modules and register themselves on import
+from tipline.exchange import fb_threatexchange as _fb_threatexchange  # noqa: E402, F401
 from tipline.exchange import ncmec as _ncmec  # noqa: E402, F401
 from tipline.exchange import peer as _peer  # noqa: E402, F401
 from tipline.exchange import stop_ncii as _stop_ncii  # noqa: E402, F401
