@@ -104,12 +104,19 @@ def test_lookup_without_role(client: httpx.Client, images: Images) -> None:
 
 def test_exchange_api_set_auth(client: httpx.Client) -> None:
     """tests/test_api.py::test_exchange_api_set_auth; curation.py ``exchange_api_list`` and
-    ``exchange_api_config_get_or_update``: Tipline installs ``http_list``, ``local_file``,
-    ``ncmec``, ``stop_ncii`` and ``tipline`` (HMA's test installs two others); an API that is
-    not installed is 400."""
+    ``exchange_api_config_get_or_update``: Tipline installs ``fb_threatexchange``,
+    ``http_list``, ``local_file``, ``ncmec``, ``stop_ncii`` and ``tipline`` (HMA's test installs
+    two others); an API that is not installed is 400."""
     r = client.get("/c/exchanges/apis")
     assert r.status_code == 200
-    assert r.json() == ["http_list", "local_file", "ncmec", "stop_ncii", "tipline"]
+    assert r.json() == [
+        "fb_threatexchange",
+        "http_list",
+        "local_file",
+        "ncmec",
+        "stop_ncii",
+        "tipline",
+    ]
     r = client.get("/c/exchanges/api/http_list")
     assert r.json() == {"supports_authentification": True, "has_set_authentification": False}
     r = client.post(
@@ -120,19 +127,23 @@ def test_exchange_api_set_auth(client: httpx.Client) -> None:
     r = client.post("/c/exchanges/api/http_list", json={"credential_json": {}})
     assert r.json()["has_set_authentification"] is False
     assert client.get("/c/exchanges/api/local_file").json()["supports_authentification"] is False
-    for api in ("sample", "fb_threatexchange"):
-        r = client.get(f"/c/exchanges/api/{api}")
-        assert r.status_code == 400 and "no such Exchange API" in r.json()["message"]
-        r = client.post(f"/c/exchanges/api/{api}", json={"credential_json": {}})
-        assert r.status_code == 400
+    r = client.get("/c/exchanges/api/fb_threatexchange")
+    assert r.json() == {"supports_authentification": True, "has_set_authentification": False}
+    r = client.get("/c/exchanges/api/sample")
+    assert r.status_code == 400 and "no such Exchange API" in r.json()["message"]
+    r = client.post("/c/exchanges/api/sample", json={"credential_json": {}})
+    assert r.status_code == 400
 
 
 def test_exchange_api_schema(client: httpx.Client) -> None:
     """tests/test_api.py::test_exchange_api_schema; curation.py ``exchange_api_schema_get``:
     an API that is not installed is 404."""
-    for api in ("sample", "fb_threatexchange"):
-        r = client.get(f"/c/exchanges/api/{api}/schema")
-        assert r.status_code == 404 and "message" in r.json()
+    r = client.get("/c/exchanges/api/sample/schema")
+    assert r.status_code == 404 and "message" in r.json()
+    r = client.get("/c/exchanges/api/fb_threatexchange/schema")
+    assert r.status_code == 200
+    fields = [f["name"] for f in r.json()["config_schema"]["fields"]]
+    assert fields[:2] == ["privacy_groups", "base_url"]
 
 
 def test_compare_hashes(client: httpx.Client) -> None:
