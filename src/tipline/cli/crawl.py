@@ -95,7 +95,9 @@ def crawl(
     from tipline.store.tables import Report
 
     settings = state.service_settings(config)
-    factory = open_db(database_url_opt or settings.database_url or None)
+    if database_url_opt:  # the banks matched against are this database's too
+        settings = settings.replace(database_url=database_url_opt)
+    factory = open_db(settings.database_url or None)
     configure_process(settings)
     if resume is None and not urls:
         raise typer.BadParameter("give seed URLs, or --resume ID")
