@@ -313,15 +313,20 @@ def create_app(
 
 def _start_pipeline(ctx: AppContext, stop: threading.Event) -> list[threading.Thread]:
     """In-process pipeline workers (``inprocess_workers``), matching with this process's
-    live index; they run the removal loop's jobs too (ticks, steps, notice groups, sends), so
-    the embedded mode needs no ``tipline worker`` beside it."""
+    live index; they run the removal loop's jobs too (ticks, steps, notice groups, sends) and
+    the feedback to exchanges, so the embedded mode needs no ``tipline worker`` beside it
+    (exchange fetches and crawls, long-running, stay with ``tipline worker``)."""
     if ctx.pipeline is None or ctx.settings.inprocess_workers <= 0:
         return []
+    from tipline.exchange import feedback  # registers the feedback sender
     from tipline.removal import scheduler  # registers the removal handlers
 
     pipeline.configure(ctx.pipeline)
     threads: list[threading.Thread] = pipeline.start_workers(
-        ctx.engine, stop, count=ctx.settings.inprocess_workers, extra_kinds=scheduler.JOB_KINDS
+        ctx.engine,
+        stop,
+        count=ctx.settings.inprocess_workers,
+        extra_kinds=(*scheduler.JOB_KINDS, feedback.JOB_KIND),
     )
     return threads
 
