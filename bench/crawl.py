@@ -21,7 +21,8 @@ the bench as before, for comparison.
    second; prints it at each tenth of the crawl and the growth from the first tenth to the end.
 5. ``--resume-check`` (alone; ``--pg`` adds PostgreSQL): ``tipline crawl`` of ``/bigsite`` as a
    subprocess on a fresh database, killed with SIGKILL once ``--kill-at`` pages are committed,
-   then at once ``tipline crawl --resume ID --take-over``; the site (own process) logs every
+   then at once ``tipline crawl --resume ID --take-over`` (``--no-take-over``: without it,
+   retried until the dead runner's heartbeat is stale); the site (own process) logs every
    request. Measures the seconds from the kill to the resumed run's first request and first
    committed page and to its end, the duplicate fetches (all of them, and those beyond the
    documented allowance: the pages in flight at the kill) and that the final crawl holds every
@@ -132,6 +133,11 @@ def main() -> int:
     )
     ap.add_argument("--resume-pages", type=int, default=2000)
     ap.add_argument("--kill-at", type=int, default=500, help="committed pages at the kill")
+    ap.add_argument(
+        "--no-take-over",
+        action="store_true",
+        help="resume without --take-over (retried until the dead runner's heartbeat is stale)",
+    )
     args = ap.parse_args()
     if args.resume_check:
         return _resume_check(args)
@@ -301,8 +307,19 @@ def _tipline_env(tmp: Path, workers: int) -> dict[str, str]:
     return env
 
 
+#: seconds after the kill in which a logged request is still the killed runner's
+LATE = 0.25
+
+
 def _resume_once(
-    url: str, base: str, log: Path, tmp: Path, pages: int, kill_at: int, workers: int
+    url: str,
+    base: str,
+    log: Path,
+    tmp: Path,
+    pages: int,
+    kill_at: int,
+    workers: int,
+    take_over: bool = True,
 ) -> dict[str, Any]:
     """One crawl killed with SIGKILL after ``kill_at`` committed pages, resumed at once."""
     migrations.upgrade(url)
@@ -373,13 +390,19 @@ def _resume_once(
         }
     at_kill = pages_by_state(cid)
     t_start = time.time()
-    res = subprocess.run(
-        [*tipline, "--resume", str(cid), "--take-over"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    refused = 0
+    while True:  # without --take-over: refused until the dead runner's heartbeat is stale
+        res = subprocess.run(
+            [*tipline, "--resume", str(cid), *(() if not take_over else ("--take-over",))],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if take_over or res.returncode == 0 or "is being run by" not in res.stderr:
+            break
+        refused += 1
+        time.sleep(0.2)
     t_end = time.time()
     if res.returncode != 0:
         raise RuntimeError(f"the resume failed ({res.returncode}): {res.stderr[-2000:]}")
@@ -389,7 +412,11 @@ def _resume_once(
         ts, _host, path = line.split(" ", 2)
         requests.append((float(ts), path))
     hits = Counter(p for _t, p in requests)
-    after = sorted(t for t, _p in requests if t >= t_kill)
+    #: requests the killed runner sent just before the kill are logged a few ms after it (the
+    #: site's threads read them late); the resumed process needs far longer than LATE to
+    #: start, so its first request is the first one logged LATE or more after the kill
+    late = sum(1 for t, _p in requests if t_kill <= t < t_kill + LATE)
+    after = sorted(t for t, _p in requests if t >= t_kill + LATE)
     kill_dt = datetime.fromtimestamp(t_kill, UTC)
     with sf() as s:
         done = [
@@ -417,7 +444,10 @@ def _resume_once(
         "in_flight_at_kill": len(in_flight),
         "state_after": f"{final_state[0]} ({final_state[1]})",
         "resume_pages_done": summary["pages_done"],
+        "take_over": take_over,
+        "resumes_refused": refused,
         "kill_to_resume_process_start_s": round(t_start - t_kill, 3),
+        "killed_runner_requests_logged_late": late,
         "kill_to_first_request_s": round(after[0] - t_kill, 3) if after else None,
         "kill_to_first_committed_page_s": (
             round(resumed_commits[0].timestamp() - t_kill, 3) if resumed_commits else None
@@ -478,7 +508,14 @@ def _resume_check(args: argparse.Namespace) -> int:
         for name, url in dbs:
             try:
                 out[name] = _resume_once(
-                    url, base, log, tmp, args.resume_pages, args.kill_at, args.workers
+                    url,
+                    base,
+                    log,
+                    tmp,
+                    args.resume_pages,
+                    args.kill_at,
+                    args.workers,
+                    take_over=not args.no_take_over,
                 )
             finally:
                 if name == "postgresql":
