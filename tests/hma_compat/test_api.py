@@ -105,8 +105,8 @@ def test_lookup_without_role(client: httpx.Client, images: Images) -> None:
 def test_exchange_api_set_auth(client: httpx.Client) -> None:
     """tests/test_api.py::test_exchange_api_set_auth; curation.py ``exchange_api_list`` and
     ``exchange_api_config_get_or_update``: Tipline installs ``fb_threatexchange``,
-    ``http_list``, ``local_file``, ``ncmec``, ``stop_ncii`` and ``tipline`` (HMA's test installs
-    two others); an API that is not installed is 400."""
+    ``http_list``, ``local_file``, ``ncmec``, ``stop_ncii``, ``tat`` and ``tipline`` (HMA's test
+    installs two others); an API that is not installed is 400."""
     r = client.get("/c/exchanges/apis")
     assert r.status_code == 200
     assert r.json() == [
@@ -115,6 +115,7 @@ def test_exchange_api_set_auth(client: httpx.Client) -> None:
         "local_file",
         "ncmec",
         "stop_ncii",
+        "tat",
         "tipline",
     ]
     r = client.get("/c/exchanges/api/http_list")

@@ -317,5 +317,6 @@ from tipline.exchange import fb_threatexchange as _fb_threatexchange  # noqa: E4
 from tipline.exchange import ncmec as _ncmec  # noqa: E402, F401
 from tipline.exchange import peer as _peer  # noqa: E402, F401
 from tipline.exchange import stop_ncii as _stop_ncii  # noqa: E402, F401
+from tipline.exchange import tat as _tat  # noqa: E402, F401
 
 __all__ = ["DELTA_LINES", "HttpListExchange", "LocalFileExchange", "list_deltas", "record_key"]
