@@ -299,6 +299,7 @@ def test_a_clock_that_jumps_back_does_not_move_the_checkpoint(
         (b'{"data": [', "malformed JSON"),
         (b"\xff\xfe not json", "malformed JSON"),
         (b"[1, 2]", "expected a JSON object, got list"),
+        (b"[" * 200_000 + b"]" * 200_000, "malformed JSON"),  # nesting past the recursion limit
         (b'{"data": {"id": "1"}}', "'data' is not a list"),
         (b'{"data": [], "paging": "x"}', "'paging' is not an object"),
         (b'{"data": [], "paging": {"next": 7}}', "'paging.next' is not a string"),
@@ -371,6 +372,25 @@ def test_a_paging_link_to_another_host_is_refused(
     assert not out.succeeded and "paging link outside" in (out.error or "")
 
 
+def test_a_stored_link_is_checked_again_on_resume(
+    lite: sessionmaker[Session], replay: Replay
+) -> None:
+    replay.add(G1, *spread(250))
+    add(lite, replay)
+    assert run_fetch(lite, "TE", FetchOptions(budget_seconds=0.0, clock=lambda: NOW)).more
+    with lite() as s, s.begin():  # a checkpoint whose link now names another host
+        st = s.scalar(select(ExchangeFetchStatusRow))
+        assert st is not None
+        doc = json.loads(json.dumps(st.checkpoint))  # a copy: a changed value is written
+        group = doc["state"]["groups"][G1]
+        group["next"] = "http://127.0.0.2:9" + group["next"]
+        st.checkpoint = doc
+    seen = len(replay.update_requests())
+    out = run_fetch(lite, "TE", FetchOptions(clock=lambda: NOW))
+    assert not out.succeeded and "paging link to another host" in (out.error or "")
+    assert len(replay.update_requests()) == seen
+
+
 def test_a_repeating_page_stops_with_an_error(lite: sessionmaker[Session], replay: Replay) -> None:
     replay.add(G1, *spread(500))
     replay.repeat_page = True
@@ -422,7 +442,8 @@ def test_config_and_credentials_are_checked(lite: sessionmaker[Session], replay:
     ]:
         with pytest.raises(ExchangeError, match=said):
             typ.validate_config(bad)
-    assert typ.validate_config({"privacy_groups": " 1, 2,1"})["privacy_groups"] == "1,2"
+    checked = typ.validate_config({"privacy_groups": " 1, 2,1", "feedback": "off"})
+    assert checked["privacy_groups"] == "1,2" and checked["feedback"] is False
     with pytest.raises(ExchangeError, match="app_id and app_secret, or access_token"):
         typ.validate_credentials({"app_id": "1"})
     with pytest.raises(ExchangeError, match="unexpected characters"):

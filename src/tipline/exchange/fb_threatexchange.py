@@ -163,6 +163,12 @@ class ThreatExchange(ExchangeType):
             help="Largest page accepted, in bytes.",
         ),
         ConfigField("timeout", "number", default=60, help="Seconds for one page."),
+        ConfigField(
+            "feedback",
+            "boolean",
+            default=True,
+            help="Send analysts' grades of matched updates back as reactions.",
+        ),
     )
     credential_fields = (
         ConfigField("app_id", "string", help="ThreatExchange app id (with app_secret)."),
@@ -386,7 +392,7 @@ def _graph_error(text: str) -> tuple[int | None, str]:
     """Graph's ``{"error": {"message", "code"}}``: (code, message), or (None, '')."""
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None, ""
     err = doc.get("error") if isinstance(doc, dict) else None
     if not isinstance(err, dict):
@@ -407,7 +413,7 @@ def _shown(path: str) -> str:
 def _parse_json(body: bytes, where: str, client: Client) -> dict[str, Any]:
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise ExchangeFetchError(
             f"ThreatExchange {where}: malformed JSON ({str(err)[:120]})"
         ) from None
