@@ -9,6 +9,7 @@ fetches run on SQLite and PostgreSQL. Hashes are benign stand-ins (digests of co
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -16,9 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from conftest import encode, noise_image
 from stopncii_replay import (
     FEEDBACK_KEY,
     FETCH_KEY,
@@ -28,7 +32,8 @@ from stopncii_replay import (
     stand_in_md5,
     stand_in_pdq,
 )
-from tipline.exchange import store
+from tipline import pipeline
+from tipline.exchange import feedback, store
 from tipline.exchange.api import (
     ExchangeError,
     ExchangeFetchError,
@@ -40,11 +45,17 @@ from tipline.exchange.api import (
 from tipline.exchange.fetcher import FetchOptions, next_delay, run_fetch
 from tipline.exchange.stop_ncii import STALE_SECONDS, parse_page
 from tipline.net.fetch import FetchSettings
+from tipline.service import auth, wiring
+from tipline.service.app import create_app
+from tipline.service.intake import IntakeContext, IntakeSettings, NewReport, create_reports
+from tipline.service.settings import ServiceSettings
 from tipline.store import migrations
 from tipline.store.base import make_engine
 from tipline.store.base import session_factory as make_factory
+from tipline.store.exchange_feedback_tables import ExchangeFeedbackRow
+from tipline.store.jobs import JobQueue
 from tipline.store.media import Keyring, new_key
-from tipline.store.tables import BankEntryRow, ExchangeFetchStatusRow, ExchangeRow
+from tipline.store.tables import BankEntryRow, ExchangeFetchStatusRow, ExchangeRow, Item, User
 
 CREDS = {
     "subscription_key": SUBSCRIPTION_KEY,
@@ -519,3 +530,93 @@ def test_feedback_429_is_retryable(replay: Replay) -> None:
     assert replay.feedback == {}
     exchange_type("stop_ncii").submit_opinion(_ctx(replay), yes)
     assert replay.feedback == {("ImagePDQ", value): ("Blocked", ())}
+
+
+# -- a grade's feedback through the queue, end to end ----------------------------------------
+
+
+def test_a_confirmed_grade_reaches_stopncii_through_the_feedback_queue(
+    db_url: str, session_factory: sessionmaker[Session], engine: Engine, tmp_path: Path
+) -> None:
+    """Fetched from the replay, matched by a report, graded: the feedback job (the queue
+    built in exchange/feedback.py) posts ``Blocked`` with the grade's reasons as tags, once
+    through a 503; a not-illegal grade posts ``NotBlocked``."""
+    img_a = encode(noise_image(21, 200, 150), "PNG")
+    img_b = encode(noise_image(22, 200, 150), "PNG")
+    md5_a, md5_b = hashlib.md5(img_a).hexdigest(), hashlib.md5(img_b).hexdigest()
+    replay = Replay().start()
+    replay.add(
+        HashRec(NOW - DAY, md5_a, "VideoMD5"),
+        HashRec(NOW - DAY + 1, md5_b, "VideoMD5"),
+    )
+    settings = ServiceSettings(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        inprocess_workers=0,
+        cookie_secure="false",
+        review_consensus=1,
+        fetch_allow_networks="127.0.0.1/32",
+        media_mode="hash-only",
+    )  # type: ignore[arg-type]
+    settings.data_dir.mkdir()
+    app = create_app(settings, load_index="sync")  # sets the credential key and fetch policy
+    with session_factory() as s, s.begin():
+        store.create_exchange(
+            s, NAME, "stop_ncii", {"base_url": replay.base_url}, credentials=CREDS
+        )
+        auth.create_user(s, "alice", "analyst", "feedback test password")
+        user = s.scalars(select(User).where(User.username == "alice")).one()
+        token = auth.create_token(s, user, "feedback-test", ["review:grade"])
+    assert run_fetch(session_factory, NAME).added == 2
+    client = TestClient(app)
+    queue = JobQueue(engine, backoff_base=0.0)
+
+    def report_and_grade(image: bytes, values: dict[str, str]) -> None:
+        ctx = IntakeContext(session_factory, JobQueue(engine), IntakeSettings(secret=b"s"))
+        create_reports(ctx, [NewReport(uploads=[("photo.png", image)])], "partner_api")
+        for _ in range(50):
+            if (
+                queue.run_one("pipeline", list(pipeline.STAGES), session_factory=session_factory)
+                is None
+            ):
+                break
+        with session_factory() as s:
+            item = s.scalars(select(Item).where(Item.md5 == hashlib.md5(image).hexdigest())).one()
+        assert any(m["bank"] == NAME for m in item.matches or []), item.matches
+        url = f"/api/v1/review/clusters/{item.cluster_id}"
+        client.cookies.clear()
+        headers = {"Authorization": f"Bearer {token}"}
+        assert client.post(url + "/claim", headers=headers).status_code == 200
+        res = client.post(url + "/grade", headers=headers, json={"values": values})
+        assert res.status_code == 200, res.text
+
+    def send() -> Any:
+        return queue.run_one(
+            "feedback-worker", [feedback.JOB_KIND], session_factory=session_factory
+        )
+
+    try:
+        with client:  # the lifespan loads the index: it holds the fetched entries
+            pipeline.configure(
+                wiring.pipeline_config(settings, match=app.state.ctx.matcher.match_record)
+            )
+            report_and_grade(img_a, {"uk_category": "C", "ncmec_category": "none"})
+            replay.fail = [(503, {})]  # the partner is down once
+            assert send() is not None and replay.feedback == {}
+            assert send() is not None and send() is None
+            assert replay.feedback == {("VideoMD5", md5_a): ("Blocked", ("uk_category:C",))}
+            assert len(replay.feedback_log) == 1
+            posts = [h for m, p, h in replay.requests if p == "/v1/SubmitFeedback"]
+            assert len(posts) == 2 and all(h["x-functions-key"] == FEEDBACK_KEY for h in posts)
+            report_and_grade(img_b, {"uk_category": "not_illegal", "ncmec_category": "none"})
+            assert send() is not None
+            assert replay.feedback[("VideoMD5", md5_b)][0] == "NotBlocked"
+            with session_factory() as s:
+                rows = list(s.scalars(select(ExchangeFeedbackRow).order_by(ExchangeFeedbackRow.id)))
+                assert [(r.record_key, r.category, r.state) for r in rows] == [
+                    ("VideoMD5:" + md5_a, "positive", "sent"),
+                    ("VideoMD5:" + md5_b, "negative", "sent"),
+                ]
+    finally:
+        pipeline.configure(None)
+        replay.stop()
