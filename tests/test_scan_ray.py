@@ -186,6 +186,8 @@ def test_plan_manifest_cuts_shards_and_keeps_listing_errors(tmp_path: Path) -> N
         (["-o", "DIR"], {}, "only a --ray scan writes shards"),
         (["--ray", "local", "-o", "DIR", "--format", "csv"], {}, "jsonl parts"),
         (["--ray", "local", "-o", "FULL"], {}, "not empty"),
+        (["--ray", "local", "--format", "parquet"], {}, "Parquet is written per shard"),
+        (["--format", "parquet"], {}, "Parquet is written per shard"),
     ],
 )
 def test_ray_options_it_cannot_honour_are_refused(

@@ -227,6 +227,44 @@ def test_sharded_output_and_resume_of_a_finished_run(
 
 
 @inner
+def test_parquet_shards_hold_the_same_records(
+    corpus: Corpus, ray_address: str, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    args = ("-o", str(shards), "--format", "parquet", "--shard-files", "16", "--no-progress")
+    rc, _, err = corpus.scan(*args)
+    assert rc == corpus.local_rc, err
+    parts = sorted(shards.glob("part-*.parquet"))
+    assert len(parts) == len(list(shards.glob("part-*.jsonl"))) == -(-corpus.files // 16)
+    jsonl = _shard_records(shards)
+    _same_as_local(corpus, jsonl)
+
+    def parquet_records() -> dict[str, dict]:
+        rows: dict[str, dict] = {}
+        for part in sorted(shards.glob("part-*.parquet")):
+            table = pq.read_table(part)
+            for row in table.to_pylist():
+                rec = json.loads(row["record"])
+                assert row["path"] == rec["path"] and row["sha256"] == (rec["sha256"] or "")
+                assert row["matched"] == bool(rec["matches"]), rec["path"]
+                assert rec["path"] not in rows
+                rows[rec["path"]] = rec
+        return rows
+
+    assert parquet_records() == jsonl
+    assert pq.read_schema(parts[0]).field("size").type == "int64"
+    # a lost Parquet part is found (the marker names its SHA-256) and re-done by --resume,
+    # which keeps the run's format without being told again
+    parts[1].unlink()
+    rc, _, err = corpus.scan("-o", str(shards), "--resume", "--no-progress")
+    assert rc == corpus.local_rc, err
+    assert parts[1].exists() and parquet_records() == _shard_records(shards)
+
+
+@inner
 def test_crashing_file_gets_worker_crashed_record(
     corpus: Corpus, ray_address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -318,7 +318,10 @@ def scan(
     fmt: Annotated[
         str | None,
         typer.Option(
-            "--format", "-f", help="jsonl, csv or html. Default: from the -o extension, else jsonl."
+            "--format",
+            "-f",
+            help="jsonl, csv or html. Default: from the -o extension, else jsonl. With --ray "
+            "and -o DIR: parquet writes each shard as Parquet too (tipline[parquet]).",
         ),
     ] = None,
     resume: Annotated[
@@ -427,9 +430,10 @@ def scan(
     sharded = output is not None and output.is_dir()
     if ray_address is not None:
         _check_ray_options(ray_address, jobs, detector_card, c2pa_trust_anchors)
-        if sharded and fmt not in (None, "jsonl"):
+        if sharded and fmt not in (None, "jsonl", "parquet"):
             raise typer.BadParameter(
-                "a shard directory holds jsonl parts: drop --format or give -o FILE",
+                "a shard directory holds jsonl parts (and Parquet with --format parquet): "
+                "drop --format or give -o FILE",
                 param_hint="--format",
             )
     elif sharded:
@@ -437,6 +441,18 @@ def scan(
             f"{output} is a directory: only a --ray scan writes shards there (give -o FILE)",
             param_hint="-o",
         )
+    if fmt == "parquet":
+        if not (ray_address is not None and sharded):
+            raise typer.BadParameter(
+                "Parquet is written per shard: give --ray and -o DIR (an existing directory)",
+                param_hint="--format",
+            )
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise typer.BadParameter(
+                "Parquet needs pyarrow: pip install 'tipline[parquet]'", param_hint="--format"
+            ) from None
     limits = limits_from(
         max_file_bytes,
         max_image_bytes,
@@ -497,6 +513,7 @@ def scan(
             resume=resume,
             sharded=sharded,
             shard_files=shard_files,
+            parquet=fmt == "parquet",
             jobs=jobs,
             follow_symlinks=follow_symlinks,
             progress=progress,
@@ -663,6 +680,7 @@ def _scan_ray(
     resume: bool,
     sharded: bool,
     shard_files: int,
+    parquet: bool,
     jobs: int,
     follow_symlinks: bool,
     progress: bool | None,
@@ -732,6 +750,7 @@ def _scan_ray(
                     resume=resume,
                     follow_symlinks=follow_symlinks,
                     shard_files=shard_files,
+                    parquet=parquet,
                     on_total=on_total,
                     on_progress=on_progress,
                     on_status=on_status,

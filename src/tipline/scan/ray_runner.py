@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tipline.record import ItemRecord
-from tipline.scan import runner
+from tipline.scan import output, runner
 from tipline.scan.hashing import HashOptions
 
 if TYPE_CHECKING:
@@ -379,6 +379,8 @@ class Manifest:
     early: list[ItemRecord]
     #: per shard: (path, size, mtime) of each file
     shards: list[list[tuple[str, int, float]]]
+    #: each shard also as ``part-NNNNN.parquet`` (``--format parquet``)
+    parquet: bool = False
 
     @property
     def files(self) -> int:
@@ -396,11 +398,16 @@ class Verified:
 class ShardDir:
     """A directory of ``part-NNNNN.jsonl`` shards (see the module docstring)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, parquet: bool = False) -> None:
         self.root = root
+        #: each committed shard also as Parquet (the manifest's choice on a resume)
+        self.parquet = parquet
 
     def part(self, shard: int) -> Path:
         return self.root / f"part-{shard:05d}.jsonl"
+
+    def parquet_part(self, shard: int) -> Path:
+        return self.root / f"part-{shard:05d}.parquet"
 
     def _tmp(self, shard: int) -> Path:
         return self.root / f"part-{shard:05d}.jsonl.tmp"
@@ -428,6 +435,7 @@ class ShardDir:
                     "shards": len(manifest.shards),
                     "files": manifest.files,
                     "early": [r.to_json() for r in manifest.early],
+                    "parquet": manifest.parquet,
                 },
                 ensure_ascii=False,
             )
@@ -456,7 +464,8 @@ class ShardDir:
         if len(shards) != head.get("shards"):
             raise ShardError(f"{path}: {len(shards)} shards listed, {head.get('shards')} planned")
         early = [ItemRecord.from_json(d) for d in head.get("early", [])]
-        return Manifest([str(p) for p in head.get("paths", [])], early, shards)
+        paths = [str(p) for p in head.get("paths", [])]
+        return Manifest(paths, early, shards, parquet=bool(head.get("parquet", False)))
 
     # -- shards
 
@@ -465,13 +474,23 @@ class ShardDir:
         try:
             marker = json.loads(self._marker(shard).read_text(encoding="utf-8"))
             data = self.part(shard).read_bytes()
+            table = self.parquet_part(shard).read_bytes() if self.parquet else b""
         except (OSError, ValueError):
             return False
-        return isinstance(marker, dict) and marker.get("sha256") == hashlib.sha256(data).hexdigest()
+        if not isinstance(marker, dict) or marker.get("sha256") != _sha256(data):
+            return False
+        return not self.parquet or marker.get("parquet_sha256") == _sha256(table)
 
     def start(self, shard: int) -> None:
         """Throw away whatever an interrupted run left of this shard."""
-        for p in (self._marker(shard), self.part(shard), self._tmp(shard)):
+        parquet = self.parquet_part(shard)
+        for p in (
+            self._marker(shard),
+            self.part(shard),
+            self._tmp(shard),
+            parquet,
+            parquet.with_suffix(".parquet.tmp"),
+        ):
             p.unlink(missing_ok=True)
 
     def append(self, shard: int, records: list[ItemRecord]) -> None:
@@ -486,8 +505,17 @@ class ShardDir:
         with open(tmp, "rb") as f:
             data = f.read()
             os.fsync(f.fileno())
+        marker: dict[str, Any] = {"records": data.count(b"\n"), "sha256": _sha256(data)}
+        if self.parquet:  # the same records, typed columns (written before the marker)
+            table = self.parquet_part(shard)
+            table_tmp = table.with_suffix(".parquet.tmp")
+            records = (ItemRecord.from_json(json.loads(line)) for line in data.splitlines())
+            output.write_parquet(records, table_tmp)
+            with open(table_tmp, "rb") as f:
+                marker["parquet_sha256"] = _sha256(f.read())
+                os.fsync(f.fileno())
+            os.replace(table_tmp, table)
         os.replace(tmp, self.part(shard))
-        marker = {"records": data.count(b"\n"), "sha256": hashlib.sha256(data).hexdigest()}
         _write_atomic(self._marker(shard), json.dumps(marker) + "\n")
 
     def iter_records(self, shard: int) -> Iterator[ItemRecord]:
@@ -525,6 +553,10 @@ class ShardDir:
             shown = ", ".join(sorted(doubled)[:5]) + (" ..." if len(doubled) > 5 else "")
             out.problems.append(f"{len(doubled)} records appear more than once: {shown}")
         return out
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -567,6 +599,7 @@ def run_scan_ray_shards(
     resume: bool = False,
     follow_symlinks: bool = False,
     shard_files: int = SHARD_FILES,
+    parquet: bool = False,
     on_total: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     on_status: Callable[[RayProgress], None] | None = None,
@@ -575,9 +608,10 @@ def run_scan_ray_shards(
     record in the directory, and what ``ShardDir.verify`` found wrong (empty: every planned
     file exactly once). Raises ``ShardError`` for a directory it cannot use."""
     start = time.perf_counter()
-    store = ShardDir(root)
+    store = ShardDir(root, parquet=parquet)
     if resume and store.has_manifest():
         manifest = store.load()
+        store.parquet = manifest.parquet  # the run continues as it began
         if manifest.paths != list(paths):
             raise ShardError(
                 f"{root} holds a scan of {' '.join(manifest.paths)[:200]}, not of these paths"
@@ -586,6 +620,7 @@ def run_scan_ray_shards(
         if store.has_manifest():
             raise ShardError(f"{root} holds a sharded scan: continue it with --resume")
         manifest = plan_manifest(paths, follow_symlinks, shard_files)
+        manifest.parquet = parquet
         store.create(manifest)
     todo = [i for i in range(len(manifest.shards)) if not store.is_done(i)]
     for i in todo:
