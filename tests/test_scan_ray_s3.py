@@ -116,6 +116,19 @@ def test_bucket_on_two_nodes_survives_worker_and_driver_kills(
         remote = relative(records(merged), s3_bucket.uri)  # records() refuses a doubled path
         assert done_before < len(list(shards.glob("part-*.done")))  # the resume did the rest
         assert remote == local
+        # the driver's manifest: each object with the listing's size and ETag
+        import hashlib
+        import json
+
+        rows = [json.loads(line) for line in (shards / "manifest.jsonl").read_text().splitlines()]
+        files = {p: n for row in rows[1:] for p, n, _ in row["files"]}
+        etags = {k: v for row in rows[1:] for k, v in row.get("etags", {}).items()}
+        assert set(files) == {f"{s3_bucket.uri}/{k}" for k in s3_bucket.keys}
+        for key in s3_bucket.keys:
+            data = (s3_bucket.local / key).read_bytes()
+            uri = f"{s3_bucket.uri}/{key}"
+            assert files[uri] == len(data), key
+            assert etags[uri] == hashlib.md5(data).hexdigest(), key  # S3's single-part ETag
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -47,8 +47,10 @@ BLOCK_BYTES = 8 * 1024 * 1024
 _COPY = 1024 * 1024
 
 
-#: Sizes from this process's listings (the driver's): URI -> bytes, for ``object_size``.
-_LISTED_SIZES: dict[str, int] = {}
+#: This process's listings (the driver's): URI -> its manifest line, for ``object_size`` and
+#: ``listed_entry`` (bounded: a huge listing keeps the first entries, the rest are asked).
+_LISTED: dict[str, ObjectEntry] = {}
+_LISTED_MAX = 2_000_000
 
 
 class ObjectStoreError(TiplineError):
@@ -111,8 +113,8 @@ def iter_objects(uri: str) -> Iterator[ObjectEntry | ItemRecord]:
             listing = _walk_objects(fs, scheme, bucket, key)
         for item in listing:
             found = True
-            if isinstance(item, ObjectEntry):
-                _LISTED_SIZES[item.uri] = item.size
+            if isinstance(item, ObjectEntry) and len(_LISTED) < _LISTED_MAX:
+                _LISTED[item.uri] = item
             yield item
     except ObjectStoreError:
         raise
@@ -284,13 +286,18 @@ def _video_via_tempfile(
     return record
 
 
+def listed_entry(uri: str) -> ObjectEntry | None:
+    """The manifest line this process's listing gave ``uri`` (size, ETag, mtime), if any."""
+    return _LISTED.get(uri)
+
+
 def object_size(uri: str) -> int:
     """The size of one object, for balancing work units (``ray_runner.plan_units``): the
     listing's, without a request, for an object this process listed; else asked (0 if that
     fails)."""
-    listed = _LISTED_SIZES.get(uri)
+    listed = _LISTED.get(uri)
     if listed is not None:
-        return listed
+        return listed.size
     try:
         scheme, bucket, key = split_uri(uri)
         return int(filesystem(scheme).info(f"{bucket}/{key}").get("size") or 0)
@@ -304,6 +311,7 @@ __all__ = [
     "ObjectStoreError",
     "is_uri",
     "iter_objects",
+    "listed_entry",
     "object_size",
     "scan_object",
     "split_uri",

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tipline.record import ItemRecord
-from tipline.scan import output, runner
+from tipline.scan import objectstore, output, runner
 from tipline.scan.hashing import HashOptions
 
 if TYPE_CHECKING:
@@ -381,6 +381,8 @@ class Manifest:
     shards: list[list[tuple[str, int, float]]]
     #: each shard also as ``part-NNNNN.parquet`` (``--format parquet``)
     parquet: bool = False
+    #: objects' ETags as listed (object-storage inputs), by URI
+    etags: dict[str, str] = field(default_factory=dict)
 
     @property
     def files(self) -> int:
@@ -441,7 +443,11 @@ class ShardDir:
             )
         ]
         for i, files in enumerate(manifest.shards):
-            lines.append(json.dumps({"shard": i, "files": files}, ensure_ascii=False))
+            row: dict[str, Any] = {"shard": i, "files": files}
+            tags = {p: manifest.etags[p] for p, _, _ in files if p in manifest.etags}
+            if tags:
+                row["etags"] = tags
+            lines.append(json.dumps(row, ensure_ascii=False))
         _write_atomic(self.root / MANIFEST, "".join(line + "\n" for line in lines))
 
     def load(self) -> Manifest:
@@ -452,11 +458,13 @@ class ShardDir:
                 if not isinstance(head, dict) or head.get("format") != MANIFEST_FORMAT:
                     raise ShardError(f"{path}: not a tipline shard manifest")
                 shards: list[list[tuple[str, int, float]]] = []
+                etags: dict[str, str] = {}
                 for i, line in enumerate(f):
                     row = json.loads(line)
                     if row.get("shard") != i:
                         raise ShardError(f"{path}: shard {i} is missing or out of order")
                     shards.append([(str(p), int(n), float(m)) for p, n, m in row["files"]])
+                    etags.update({str(k): str(v) for k, v in dict(row.get("etags", {})).items()})
         except FileNotFoundError:
             raise ShardError(f"{self.root} holds no {MANIFEST}: nothing to resume") from None
         except (OSError, ValueError, KeyError, TypeError) as err:
@@ -465,7 +473,8 @@ class ShardDir:
             raise ShardError(f"{path}: {len(shards)} shards listed, {head.get('shards')} planned")
         early = [ItemRecord.from_json(d) for d in head.get("early", [])]
         paths = [str(p) for p in head.get("paths", [])]
-        return Manifest(paths, early, shards, parquet=bool(head.get("parquet", False)))
+        parquet = bool(head.get("parquet", False))
+        return Manifest(paths, early, shards, parquet=parquet, etags=etags)
 
     # -- shards
 
@@ -579,7 +588,14 @@ def plan_manifest(
     """List ``paths`` as the local scan does and cut the files into shards."""
     tasks, early = runner.plan_tasks(paths, follow_symlinks, {})
     rows: list[tuple[str, int, float]] = []
+    etags: dict[str, str] = {}
     for path, _ in tasks:
+        if objectstore.is_uri(path):  # the listing's size and ETag, no request per object
+            entry = objectstore.listed_entry(path)
+            rows.append((path, entry.size if entry else runner.task_size(path), 0.0))
+            if entry is not None and entry.etag:
+                etags[path] = entry.etag
+            continue
         try:
             st = os.stat(path)
             rows.append((path, st.st_size, st.st_mtime))
@@ -587,7 +603,7 @@ def plan_manifest(
             rows.append((path, 0, 0.0))  # its scan says why
     step = max(1, shard_files)
     shards = [rows[i : i + step] for i in range(0, len(rows), step)] or [[]]
-    return Manifest(list(paths), early, shards)
+    return Manifest(list(paths), early, shards, etags=etags)
 
 
 def run_scan_ray_shards(
