@@ -57,3 +57,22 @@ def test_crawl_refuses_bad_seeds_in_one_line(tmp_path: Path) -> None:
     assert len(res.stderr.strip().splitlines()) == 1
     res = _tipline(tmp_path, "crawl", "--resume", "999")
     assert res.returncode == 2 and "crawl 999 does not exist" in res.stderr
+
+
+def test_database_url_is_also_the_database_whose_banks_are_matched(
+    tmp_path: Path, site: Site
+) -> None:
+    """``--database-url`` names where the crawl is stored *and* the banks it matches against:
+    a fresh database elsewhere works (it crashed with "no bank tables" when the matcher opened
+    the default data directory's database instead)."""
+    other = tmp_path / "elsewhere" / "crawl.sqlite3"
+    other.parent.mkdir()
+    url = f"sqlite:///{other}"
+    res = _tipline(
+        tmp_path, "crawl", f"{site.base}/bigsite?n=0", "--max-pages", "3", "--json",
+        "--database-url", url,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["pages_done"] == 3
+    assert other.exists()
+    assert not (tmp_path / "data" / "tipline.sqlite3").exists()  # the default was not used
