@@ -116,6 +116,18 @@ def test_bucket_on_two_nodes_survives_worker_and_driver_kills(
         remote = relative(records(merged), s3_bucket.uri)  # records() refuses a doubled path
         assert done_before < len(list(shards.glob("part-*.done")))  # the resume did the rest
         assert remote == local
+        # the bucket's sub-prefixes (broken/, clips/, sub/) were listed as tasks on the cluster
+        flat = tmp_path / "flat.jsonl"
+        listed = subprocess.run(
+            _scan(data_dir, env, "--ray", cluster.address, s3_bucket.uri, "-o", str(flat), *limit),
+            env={k: v for k, v in env.items() if not k.startswith("TIPLINE_RAY_TEST")},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert listed.returncode == 2, listed.stderr
+        assert "listed 3 prefixes as Ray tasks" in listed.stderr
+        assert relative(records(flat), s3_bucket.uri) == local
         # the driver's manifest: each object with the listing's size and ETag
         import hashlib
         import json

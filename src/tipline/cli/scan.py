@@ -843,6 +843,8 @@ def _print_summary(console: Console, s: ScanSummary, output: Path | None) -> Non
     console.print(", ".join(parts) + f" in {s.seconds:.1f} s ({rate:,.1f} items/s)")
     for bank, n in s.by_bank.most_common():
         console.print(f"  {bank}: {n:,} items")
+    if s.listing_tasks:
+        console.print(f"  listed {s.listing_tasks:,} prefixes as Ray tasks")
     if output is not None:
         console.print(f"Results: {output}")
 

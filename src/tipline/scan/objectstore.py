@@ -113,8 +113,8 @@ def iter_objects(uri: str) -> Iterator[ObjectEntry | ItemRecord]:
             listing = _walk_objects(fs, scheme, bucket, key)
         for item in listing:
             found = True
-            if isinstance(item, ObjectEntry) and len(_LISTED) < _LISTED_MAX:
-                _LISTED[item.uri] = item
+            if isinstance(item, ObjectEntry):
+                remember(item)
             yield item
     except ObjectStoreError:
         raise
@@ -286,6 +286,68 @@ def _video_via_tempfile(
     return record
 
 
+def split_listing(uri: str) -> tuple[list[ObjectEntry | ItemRecord], list[str]] | None:
+    """For a Ray scan that lists big prefixes as tasks: the objects directly under an
+    ``s3://`` prefix and the URIs of its sub-prefixes (one ``Delimiter="/"`` listing, paged),
+    each to be listed on its own with :func:`iter_objects`. None where splitting does not
+    apply (not S3, a single object, no sub-prefixes): list it whole."""
+    scheme, bucket, key = split_uri(uri)
+    if scheme != "s3":
+        return None
+    fs = filesystem(scheme)
+    try:
+        if key and not key.endswith("/"):
+            try:
+                fs.call_s3("head_object", Bucket=bucket, Key=key)
+                return None  # one object
+            except FileNotFoundError:
+                pass
+        prefix = key if not key or key.endswith("/") else key + "/"
+        kwargs: dict[str, Any] = {
+            "Bucket": bucket,
+            "Prefix": prefix,
+            "Delimiter": "/",
+            "MaxKeys": LIST_PAGE,
+        }
+        direct: list[ObjectEntry | ItemRecord] = []
+        subs: list[str] = []
+        while True:
+            page = fs.call_s3("list_objects_v2", **kwargs)
+            for obj in page.get("Contents", []):
+                name = obj["Key"]
+                if name.endswith("/"):
+                    if obj.get("Size", 0):
+                        direct.append(
+                            error_record(
+                                f"s3://{bucket}/{name}",
+                                UnreadableError("object key ends in '/'; not read"),
+                            )
+                        )
+                    continue
+                entry = _entry("s3", bucket, name, obj.get("Size", 0), obj)
+                remember(entry)
+                direct.append(entry)
+            subs.extend(f"s3://{bucket}/{p['Prefix']}" for p in page.get("CommonPrefixes", []))
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                break
+            kwargs["ContinuationToken"] = token
+    except ObjectStoreError:
+        raise
+    except Exception as err:  # botocore, aiohttp and fsspec errors, not all OSError
+        raise ObjectStoreError(_listing_problem(uri, err)) from None
+    if not subs:
+        return None
+    return direct, subs
+
+
+def remember(entry: ObjectEntry) -> None:
+    """Keep a manifest line listed elsewhere (a listing task) for ``object_size`` and
+    ``listed_entry`` in this process."""
+    if len(_LISTED) < _LISTED_MAX:
+        _LISTED[entry.uri] = entry
+
+
 def listed_entry(uri: str) -> ObjectEntry | None:
     """The manifest line this process's listing gave ``uri`` (size, ETag, mtime), if any."""
     return _LISTED.get(uri)
@@ -313,6 +375,8 @@ __all__ = [
     "iter_objects",
     "listed_entry",
     "object_size",
+    "remember",
     "scan_object",
+    "split_listing",
     "split_uri",
 ]

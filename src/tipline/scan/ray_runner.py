@@ -346,7 +346,9 @@ def run_scan_ray(
     """``runner.run_scan`` on the Ray cluster ``connect`` joined (same records, same sink)."""
     summary = runner.ScanSummary()
     start = time.perf_counter()
-    tasks, early = runner.plan_tasks(paths, follow_symlinks, done or {})
+    lister = ClusterLister()
+    tasks, early = runner.plan_tasks(paths, follow_symlinks, done or {}, lister)
+    summary.listing_tasks = lister.tasks
     if on_total:
         on_total(len(tasks))
 
@@ -582,11 +584,80 @@ def _write_atomic(path: Path, text: str) -> None:
         os.close(fd)
 
 
+# ---------------------------------------------------------------- listing on the cluster
+
+#: sub-prefixes of a bucket listed at once as Ray tasks
+LISTING_IN_FLIGHT = 16
+
+
+def list_prefix(uri: str) -> dict[str, Any]:
+    """A Ray task: the manifest lines of one sub-prefix (``objectstore.iter_objects``), as
+    plain JSON values; ``error`` when it cannot be listed at all."""
+    out: list[dict[str, Any]] = []
+    try:
+        for item in objectstore.iter_objects(uri):
+            if isinstance(item, ItemRecord):
+                out.append({"record": item.to_json()})
+            else:
+                out.append(
+                    {"uri": item.uri, "size": item.size, "etag": item.etag, "mtime": item.mtime}
+                )
+    except objectstore.ObjectStoreError as err:
+        return {"error": str(err)}
+    return {"items": out}
+
+
+class ClusterLister:
+    """``runner.plan_tasks``'s lister for a Ray scan: an ``s3://`` prefix with sub-prefixes is
+    listed one level down by the driver, each sub-prefix as its own task on the cluster (at
+    most ``LISTING_IN_FLIGHT`` at once), the results merged in key order. A bucket of
+    millions of objects under many prefixes is listed in parallel, not by one process."""
+
+    def __init__(self) -> None:
+        self.tasks = 0
+
+    def __call__(self, uri: str) -> Iterator[objectstore.ObjectEntry | ItemRecord]:
+        split = objectstore.split_listing(uri)
+        if split is None:
+            yield from objectstore.iter_objects(uri)
+            return
+        import ray
+
+        direct, subs = split
+        task = ray.remote(num_cpus=0, max_retries=UNIT_RETRIES)(list_prefix)
+        items: list[objectstore.ObjectEntry | ItemRecord] = list(direct)
+        pending: list[Any] = []
+        queue = list(subs)
+        while queue or pending:
+            while queue and len(pending) < LISTING_IN_FLIGHT:
+                pending.append(task.remote(queue.pop(0)))
+                self.tasks += 1
+            ready, pending = ray.wait(pending, num_returns=1)
+            doc = ray.get(ready[0])
+            if "error" in doc:
+                raise objectstore.ObjectStoreError(str(doc["error"]))
+            for row in doc["items"]:
+                if "record" in row:
+                    items.append(ItemRecord.from_json(row["record"]))
+                    continue
+                entry = objectstore.ObjectEntry(
+                    str(row["uri"]), int(row["size"]), row.get("etag"), row.get("mtime")
+                )
+                objectstore.remember(entry)
+                items.append(entry)
+        items.sort(key=lambda x: x.path if isinstance(x, ItemRecord) else x.uri)
+        yield from items
+
+
 def plan_manifest(
-    paths: Sequence[str], follow_symlinks: bool, shard_files: int = SHARD_FILES
+    paths: Sequence[str],
+    follow_symlinks: bool,
+    shard_files: int = SHARD_FILES,
+    lister: ClusterLister | None = None,
 ) -> Manifest:
-    """List ``paths`` as the local scan does and cut the files into shards."""
-    tasks, early = runner.plan_tasks(paths, follow_symlinks, {})
+    """List ``paths`` as the local scan does (object-storage prefixes through ``lister``,
+    on the cluster) and cut the files into shards."""
+    tasks, early = runner.plan_tasks(paths, follow_symlinks, {}, lister)
     rows: list[tuple[str, int, float]] = []
     etags: dict[str, str] = {}
     for path, _ in tasks:
@@ -625,6 +696,7 @@ def run_scan_ray_shards(
     file exactly once). Raises ``ShardError`` for a directory it cannot use."""
     start = time.perf_counter()
     store = ShardDir(root, parquet=parquet)
+    listing_tasks = 0
     if resume and store.has_manifest():
         manifest = store.load()
         store.parquet = manifest.parquet  # the run continues as it began
@@ -635,7 +707,9 @@ def run_scan_ray_shards(
     else:
         if store.has_manifest():
             raise ShardError(f"{root} holds a sharded scan: continue it with --resume")
-        manifest = plan_manifest(paths, follow_symlinks, shard_files)
+        lister = ClusterLister()
+        manifest = plan_manifest(paths, follow_symlinks, shard_files, lister)
+        listing_tasks = lister.tasks
         manifest.parquet = parquet
         store.create(manifest)
     todo = [i for i in range(len(manifest.shards)) if not store.is_done(i)]
@@ -648,7 +722,7 @@ def run_scan_ray_shards(
         on_total(sum(len(files) for _, files in work))
     _dispatch(work, options, columns, store.append, store.commit, on_progress, on_status)
     found = store.verify(manifest)
-    summary = runner.ScanSummary()
+    summary = runner.ScanSummary(listing_tasks=listing_tasks)
     for rec in found.records:
         summary.add(rec)
     summary.seconds = time.perf_counter() - start

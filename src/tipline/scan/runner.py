@@ -20,7 +20,7 @@ from tipline.os_utils import cpu_count
 from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions
 from tipline.scan.items import scan_file
-from tipline.scan.objectstore import is_uri, iter_objects, object_size, scan_object
+from tipline.scan.objectstore import ObjectEntry, is_uri, iter_objects, object_size, scan_object
 from tipline.scan.sources import iter_inputs
 
 # The bank index and multiprocessing (jobs > 1) only where used: `tipline hash` needs neither.
@@ -47,6 +47,8 @@ class ScanSummary:
     suppressed: int = 0
     by_bank: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    #: object-storage prefixes listed as Ray tasks (``tipline scan --ray``)
+    listing_tasks: int = 0
 
     def add(self, rec: ItemRecord) -> None:
         self.items += 1
@@ -215,18 +217,22 @@ def _run_scan(
 
 
 def plan_tasks(
-    paths: Iterable[str], follow_symlinks: bool, done: dict[str, set[str]]
+    paths: Iterable[str],
+    follow_symlinks: bool,
+    done: dict[str, set[str]],
+    list_objects: Callable[[str], Iterable[ObjectEntry | ItemRecord]] | None = None,
 ) -> tuple[list[tuple[str, frozenset[str]]], list[ItemRecord]]:
     """The files to scan, each with the record paths ``--resume`` skips in it, and the error
     records of inputs that could not be listed (a missing path).
 
     Object-storage URIs (``s3://bucket/prefix``...) are listed into their objects, whose URIs
     are the tasks (and the records' paths); a URI that cannot be listed at all raises
-    ``objectstore.ObjectStoreError``."""
+    ``objectstore.ObjectStoreError``. ``list_objects`` lists a URI instead of
+    ``objectstore.iter_objects`` (a Ray scan lists big prefixes as cluster tasks)."""
     tasks: list[tuple[str, frozenset[str]]] = []
     early: list[ItemRecord] = []
     seen: set[str] = set()  # overlapping arguments (a folder and its subfolder) scan once
-    for item in _iter_all_inputs(paths, follow_symlinks):
+    for item in _iter_all_inputs(paths, follow_symlinks, list_objects or iter_objects):
         if isinstance(item, ItemRecord):
             if item.path not in done.get(item.path, ()):
                 early.append(item)
@@ -254,11 +260,15 @@ def task_size(path: str) -> int:
         return 0
 
 
-def _iter_all_inputs(paths: Iterable[str], follow_symlinks: bool) -> Iterator[str | ItemRecord]:
+def _iter_all_inputs(
+    paths: Iterable[str],
+    follow_symlinks: bool,
+    list_objects: Callable[[str], Iterable[ObjectEntry | ItemRecord]],
+) -> Iterator[str | ItemRecord]:
     """``iter_inputs`` for local paths, the object manifest for URIs, in argument order."""
     for p in paths:
         if is_uri(p):
-            for entry in iter_objects(p):
+            for entry in list_objects(p):
                 yield entry if isinstance(entry, ItemRecord) else entry.uri
         else:
             yield from iter_inputs([p], follow_symlinks)
