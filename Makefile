@@ -32,7 +32,13 @@ $(CHROMIUM):
 	apt-get install -y --no-install-recommends chromium >/dev/null || \
 	  (apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium >/dev/null)
 
-test: lint $(CHROMIUM)
+# Azurite, Microsoft's Azure Storage emulator, from the npm registry: the az:// scan tests.
+AZURITE := .tools/node_modules/.bin/azurite-blob
+
+$(AZURITE):
+	npm install --prefix .tools --no-audit --no-fund --silent azurite@3
+
+test: lint $(CHROMIUM) $(AZURITE)
 	$(BIN)/pytest
 
 bench: $(STAMP)
