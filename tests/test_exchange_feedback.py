@@ -215,6 +215,27 @@ def test_a_confirmed_grade_reaches_ncmec_once_through_a_503(world: World) -> Non
     assert len(world.replay.feedback_log) == 1 and world.rows()[0].attempts == 2
 
 
+def test_a_partners_retry_after_is_honoured(world: World) -> None:
+    """429 with Retry-After: 120: the retry waits at least that long, not the (here zero)
+    backoff; then it is sent."""
+    from datetime import UTC, datetime, timedelta
+
+    item = world.report(IMG_A)
+    world.grade(item, CONFIRMED)
+    world.replay.fail = [(429, {"Retry-After": "120"})]
+    before = datetime.now(UTC)
+    assert world.send() is not None
+    [job] = world.jobs()
+    run_after = job.run_after if job.run_after.tzinfo else job.run_after.replace(tzinfo=UTC)
+    assert job.status == "queued" and run_after >= before + timedelta(seconds=119)
+    assert world.send() is None  # not due yet
+    later = JobQueue(world.engine, backoff_base=0.0, clock=lambda: run_after + timedelta(seconds=1))
+    assert later.run_one("feedback-worker", [feedback.JOB_KIND], session_factory=world.sf)
+    [row] = world.rows()
+    assert row.state == "sent" and row.attempts == 2
+    assert world.replay.feedback == {(42, "e1", "MD5"): ("affirmative", ())}
+
+
 def test_a_not_illegal_grade_is_negative_feedback_with_ncmecs_reason(world: World) -> None:
     item = world.report(IMG_B)
     grade = world.grade(item, NOT_ILLEGAL)

@@ -44,7 +44,13 @@ from tipline.exchange.api import (
 )
 from tipline.exchange.store import fetch_settings, open_credentials
 from tipline.store.exchange_feedback_tables import FEEDBACK_STATES, ExchangeFeedbackRow
-from tipline.store.jobs import JobContext, JobQueue, PermanentJobError, register_handler
+from tipline.store.jobs import (
+    JobContext,
+    JobQueue,
+    PermanentJobError,
+    RetryLaterError,
+    register_handler,
+)
 from tipline.store.tables import BankEntryRow, BankRow, ExchangeRecordRow, ExchangeRow, Item
 
 log = logging.getLogger("tipline.exchange")
@@ -310,6 +316,9 @@ def send_job(ctx: JobContext) -> None:
             raise PermanentJobError(text) from None
         last = ctx.attempt >= ctx.job.max_attempts
         _settle(ctx, row_id, "failed" if last else "queued", text)
+        wait = getattr(err, "retry_after", None)
+        if isinstance(wait, int | float) and wait > 0:  # the partner said when (Retry-After)
+            raise RetryLaterError(text, float(wait)) from err
         raise
     _settle(ctx, row_id, "sent", None, sent=True)
 

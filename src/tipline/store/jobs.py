@@ -73,6 +73,16 @@ class PermanentJobError(Exception):
     ``failed`` at once, with this message as its ``last_error``."""
 
 
+class RetryLaterError(Exception):
+    """Raise from a handler when the other side said when to come back (HTTP Retry-After):
+    the attempt fails as any other, and the retry waits at least ``seconds`` (at most the
+    queue's backoff cap), however short the backoff would have been."""
+
+    def __init__(self, message: str, seconds: float) -> None:
+        super().__init__(message)
+        self.seconds = max(0.0, float(seconds))
+
+
 @dataclass(frozen=True, slots=True)
 class LeasedJob:
     """A job held by one worker until ``lease_expires_at``."""
@@ -380,7 +390,14 @@ class JobQueue:
             )
         return bool(res.rowcount == 1)
 
-    def fail(self, job: LeasedJob, error: BaseException | str, *, permanent: bool = False) -> str:
+    def fail(
+        self,
+        job: LeasedJob,
+        error: BaseException | str,
+        *,
+        permanent: bool = False,
+        at_least: float = 0.0,
+    ) -> str:
         """Record a failed attempt; returns the job's new status (``queued`` for a retry after
         backoff, ``dead`` when attempts are used up, ``failed`` when ``permanent``), or
         ``lost`` if this worker no longer held the job."""
@@ -392,6 +409,7 @@ class JobQueue:
             status, run_after = "dead", now
         else:
             delay = backoff_seconds(job.attempts, self.backoff_base, self.backoff_cap, self.rng)
+            delay = max(delay, min(at_least, self.backoff_cap))  # a partner's Retry-After
             status, run_after = "queued", now + timedelta(seconds=delay)
         with self.engine.begin() as conn:
             res = conn.execute(
@@ -511,6 +529,10 @@ class JobQueue:
         except PermanentJobError as err:
             self._stop(stop, beat)
             self.fail(job, err, permanent=True)
+        except RetryLaterError as err:
+            self._stop(stop, beat)
+            self.fail(job, err, at_least=err.seconds)
+            _log_failure(job, err)
         except Exception as err:
             self._stop(stop, beat)
             self.fail(job, err)
@@ -565,6 +587,7 @@ __all__ = [
     "JobQueue",
     "LeasedJob",
     "PermanentJobError",
+    "RetryLaterError",
     "backoff_seconds",
     "handler_modules",
     "handlers",
