@@ -179,6 +179,11 @@ def _canonical_host(raw: str) -> tuple[str, bool]:
             raise InvalidLocationError(f"host {raw[:80]!r} is not a valid domain name") from None
     if len(encoded) > 253:
         raise InvalidLocationError("host name longer than 253 characters")
+    # the mapping can make a number of what was not one ("²" -> "2"): an address, as browsers
+    # see it (WHATWG: domain to ASCII first, then the IPv4 parser), so canonical stays canonical
+    ipv4 = _numeric_ipv4(encoded.lower())
+    if ipv4 is not None:
+        return ipv4, True
     return encoded.lower(), False
 
 
