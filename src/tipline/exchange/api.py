@@ -62,6 +62,38 @@ class ExchangeFetchError(ExchangeError):
         self.retry_after = retry_after
 
 
+class PartnerStatusError(ExchangeFetchError):
+    """A partner answered an HTTP error; ``status`` says which (a type tells refused
+    credentials from a busy partner by it)."""
+
+    def __init__(self, message: str, status: int, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.status = status
+
+
+def partner_status_error(
+    partner: str,
+    status: int,
+    retry_after: float | None,
+    where: str,
+    *,
+    refused: str = "credentials",
+    check: str = "username and password",
+) -> PartnerStatusError:
+    """The one-line error for a partner's HTTP ``status`` at ``where``: 401/403 name what to
+    check, 429/5xx say the fetcher backs off (``retry_after`` kept for it)."""
+    if status in (401, 403):
+        msg = (
+            f"{partner} refused the {refused} (HTTP {status}) for {where}: check the "
+            f"exchange's {check}"
+        )
+    elif status == 429 or status >= 500:
+        msg = f"{partner} answered HTTP {status} for {where}; backing off"
+    else:
+        msg = f"{partner} answered HTTP {status} for {where}"
+    return PartnerStatusError(msg, status, retry_after)
+
+
 @dataclass(frozen=True, slots=True)
 class ExchangeRecord:
     """One signal a partner shares, and the partner's metadata about it (partner id,
@@ -379,6 +411,7 @@ __all__ = [
     "FetchDelta",
     "Opinion",
     "OpinionCategory",
+    "PartnerStatusError",
     "Problem",
     "exchange_type",
     "register",

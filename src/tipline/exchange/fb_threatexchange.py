@@ -61,6 +61,7 @@ from tipline.exchange.api import (
     FetchContext,
     FetchDelta,
     Opinion,
+    PartnerStatusError,
     Problem,
     register,
 )
@@ -269,12 +270,6 @@ class ThreatExchange(ExchangeType):
 # -- HTTP ------------------------------------------------------------------------------------
 
 
-class _StatusError(ExchangeFetchError):
-    def __init__(self, message: str, status: int, retry_after: float | None) -> None:
-        super().__init__(message, retry_after=retry_after)
-        self.status = status
-
-
 class Client:
     """The Graph API over :mod:`tipline.net.fetch` (GET) and a pinned POST."""
 
@@ -357,10 +352,10 @@ class Client:
         path: str,
         url: str | None,
         body: str | None = None,
-    ) -> _StatusError:
+    ) -> PartnerStatusError:
         where = _shown(path)
         if status == 429 or status >= 500:
-            return _StatusError(
+            return PartnerStatusError(
                 f"ThreatExchange answered HTTP {status} for {where}; backing off",
                 status,
                 retry_after,
@@ -376,7 +371,7 @@ class Client:
             )
         else:
             msg = f"ThreatExchange answered HTTP {status}{said} for {where}"
-        return _StatusError(msg, status, retry_after)
+        return PartnerStatusError(msg, status, retry_after)
 
     def _error_body(self, url: str) -> str:
         """Graph's error object for a refused GET: the page fetcher keeps no error bodies, so

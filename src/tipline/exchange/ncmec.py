@@ -68,7 +68,9 @@ from tipline.exchange.api import (
     FetchContext,
     FetchDelta,
     Opinion,
+    PartnerStatusError,
     Problem,
+    partner_status_error,
     register,
 )
 from tipline.net.fetch import (
@@ -547,7 +549,7 @@ class Client:
 
     def get(self, path_and_query: str) -> bytes:
         """GET a path under the base; raises :class:`ExchangeFetchError` (with the status in
-        ``status`` as :class:`_StatusError`)."""
+        ``status`` as :class:`PartnerStatusError`)."""
         url = self.url(path_and_query)
         try:
             res = fetch(url, self.settings, headers=self.headers)
@@ -628,30 +630,13 @@ class Client:
         return sent.status
 
 
-class _StatusError(ExchangeFetchError):
-    """The partner answered an HTTP error; ``status`` says which."""
-
-    def __init__(self, message: str, status: int, retry_after: float | None) -> None:
-        super().__init__(message, retry_after=retry_after)
-        self.status = status
-
-
 def _shown(path: str) -> str:
     """A path for messages: the query (dates, paging) kept, nothing secret is in it."""
     return path[:300]
 
 
-def _status_error(status: int, retry_after: float | None, path: str) -> _StatusError:
-    if status in (401, 403):
-        msg = (
-            f"NCMEC refused the credentials (HTTP {status}) for {_shown(path)}: check the "
-            "exchange's username and password"
-        )
-    elif status == 429 or status >= 500:
-        msg = f"NCMEC answered HTTP {status} for {_shown(path)}; backing off"
-    else:
-        msg = f"NCMEC answered HTTP {status} for {_shown(path)}"
-    return _StatusError(msg, status, retry_after)
+def _status_error(status: int, retry_after: float | None, path: str) -> PartnerStatusError:
+    return partner_status_error("NCMEC", status, retry_after, _shown(path))
 
 
 # -- the fetch -------------------------------------------------------------------------------
@@ -785,7 +770,7 @@ class _Fetch:
             seen.add(path)
             try:
                 body = self._get(path)
-            except _StatusError as err:
+            except PartnerStatusError as err:
                 if not fresh and first and err.status in EXPIRED_LINK_STATUSES:
                     log.info(
                         "exchange %s: stored paging link refused (HTTP %s); restarting its window",

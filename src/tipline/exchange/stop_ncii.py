@@ -53,7 +53,9 @@ from tipline.exchange.api import (
     FetchContext,
     FetchDelta,
     Opinion,
+    PartnerStatusError,
     Problem,
+    partner_status_error,
     register,
 )
 from tipline.net.fetch import (
@@ -85,25 +87,15 @@ MAX_HASH_LEN = 1024
 FEEDBACK_VALUES: dict[str, str] = {"positive": "Blocked", "negative": "NotBlocked"}
 
 
-class _StatusError(ExchangeFetchError):
-    """The partner answered an HTTP error; ``status`` says which."""
-
-    def __init__(self, message: str, status: int, retry_after: float | None) -> None:
-        super().__init__(message, retry_after=retry_after)
-        self.status = status
-
-
-def _status_error(status: int, retry_after: float | None, what: str) -> _StatusError:
-    if status in (401, 403):
-        msg = (
-            f"StopNCII refused the keys (HTTP {status}) for {what}: check the exchange's "
-            "subscription_key and function keys"
-        )
-    elif status == 429 or status >= 500:
-        msg = f"StopNCII answered HTTP {status} for {what}; backing off"
-    else:
-        msg = f"StopNCII answered HTTP {status} for {what}"
-    return _StatusError(msg, status, retry_after)
+def _status_error(status: int, retry_after: float | None, what: str) -> PartnerStatusError:
+    return partner_status_error(
+        "StopNCII",
+        status,
+        retry_after,
+        what,
+        refused="keys",
+        check="subscription_key and function keys",
+    )
 
 
 # -- pages -----------------------------------------------------------------------------------

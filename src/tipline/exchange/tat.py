@@ -39,7 +39,9 @@ from tipline.exchange.api import (
     ExchangeType,
     FetchContext,
     FetchDelta,
+    PartnerStatusError,
     Problem,
+    partner_status_error,
     register,
 )
 from tipline.net.fetch import (
@@ -61,23 +63,8 @@ MAX_CHECKPOINT_LEN = 200
 MAX_TOKEN_BYTES = 64 * 1024
 
 
-class _StatusError(ExchangeFetchError):
-    def __init__(self, message: str, status: int, retry_after: float | None) -> None:
-        super().__init__(message, retry_after=retry_after)
-        self.status = status
-
-
-def _status_error(status: int, retry_after: float | None, what: str) -> _StatusError:
-    if status in (401, 403):
-        msg = (
-            f"TAT refused the credentials (HTTP {status}) for {what}: check the exchange's "
-            "username and password"
-        )
-    elif status == 429 or status >= 500:
-        msg = f"TAT answered HTTP {status} for {what}; backing off"
-    else:
-        msg = f"TAT answered HTTP {status} for {what}"
-    return _StatusError(msg, status, retry_after)
+def _status_error(status: int, retry_after: float | None, what: str) -> PartnerStatusError:
+    return partner_status_error("TAT", status, retry_after, what)
 
 
 def parse_after(text: Any) -> tuple[float, int] | None:
