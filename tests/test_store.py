@@ -57,6 +57,8 @@ TABLES = {
     "exchange_share_opinions",
     "exchange_share_submissions",
     "exchange_feedback",
+    "exchange_pushes",
+    "exchange_push_entries",
 }
 
 
