@@ -71,6 +71,7 @@ BOTTOM_MODULES = {
     "tipline.os_utils",
     "tipline.record",
     "tipline.findings",
+    "tipline.registry",
 }
 
 #: Modules that belong to a package other than their path says.

@@ -29,6 +29,7 @@ from tipline.index.mih import default_index
 from tipline.index.prefix import HexPrefixIndex
 from tipline.index.tlsh import TlshSignalIndex
 from tipline.index.vpdq import VpdqFrameIndex
+from tipline.registry import Registry
 from tipline.signals.vpdq import VpdqHash, VpdqMatchOptions
 
 Ids = npt.NDArray[np.int64]
@@ -199,31 +200,30 @@ class VpdqSignalIndex:
 
 IndexFactory = Callable[[int | None], SignalIndex]
 
-_KINDS: dict[str, IndexFactory] = {
-    "exact": ExactIndex,
-    "hamming": HammingSignalIndex,
-    "vpdq": VpdqSignalIndex,
-    "tlsh": TlshSignalIndex,
-}
+_KINDS: Registry[IndexFactory] = Registry(
+    "index kind",
+    error=InvalidSignalError,
+    items=[
+        ("exact", ExactIndex),
+        ("hamming", HammingSignalIndex),
+        ("vpdq", VpdqSignalIndex),
+        ("tlsh", TlshSignalIndex),
+    ],
+)
 
 
 def register_index_kind(name: str, factory: IndexFactory) -> None:
-    _KINDS[name] = factory
+    """Make index kind ``name`` known (a signal type's ``index``); re-registering replaces it."""
+    _KINDS.register(name, factory, replace=True)
 
 
 def unregister_index_kind(name: str) -> None:
-    _KINDS.pop(name, None)
+    _KINDS.unregister(name, missing_ok=True)
 
 
 def new_index(kind: str, size_hint: int | None = None) -> SignalIndex:
-    try:
-        factory = _KINDS[kind]
-    except KeyError:
-        raise InvalidSignalError(
-            f"unknown index kind {kind!r} (known: {', '.join(sorted(_KINDS))})"
-        ) from None
-    return factory(size_hint)
+    return _KINDS.get(kind)(size_hint)
 
 
 def index_kinds() -> list[str]:
-    return sorted(_KINDS)
+    return _KINDS.names()

@@ -26,7 +26,6 @@ Privacy: readers always put free text (prompts, captions, authors) under
 from __future__ import annotations
 
 import importlib
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from tipline.findings import Evidence, Finding, Signal, ai_evidence
 from tipline.media.sniff import SNIFF_BYTES, MediaType, sniff
+from tipline.registry import Registry
 
 if TYPE_CHECKING:
     from tipline.provenance.containers import ContainerInfo
@@ -121,9 +121,8 @@ class Reader:
     detector: bool
 
 
-_READERS: dict[str, Reader] = {}
-_ORDER: list[str] = []
-_lock = threading.Lock()
+#: the readers by name, in registration order (``registered_readers`` breaks cost ties by it)
+_READERS: Registry[Reader] = Registry("reader", error=ValueError)
 _plugins_loaded = False
 _plugin_errors: list[tuple[str, Signal, str]] = []
 
@@ -138,18 +137,12 @@ def register_reader(
     detector: bool = False,
 ) -> None:
     """Add (or replace, by name) a reader. Call it at import time of the reader's module."""
-    reader = Reader(name, fn, tuple(kinds), signal, cost, detector)
-    with _lock:
-        if name not in _READERS:
-            _ORDER.append(name)
-        _READERS[name] = reader
+    _READERS.register(name, Reader(name, fn, tuple(kinds), signal, cost, detector), replace=True)
 
 
 def unregister_reader(name: str) -> None:
     """Forget a reader (tests; a plugin that withdraws one)."""
-    with _lock:
-        if _READERS.pop(name, None) is not None:
-            _ORDER.remove(name)
+    _READERS.unregister(name, missing_ok=True)
 
 
 #: Entry-point group through which other packages add readers (docs/extending.md).
@@ -159,9 +152,7 @@ READER_ENTRY_POINTS = "tipline.readers"
 def registered_readers() -> list[Reader]:
     """Every reader, in the order ``analyse`` runs them."""
     _load_plugins()
-    with _lock:
-        readers = [_READERS[n] for n in _ORDER]
-    return sorted(readers, key=lambda r: (r.cost, _ORDER.index(r.name)))
+    return sorted(_READERS.snapshot().values(), key=lambda r: r.cost)  # stable: ties in order
 
 
 def has_readers(kind: str) -> bool:

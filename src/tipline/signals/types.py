@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from tipline.errors import InvalidSignalError
 from tipline.record import ItemRecord
+from tipline.registry import Registry
 
 log = logging.getLogger("tipline.signals")
 
@@ -288,28 +288,19 @@ TLSH = TlshSignalType(
     record_field="tlsh",
 )
 
-_REGISTRY: dict[str, SignalType] = {}
-#: what ``registered`` hands out: replaced whole on every change, never mutated, so readers
-#: (every lookup) take no lock and copy nothing
-_SNAPSHOT: dict[str, SignalType] = {}
-_LOCK = threading.Lock()
+#: every signal type by name; lookups read its snapshot (replaced whole on every change, never
+#: mutated), so they take no lock and copy nothing
+_TYPES: Registry[SignalType] = Registry("signal type", error=InvalidSignalError)
 _PLUGINS_LOADED = False
 
 
 def register(st: SignalType) -> SignalType:
     """Make ``st`` known to banks, formats and matching. Re-registering a name replaces it."""
-    global _SNAPSHOT
-    with _LOCK:
-        _REGISTRY[st.name] = st
-        _SNAPSHOT = dict(_REGISTRY)
-    return st
+    return _TYPES.register(st.name, st, replace=True)
 
 
 def unregister(name: str) -> None:
-    global _SNAPSHOT
-    with _LOCK:
-        _REGISTRY.pop(name, None)
-        _SNAPSHOT = dict(_REGISTRY)
+    _TYPES.unregister(name, missing_ok=True)
 
 
 for _builtin in (MD5, SHA1, SHA256, PDQ, VPDQ, AUTOV1, AUTOV2, AUTOV3, TLSH):
@@ -342,7 +333,7 @@ def registered() -> dict[str, SignalType]:
     Read-only: use ``register`` / ``unregister`` to change it."""
     if not _PLUGINS_LOADED:
         _load_plugins()
-    return _SNAPSHOT
+    return _TYPES.snapshot()
 
 
 def iter_types() -> Iterator[SignalType]:
@@ -378,17 +369,15 @@ ALIASES = {
 
 def signal_type(name: str) -> SignalType:
     if _PLUGINS_LOADED:  # the common case, a registered name as is: one dict lookup
-        found = _SNAPSHOT.get(name)
+        found = _TYPES.find(name)
         if found is not None:
             return found
     key = name.strip().lower()
     key = ALIASES.get(key, key)
-    types = registered()
-    try:
-        return types[key]
-    except KeyError:
-        known = ", ".join(sorted(types))
-        raise InvalidSignalError(f"unknown signal type {name!r} (known: {known})") from None
+    found = registered().get(key)
+    if found is None:
+        raise _TYPES.unknown(name)
+    return found
 
 
 def guess_signal_type(signal: str) -> SignalType | None:
