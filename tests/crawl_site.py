@@ -186,6 +186,8 @@ class Site:
         self.lock = threading.Lock()
         #: called with each (host, path) before it is answered (tests slow things down)
         self.on_request: Callable[[str, str], None] | None = None
+        #: responses written to the end (a request cut off before is not counted)
+        self.completed: Counter[tuple[str, str]] = Counter()
         self.active: Counter[str] = Counter()
         self.max_active: Counter[str] = Counter()
         self.times: dict[str, list[float]] = {}
@@ -211,6 +213,9 @@ class Site:
                     if site.on_request is not None:
                         site.on_request(str(host), self.path)
                     site.route(self, str(host))
+                    self.wfile.flush()
+                    with site.lock:
+                        site.completed[(str(host), self.path)] += 1
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 finally:
@@ -429,10 +434,18 @@ class Site:
             n = int(p.rsplit("/", 1)[1].split("-")[1].split(".")[0])
             return self.send(h, IMAGES.small[n % len(IMAGES.small)], "image/png")
         if p == "/bigsite":
-            n = int(q.get("n", "0"))
+            # ?m=K: K images a page too (their own URLs), and the links keep m
+            n, m = int(q.get("n", "0")), min(int(q.get("m", "0")), 20)
             width = 5
-            body = "".join(f'<a href="/bigsite?n={n * width + i + 1}">p</a>' for i in range(width))
+            more = f"&amp;m={m}" if m else ""
+            body = "".join(
+                f'<a href="/bigsite?n={n * width + i + 1}{more}">p</a>' for i in range(width)
+            )
+            body += "".join(f'<img src="/bigsite/img/{n}-{i}.png">' for i in range(m))
             return self.send(h, _page(f"page {n}", body))
+        if p.startswith("/bigsite/img/"):
+            n = int(p.rsplit("/", 1)[1].split("-")[1].split(".")[0])
+            return self.send(h, IMAGES.small[n % len(IMAGES.small)], "image/png")
         return self.send(h, _page("not found", ""), status=404)
 
 

@@ -54,6 +54,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from tipline.crawl.journal import Entry as JournalEntry
+from tipline.crawl.journal import Journal
+from tipline.crawl.journal import load as load_journal
 from tipline.crawl.tor import TorProxyDownError, fetch_onion, is_onion
 from tipline.errors import TiplineError
 from tipline.net.fetch import FetchError, FetchResult, FetchSettings, HTTPStatusError, fetch
@@ -175,8 +178,12 @@ class CrawlConfig:
     #: largest model file streamed through the hashers
     model_size_cap: int = 16 * GiB
     heartbeat_seconds: float = 1.0
-    #: a runner silent this long is taken over
+    #: a runner silent this long is taken over (one recorded as a process of this host that
+    #: no longer exists is taken over at once)
     stale_seconds: float = 10.0
+    #: the runners' local results journals (:mod:`tipline.crawl.journal`); None: none (after a
+    #: kill the pages in flight are fetched again)
+    journal_dir: Path | None = None
     #: seconds a page waits after the Tor proxy did not answer (doubling, at most 5 min)
     proxy_retry_seconds: float = 5.0
 
@@ -358,6 +365,70 @@ class _Media:
     error: str | None = None
     #: bytes to keep (matched or flagged, and the crawl has a report)
     keep: bytes | None = None
+    #: its row and upload are committed already (kept bytes are committed as they come)
+    committed: bool = False
+    #: its row's columns as read back from the journal (no record then)
+    saved: dict[str, Any] | None = None
+
+    def columns(self) -> dict[str, Any]:
+        """Its ``crawl_media`` columns besides the crawl, page and time."""
+        if self.saved is not None:
+            return dict(self.saved)
+        r = self.record
+        return {
+            "url": self.url,
+            "url_key": self.key,
+            "via": self.via[:16],
+            "http_status": self.status,
+            "media_type": (self.media_type or "")[:128] or None,
+            "size": self.size,
+            "sha256": r.sha256 if r else None,
+            "md5": r.md5 if r else None,
+            "pdq": r.pdq if r else None,
+            "pdq_quality": r.pdq_quality if r else None,
+            "matched": self.matched,
+            "flagged": bool(self.flags),
+            "matches": [x.to_json() for x in r.matches] if r and r.matches else None,
+            "flags": self.flags,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_journal(cls, doc: dict[str, Any]) -> _Media:
+        cols = {k: doc.get(k) for k in _MEDIA_COLUMNS}
+        m = cls(
+            str(cols["url"]),
+            str(cols["url_key"]),
+            str(cols["via"] or "media"),
+            status=cols["http_status"] if isinstance(cols["http_status"], int) else None,
+            media_type=cols["media_type"] if isinstance(cols["media_type"], str) else None,
+            size=cols["size"] if isinstance(cols["size"], int) else 0,
+            matched=bool(cols["matched"]),
+            flags=cols["flags"] if isinstance(cols["flags"], dict) else None,
+            error=cols["error"] if isinstance(cols["error"], str) else None,
+            committed=bool(doc.get("committed")),
+        )
+        m.saved = cols
+        return m
+
+
+_MEDIA_COLUMNS = (
+    "url",
+    "url_key",
+    "via",
+    "http_status",
+    "media_type",
+    "size",
+    "sha256",
+    "md5",
+    "pdq",
+    "pdq_quality",
+    "matched",
+    "flagged",
+    "matches",
+    "flags",
+    "error",
+)
 
 
 @dataclass(slots=True)
@@ -388,6 +459,18 @@ class _Outcome:
     media: list[_Media] = field(default_factory=list)
     children: list[tuple[Link, bool]] = field(default_factory=list)
     evidence_sha256: str | None = None
+    #: the evidence capture was made (or tried) already
+    evidence_done: bool = False
+
+
+@dataclass(slots=True)
+class _Resumed:
+    """A page the previous runner fetched but did not commit, rebuilt from its journal."""
+
+    out: _Outcome
+    links: list[Link]
+    html: bool
+    host: str
 
 
 #: a page printing a model hash names it (Civitai: "SHA256", "AutoV2"); others are not parsed
@@ -533,6 +616,62 @@ class _Runner:
             self.frontier_rows = len(self.frontier_keys)
         #: media fetches reserved by workers (the media budget is checked before each)
         self.media_reserved = 0
+        self.journal: Journal | None = None
+        if cfg.journal_dir is not None:
+            try:
+                self.journal = Journal(cfg.journal_dir, crawl.id, runner_id)
+            except OSError as err:
+                log.warning("crawl %s: no results journal (%s)", crawl.id, err)
+        #: pages the previous runner fetched and did not commit, rebuilt from the journal
+        self.resumed: list[_Resumed] = []
+
+    def rebuild(self, row: Any, entry: JournalEntry) -> _Resumed:
+        """A page from its journal lines (and its frontier row): nothing fetched again."""
+        task = _PageTask(row.id, row.url, row.depth, row.barren, row.offsite, row.attempts, row.via)
+        p = entry.page
+        out = _Outcome(task)
+        out.state = "failed" if p.get("state") == "failed" else "done"
+        out.status = p.get("status") if isinstance(p.get("status"), int) else None
+        out.media_type = p.get("media_type") if isinstance(p.get("media_type"), str) else None
+        out.bytes = _int(p.get("bytes"))
+        out.error = p.get("error") if isinstance(p.get("error"), str) else None
+        out.links = _int(p.get("links"))
+        out.matched = bool(p.get("matched"))
+        out.flagged = bool(p.get("flagged"))
+        out.notes = dict(p["notes"]) if isinstance(p.get("notes"), dict) else {}
+        links: list[Link] = []
+        for item in p.get("found") or []:
+            if (
+                isinstance(item, list)
+                and len(item) == 3
+                and all(isinstance(v, str) for v in item)
+                and item[1] in ("page", "media", "archive", "model", "document")
+            ):
+                links.append(Link(item[0], item[1], item[2]))
+        for doc in entry.media.values():
+            try:
+                m = _Media.from_journal(doc)
+            except (TypeError, ValueError):
+                continue
+            out.media.append(m)
+            with self.lock:
+                self.seen_media.add(m.key)
+                if not m.committed:
+                    self.media_reserved += 1
+        if entry.evidence is not None:
+            sha = entry.evidence.get("sha")
+            out.evidence_sha256 = sha if isinstance(sha, str) else None
+            notes = entry.evidence.get("notes")
+            out.notes.update(notes if isinstance(notes, dict) else {})
+            out.evidence_done = True
+        r = _Resumed(out, links, bool(p.get("html")), row.host)
+        if self.journal is not None:  # this runner's journal holds them now
+            self.journal.write(p)
+            for doc in entry.media.values():
+                self.journal.write({"e": "media", "id": task.id, "m": doc})
+            if entry.evidence is not None:
+                self.journal.write(entry.evidence)
+        return r
 
     # scope -------------------------------------------------------------------------------
 
@@ -759,10 +898,12 @@ class _Runner:
         except FetchError as err:
             out.state, out.error = "failed", str(err)[:1000]
             out.status = err.status if isinstance(err, HTTPStatusError) else None
+            self._journal_page(out, [], False)
             return out
         out.status, out.bytes, out.media_type = res.status, len(res.content), res.media_type.mime
         kind = res.media_type.kind
         links_found: list[Link] = []
+        html = False
         if kind in ("image", "video") or is_archive(res.media_type):
             # the "page" is a media file (a link without a telling extension)
             key = url_key(task.url)
@@ -777,45 +918,113 @@ class _Runner:
                     m.error = f"analysis failed: {type(err).__name__}: {err}"[:1000]
                 if (m.matched or m.flags) and self.report_id is not None:
                     m.keep = res.content
-                out.media.append(m)
+                self._took_media(out, m)
         elif _looks_html(res):
-            is_model = getattr(_models, "is_model_link", None) if _models is not None else None
-            found = extract(
-                res.content,
-                res.url,
-                max_links=self.policy.max_links_per_page,
-                content_type=res.declared_type,
-                is_model_link=is_model,
-            )
-            links_found = found.links
-            out.links = len(found.links)
-            if found.dropped:
-                out.notes["links_dropped"] = found.dropped
-            if found.ignored:
-                out.notes["links_ignored"] = found.ignored
-            if found.truncated:
-                out.notes["parse_truncated"] = True
-            self._document(out, res)  # the page's own text: keywords, TLSH
+            html = True
+            links_found = self._parse(out, res)
             self._model_page(out, res)  # the model hashes a model page prints
-            self._page_media(out, links_found)
         else:
             self._document(out, res)
+        # the page's fetch is complete: journaled before its media are fetched
+        self._journal_page(out, links_found, html)
+        return self._complete(out, links_found, html)
+
+    def _parse(self, out: _Outcome, res: FetchResult) -> list[Link]:
+        """An HTML page's links, and its text's keywords and TLSH."""
+        is_model = getattr(_models, "is_model_link", None) if _models is not None else None
+        found = extract(
+            res.content,
+            res.url,
+            max_links=self.policy.max_links_per_page,
+            content_type=res.declared_type,
+            is_model_link=is_model,
+        )
+        self._document(out, res)  # the page's own text: keywords, TLSH
+        out.links = len(found.links)
+        if found.dropped:
+            out.notes["links_dropped"] = found.dropped
+        if found.ignored:
+            out.notes["links_ignored"] = found.ignored
+        if found.truncated:
+            out.notes["parse_truncated"] = True
+        return found.links
+
+    def _complete(self, out: _Outcome, links: Sequence[Link], html: bool) -> _Outcome:
+        """A fetched (or journaled) page's media, children and evidence."""
+        if html:
+            self._page_media(out, links)
         out.matched = out.matched or any(m.matched for m in out.media)
         out.flagged = out.flagged or any(m.flags for m in out.media)
-        self._children(out, links_found)
-        if out.matched and self.cfg.evidence_dir is not None and self.cfg.keyring is not None:
-            out.evidence_sha256 = self._evidence(task.url, out)
+        self._children(out, links)
+        if (
+            out.matched
+            and not out.evidence_done
+            and self.cfg.evidence_dir is not None
+            and self.cfg.keyring is not None
+        ):
+            out.evidence_sha256 = self._evidence(out.task.url, out)
+            out.evidence_done = True
+            if self.journal is not None:
+                ev_notes = {k: v for k, v in out.notes.items() if k.startswith("evidence")}
+                self.journal.write(
+                    {
+                        "e": "evidence",
+                        "id": out.task.id,
+                        "sha": out.evidence_sha256,
+                        "notes": ev_notes,
+                    }
+                )
         return out
+
+    def resume(self, r: _Resumed) -> _Outcome:
+        """Finish a page rebuilt from the journal: its media not fetched yet, children, evidence
+        (the page itself is not fetched again)."""
+        return self._complete(r.out, r.links, r.html)
 
     def _page_media(self, out: _Outcome, links: Sequence[Link]) -> None:
         wanted = [ln for ln in links if ln.kind in ("media", "archive", "model")]
         if len(wanted) > self.policy.max_media_per_page:
             out.notes["media_dropped"] = len(wanted) - self.policy.max_media_per_page
             wanted = wanted[: self.policy.max_media_per_page]
+        done = {m.key for m in out.media}
         for ln in wanted:
+            if done and url_key(ln.url) in done:
+                continue  # fetched before a kill: in the journal
             m = self._fetch_media(ln)
             if m is not None:
-                out.media.append(m)
+                self._took_media(out, m)
+
+    def _took_media(self, out: _Outcome, m: _Media) -> None:
+        """A media file of ``out`` is fetched and analysed: kept bytes are committed at once
+        (they never go into the journal), and the journal says so."""
+        out.media.append(m)
+        if m.keep is not None:
+            self._commit_kept(out.task.id, m)
+        if self.journal is not None:
+            self.journal.write(
+                {"e": "media", "id": out.task.id, "m": {**m.columns(), "committed": m.committed}}
+            )
+
+    def _journal_page(self, out: _Outcome, links: Sequence[Link], html: bool) -> None:
+        if self.journal is None:
+            return
+        self.journal.write(
+            {
+                "e": "page",
+                "id": out.task.id,
+                "state": out.state,
+                "status": out.status,
+                "media_type": out.media_type,
+                "bytes": out.bytes,
+                "error": out.error,
+                "links": out.links,
+                "matched": out.matched,
+                "flagged": out.flagged,
+                "notes": out.notes,
+                "html": html,
+                "found": [[ln.url, ln.kind, ln.via] for ln in links],
+            }
+        )
 
     def _children(self, out: _Outcome, links: Sequence[Link]) -> None:
         task = out.task
@@ -860,6 +1069,46 @@ class _Runner:
         return bundle.sha256
 
     # committing --------------------------------------------------------------------------
+
+    def _commit_kept(self, page_id: int, m: _Media) -> None:
+        """A media file whose bytes are kept (an upload of the report): its row, upload and
+        analyse job in their own transaction right away, so the journal never holds bytes."""
+        now = datetime.now(UTC)
+        added = False
+        with self.factory() as s, s.begin():
+            held = _exec(
+                s,
+                update(CrawlRow)
+                .where(CrawlRow.id == self.crawl_id, CrawlRow.runner == self.runner_id)
+                .values(runner_seen_at=now),
+            )
+            if not held.rowcount:
+                s.rollback()
+                return  # taken over: the page's commit writes nothing either
+            added = self._add_media(s, page_id, m, now)
+            if added:
+                s.execute(
+                    update(CrawlRow)
+                    .where(CrawlRow.id == self.crawl_id)
+                    .values(
+                        media_done=CrawlRow.media_done + 1,
+                        media_matched=CrawlRow.media_matched + int(m.matched),
+                        media_flagged=CrawlRow.media_flagged + int(bool(m.flags)),
+                        media_kept=CrawlRow.media_kept + 1,
+                        bytes_fetched=CrawlRow.bytes_fetched + m.size,
+                    )
+                )
+        with self.lock:
+            if added:
+                self.counters.update(
+                    media_done=1,
+                    media_matched=int(m.matched),
+                    media_flagged=int(bool(m.flags)),
+                    media_kept=1,
+                    bytes_fetched=m.size,
+                )
+            self.media_reserved = max(0, self.media_reserved - 1)
+        m.committed, m.keep = True, None
 
     def commit(self, out: _Outcome) -> bool:
         """One page's result (see :meth:`commit_many`)."""
@@ -935,8 +1184,11 @@ class _Runner:
             for out in results:
                 delta["pages_done"] += 1 if out.state == "done" else 0
                 delta["pages_failed"] += 1 if out.state != "done" else 0
-                delta["bytes_fetched"] += out.bytes + sum(m.size for m in out.media)
+                delta["bytes_fetched"] += out.bytes
                 for m in out.media:
+                    if m.committed:
+                        continue  # committed as it came (kept bytes)
+                    delta["bytes_fetched"] += m.size
                     if not self._add_media(s, out.task.id, m, now):
                         continue
                     delta["media_done"] += 1
@@ -949,31 +1201,18 @@ class _Runner:
                 s.execute(update(CrawlRow).where(CrawlRow.id == self.crawl_id).values(counts))
         with self.lock:
             self.counters.update(delta)
-            done_media = sum(len(o.media) for o in outs)
+            done_media = sum(1 for o in outs for m in o.media if not m.committed)
             self.media_reserved = max(0, self.media_reserved - done_media)
+        if self.journal is not None:
+            self.journal.committed(o.task.id for o in outs)
         return recorded
 
     def _add_media(self, s: Session, page_id: int, m: _Media, now: datetime) -> bool:
-        r = m.record
         values = {
             "crawl_id": self.crawl_id,
             "page_id": page_id,
-            "url": m.url,
-            "url_key": m.key,
-            "via": m.via[:16],
             "fetched_at": now,
-            "http_status": m.status,
-            "media_type": (m.media_type or "")[:128] or None,
-            "size": m.size,
-            "sha256": r.sha256 if r else None,
-            "md5": r.md5 if r else None,
-            "pdq": r.pdq if r else None,
-            "pdq_quality": r.pdq_quality if r else None,
-            "matched": m.matched,
-            "flagged": bool(m.flags),
-            "matches": [x.to_json() for x in r.matches] if r and r.matches else None,
-            "flags": m.flags,
-            "error": m.error,
+            **m.columns(),
         }
         ins = _insert(s).insert(CrawlMedia).values(**values)
         res = _exec(s, ins.on_conflict_do_nothing(index_elements=["crawl_id", "url_key"]))
@@ -1061,8 +1300,64 @@ class _Runner:
 # -- running -------------------------------------------------------------------------------------
 
 
+def _hostname() -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64] or "host"
+
+
+def _pid_namespace() -> str:
+    """This process's PID namespace (two containers of one host can share a host name and
+    reuse each other's process ids); "-" where it cannot be told."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "-"
+
+
+def _int(v: Any, default: int = 0) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) else default
+
+
 def _runner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    """``host:pid:pid-namespace:random``: who runs a crawl, so a runner on the same host can
+    tell that the recorded one is no longer a process (:func:`runner_gone`)."""
+    return f"{_hostname()}:{os.getpid()}:{_pid_namespace()}:{secrets.token_hex(3)}"
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        stat = b""
+    if stat:
+        # "pid (comm) S ...": the state follows the last ")"; a zombie has ended
+        return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def runner_gone(runner: str | None) -> bool:
+    """Whether ``runner`` (a crawl's recorded runner) was a process of this host, in this PID
+    namespace, that no longer exists: then its crawl is taken over at once, without waiting for
+    its heartbeat to go stale. Another host's runner, or one that cannot be told, is not gone."""
+    if not runner:
+        return False
+    parts = runner.split(":")
+    if len(parts) != 4 or parts[0] != _hostname() or parts[2] != _pid_namespace():
+        return False
+    if parts[2] == "-" or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid() or pid <= 1:
+        return False  # this process: another thread's runner, alive or not, is not known dead
+    return not _process_exists(pid)
 
 
 ProgressFn = Callable[[CrawlStatus], None]
@@ -1100,6 +1395,12 @@ def run_crawl(
             | (CrawlRow.runner_seen_at.is_(None))
             | (CrawlRow.runner_seen_at < stale)
         )
+        previous = crawl.runner
+        if previous and previous != me and runner_gone(previous):
+            # a process of this host that no longer exists: taken over at once (the update
+            # still names it, so a runner that took the crawl meanwhile is not displaced)
+            log.info("crawl %s: its runner %s has ended; taking it over", crawl_id, previous)
+            cond = cond | (CrawlRow.runner == previous)
         res = _exec(
             s,
             update(CrawlRow)
@@ -1118,13 +1419,29 @@ def run_crawl(
                 f"{crawl.runner_seen_at:%H:%M:%S}); wait {cfg.stale_seconds:g}s after it died, "
                 "or take it over"
             )
-        # pages the previous runner had in flight were never committed: queue them again;
+        # pages the previous runner had in flight were never committed: those its journal
+        # says were fetched are finished from it (not fetched again), the rest queued again;
         # pages waiting for the Tor proxy get a new try in this run
-        s.execute(
-            update(CrawlPage)
-            .where(CrawlPage.crawl_id == crawl_id, CrawlPage.state == "fetching")
-            .values(state="queued")
+        inflight_rows = list(
+            s.execute(
+                select(*_TASK_COLUMNS).where(
+                    CrawlPage.crawl_id == crawl_id, CrawlPage.state == "fetching"
+                )
+            )
         )
+        journaled = (
+            load_journal(cfg.journal_dir, crawl_id)
+            if cfg.journal_dir is not None and inflight_rows
+            else {}
+        )
+        keep = [r for r in inflight_rows if r.id in journaled]
+        again = [r.id for r in inflight_rows if r.id not in journaled]
+        if again:
+            s.execute(
+                update(CrawlPage)
+                .where(CrawlPage.id.in_(again), CrawlPage.state == "fetching")
+                .values(state="queued")
+            )
         s.execute(
             update(CrawlPage)
             .where(CrawlPage.crawl_id == crawl_id, CrawlPage.run_after.is_not(None))
@@ -1133,6 +1450,11 @@ def run_crawl(
         s.refresh(crawl)
         runner = _Runner(factory, crawl, cfg, me)
         base_seconds = crawl.run_seconds
+    runner.resumed = [runner.rebuild(r, journaled[r.id]) for r in keep]
+    if runner.journal is not None:
+        runner.journal.remove_others()  # read, and written again in this runner's own
+    if keep:
+        log.info("crawl %s: %d page(s) finished from the journal", crawl_id, len(keep))
     return _loop(runner, base_seconds, stop or threading.Event(), progress)
 
 
@@ -1204,7 +1526,13 @@ def _loop(
         runner.commit_many(outs)
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"crawl-{runner.crawl_id}")
+    clean = False
     try:
+        # first the pages the previous runner fetched and did not commit (from its journal)
+        for r in runner.resumed:
+            inflight[pool.submit(runner.resume, r)] = (r.out.task.id, r.host)
+            active[r.host] += 1
+        runner.resumed = []
         while True:
             now = time.monotonic()
             if now - last_beat >= cfg.heartbeat_seconds:
@@ -1314,8 +1642,12 @@ def _loop(
         if inflight:
             done, _ = wait(list(inflight))
             settle(done)
+        clean = True
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if runner.journal is not None:
+            # every page committed (or the crawl taken over: the new runner read the journal)
+            runner.journal.close(remove=clean)
     if reason == "taken_over":
         with runner.factory() as s:
             return status(s, runner.crawl_id)

@@ -129,6 +129,9 @@ class CrawlSettings:
     #: Seal an evidence capture (WARC-exportable) of each page where something matched, in
     #: ``[removal] evidence_dir``.
     evidence: bool = True
+    #: Seconds a crawl's runner may be silent before another takes the crawl over (a runner
+    #: recorded as a process of this host that no longer exists is taken over at once).
+    stale_seconds: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)

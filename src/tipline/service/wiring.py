@@ -101,6 +101,8 @@ def crawl_config(
         evidence_dir=evidence_dir if c.evidence else None,
         keyring=credentials_keyring(settings) if c.evidence else None,
         model_size_cap=c.model_size_cap,
+        stale_seconds=c.stale_seconds,
+        journal_dir=settings.data_dir / "crawl-journal",
     )
 
 
