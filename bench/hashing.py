@@ -381,6 +381,7 @@ def weight_cache_miss_ms(images: list[_images.BenchImage]) -> dict[str, float]:
         warm = time.perf_counter() - t0
         pdq.scaled_weights.cache_clear()
         pdq.full_resolution_weights.cache_clear()
+        pdq._band_weights.cache_clear()
         t0 = time.perf_counter()
         pdq.fast_hash(luma.plane, luma.height, luma.width)
         cold = time.perf_counter() - t0

@@ -59,6 +59,42 @@ def test_matrix_formulation_equals_reference_on_same_pixels(w: int, h: int, seed
         assert pdq.hamming(ref.hex, ours.hex) <= 2
 
 
+def _dense_weights(n: int) -> np.ndarray:
+    """The full-width computation: the selection matrix through both box passes."""
+    window = pdq.jarosz_window(n)
+    picks = ((np.arange(64) + 0.5) * n / 64).astype(np.int64)
+    sel = np.zeros((64, n))
+    sel[np.arange(64), np.minimum(picks, n - 1)] = 1.0
+    return pdq._apply_box_transposed(pdq._apply_box_transposed(sel, window), window)
+
+
+def _dense_scaled(dense: np.ndarray, scaled: int) -> np.ndarray:
+    """Block sums of the dense weights (integer reductions) or proportional block edges."""
+    n = dense.shape[1]
+    csum = np.concatenate([np.zeros((64, 1)), np.cumsum(dense, axis=1)], axis=1)
+    step = max(1, round(n / scaled))
+    if -(-n // step) == scaled:
+        edges = np.minimum(np.arange(scaled + 1) * step, n)
+        return np.diff(csum[:, edges], axis=1).astype(np.float32)
+    pos = np.arange(scaled + 1) * (n / scaled)
+    lo = np.minimum(np.floor(pos).astype(np.int64), n)
+    padded = np.concatenate([dense, np.zeros((64, 1))], axis=1)
+    at = csum[:, lo] + (pos - lo)[None, :] * padded[:, lo]
+    return np.diff(at, axis=1).astype(np.float32)
+
+
+@pytest.mark.parametrize("n", [5, 6, 63, 64, 65, 127, 128, 129, 300, 1365, 2448, 3000, 4000, 4001])
+def test_banded_weights_equal_the_full_width_passes_bit_for_bit(n: int) -> None:
+    dense = _dense_weights(n)
+    assert np.array_equal(pdq.full_resolution_weights(n), dense)
+    # every row is a weighting of pixels near its sample: sums to 1, nothing negative
+    assert np.allclose(dense.sum(axis=1), 1.0) and dense.min() >= 0.0
+    # DCT-scaled sizes (ceil), Pillow reduce sizes, and sizes that are no integer reduction
+    sizes = {n, *(-(-n // k) for k in (2, 4, 8)), *(max(1, n * 2 // k) for k in (3, 5))}
+    for scaled in sorted(sizes):
+        assert np.array_equal(pdq.scaled_weights(n, scaled), _dense_scaled(dense, scaled)), scaled
+
+
 def test_dihedral_matches_pdqhash_order() -> None:
     rgb = np.asarray(photo("chelsea"))
     ref = pdq.reference_hash(rgb, dihedral=True)
