@@ -11,7 +11,9 @@ bits from the reference; matching is within a threshold of 31).
 
 * ``border_trimmed`` (``trim_box``): the picture inside uniform or near-uniform borders
   (a colour, JPEG noise around it, letterbox bars), a caption band (a uniform band carrying
-  text) and a blurred-fill frame (low-detail margins on opposite sides).
+  text) and a blurred-fill frame (``_blur_frame``: the picture centred on a blurred copy of
+  itself; found by its two boundary lines, a step the quiet margins beside them lack, at the
+  same distance from both ends).
 * ``uncrop_N`` (``uncrop``): a centre crop undone: the plane padded back by N% per side by
   repeating its edge pixels, so the picture has the scale and place it had in the original.
 * ``crop_N``: a centre crop of N% per side (the other direction: the bank holds a crop of what
@@ -35,8 +37,6 @@ _LEVEL_TOL = 14.0
 #: ... for at least this share of the line (a caption band's text lines stay above it)
 _UNIFORM_SHARE = 0.97
 _BAND_SHARE = 0.25
-#: blurred fill: a margin line's detail below this share of the picture's median detail
-_BLUR_SHARE = 0.3
 #: trims smaller than this share of a side are noise; larger than this leave too little
 _MIN_TRIM = 0.02
 _MAX_TRIM = 0.45
@@ -55,6 +55,7 @@ def _uniform_run(lines: npt.NDArray[np.float32]) -> int:
     text never cuts into the picture."""
     if len(lines) < 8:
         return 0
+    lines = lines[: int(_MAX_TRIM * len(lines)) + 2]  # a longer run is refused anyway
     level = float(np.median(lines[0]))
     share = _line_share(lines, level)
     if share[0] < _UNIFORM_SHARE:
@@ -65,33 +66,74 @@ def _uniform_run(lines: npt.NDArray[np.float32]) -> int:
     return int(uniform[-1]) + 1 if len(uniform) else 0
 
 
-def _detail(y: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """Mean absolute neighbour difference along each row and down each column."""
-    rows: npt.NDArray[np.float32] = np.abs(np.diff(y, axis=1)).mean(axis=1)
-    cols: npt.NDArray[np.float32] = np.abs(np.diff(y, axis=0)).mean(axis=0)
-    return rows, cols
+#: a blurred-fill frame's boundary line: its step at least this many times the margin's
+#: activity next to it (+0.5 grey levels) ...
+_EDGE_CONTRAST = 2.0
+#: ... the margins' activity at most this share of the picture's (the central half's) ...
+_BLUR_SHARE = 0.5
+#: ... and the picture next to the boundary at least this share of the margin's there
+_INSIDE_SHARE = 0.5
 
 
-def _blur_margins(detail: npt.NDArray[np.float32]) -> int:
-    """A blurred-fill frame along one axis: the width of the low-detail margins at both ends
-    (a centred frame, so the narrower of the two: a low-detail edge of the picture itself
-    only widens the other), or 0."""
-    n = len(detail)
-    mid = detail[n // 4 : n - n // 4]
-    ref = float(np.median(mid)) if len(mid) else 0.0
-    if ref <= 0.5:
-        return 0
-    low = detail < _BLUR_SHARE * ref
-    if low.all():
-        return 0
-    m = min(int(np.argmin(low)), int(np.argmin(low[::-1])))
-    return m if _MIN_TRIM * n <= m <= _MAX_TRIM * n else 0
+def _blur_frame(lines: npt.NDArray[np.float32]) -> tuple[int, int] | None:
+    """A blurred-fill frame along the first axis (the picture pasted centred on a blurred,
+    zoomed copy of itself, as on social video stills): ``(start, end)`` of the picture's lines,
+    or None.
+
+    The picture's two boundary lines are each a step (a sharp picture meets a blurred
+    background) that the lines beside it do not have, at the same distance from both ends
+    (one line of slack on the far side for odd margins), and the margins are quiet against the
+    picture. Of the symmetric candidates the one whose steps stand out most from the margin
+    wins. Activity of a line: mean absolute neighbour difference along it plus half the steps
+    to its two neighbours."""
+    n = lines.shape[0]
+    if n < 32 or lines.shape[1] < 16:
+        return None
+    step = np.abs(np.diff(lines, axis=0)).mean(axis=1)  # step[k]: between line k and k + 1
+    act = np.abs(np.diff(lines, axis=1)).mean(axis=1)
+    act[:-1] += step
+    act[1:] += step
+    act *= 0.5
+    w = max(3, round(0.03 * n))
+    lo = max(w + 3, int(np.ceil(_MIN_TRIM * n)))
+    hi = min(int(_MAX_TRIM * n), n - w - 4)
+    if hi <= lo:
+        return None
+    m = np.arange(lo, hi + 1)
+    csum = np.concatenate([[0.0], np.cumsum(act, dtype=np.float64)])
+
+    def mean(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        out: npt.NDArray[np.float64] = (csum[b] - csum[a]) / np.maximum(b - a, 1)
+        return out
+
+    far = n - m - 1  # the last picture line, give or take one
+    ends = np.stack([step[far - 1], step[far], step[far + 1]])
+    spike = np.minimum(step[m - 1], ends.max(axis=0))
+    # the lines beside the boundary (one skipped: JPEG ringing), outside and inside
+    out = np.maximum(mean(m - w - 2, m - 2), mean(n - m + 2, n - m + 2 + w))
+    inside = np.minimum(mean(m + 1, m + 1 + w), mean(n - m - w - 1, n - m - 1))
+    margin = np.maximum(mean(np.zeros_like(m), m - 2), mean(n - m + 2, np.full_like(m, n)))
+    picture = float(act[n // 4 : n - n // 4].mean())
+    score = spike / (out + 0.5)
+    ok = (
+        (score >= _EDGE_CONTRAST)
+        & (margin <= _BLUR_SHARE * picture)
+        & (inside >= _INSIDE_SHARE * out)
+    )
+    if not ok.any():
+        return None
+    k = int(np.argmax(np.where(ok, score, -1.0)))
+    start = int(m[k])
+    end = int(far[k]) + int(np.argmax(ends[:, k]))  # the picture's last line + 1
+    return start, end
 
 
 def trim_box(y: Plane) -> tuple[int, int, int, int] | None:
     """``(top, bottom, left, right)``: the picture inside a frame as plane rows top..bottom-1
     and columns left..right-1, or None where no frame is found. Per axis a blurred-fill frame
-    wins over uniform borders (its margins can pass for near-uniform ones)."""
+    wins over uniform borders (its margins can pass for near-uniform ones); a blurred-fill
+    frame on one axis only keeps the other axis whole (a dark or flat edge of the picture
+    itself is no border there: bench/recall.py's hubble_deep_field and moon)."""
     plane = np.asarray(y, dtype=np.float32)
     h, w = plane.shape
     if h < 16 or w < 16:
@@ -100,12 +142,18 @@ def trim_box(y: Plane) -> tuple[int, int, int, int] | None:
     bottom = h - _uniform_run(plane[::-1])
     left = _uniform_run(plane.T)
     right = w - _uniform_run(plane.T[::-1])
-    rows, cols = _detail(plane)
-    bv, bh = _blur_margins(cols), _blur_margins(rows)
-    if bh:
-        top, bottom = bh, h - bh
-    if bv:
-        left, right = bv, w - bv
+    rows = _blur_frame(plane)
+    cols = _blur_frame(np.ascontiguousarray(plane.T))
+    # a blurred-fill frame frames the picture on one axis and the picture spans the other:
+    # uniform runs there are the picture's own dark or flat edges
+    if rows is not None:
+        top, bottom = rows
+        if cols is None:
+            left, right = 0, w
+    if cols is not None:
+        left, right = cols
+        if rows is None:
+            top, bottom = 0, h
     ih, iw = bottom - top, right - left
     if ih < 16 or iw < 16 or ih < (1 - 2 * _MAX_TRIM) * h or iw < (1 - 2 * _MAX_TRIM) * w:
         return None
