@@ -17,6 +17,12 @@ Records are benign stand-ins: hashes derived from counters with SHA-256 / MD5.
   ``body`` (a fixed answer: malformed JSON, a list, wrong types), ``huge_page`` (100 MB).
 * ``POST /v1/SubmitFeedback``: each body in ``feedback_log``; the latest
   ``(feedbackValue, tags)`` per ``(signalType, hashValue)`` in ``feedback``.
+* ``POST /v1/SubmitHashes`` (its own function key): the body's shape is checked (``count``
+  equal to the records, each with an integer ``lastModtimestamp``, a known ``signalType``, a
+  ``hashValue`` string and ``CSPFeedbacks`` of ``{feedbackValue, tags}``; else 400), each
+  body in ``submit_log``, the latest ``(feedbackValue, tags)`` per ``(signalType,
+  hashValue)`` in ``submitted``; with ``publish_submissions`` a submitted hash is also a
+  record the next FetchHashes lists (as StopNCII shares CSPs' hashes), status Active.
 * Every request: ``(method, path with query, headers)`` in ``requests``.
 """
 
@@ -34,6 +40,8 @@ BASE_PATH = "/v1"
 SUBSCRIPTION_KEY = "stand-in-subscription"
 FETCH_KEY = "stand-in-fetch-key"
 FEEDBACK_KEY = "stand-in-feedback-key"
+SUBMIT_KEY = "stand-in-submit-key"
+SIGNAL_TYPES = ("ImagePDQ", "VideoMD5", "VideoTMK", "Text", "URL")
 
 
 def stand_in_pdq(n: int) -> str:
@@ -76,13 +84,22 @@ class Replay:
         self.raw_items: list[Any] = []
         self.page_size_cap = page_size_cap
         self.subscription_key = SUBSCRIPTION_KEY
-        self.function_keys = {"FetchHashes": FETCH_KEY, "SubmitFeedback": FEEDBACK_KEY}
+        self.function_keys = {
+            "FetchHashes": FETCH_KEY,
+            "SubmitFeedback": FEEDBACK_KEY,
+            "SubmitHashes": SUBMIT_KEY,
+        }
         self.fail: list[tuple[int, dict[str, str]]] = []
         self.repeat_token = False
         self.body: bytes | None = None
         self.huge_page = False
         self.feedback: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
         self.feedback_log: list[dict[str, Any]] = []
+        self.submitted: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
+        self.submit_log: list[dict[str, Any]] = []
+        self.publish_submissions = False
+        #: the lastModtimestamp a published submission gets (then one more each)
+        self.publish_ts = 1_000_000
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         #: issued token -> (startTimestamp, offset)
         self.tokens: dict[str, tuple[int, int]] = {}
@@ -205,6 +222,8 @@ def _handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
                 self._fetch(parse_qs(parts.query))
             elif endpoint == "SubmitFeedback" and method == "POST":
                 self._feedback(body)
+            elif endpoint == "SubmitHashes" and method == "POST":
+                self._submit(body)
             else:
                 self._send(405, {"error": "method not allowed"})
 
@@ -246,6 +265,37 @@ def _handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
             for k, v in votes:
                 replay.feedback[k] = v
             self._send(200, {"count": len(votes)})
+
+        def _submit(self, body: bytes) -> None:
+            try:
+                doc = json.loads(body)
+                items = doc["hashRecords"]
+                assert isinstance(items, list) and doc["count"] == len(items)
+                got = []
+                for i in items:
+                    assert isinstance(i["lastModtimestamp"], int)
+                    assert i["signalType"] in SIGNAL_TYPES
+                    assert isinstance(i["hashValue"], str) and i["hashValue"]
+                    [fb] = i["CSPFeedbacks"]
+                    assert isinstance(fb["feedbackValue"], str)
+                    assert all(isinstance(t, str) for t in fb["tags"])
+                    got.append(
+                        (
+                            (i["signalType"], i["hashValue"]),
+                            (fb["feedbackValue"], tuple(fb["tags"])),
+                        )
+                    )
+            except (ValueError, KeyError, TypeError, AssertionError):
+                self._send(400, {"error": "bad SubmitHashes body"})
+                return
+            with replay.lock:
+                replay.submit_log.append(doc)
+                for k, v in got:
+                    replay.submitted[k] = v
+                    if replay.publish_submissions:
+                        replay.publish_ts += 1
+                        replay.records[k] = HashRec(replay.publish_ts, k[1], signal_type=k[0])
+            self._send(200, {"count": len(got)})
 
         def do_GET(self) -> None:
             self._route("GET")

@@ -446,6 +446,7 @@ def test_config_and_credentials_are_checked(lite: sessionmaker[Session], replay:
     typ = exchange_type("stop_ncii")
     assert "stop_ncii" in registered()
     assert typ.accepts_opinions and not typ.snapshot
+    assert typ.accepts_submissions and not typ.takes_submissions(typ.validate_config({}))
     for bad, said in [
         ({"base_url": "ftp://x"}, "http:// or https://"),
         ({"page_size": 0}, "page_size must be 1 to 800"),
@@ -465,6 +466,7 @@ def test_config_and_credentials_are_checked(lite: sessionmaker[Session], replay:
         "subscription_key",
         "fetch_function_key",
         "feedback_function_key",
+        "submit_function_key",
     ]
     add(lite, replay, creds=None)
     out = run_fetch(lite, NAME)

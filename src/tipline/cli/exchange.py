@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 exchange_app = typer.Typer(
     help=(
         "Hash exchanges: partners' hash lists (a local file, a list over HTTPS) fetched into a "
-        "bank per exchange by durable jobs (`tipline worker`), resumable, with tombstones. "
-        "Credentials are stored encrypted with the media key and never shown."
+        "bank per exchange by durable jobs (`tipline worker`), resumable, with tombstones; "
+        "our banks shared with and pushed to partners. Credentials are stored encrypted with "
+        "the media key and never shown."
     ),
     no_args_is_help=True,
 )
@@ -191,12 +192,17 @@ def exchange_show(name: NameArg, database_url_opt: UrlOption = None) -> None:
 
 @exchange_app.command("status")
 def exchange_status(name: NameArg, database_url_opt: UrlOption = None) -> None:
-    """An exchange's fetch status as JSON (HMA's fields, errors, counts, latest problems)."""
+    """An exchange's fetch status as JSON (HMA's fields, errors, counts, latest problems),
+    with its pushes (`tipline exchange push`) when it has any."""
     from tipline.exchange import store
+    from tipline.exchange.push import push_status
 
     factory = open_db(database_url_opt)
     with factory() as s:
         doc = store.status_json(s, store.get_exchange(s, name))
+        pushes = push_status(s, name)
+    if pushes:
+        doc["pushes"] = pushes
     typer.echo(json.dumps(doc, indent=2))
 
 
@@ -338,37 +344,77 @@ def exchange_shares(
 def exchange_push(
     name: NameArg,
     bank: Annotated[str, typer.Option("--bank", help="Our bank whose entries to push.")],
+    follow: Annotated[
+        bool | None,
+        typer.Option(
+            "--follow/--no-follow",
+            help="Keep pushing every change of the bank by itself (`tipline worker`, serve's "
+            "in-process workers): after each interval, and at once after a final grade. "
+            "Default: as the push was (not following for a new one).",
+            show_default=False,
+        ),
+    ] = None,
+    interval: Annotated[
+        int | None,
+        typer.Option(
+            "--interval",
+            help="Seconds between a following push's runs (default 300).",
+            min=10,
+            show_default=False,
+        ),
+    ] = None,
+    enqueue: Annotated[
+        bool, typer.Option("--enqueue", help="Queue the push job for the workers instead.")
+    ] = False,
+    budget: Annotated[
+        float, typer.Option("--budget", help="Stop after this many seconds.", min=1)
+    ] = 240.0,
     database_url_opt: UrlOption = None,
 ) -> None:
-    """Push a bank's entries to a `tipline` peer (the share there must --accept-into a bank):
-    enabled entries as records, disabled ones as withdrawals, keyed by entry, so pushing again
-    sends nothing new to the peer's bank."""
-    from sqlalchemy import select
-
-    from tipline.exchange import store
-    from tipline.exchange.api import ExchangeRecord, FetchContext, exchange_type
-    from tipline.store.tables import BankEntryRow, BankRow
+    """Push a bank's entries to an exchange that takes submissions (a `tipline` peer whose
+    share --accept-into a bank; `stop_ncii` with --config submit=true): enabled entries as
+    records, disabled or deleted ones as withdrawals, each (entry, state) once, so pushing
+    again sends only what changed. Runs the push job here (or `--enqueue`); `--follow`
+    keeps pushing by itself (`tipline exchange status` shows how it goes)."""
+    from tipline.exchange import push
+    from tipline.store.exchange_share_tables import ExchangePushRow
 
     _configure()
     factory = open_db(database_url_opt)
-    with factory() as s:
-        ex = store.get_exchange(s, name)
-        typ = exchange_type(ex.api)
-        if not typ.accepts_submissions:
-            raise TiplineError(f"exchange {name} ({ex.api}) takes no pushed records")
-        bank_row = s.scalar(select(BankRow).where(BankRow.name == bank))
-        if bank_row is None:
-            raise TiplineError(f"no bank named {bank[:80]!r}")
-        records: dict[str, ExchangeRecord | None] = {}
-        for e in s.scalars(select(BankEntryRow).where(BankEntryRow.bank_id == bank_row.id)):
-            tags = [t for t in (e.tags or "").split(",") if t.strip()]
-            meta = {"list": bank, "classification": e.label or "", "tags": tags,
-                    "added_at": int(e.added_at)}  # fmt: skip
-            records[f"e{e.id}"] = (
-                ExchangeRecord(e.signal_type, e.signal, e.label or "", meta) if e.enabled else None
-            )
-        ctx = FetchContext(
-            ex.name, ex.config, store.open_credentials(s, ex), store.fetch_settings()
-        )
-    typ.submit_records(ctx, records)
-    typer.echo(f"pushed {len(records)} record(s) of bank {bank} to {name}")
+    with factory() as s, s.begin():
+        row = push.create_push(s, name, bank, follow=follow, interval_seconds=interval)
+        push_id, following = row.id, row.follow
+        if enqueue:
+            job = push.start_chain(_queue(s), s, row)
+    if enqueue:
+        typer.echo(f"queued push job {job} of bank {bank} to {name}")
+        return
+    out = push.run_push(factory, push_id, budget_seconds=budget)
+    if out.busy:
+        raise TiplineError(f"bank {bank} is being pushed to {name} right now; try again later")
+    if following or out.more:
+        with factory() as s, s.begin():
+            row2 = s.get(ExchangePushRow, push_id)
+            if row2 is not None:
+                push.start_chain(_queue(s), s, row2, 0.0 if out.more else row2.interval_seconds)
+    if not out.succeeded:
+        raise TiplineError(f"push of bank {bank} to {name} failed: {out.error}")
+    typer.echo(out.summary() + ("; following" if following else ""))
+    for key, reason in list(out.refusals.items())[:5]:
+        typer.echo(f"  refused {key}: {reason}")
+
+
+@exchange_app.command("unpush")
+def exchange_unpush(
+    name: NameArg,
+    bank: Annotated[str, typer.Option("--bank", help="The bank pushed.")],
+    database_url_opt: UrlOption = None,
+) -> None:
+    """Stop pushing a bank to an exchange (what the partner has stays there)."""
+    from tipline.exchange import push
+
+    factory = open_db(database_url_opt)
+    with factory() as s, s.begin():
+        if not push.remove_push(s, name, bank):
+            raise TiplineError(f"bank {bank[:80]} is not pushed to {name[:80]}")
+    typer.echo(f"bank {bank} is no longer pushed to {name}")

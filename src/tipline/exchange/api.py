@@ -25,6 +25,7 @@ an instance, or a callable returning one.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -62,13 +63,22 @@ class ExchangeFetchError(ExchangeError):
         self.retry_after = retry_after
 
 
+#: Longest excerpt of an error answer's body a :class:`PartnerStatusError` keeps.
+MAX_ERROR_BODY_CHARS = 2000
+
+
 class PartnerStatusError(ExchangeFetchError):
     """A partner answered an HTTP error; ``status`` says which (a type tells refused
-    credentials from a busy partner by it)."""
+    credentials from a busy partner by it). ``body``: the start of the answer's body, as text
+    (at most :data:`MAX_ERROR_BODY_CHARS`; empty when the client kept none), so a type can
+    read a partner's error code without asking again."""
 
-    def __init__(self, message: str, status: int, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, status: int, retry_after: float | None = None, body: str = ""
+    ) -> None:
         super().__init__(message, retry_after=retry_after)
         self.status = status
+        self.body = body[:MAX_ERROR_BODY_CHARS]
 
 
 def partner_status_error(
@@ -79,9 +89,11 @@ def partner_status_error(
     *,
     refused: str = "credentials",
     check: str = "username and password",
+    body: bytes | str = b"",
 ) -> PartnerStatusError:
     """The one-line error for a partner's HTTP ``status`` at ``where``: 401/403 name what to
-    check, 429/5xx say the fetcher backs off (``retry_after`` kept for it)."""
+    check, 429/5xx say the fetcher backs off (``retry_after`` kept for it). ``body``: the
+    answer's body, if the client has it (a bounded excerpt is kept on the error)."""
     if status in (401, 403):
         msg = (
             f"{partner} refused the {refused} (HTTP {status}) for {where}: check the "
@@ -91,7 +103,39 @@ def partner_status_error(
         msg = f"{partner} answered HTTP {status} for {where}; backing off"
     else:
         msg = f"{partner} answered HTTP {status} for {where}"
-    return PartnerStatusError(msg, status, retry_after)
+    raw = body[: MAX_ERROR_BODY_CHARS * 4] if isinstance(body, bytes | bytearray) else body
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else str(raw)
+    return PartnerStatusError(msg, status, retry_after, text)
+
+
+def is_permanent(err: BaseException) -> bool:
+    """A refusal that retrying cannot change: a 4xx other than 429 (a status error carries
+    ``status``), or an :class:`ExchangeError` that is not a fetch error (a record the type
+    cannot name, reasons the partner does not know, a call it does not take). A busy or
+    unreachable partner (429, 5xx, a timeout) is not: the job is retried."""
+    if isinstance(err, ExchangeFetchError):
+        status = getattr(err, "status", None)
+        return isinstance(status, int) and 400 <= status < 500 and status != 429
+    return isinstance(err, ExchangeError)
+
+
+def parse_json_object(
+    body: bytes | str, partner: str, where: str, *, excerpt: int = 200
+) -> dict[str, Any]:
+    """A partner's answer parsed as JSON, which must be an object; otherwise an
+    :class:`ExchangeFetchError` naming the partner and where (``excerpt``: how much of the
+    parser's message to keep). Deeply nested JSON is malformed, not a crash."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError) as err:
+        raise ExchangeFetchError(
+            f"{partner} {where}: malformed JSON ({str(err)[:excerpt]})"
+        ) from None
+    if not isinstance(doc, dict):
+        raise ExchangeFetchError(
+            f"{partner} {where}: expected a JSON object, got {type(doc).__name__}"
+        )
+    return doc
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,11 +300,32 @@ class ExchangeType(ABC):
         a crash. Raise :class:`ExchangeFetchError` to have the job retried."""
         raise ExchangeError(f"exchange type {self.name!r} takes no opinions")
 
+    #: records per :meth:`submit_records` call the push job makes (its progress is committed
+    #: after each call, so a crash repeats at most one)
+    submission_batch: ClassVar[int] = 1000
+
+    def takes_submissions(self, config: Mapping[str, Any]) -> bool:
+        """Whether an exchange of this type with this (checked) configuration may be pushed
+        to: :attr:`accepts_submissions` unless the type needs the operator to say it has the
+        partner's permission (``stop_ncii``: ``submit``)."""
+        return self.accepts_submissions
+
+    def push_refusal(
+        self, ctx: FetchContext, key: str, record: ExchangeRecord | None
+    ) -> str | None:
+        """Why this record (None: a withdrawal) cannot be pushed to this partner at all (a
+        signal type it does not take, a withdrawal it has no call for), or None. The push
+        job records the reason and does not send it (nor try again until the entry
+        changes)."""
+        return None
+
     def submit_records(
         self, ctx: FetchContext, records: Mapping[str, ExchangeRecord | None]
-    ) -> None:
+    ) -> Mapping[str, str]:
         """Share signals with the partner: our key -> record (None: withdraw it). Idempotent
-        per key. Raise :class:`ExchangeFetchError` to have the job retried."""
+        per key. Returns the keys the partner refused, each with its reason (the rest were
+        taken). Raise :class:`ExchangeFetchError` to have the push retried, another
+        :class:`ExchangeError` when the whole request was refused."""
         raise ExchangeError(f"exchange type {self.name!r} takes no submissions")
 
     def schema(self) -> dict[str, Any]:
@@ -400,6 +465,7 @@ def exchange_type(name: str) -> ExchangeType:
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "MAX_ERROR_BODY_CHARS",
     "Checkpoint",
     "ConfigField",
     "ExchangeConfigError",
@@ -414,6 +480,9 @@ __all__ = [
     "PartnerStatusError",
     "Problem",
     "exchange_type",
+    "is_permanent",
+    "parse_json_object",
+    "partner_status_error",
     "register",
     "registered",
     "unregister",

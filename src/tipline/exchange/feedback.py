@@ -34,13 +34,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from tipline.exchange import push  # registers the push jobs' handler with the feedback's
 from tipline.exchange.api import (
     ExchangeError,
-    ExchangeFetchError,
     FetchContext,
     Opinion,
     OpinionCategory,
     exchange_type,
+    is_permanent,
 )
 from tipline.exchange.store import fetch_settings, open_credentials
 from tipline.store.exchange_feedback_tables import FEEDBACK_STATES, ExchangeFeedbackRow
@@ -237,9 +238,11 @@ def enqueue_for_grade(
 
 def on_final_grade(session: Session, event: str, data: Mapping[str, Any], /) -> list[int]:
     """An event sink (``review.grading.EventSink``) for the grading transaction: a ``grade``
-    event queues its feedback; other events are not ours."""
+    event queues its feedback, and runs the following pushes soon
+    (:func:`tipline.exchange.push.on_final_grade`); other events are not ours."""
     if event != "grade" or not isinstance(data, Mapping):
         return []
+    push.on_final_grade(session, event, data)  # a grade may add to a bank pushed to partners
     item_id, grade = data.get("item_id"), data.get("grade")
     if not isinstance(item_id, int) or not isinstance(grade, Mapping):
         return []
@@ -252,16 +255,6 @@ def on_final_grade(session: Session, event: str, data: Mapping[str, Any], /) -> 
 def _error_text(err: BaseException) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
     return text[:MAX_ERROR_CHARS]
-
-
-def _permanent(err: BaseException) -> bool:
-    """A refusal that retrying cannot change: a 4xx other than 429 (the type's status error
-    carries ``status``), or an :class:`ExchangeError` that is not a fetch error (a record the
-    type cannot name, reasons the partner does not know, an opinion it does not take)."""
-    if isinstance(err, ExchangeFetchError):
-        status = getattr(err, "status", None)
-        return isinstance(status, int) and 400 <= status < 500 and status != 429
-    return isinstance(err, ExchangeError)
 
 
 def _settle(
@@ -310,7 +303,7 @@ def send_job(ctx: JobContext) -> None:
         typ.submit_opinion(fctx, opinion)
     except Exception as err:
         text = _error_text(err)
-        if _permanent(err):
+        if is_permanent(err):
             _settle(ctx, row_id, "failed", text)
             log.warning("exchange %s: feedback %s refused: %s", ex.name, row_id, text)
             raise PermanentJobError(text) from None

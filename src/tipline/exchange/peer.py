@@ -53,6 +53,7 @@ from tipline.exchange.api import (
     FetchContext,
     FetchDelta,
     Opinion,
+    PartnerStatusError,
     Problem,
     register,
 )
@@ -891,14 +892,15 @@ class TiplinePeerExchange(ExchangeType):
 
     def submit_records(
         self, ctx: FetchContext, records: Mapping[str, ExchangeRecord | None]
-    ) -> None:
+    ) -> dict[str, str]:
         """Push records to the peer (``POST .../submissions``, signed; chunks of
         :data:`MAX_SUBMISSIONS`); the peer keeps them by key, so a redelivery changes nothing.
-        The peer's answer's per-key problems are raised as one :class:`ExchangeError`."""
+        Returns the per-key problems the peer's answers name (those records were skipped, the
+        rest taken)."""
         token, secret = self._creds(ctx)
         url = f"{self._feed(ctx)}/submissions"
         items = list(records.items())
-        problems: list[str] = []
+        problems: dict[str, str] = {}
         for start in range(0, len(items), MAX_SUBMISSIONS):
             chunk = {
                 k: None
@@ -915,21 +917,22 @@ class TiplinePeerExchange(ExchangeType):
                     secret, secrets.token_urlsafe(18), "POST", _target(url), body, ctx.clock()
                 ),
             }
-            status, text = _post(url, body, headers, ctx)
+            status, text, wait = _post(url, body, headers, ctx)
             if status in (400, 403, 404):
                 raise ExchangeError(f"the peer refused the push ({status}): {text[:300]}")
             if status >= 300:
-                raise ExchangeFetchError(f"the peer answered {status} to the push: {text[:200]}")
+                raise PartnerStatusError(
+                    f"the peer answered {status} to the push: {text[:200]}", status, wait, text
+                )
             try:
                 answer = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 answer = {}
-            for p in answer.get("problems", []) if isinstance(answer, dict) else []:
-                problems.append(f"{p.get('key')}: {p.get('reason')}")
-        if problems:
-            raise ExchangeError(
-                f"the peer skipped {len(problems)} record(s): {'; '.join(problems[:5])}"
-            )
+            found = answer.get("problems", []) if isinstance(answer, dict) else []
+            for p in found if isinstance(found, list) else []:
+                if isinstance(p, dict) and str(p.get("key")) in chunk:
+                    problems[str(p.get("key"))] = str(p.get("reason"))[:300]
+        return problems
 
     def submit_opinion(self, ctx: FetchContext, opinion: Opinion) -> None:
         token, secret = self._creds(ctx)
@@ -949,11 +952,13 @@ class TiplinePeerExchange(ExchangeType):
                 secret, secrets.token_urlsafe(18), "POST", _target(url), body, ctx.clock()
             ),
         }
-        status, text = _post(url, body, headers, ctx)
+        status, text, wait = _post(url, body, headers, ctx)
         if status in (400, 404):
             raise ExchangeError(f"the peer refused the opinion ({status}): {text[:200]}")
         if status >= 300:
-            raise ExchangeFetchError(f"the peer answered {status} to the opinion: {text[:200]}")
+            raise PartnerStatusError(
+                f"the peer answered {status} to the opinion: {text[:200]}", status, wait, text
+            )
 
 
 def _refusal(status: int, had_cursor: bool, bank: str) -> str:
@@ -970,14 +975,18 @@ def _refusal(status: int, had_cursor: bool, bank: str) -> str:
     return f"the peer refused the feed ({status})"
 
 
-def _post(url: str, body: bytes, headers: dict[str, str], ctx: FetchContext) -> tuple[int, str]:
+def _post(
+    url: str, body: bytes, headers: dict[str, str], ctx: FetchContext
+) -> tuple[int, str, float | None]:
     """POST through the address policy (vetted, pinned address, no proxies, no redirects);
-    the status and the start of the answer (for the error message)."""
+    the status, the start of the answer (for the error message) and the peer's Retry-After
+    (seconds) if it sent one."""
     try:
         sent = send_pinned("POST", url, body, headers, ctx.fetch_settings, keep_bytes=2000)
     except FetchError as err:
         raise ExchangeFetchError(f"the peer: {err}") from None
-    return sent.status, sent.text[:500]
+    wait = (sent.headers.get("retry-after") or "").strip()
+    return sent.status, sent.text[:500], float(min(int(wait), 86_400)) if wait.isdigit() else None
 
 
 register(TiplinePeerExchange)

@@ -8,7 +8,10 @@ hashRecords: [{lastModtimestamp, signalType, hashValue, hashStatus, caseNumbers{
 CSPFeedbacks[]}]}``. A *set* is every record changed since ``startTimestamp``, paged by
 ``nextPageToken`` until ``hasMoreRecords`` is false; its ``nextSetTimestamp`` is where the next
 set starts. ``POST {base}/SubmitFeedback`` (with the SubmitFeedback function key) takes
-``{count, hashFeedbacks: [{hashValue, signalType, feedbackValue, tags}]}``.
+``{count, hashFeedbacks: [{hashValue, signalType, feedbackValue, tags}]}``. ``POST
+{base}/SubmitHashes`` (its own function key; only where the operator has StopNCII's permission
+to submit: the ``submit`` setting) takes ``{count, hashRecords: [{lastModtimestamp, signalType,
+hashValue, CSPFeedbacks: [{feedbackValue, tags}]}]}``: our pushed hashes.
 
 What this module does about each pitfall:
 
@@ -43,6 +46,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from tipline.exchange.api import (
+    MAX_ERROR_BODY_CHARS,
     Checkpoint,
     ConfigField,
     ExchangeConfigError,
@@ -85,6 +89,10 @@ MAX_TOKEN_LEN = 4096
 MAX_HASH_LEN = 1024
 #: opinion category -> StopNCII ``feedbackValue``
 FEEDBACK_VALUES: dict[str, str] = {"positive": "Blocked", "negative": "NotBlocked"}
+#: Hashes per SubmitHashes request.
+SUBMIT_BATCH = 500
+#: What a CSP can say of a hash it submits (python-threatexchange's feedback values).
+SUBMIT_VALUES = ("Blocked", "PendingReview", "NotBlocked", "None")
 
 
 def _status_error(status: int, retry_after: float | None, what: str) -> PartnerStatusError:
@@ -251,6 +259,7 @@ class Client:
                 json.dumps(doc).encode(),
                 {**self._headers(function_key), "Content-Type": "application/json"},
                 self.settings,
+                keep_bytes=MAX_ERROR_BODY_CHARS,
             )
         except (FetchTimeoutError, FetchConnectError) as err:
             raise ExchangeFetchError(str(err)) from None
@@ -258,8 +267,14 @@ class Client:
             raise ExchangeFetchError(f"StopNCII {endpoint}: {err}") from None
         if not 200 <= sent.status < 300:
             wait = (sent.headers.get("retry-after") or "").strip()
-            raise _status_error(
-                sent.status, float(min(int(wait), 86_400)) if wait.isdigit() else None, endpoint
+            raise partner_status_error(
+                "StopNCII",
+                sent.status,
+                float(min(int(wait), 86_400)) if wait.isdigit() else None,
+                endpoint,
+                refused="keys",
+                check="subscription_key and function keys",
+                body=sent.text,
             )
         return sent.status
 
@@ -310,6 +325,27 @@ class StopNCIIExchange(ExchangeType):
             default="",
             help="Comma-separated tags sent with every feedback (besides the opinion's).",
         ),
+        ConfigField(
+            "submit",
+            "boolean",
+            default=False,
+            help="The operator has StopNCII's permission to submit hashes (SubmitHashes): our "
+            "banks may be pushed to it (`tipline exchange push`).",
+        ),
+        ConfigField(
+            "submit_signal_types",
+            "string",
+            default="pdq",
+            help="Tipline signal types pushed, comma-separated: pdq (ImagePDQ), md5 (VideoMD5: "
+            "only for banks of video hashes). Others are skipped.",
+        ),
+        ConfigField(
+            "submit_feedback",
+            "enum",
+            default="Blocked",
+            choices=SUBMIT_VALUES,
+            help="The CSP feedback sent with each submitted hash.",
+        ),
     )
     credential_fields = (
         ConfigField("subscription_key", "string", required=True, help="Ocp-Apim-Subscription-Key."),
@@ -317,8 +353,11 @@ class StopNCIIExchange(ExchangeType):
             "fetch_function_key", "string", required=True, help="FetchHashes x-functions-key."
         ),
         ConfigField("feedback_function_key", "string", help="SubmitFeedback x-functions-key."),
+        ConfigField("submit_function_key", "string", help="SubmitHashes x-functions-key."),
     )
     accepts_opinions = True
+    accepts_submissions = True
+    submission_batch = SUBMIT_BATCH
 
     def validate_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
         out = super().validate_config(config)
@@ -336,7 +375,87 @@ class StopNCIIExchange(ExchangeType):
             raise ExchangeConfigError("stop_ncii config: timeout must be 0 to 3600 seconds")
         tags = [t.strip() for t in str(out.get("feedback_tags") or "").split(",") if t.strip()]
         out["feedback_tags"] = ",".join(tags)
+        kinds = [k.strip() for k in str(out.get("submit_signal_types") or "").split(",")]
+        kinds = [k for k in kinds if k]
+        bad = [k for k in kinds if k not in SIGNAL_TYPE_OF]
+        if bad:
+            raise ExchangeConfigError(
+                f"stop_ncii config: submit_signal_types takes {', '.join(SIGNAL_TYPE_OF)}, not "
+                f"{', '.join(repr(k[:32]) for k in bad)}"
+            )
+        out["submit_signal_types"] = ",".join(dict.fromkeys(kinds))
         return out
+
+    def takes_submissions(self, config: Mapping[str, Any]) -> bool:
+        """Only where the operator says it has StopNCII's permission (``submit``)."""
+        value = config.get("submit", False)
+        return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
+
+    def push_refusal(
+        self, ctx: FetchContext, key: str, record: ExchangeRecord | None
+    ) -> str | None:
+        if record is None:
+            return (
+                "StopNCII has no call to withdraw a submitted hash (its hashes are withdrawn "
+                "by the people who submitted them): not sent"
+            )
+        allowed = [k for k in str(ctx.config.get("submit_signal_types") or "pdq").split(",") if k]
+        if record.signal_type not in allowed:
+            return (
+                f"signal type {record.signal_type!r} is not pushed to StopNCII "
+                f"(submit_signal_types: {', '.join(allowed) or 'none'})"
+            )
+        return None
+
+    def submit_records(
+        self, ctx: FetchContext, records: Mapping[str, ExchangeRecord | None]
+    ) -> dict[str, str]:
+        """SubmitHashes: each record as ``{lastModtimestamp, signalType, hashValue,
+        CSPFeedbacks: [{feedbackValue, tags}]}`` (the ``submit_feedback`` value, the
+        ``feedback_tags`` and the entry's tags), :data:`SUBMIT_BATCH` per request. StopNCII
+        keeps a hash once per (signal type, value), so submitting again changes nothing.
+        Withdrawals and other signal types are refused by :meth:`push_refusal` (the push job
+        never sends them); given here anyway, they come back as problems."""
+        if not self.takes_submissions(ctx.config):
+            raise ExchangeError(
+                f"exchange {ctx.name}: pushing to StopNCII needs its permission (the exchange's "
+                "submit setting is off)"
+            )
+        client = Client(ctx)
+        key = str((ctx.credentials or {}).get("submit_function_key") or "")
+        if not key:
+            raise ExchangeError(
+                f"exchange {ctx.name}: no StopNCII submit_function_key is set; hashes cannot be "
+                "submitted"
+            )
+        value = str(ctx.config.get("submit_feedback") or "Blocked")
+        base_tags = [t.strip()[:100] for t in str(ctx.config.get("feedback_tags") or "").split(",")]
+        problems: dict[str, str] = {}
+        hashes: list[dict[str, Any]] = []
+        now = int(ctx.clock())
+        for k, rec in records.items():
+            why = self.push_refusal(ctx, k, rec)
+            if why or rec is None:
+                problems[k] = why or "a withdrawal"
+                continue
+            raw = rec.meta.get("tags") if isinstance(rec.meta, Mapping) else None
+            tags = [t for t in base_tags if t]
+            for t in raw if isinstance(raw, list) else []:
+                t = str(t).strip()[:100]
+                if t and t not in tags:
+                    tags.append(t)
+            hashes.append(
+                {
+                    "lastModtimestamp": now,
+                    "signalType": SIGNAL_TYPE_OF[rec.signal_type],
+                    "hashValue": rec.signal,
+                    "CSPFeedbacks": [{"feedbackValue": value, "tags": tags[:20]}],
+                }
+            )
+        for at in range(0, len(hashes), SUBMIT_BATCH):
+            part = hashes[at : at + SUBMIT_BATCH]
+            client.post("SubmitHashes", {"count": len(part), "hashRecords": part}, key)
+        return problems
 
     def validate_credentials(self, credentials: Mapping[str, Any]) -> dict[str, Any]:
         out = super().validate_credentials(credentials)

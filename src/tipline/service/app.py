@@ -153,14 +153,6 @@ def review_policy(s: ServiceSettings) -> ReviewPolicy:
     return ReviewPolicy(s.review_consensus, s.review_bank, s.review_benign_bank)
 
 
-def pipeline_config(ctx: AppContext) -> pipeline.PipelineConfig:
-    """The in-process workers' pipeline configuration: :func:`wiring.pipeline_config` (the same
-    function ``tipline worker`` uses), matching with this process's live index."""
-    if ctx.pipeline is not None:
-        return ctx.pipeline
-    return wiring.pipeline_config(ctx.settings, match=ctx.matcher.match_record)
-
-
 def _is_hma(path: str) -> bool:
     return path == "/status" or path.startswith(HMA_PREFIXES)
 
@@ -266,9 +258,12 @@ def create_app(
             auth=auth_ctx,
             intake=intake_ctx,
             desk=desk_cfg,
+            # the in-process workers' configuration: the one `tipline worker` builds, matching
+            # with this process's live index
+            pipeline=wiring.pipeline_config(settings, match=matcher.match_record)
+            if settings.inprocess_workers > 0
+            else None,
         )
-        if settings.inprocess_workers > 0:
-            ctx.pipeline = pipeline_config(ctx)
     except Exception:
         engine.dispose()
         raise
@@ -313,12 +308,13 @@ def create_app(
 
 def _start_pipeline(ctx: AppContext, stop: threading.Event) -> list[threading.Thread]:
     """In-process pipeline workers (``inprocess_workers``), matching with this process's
-    live index; they run the removal loop's jobs too (ticks, steps, notice groups, sends) and
-    the feedback to exchanges, so the embedded mode needs no ``tipline worker`` beside it
+    live index; they run the removal loop's jobs too (ticks, steps, notice groups, sends), the
+    feedback to exchanges and the pushes of banks to them, so the embedded mode needs no
+    ``tipline worker`` beside it
     (exchange fetches and crawls, long-running, stay with ``tipline worker``)."""
     if ctx.pipeline is None or ctx.settings.inprocess_workers <= 0:
         return []
-    from tipline.exchange import feedback  # registers the feedback sender
+    from tipline.exchange import feedback, push  # register the feedback and push senders
     from tipline.removal import scheduler  # registers the removal handlers
 
     pipeline.configure(ctx.pipeline)
@@ -326,7 +322,7 @@ def _start_pipeline(ctx: AppContext, stop: threading.Event) -> list[threading.Th
         ctx.engine,
         stop,
         count=ctx.settings.inprocess_workers,
-        extra_kinds=(*scheduler.JOB_KINDS, feedback.JOB_KIND),
+        extra_kinds=(*scheduler.JOB_KINDS, feedback.JOB_KIND, push.JOB_KIND),
     )
     return threads
 

@@ -17,6 +17,7 @@ from tipline.errors import TiplineError
 from tipline.exchange import store
 from tipline.exchange.api import ExchangeConfigError, ExchangeError, registered
 from tipline.exchange.fetcher import start_chain
+from tipline.exchange.push import push_status
 from tipline.service.auth import require
 from tipline.service.context import AppContext
 from tipline.service.errors import HttpError
@@ -173,6 +174,7 @@ def router(ctx: AppContext) -> APIRouter:
         counts = _feedback_counts(s, ex.name)
         if counts is not None:
             out["feedback"] = counts
+        out["pushes"] = push_status(s, ex.name)
         return out
 
     @r.get("/api/v1/exchanges", tags=["exchange"], dependencies=[Depends(require("bank:read"))])
