@@ -99,7 +99,8 @@ def _inprocess_config(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> Pipel
     built = serve_cmd.app_from_env()
     ctx = built.state.ctx  # type: ignore[attr-defined]
     try:
-        return service_app.pipeline_config(ctx)
+        assert ctx.pipeline is not None  # built by create_app for the in-process workers
+        return ctx.pipeline
     finally:
         ctx.engine.dispose()
 
