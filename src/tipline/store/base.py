@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import MetaData, create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine, ExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 #: Constraint names fixed by convention, so migrations are identical on SQLite and PostgreSQL.
@@ -63,8 +63,36 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
+        event.listen(engine, "before_cursor_execute", _begin_immediate_for_update)
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _begin_immediate_for_update(
+    conn: Connection,
+    _cursor: Any,
+    _statement: str,
+    _parameters: Any,
+    context: ExecutionContext | None,
+    _executemany: bool,
+) -> None:
+    """SQLite: a transaction that starts with a locking read (``with_for_update()``, a row lock
+    on PostgreSQL) starts with ``BEGIN IMMEDIATE``, taking the write lock before it reads.
+
+    pysqlite begins a transaction only before the first INSERT/UPDATE/DELETE, so without this
+    the read runs outside the transaction and two processes that read a row and then write it
+    both write what they read: one update is lost. With it the second waits (busy timeout)
+    and reads the first's commit. Beginning deferred instead would not do: a read transaction
+    cannot take the write lock once another connection has committed (SQLITE_BUSY, "database
+    is locked", at once). Other transactions begin as pysqlite begins them; reads that do not
+    lock never wait for a writer (WAL)."""
+    compiled = context.compiled if context is not None else None
+    if compiled is None or getattr(compiled.statement, "_for_update_arg", None) is None:
+        return
+    dbapi_conn = conn.connection.dbapi_connection
+    if dbapi_conn is None or dbapi_conn.in_transaction or dbapi_conn.isolation_level is None:
+        return  # already in a transaction, or autocommit by request
+    dbapi_conn.execute("BEGIN IMMEDIATE")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
