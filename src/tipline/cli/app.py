@@ -25,28 +25,68 @@ register_handler_modules("tipline.crawl.engine")  # crawl runs
 register_handler_modules("tipline.exchange.feedback")  # grades sent back to exchanges
 
 
-def _install_plain_coercion() -> None:
-    """Typer converts every option value with a Pydantic ``TypeAdapter``, and importing
-    Pydantic costs ~60 ms of a ~0.2 s ``tipline hash DIR``. Plain values (``str``, ``bool``,
-    ``int``, ``float``, an unconstrained ``Path``, a list of those; already of the type, or
-    digits/decimals from the command line) are converted here as Pydantic converts them;
-    anything else (other spellings, ranges, enums, parsers, files) goes to Typer's own
-    conversion unchanged. If Typer's internals differ from what this expects, nothing is
-    installed: only slower."""
-    import re
-    from dataclasses import dataclass
+def _typer_internals() -> tuple[Any, Any, Callable[..., Any], Callable[[Any], Any]] | None:
+    """Typer's coercion internals the bypass below relies on (``typer._coercion``, Typer 0.2x),
+    each checked for the shape it is used in; None where any differs (another Typer)."""
+    import dataclasses
+    import inspect
 
     try:
         from typer import _coercion
         from typer import core as typer_core
         from typer._param_types import coerce_cli_path
-    except ImportError:  # pragma: no cover - another Typer
-        return
+        from typer.models import ParameterInfo
+    except ImportError:
+        return None
     runtime_param = getattr(_coercion, "RuntimeParam", None)
-    original: Callable[[Any], Any] | None = getattr(typer_core, "build_runtime_param", None)
-    if runtime_param is None or original is None or original is not _coercion.build_runtime_param:
-        return  # pragma: no cover - another Typer
-    build_original: Callable[[Any], Any] = original
+    descriptor = getattr(_coercion, "TypeDescriptor", None)
+    found: Callable[[Any], Any] | None = getattr(typer_core, "build_runtime_param", None)
+    if found is not getattr(_coercion, "build_runtime_param", None) or found is None:
+        return None  # not there, or already replaced
+    original: Callable[[Any], Any] = found
+    if not (dataclasses.is_dataclass(runtime_param) and dataclasses.is_dataclass(descriptor)):
+        return None
+
+    def fields(cls: Any) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    def params(fn: Any) -> list[str]:
+        try:
+            return list(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):
+            return []
+
+    if not (
+        fields(runtime_param) == {"parameter_info", "annotation"}
+        and {"parameter_info", "annotation", "file_annotation"} <= fields(descriptor)
+        and params(getattr(runtime_param, "_coerce_value", None))
+        == ["self", "value", "param", "ctx"]
+        and {"path_type", "param", "ctx"} <= set(params(coerce_cli_path))
+        and {"parser", "min", "max", "path_type"} <= set(params(ParameterInfo.__init__))
+    ):
+        return None
+    return typer_core, runtime_param, coerce_cli_path, original
+
+
+def _install_plain_coercion() -> bool:
+    """Typer converts every option value with a Pydantic ``TypeAdapter``, and importing
+    Pydantic costs ~60 ms of a ~0.2 s ``tipline hash DIR``. Plain values (``str``, ``bool``,
+    ``int``, ``float``, an unconstrained ``Path``, a list of those; already of the type, or
+    digits/decimals from the command line) are converted here as Pydantic converts them;
+    anything else (other spellings, ranges, enums, parsers, files) goes to Typer's own
+    conversion unchanged.
+
+    It uses Typer internals (no public API converts a value): if they differ from what
+    :func:`_typer_internals` checks, nothing is installed and it returns False (only slower).
+    tests/test_cli_coercion.py fails loudly then (the command imports Pydantic again) and
+    checks that the conversions equal Typer's own."""
+    import re
+    from dataclasses import dataclass
+
+    internals = _typer_internals()
+    if internals is None:
+        return False
+    typer_core, runtime_param, coerce_cli_path, build_original = internals
 
     int_text = re.compile(r"[+-]?[0-9]+")
     float_text = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?")
@@ -106,7 +146,11 @@ def _install_plain_coercion() -> None:
             return build_original(self.descriptor)._coerce_value(value, param=param, ctx=ctx)
 
     def build(descriptor: Any) -> Any:
-        if not is_plain(descriptor):
+        try:
+            fast = is_plain(descriptor)
+        except (AttributeError, TypeError, ValueError):  # a descriptor of another shape
+            fast = False
+        if not fast:
             return build_original(descriptor)
         return PlainRuntimeParam(
             parameter_info=descriptor.parameter_info,
@@ -114,10 +158,12 @@ def _install_plain_coercion() -> None:
             descriptor=descriptor,
         )
 
-    typer_core.build_runtime_param = build  # type: ignore[attr-defined]
+    typer_core.build_runtime_param = build
+    return True
 
 
-_install_plain_coercion()
+#: whether Typer's Pydantic conversion is bypassed for plain values (tests/test_cli_coercion.py)
+PLAIN_COERCION = _install_plain_coercion()
 
 app = typer.Typer(
     name="tipline",
