@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from tipline.store.base import make_engine, session_factory
 
@@ -62,22 +61,22 @@ print(failures)
 """
 
 
-class _Base(DeclarativeBase):
-    pass
-
-
-class _Counter(_Base):
-    __tablename__ = "locking_read_counter"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    value: Mapped[int]
+_MD = MetaData()
+#: the workers' ``Counter`` table
+_COUNTER = Table(
+    "locking_read_counter",
+    _MD,
+    Column("id", Integer, primary_key=True),
+    Column("value", Integer, nullable=False),
+)
 
 
 def test_two_processes_read_then_write_lose_nothing(db_url: str) -> None:
     engine = make_engine(db_url)
     try:
-        _Base.metadata.create_all(engine)
+        _MD.create_all(engine)
         with engine.begin() as conn:
-            conn.execute(_Counter.__table__.insert().values(id=1, value=0))
+            conn.execute(_COUNTER.insert().values(id=1, value=0))
         start = time.time() + 3.0
         procs = [
             subprocess.Popen(
@@ -93,10 +92,10 @@ def test_two_processes_read_then_write_lose_nothing(db_url: str) -> None:
             assert p.returncode == 0, err
             assert out.strip() == "0", err  # no transaction failed ("database is locked")
         with engine.connect() as conn:
-            value = conn.execute(select(_Counter.__table__.c.value)).scalar_one()
+            value = conn.execute(select(_COUNTER.c.value)).scalar_one()
         assert value == 2 * ROUNDS  # no increment lost
     finally:
-        _Base.metadata.drop_all(engine)
+        _MD.drop_all(engine)
         engine.dispose()
 
 
