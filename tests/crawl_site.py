@@ -186,6 +186,8 @@ class Site:
         self.lock = threading.Lock()
         #: called with each (host, path) before it is answered (tests slow things down)
         self.on_request: Callable[[str, str], None] | None = None
+        #: called with each (host, path) whose response was written to the end
+        self.on_complete: Callable[[str, str], None] | None = None
         #: responses written to the end (a request cut off before is not counted)
         self.completed: Counter[tuple[str, str]] = Counter()
         self.active: Counter[str] = Counter()
@@ -216,6 +218,8 @@ class Site:
                     self.wfile.flush()
                     with site.lock:
                         site.completed[(str(host), self.path)] += 1
+                    if site.on_complete is not None:
+                        site.on_complete(str(host), self.path)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 finally:

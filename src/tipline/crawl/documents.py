@@ -44,6 +44,7 @@ import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
 from tipline.findings import Finding
+from tipline.net.links import PageLinks, _Extractor
 from tipline.provenance.keywords import KeywordHit, KeywordList, KeywordMatcher
 from tipline.record import ItemRecord
 from tipline.signals.tlsh import hash_text
@@ -403,10 +404,103 @@ def html_text(html: str, max_chars: int, deadline: float | None = None) -> tuple
         p.close()
     except _Stopped:
         pass
+    return _text_of(p)
+
+
+def _text_of(p: _TextParser) -> tuple[str, str | None]:
     text = re.sub(r"[ \t\r\f\v]+", " ", "".join(p.parts))
     text = re.sub(r" *\n[\n ]*", "\n", text).strip()
     title = re.sub(r"\s+", " ", "".join(p.title)).strip() or None
     return text, title
+
+
+class _PageParser(_Extractor):
+    """One pass over a crawled page: its links (:class:`tipline.net.links.PageLinks`) and its
+    visible text (what :func:`html_text` gives), so the page is parsed once, not twice."""
+
+    def __init__(
+        self, page_url: str, limit: int, is_model_link: object, max_chars: int, deadline: float
+    ) -> None:
+        super().__init__(page_url, limit, is_model_link)
+        self.text = _TextParser(max_chars, deadline)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        super().handle_starttag(tag, attrs)
+        self.text.handle_starttag(tag, attrs)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        # the links as html.parser's default (start, then end), the text as _TextParser's
+        _Extractor.handle_starttag(self, tag, attrs)
+        _Extractor.handle_endtag(self, tag)
+        self.text.handle_startendtag(tag, attrs)
+
+    def handle_endtag(self, tag: str) -> None:
+        super().handle_endtag(tag)
+        self.text.handle_endtag(tag)
+
+    def handle_data(self, data: str) -> None:
+        self.text.handle_data(data)
+
+
+#: seconds the links of one page may take (as :func:`tipline.net.links.extract`)
+LINK_SECONDS = 5.0
+
+
+def analyse_page(
+    data: bytes,
+    content_type: str,
+    url: str,
+    keywords: KeywordMatcher | KeywordList | None = None,
+    *,
+    max_links: int = 2000,
+    is_model_link: object = None,
+    limits: DocumentLimits = DEFAULT_LIMITS,
+) -> tuple[PageLinks, DocumentFindings] | None:
+    """An HTML page's links and its text's findings (keywords, TLSH) from **one** parse; the
+    same as :func:`tipline.net.links.extract` and :func:`analyse_document` each give. None when
+    the bytes are not an HTML document :func:`analyse_document` would read as such (too large,
+    empty, another kind): then the caller does both as before."""
+    if not data or len(data) > limits.max_bytes:
+        return None
+    out = DocumentFindings(
+        url=url,
+        content_type=content_type,
+        kind="unknown",
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        md5=hashlib.md5(data, usedforsecurity=False).hexdigest(),
+    )
+    out.kind, warning = document_kind(data, content_type)
+    if out.kind != "html":
+        return None
+    if warning:
+        out.warnings.append(warning)
+    start = time.monotonic()
+    deadline = start + limits.max_seconds
+    parser = _PageParser(url, max_links, is_model_link, limits.max_text_chars, deadline)
+    html = _decode(data, content_type, out)
+    link_deadline = start + LINK_SECONDS
+    try:
+        for i in range(0, len(html), 65536):
+            parser.feed(html[i : i + 65536])
+            if time.monotonic() > link_deadline:
+                parser.out.truncated = True
+                break
+        else:
+            parser.close()
+    except _Stopped:
+        parser.out.truncated = True
+    except (AssertionError, ValueError):  # html.parser on pathological markup
+        pass
+    parser.finish()
+    out.text, out.title = _text_of(parser.text)
+    if parser.out.truncated:
+        out.warnings.append(f"text extraction stopped after {time.monotonic() - start:.1f} s")
+    if len(out.text) > limits.max_text_chars:
+        out.text = out.text[: limits.max_text_chars]
+        out.warnings.append(f"text cut at {limits.max_text_chars} characters")
+    _finish(out, keywords)
+    return parser.out, out
 
 
 def _read_html(

@@ -60,7 +60,7 @@ from tipline.crawl.journal import load as load_journal
 from tipline.crawl.tor import TorProxyDownError, fetch_onion, is_onion
 from tipline.errors import TiplineError
 from tipline.net.fetch import FetchError, FetchResult, FetchSettings, HTTPStatusError, fetch
-from tipline.net.links import Link, canonical_url, extract, url_key
+from tipline.net.links import Link, PageLinks, canonical_url, extract, url_key
 from tipline.pipeline.stages import PipelineConfig, analyse_bytes
 from tipline.record import ItemRecord
 from tipline.removal.locations import registrable_domain
@@ -848,19 +848,21 @@ class _Runner:
             m.keep = res.content
         return m
 
-    def _document(self, out: _Outcome, res: FetchResult) -> None:
-        if _documents is None or not hasattr(_documents, "analyse_document"):
-            return
-        try:
-            found = _documents.analyse_document(
-                res.content,
-                res.headers.get("content-type", ""),
-                res.url,
-                self.cfg.pipeline.keywords,
-            )
-        except Exception as err:  # hostile documents never stop the crawl
-            out.notes["document_error"] = f"{type(err).__name__}: {err}"[:500]
-            return
+    def _document(self, out: _Outcome, res: FetchResult, found: Any = None) -> None:
+        """A page's or document's text: keywords, TLSH (``found``: already read)."""
+        if found is None:
+            if _documents is None or not hasattr(_documents, "analyse_document"):
+                return
+            try:
+                found = _documents.analyse_document(
+                    res.content,
+                    res.headers.get("content-type", ""),
+                    res.url,
+                    self.cfg.pipeline.keywords,
+                )
+            except Exception as err:  # hostile documents never stop the crawl
+                out.notes["document_error"] = f"{type(err).__name__}: {err}"[:500]
+                return
         plain = _plain(found)
         hits = getattr(found, "keyword_hits", None)
         tlsh = getattr(found, "tlsh", None)
@@ -932,14 +934,33 @@ class _Runner:
     def _parse(self, out: _Outcome, res: FetchResult) -> list[Link]:
         """An HTML page's links, and its text's keywords and TLSH."""
         is_model = getattr(_models, "is_model_link", None) if _models is not None else None
-        found = extract(
-            res.content,
-            res.url,
-            max_links=self.policy.max_links_per_page,
-            content_type=res.declared_type,
-            is_model_link=is_model,
-        )
-        self._document(out, res)  # the page's own text: keywords, TLSH
+        once = getattr(_documents, "analyse_page", None) if _documents is not None else None
+        both = None
+        found: PageLinks
+        if once is not None:
+            try:  # links and text from one parse
+                both = once(
+                    res.content,
+                    res.headers.get("content-type", ""),
+                    res.url,
+                    self.cfg.pipeline.keywords,
+                    max_links=self.policy.max_links_per_page,
+                    is_model_link=is_model,
+                )
+            except Exception as err:  # hostile markup never stops the crawl
+                out.notes["document_error"] = f"{type(err).__name__}: {err}"[:500]
+        if both is not None:
+            found, doc = both
+            self._document(out, res, doc)
+        else:
+            found = extract(
+                res.content,
+                res.url,
+                max_links=self.policy.max_links_per_page,
+                content_type=res.declared_type,
+                is_model_link=is_model,
+            )
+            self._document(out, res)  # the page's own text: keywords, TLSH
         out.links = len(found.links)
         if found.dropped:
             out.notes["links_dropped"] = found.dropped
