@@ -62,10 +62,10 @@ class Instance:
         return res.stdout
 
 
-def _start(tmp: Path, name: str) -> Instance:
+def _start(tmp: Path, name: str, **extra: str) -> Instance:
     data = tmp / name
     data.mkdir()
-    env = serve_env(data, TIPLINE_ANONYMOUS_PERMISSIONS="", TIPLINE_REVIEW_CONSENSUS="1")
+    env = serve_env(data, TIPLINE_ANONYMOUS_PERMISSIONS="", TIPLINE_REVIEW_CONSENSUS="1", **extra)
     url, proc = start_serve(env, tmp / f"{name}.log")
     return Instance(url, data, proc)
 
@@ -498,3 +498,90 @@ class _Proxy:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.fixture
+def pusher_pair(tmp_path: Path) -> Iterator[tuple[Instance, Instance]]:
+    """A (takes pushes) and B, whose serve runs in-process workers: its push jobs run there,
+    with no `tipline worker` beside it."""
+    a = _start(tmp_path, "a")
+    try:
+        b = _start(tmp_path, "b", TIPLINE_INPROCESS_WORKERS="1")
+    except BaseException:
+        _stop(a)
+        raise
+    try:
+        yield a, b
+    finally:
+        _stop(b)
+        _stop(a)
+
+
+@pytest.mark.slow  # two serve processes and about ten CLI runs
+def test_a_grade_in_one_instance_is_pushed_to_the_other_by_itself(
+    pusher_pair: tuple[Instance, Instance], tmp_path: Path
+) -> None:
+    """B follows its TIPLINE_GRADED with a push to A (A's share takes pushes into
+    FROM_HOTLINE_B). An analyst's grade in B confirms an item; B's serve (its in-process
+    workers, the grade's kick) pushes the hashes, and A's /m/lookup of the same image matches
+    them, with nobody touching A after the set-up; B's /api/v1/exchanges shows the push."""
+    a, b = pusher_pair
+    a.cli("user", "add", PEER_ACCOUNT, "--role", "partner")
+    feed_token = _token(a, PEER_ACCOUNT, "exchange:read", "exchange:write")
+    a.cli("bank", "create", "A_LIST")
+    secret = json.loads(
+        a.cli(
+            "exchange", "share", "A_LIST", "--to", PEER_ACCOUNT,
+            "--accept-into", "FROM_HOTLINE_B", "--json",
+        )
+    )["secret"]  # fmt: skip
+    ha = {"Authorization": f"Bearer {_token_admin(a)}"}
+
+    b.cli("user", "add", ANALYST, "--role", "analyst", "--password-stdin", stdin="pw-" * 6 + "\n")
+    grader = _token(b, ANALYST, "review:grade")
+    _add_exchange(b, tmp_path, "PEER_A", a.url, feed_token, secret, bank="A_LIST")
+    b.cli("bank", "create", "TIPLINE_GRADED")
+    out = b.cli("exchange", "push", "PEER_A", "--bank", "TIPLINE_GRADED", "--follow",
+                "--interval", "3600")  # fmt: skip
+    assert "pushed 0 record(s)" in out and "following" in out
+    image = encode(photo("astronaut"), "JPEG", quality=90)
+    cluster_id, hashes = _seed_item(b, image)
+
+    def at_a() -> dict[str, object]:
+        res = httpx.post(a.url + "/m/lookup", headers=ha, files={"file": ("p.jpg", image)})
+        assert res.status_code == 200, res.text
+        return {st: by_bank["FROM_HOTLINE_B"] for st, by_bank in res.json().items()
+                if "FROM_HOTLINE_B" in by_bank}  # fmt: skip
+
+    assert at_a() == {}
+    _grade(b, grader, cluster_id)  # B's grade: nothing else is run by hand
+    deadline = time.monotonic() + 30
+    while "pdq" not in (found := at_a()):
+        assert time.monotonic() < deadline, "the push did not reach A"
+        time.sleep(0.2)
+    assert found["pdq"][0]["distance"] == "0"  # type: ignore[index]
+    engine = make_engine(default_url(a.data))
+    try:
+        with session_factory(engine)() as s:
+            rows = s.scalars(
+                select(BankEntryRow).join(BankRow, BankRow.id == BankEntryRow.bank_id)
+                .where(BankRow.name == "FROM_HOTLINE_B")
+            ).all()  # fmt: skip
+            assert sorted(r.signal for r in rows) == sorted(hashes.values())
+            partner = (rows[0].meta or {})["exchange"]["partner"]
+            assert partner["partner"] == PEER_ACCOUNT and partner["list"] == "TIPLINE_GRADED"
+            assert partner["classification"]
+    finally:
+        engine.dispose()
+    hb = {"Authorization": f"Bearer {_token_admin(b)}"}
+    deadline = time.monotonic() + 10
+    while True:  # the push job settles its status right after the partner took the batch
+        [st] = httpx.get(b.url + "/api/v1/exchanges/PEER_A", headers=hb).json()["pushes"]
+        if st["counts"]["sent"] == 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert st["bank"] == "TIPLINE_GRADED" and st["follow"] is True
+    assert st["counts"] == {"sent": 3, "withdrawn": 0, "refused": 0, "skipped": 0}
+    assert st["last_push_succeeded"] is True and st["pending"] == 0
+    status = json.loads(b.cli("exchange", "status", "PEER_A"))
+    assert status["pushes"][0]["counts"]["sent"] == 3
