@@ -226,6 +226,18 @@ def _zip_kind(data: bytes) -> str | None:
 # --------------------------------------------------------------------------- the entry point
 
 
+def _new_findings(data: bytes, content_type: str, url: str) -> DocumentFindings:
+    """The findings of a document not read yet: its size and digests."""
+    return DocumentFindings(
+        url=url,
+        content_type=content_type,
+        kind="unknown",
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        md5=hashlib.md5(data, usedforsecurity=False).hexdigest(),
+    )
+
+
 def analyse_document(
     data: bytes,
     content_type: str,
@@ -235,14 +247,7 @@ def analyse_document(
 ) -> DocumentFindings:
     """Text, keyword hits and TLSH of one document; every problem in it is a per-item error or
     a warning in the answer, never an exception."""
-    out = DocumentFindings(
-        url=url,
-        content_type=content_type,
-        kind="unknown",
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        md5=hashlib.md5(data, usedforsecurity=False).hexdigest(),
-    )
+    out = _new_findings(data, content_type, url)
     try:
         if len(data) > limits.max_bytes:
             raise _DocumentError(
@@ -462,14 +467,7 @@ def analyse_page(
     empty, another kind): then the caller does both as before."""
     if not data or len(data) > limits.max_bytes:
         return None
-    out = DocumentFindings(
-        url=url,
-        content_type=content_type,
-        kind="unknown",
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        md5=hashlib.md5(data, usedforsecurity=False).hexdigest(),
-    )
+    out = _new_findings(data, content_type, url)
     out.kind, warning = document_kind(data, content_type)
     if out.kind != "html":
         return None
