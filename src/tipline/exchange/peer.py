@@ -57,6 +57,7 @@ from tipline.exchange.api import (
     Problem,
     register,
 )
+from tipline.exchange.store import named_bank
 from tipline.net.fetch import FetchError, HTTPStatusError, fetch, send_pinned
 from tipline.signals.types import registered as signal_types
 from tipline.store.exchange_share_tables import (
@@ -212,14 +213,7 @@ class ShareInfo:
 
 
 def _bank(s: Session, name: str) -> BankRow:
-    try:
-        clean = validate_bank_name(name)
-    except BankError as err:
-        raise ShareError(str(err)) from None
-    row = s.scalar(select(BankRow).where(BankRow.name == clean))
-    if row is None:
-        raise ShareError(f"no bank named {clean!r} (see `tipline bank list`)")
-    return row
+    return named_bank(s, name, ShareError)
 
 
 def share_bank(

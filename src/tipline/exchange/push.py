@@ -44,8 +44,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tipline.banks.bank import validate_bank_name
-from tipline.errors import BankError
 from tipline.exchange.api import (
     ExchangeConfigError,
     ExchangeError,
@@ -55,7 +53,7 @@ from tipline.exchange.api import (
     exchange_type,
     is_permanent,
 )
-from tipline.exchange.store import fetch_settings, open_credentials
+from tipline.exchange.store import fetch_settings, named_bank, open_credentials
 from tipline.store.exchange_share_tables import ExchangePushEntryRow, ExchangePushRow
 from tipline.store.jobs import (
     JobContext,
@@ -156,14 +154,7 @@ def _exchange(s: Session, name: str) -> ExchangeRow:
 
 
 def _bank(s: Session, name: str) -> BankRow:
-    try:
-        clean = validate_bank_name(name)
-    except BankError as err:
-        raise PushError(str(err)) from None
-    row = s.scalar(select(BankRow).where(BankRow.name == clean))
-    if row is None:
-        raise PushError(f"no bank named {clean!r} (see `tipline bank list`)")
-    return row
+    return named_bank(s, name, PushError)
 
 
 def get_push(s: Session, exchange: str, bank: str) -> ExchangePushRow | None:

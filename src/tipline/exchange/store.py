@@ -290,3 +290,15 @@ __all__ = [
     "status_json",
     "unseal",
 ]
+
+
+def named_bank(s: Session, name: str, error: type[Exception]) -> BankRow:
+    """The bank called ``name``; an invalid or unknown name raises ``error`` saying so."""
+    try:
+        clean = validate_bank_name(name)
+    except BankError as err:
+        raise error(str(err)) from None
+    row = s.scalar(select(BankRow).where(BankRow.name == clean))
+    if row is None:
+        raise error(f"no bank named {clean!r} (see `tipline bank list`)")
+    return row
