@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
@@ -36,6 +35,7 @@ from typing import Any, ClassVar, Literal
 
 from tipline.errors import TiplineError
 from tipline.net.fetch import FetchSettings
+from tipline.registry import Registry
 
 log = logging.getLogger("tipline.exchange")
 
@@ -394,30 +394,22 @@ def _coerce(api: str, what: str, f: ConfigField, value: Any) -> Any:
 
 # -- the registry ----------------------------------------------------------------------------
 
-_REGISTRY: dict[str, ExchangeType] = {}
-_SNAPSHOT: dict[str, ExchangeType] = {}
-_LOCK = threading.Lock()
+#: every exchange type by name; lookups read its snapshot (replaced whole on every change)
+_TYPES: Registry[ExchangeType] = Registry("exchange type", error=ExchangeError)
 _PLUGINS_LOADED = False
 
 
 def register(api: ExchangeType | type[ExchangeType]) -> ExchangeType:
     """Make an exchange type known (an instance or a class). Re-registering a name replaces
     it."""
-    global _SNAPSHOT
     inst = api() if isinstance(api, type) else api
     if not isinstance(inst, ExchangeType) or not getattr(inst, "name", ""):
         raise ExchangeError(f"{api!r} is not a named ExchangeType")
-    with _LOCK:
-        _REGISTRY[inst.name] = inst
-        _SNAPSHOT = dict(_REGISTRY)
-    return inst
+    return _TYPES.register(inst.name, inst, replace=True)
 
 
 def unregister(name: str) -> None:
-    global _SNAPSHOT
-    with _LOCK:
-        _REGISTRY.pop(name, None)
-        _SNAPSHOT = dict(_REGISTRY)
+    _TYPES.unregister(name, missing_ok=True)
 
 
 def _load_plugins() -> None:
@@ -451,16 +443,14 @@ def registered() -> dict[str, ExchangeType]:
         from tipline.exchange import types as _builtin  # noqa: F401  (registers the built-ins)
 
         _load_plugins()
-    return _SNAPSHOT
+    return _TYPES.snapshot()
 
 
 def exchange_type(name: str) -> ExchangeType:
-    types = registered()
-    try:
-        return types[name]
-    except KeyError:
-        known = ", ".join(sorted(types)) or "none"
-        raise ExchangeError(f"unknown exchange type {name!r} (known: {known})") from None
+    found = registered().get(name)
+    if found is None:
+        raise _TYPES.unknown(name)
+    return found
 
 
 __all__ = [
