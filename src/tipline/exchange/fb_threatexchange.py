@@ -63,6 +63,7 @@ from tipline.exchange.api import (
     Opinion,
     PartnerStatusError,
     Problem,
+    parse_json_object,
     register,
 )
 from tipline.net.fetch import (
@@ -383,12 +384,18 @@ class Client:
         return sent.text
 
 
-def _graph_error(text: str) -> tuple[int | None, str]:
-    """Graph's ``{"error": {"message", "code"}}``: (code, message), or (None, '')."""
+def _graph_error(text: str | bytes) -> tuple[int | None, str]:
+    """Graph's ``{"error": {"message", "code"}}`` in an answer's body: (code, message), or
+    (None, '')."""
     try:
         doc = json.loads(text)
     except (ValueError, RecursionError):
         return None, ""
+    return _graph_error_of(doc)
+
+
+def _graph_error_of(doc: Any) -> tuple[int | None, str]:
+    """Graph's error object in a parsed answer: (code, message), or (None, '')."""
     err = doc.get("error") if isinstance(doc, dict) else None
     if not isinstance(err, dict):
         return None, ""
@@ -406,18 +413,9 @@ def _shown(path: str) -> str:
 
 
 def _parse_json(body: bytes, where: str, client: Client) -> dict[str, Any]:
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as err:
-        raise ExchangeFetchError(
-            f"ThreatExchange {where}: malformed JSON ({str(err)[:120]})"
-        ) from None
-    if not isinstance(doc, dict):
-        raise ExchangeFetchError(
-            f"ThreatExchange {where}: expected a JSON object, got {type(doc).__name__}"
-        )
+    doc = parse_json_object(body, "ThreatExchange", where, excerpt=120)
     if "error" in doc:
-        code, message = _graph_error(json.dumps(doc))
+        code, message = _graph_error_of(doc)
         msg = client.redact(message)[:200]
         if code == BAD_TOKEN_CODE:
             raise ExchangeFetchError(

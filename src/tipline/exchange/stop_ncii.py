@@ -59,6 +59,7 @@ from tipline.exchange.api import (
     Opinion,
     PartnerStatusError,
     Problem,
+    parse_json_object,
     partner_status_error,
     register,
 )
@@ -143,14 +144,7 @@ def _int(value: Any) -> int | None:
 def parse_page(body: bytes, where: str = "page") -> HashesPage:
     """A FetchHashes answer. A page that is unusable as a whole raises
     :class:`ExchangeFetchError`; a bad record in a good page is a :class:`Problem`."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError) as err:
-        raise ExchangeFetchError(f"StopNCII {where}: malformed JSON ({str(err)[:200]})") from None
-    if not isinstance(doc, dict):
-        raise ExchangeFetchError(
-            f"StopNCII {where}: expected a JSON object, got {type(doc).__name__}"
-        )
+    doc = parse_json_object(body, "StopNCII", where)
     token = doc.get("nextPageToken")
     if token is None:
         token = ""

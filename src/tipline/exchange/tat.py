@@ -41,6 +41,7 @@ from tipline.exchange.api import (
     FetchDelta,
     PartnerStatusError,
     Problem,
+    parse_json_object,
     partner_status_error,
     register,
 )
@@ -129,12 +130,7 @@ def _text(value: Any, limit: int = 100) -> str:
 
 def parse_page(body: bytes, where: str = "page") -> HashListPage:
     """A hash-list page; an unusable page raises, a bad entry is a :class:`Problem`."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError) as err:
-        raise ExchangeFetchError(f"TAT {where}: malformed JSON ({str(err)[:200]})") from None
-    if not isinstance(doc, dict):
-        raise ExchangeFetchError(f"TAT {where}: expected a JSON object, got {type(doc).__name__}")
+    doc = parse_json_object(body, "TAT", where)
     nxt = doc.get("next")
     if nxt is not None and not isinstance(nxt, str):
         raise ExchangeFetchError(f"TAT {where}: next is not a link or null")
@@ -234,7 +230,7 @@ class Client:
             )
         try:
             doc = json.loads(sent.text)
-        except ValueError:
+        except (ValueError, RecursionError):
             doc = None
         token = doc.get("token") if isinstance(doc, dict) else None
         if not isinstance(token, str) or not token or len(token) >= MAX_TOKEN_BYTES - 100:
