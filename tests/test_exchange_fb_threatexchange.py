@@ -9,6 +9,7 @@ are benign stand-ins (ids ``<n>``, hashes of counters)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from collections.abc import Iterator
@@ -239,6 +240,7 @@ def test_a_refused_token_fails_that_exchange_others_go_on(
     add(both, replay, "TE_BAD", creds={"access_token": "999|wrong-stand-in"})
     add(both, replay, "TE")
     bad = run_fetch(both, "TE_BAD")
+    assert len(replay.update_requests()) == 1  # Graph's code read from the one refused answer
     good = run_fetch(both, "TE")
     assert not bad.succeeded and "refused the access token (HTTP 400)" in (bad.error or "")
     assert "Graph error 190" in (bad.error or "")
@@ -417,10 +419,21 @@ def test_429_and_5xx_back_off(lite: sessionmaker[Session], replay: Replay) -> No
 
 
 def test_a_403_graph_error_names_its_code(lite: sessionmaker[Session], replay: Replay) -> None:
-    replay.fail = [(403, {}, graph_error("Permissions error", 10))] * 2
+    replay.fail = [(403, {}, graph_error("Permissions error", 10))]
     add(lite, replay)
     out = run_fetch(lite, "TE")
     assert not out.succeeded and "HTTP 403 (Graph error 10: Permissions error)" in (out.error or "")
+    # Graph's code is read from the refused answer itself: one request, not asked again
+    assert len(replay.update_requests()) == 1
+
+
+def test_a_gzip_graph_error_is_read(lite: sessionmaker[Session], replay: Replay) -> None:
+    body = gzip.compress(graph_error("Unsupported get request", 100))
+    replay.fail = [(400, {"Content-Encoding": "gzip"}, body)]
+    add(lite, replay)
+    out = run_fetch(lite, "TE")
+    assert "HTTP 400 (Graph error 100: Unsupported get request)" in (out.error or "")
+    assert len(replay.update_requests()) == 1
 
 
 def test_a_100mb_page_stops_at_the_size_limit(lite: sessionmaker[Session], replay: Replay) -> None:

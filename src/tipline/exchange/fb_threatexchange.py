@@ -97,6 +97,8 @@ POSITIVE_REACTION = "SAW_THIS_TOO"
 NEGATIVE_REACTION = "DISAGREE_WITH_TAGS"
 #: Graph's error code for an access token that is invalid or expired.
 BAD_TOKEN_CODE = 190
+#: How much of a refused request's answer is kept to read Graph's error object from.
+ERROR_BODY_BYTES = 16384
 _GROUP_ID = re.compile(r"^[0-9]{1,30}$")
 _GRAPH_ID = re.compile(r"^[0-9A-Za-z_-]{1,80}$")
 
@@ -313,9 +315,19 @@ class Client:
     def get_json(self, path_and_query: str) -> Any:
         url = self.with_token(path_and_query)
         try:
-            res = fetch(url, self.settings, headers={"Accept": "application/json"})
+            res = fetch(
+                url,
+                self.settings,
+                headers={"Accept": "application/json"},
+                keep_error_bytes=ERROR_BODY_BYTES,
+            )
         except HTTPStatusError as err:
-            raise self._status_error(err.status, err.retry_after, path_and_query, url) from None
+            raise self._status_error(
+                err.status,
+                err.retry_after,
+                path_and_query,
+                err.body.decode("utf-8", "replace"),
+            ) from None
         except FetchError as err:
             raise ExchangeFetchError(
                 self.redact(f"ThreatExchange {_shown(path_and_query)}: {err}")
@@ -331,7 +343,7 @@ class Client:
                 body,
                 {"Content-Type": "application/x-www-form-urlencoded"},
                 self.settings,
-                keep_bytes=16384,
+                keep_bytes=ERROR_BODY_BYTES,
             )
         except (FetchTimeoutError, FetchConnectError, FetchError) as err:
             raise ExchangeFetchError(self.redact(f"ThreatExchange {_shown(path)}: {err}")) from None
@@ -341,7 +353,6 @@ class Client:
                 sent.status,
                 float(min(int(wait), 86_400)) if wait.isdigit() else None,
                 path,
-                None,
                 sent.text,
             )
         return sent.status
@@ -351,8 +362,7 @@ class Client:
         status: int,
         retry_after: float | None,
         path: str,
-        url: str | None,
-        body: str | None = None,
+        body: str,
     ) -> PartnerStatusError:
         where = _shown(path)
         if status == 429 or status >= 500:
@@ -361,9 +371,7 @@ class Client:
                 status,
                 retry_after,
             )
-        if body is None and url is not None and status in (400, 401, 403):
-            body = self._error_body(url)
-        code, message = _graph_error(body or "")
+        code, message = _graph_error(body)
         said = f" (Graph error {code}: {self.redact(message)[:200]})" if code is not None else ""
         if code == BAD_TOKEN_CODE or (code is None and status in (401, 403)):
             msg = (
@@ -373,15 +381,6 @@ class Client:
         else:
             msg = f"ThreatExchange answered HTTP {status}{said} for {where}"
         return PartnerStatusError(msg, status, retry_after)
-
-    def _error_body(self, url: str) -> str:
-        """Graph's error object for a refused GET: the page fetcher keeps no error bodies, so
-        the same URL is asked once more, keeping at most 16 KiB of the answer."""
-        try:
-            sent = send_pinned("GET", url, b"", {}, self.settings, keep_bytes=16384)
-        except FetchError:
-            return ""
-        return sent.text
 
 
 def _graph_error(text: str | bytes) -> tuple[int | None, str]:

@@ -134,12 +134,19 @@ class HTTPStatusError(FetchError):
     code = "http_status"
 
     def __init__(
-        self, message: str, url: str = "", status: int = 0, retry_after: float | None = None
+        self,
+        message: str,
+        url: str = "",
+        status: int = 0,
+        retry_after: float | None = None,
+        body: bytes = b"",
     ) -> None:
         super().__init__(message, url)
         self.status = status
         #: the server's ``Retry-After`` in seconds (429, 503), when it sent a usable one
         self.retry_after = retry_after
+        #: the start of the answer's body (``fetch(keep_error_bytes=)``; else empty)
+        self.body = body
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -535,6 +542,7 @@ def fetch(
     headers: Mapping[str, str] | None = None,
     trace: FetchTrace | None = None,
     sink: Callable[[bytes], None] | None = None,
+    keep_error_bytes: int = 0,
 ) -> FetchResult:
     """GET ``url`` safely (see the module docstring). Raises a :class:`FetchError`.
 
@@ -547,7 +555,11 @@ def fetch(
 
     ``sink``: the body is handed to it chunk by chunk as it arrives (decoded, under the same
     caps) instead of being kept; ``content`` is then only its first ``SNIFF_BYTES`` (what the
-    media type is sniffed from). For bodies too large to hold: model files the crawler hashes."""
+    media type is sniffed from). For bodies too large to hold: model files the crawler hashes.
+
+    ``keep_error_bytes``: at most this many bytes of an error answer's body (decoded, within
+    the time left) are kept on the :class:`HTTPStatusError` (an API's error object, read from
+    the one answer instead of asking again); 0, the default: none are read."""
     s = settings or FetchSettings()
     extra = dict(headers or {})
     conditional = any(k.lower() in ("if-none-match", "if-modified-since") for k in extra)
@@ -638,6 +650,7 @@ def fetch(
                         current,
                         status=response.status_code,
                         retry_after=_retry_after(response.headers.get("retry-after")),
+                        body=_error_body(response, keep_error_bytes, left),
                     )
                 body = read_body(response, s, current, left, sink)
                 headers = {k.lower(): v for k, v in response.headers.items()}
@@ -651,6 +664,24 @@ def fetch(
                 )
             finally:
                 response.close()
+
+
+def _error_body(response: httpx.Response, limit: int, left: Callable[[], float]) -> bytes:
+    """At most ``limit`` bytes of an error answer's body, decoded; what cannot be read in
+    time or decoded is left out (the status is the answer)."""
+    if limit <= 0:
+        return b""
+    kept = bytearray()
+    try:
+        decoder = _Decoder(response.headers.get("content-encoding", ""))
+        for chunk in response.iter_raw():
+            left()
+            kept += decoder.feed(chunk, limit - len(kept))
+            if len(kept) >= limit:
+                break
+    except (FetchError, httpx.HTTPError):
+        pass
+    return bytes(kept[:limit])
 
 
 def read_body(
