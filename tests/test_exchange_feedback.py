@@ -26,20 +26,17 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+import exchange_fixtures as fx
 from conftest import encode, noise_image
 from hma_compat.conftest import serve_env
 from ncmec_replay import Replay, ReplayEntry, Source
 from serve_process import tipline_exe
-from tipline import pipeline
 from tipline.exchange import feedback, store
 from tipline.exchange.fetcher import run_fetch
-from tipline.service import auth, wiring
-from tipline.service.app import create_app
-from tipline.service.intake import IntakeContext, IntakeSettings, NewReport, create_reports
 from tipline.service.settings import ServiceSettings
 from tipline.store.exchange_feedback_tables import ExchangeFeedbackRow
 from tipline.store.jobs import JobQueue
-from tipline.store.tables import ExchangeRow, Item, Job, User
+from tipline.store.tables import ExchangeRow, Item, Job
 
 CREDS = {"username": "tipline-user", "password": "stand-in-password"}
 CONFIRMED = {"uk_category": "C", "ncmec_category": "none"}
@@ -72,23 +69,11 @@ class World:
 
     def report(self, image: bytes) -> Item:
         """Report ``image`` and run the pipeline (hash, match, cluster, triage) over it."""
-        ctx = IntakeContext(self.sf, JobQueue(self.engine), IntakeSettings(secret=b"s"))
-        create_reports(ctx, [NewReport(uploads=[("photo.png", image)])], "partner_api")
-        q = JobQueue(self.engine)
-        for _ in range(50):
-            if q.run_one("pipeline", list(pipeline.STAGES), session_factory=self.sf) is None:
-                break
-        with self.sf() as s:
-            item = s.scalars(select(Item).where(Item.md5 == _md5(image))).one()
-            s.expunge(item)
-        return item
+        return fx.report(self.sf, self.engine, image)
 
     def grade(self, item: Item, values: dict[str, str]) -> dict[str, Any]:
-        url = f"/api/v1/review/clusters/{item.cluster_id}"
-        assert self.call("alice", "POST", url + "/claim").status_code == 200
-        res = self.call("alice", "POST", url + "/grade", json={"values": values})
-        assert res.status_code == 200, res.text
-        [out] = res.json()["outcomes"]
+        answer = fx.grade(self.client, self.tokens["alice"], item, values)
+        [out] = answer["outcomes"]
         assert out["state"] == "final"
         return dict(out["grade"])
 
@@ -129,17 +114,7 @@ def world(
         ReplayEntry("e1", ts, member_id=42, fingerprints={"md5": _md5(IMG_A)}),
         ReplayEntry("e2", ts + 60, member_id=43, fingerprints={"md5": _md5(IMG_B)}),
     )
-    settings = ServiceSettings(
-        data_dir=tmp_path / "data",
-        database_url=db_url,
-        inprocess_workers=0,
-        cookie_secure="false",
-        review_consensus=1,
-        fetch_allow_networks="127.0.0.1/32",
-        media_mode="hash-only",
-    )  # type: ignore[arg-type]
-    settings.data_dir.mkdir()
-    app = create_app(settings, load_index="sync")  # sets the credential key and fetch policy
+    app, settings = fx.service_app(db_url, tmp_path)
     with session_factory() as s, s.begin():
         store.create_exchange(
             s,
@@ -148,26 +123,17 @@ def world(
             {"base_url": replay.base_url, "max_window_entries": 1000},
             credentials=CREDS,
         )
-        tokens = {}
-        for name, role, scopes in (
-            ("alice", "analyst", ["review:grade"]),
-            ("ada", "admin", ["bank:read"]),
-        ):
-            auth.create_user(s, name, role, "feedback test password")
-            user = s.scalars(select(User).where(User.username == name)).one()
-            tokens[name] = auth.create_token(s, user, "feedback-test", scopes)
+        tokens = {
+            "alice": fx.user_token(s, "alice", "analyst", ["review:grade"], "feedback-test"),
+            "ada": fx.user_token(s, "ada", "admin", ["bank:read"], "feedback-test"),
+        }
     out = run_fetch(session_factory, "NCMEC")
     assert out.succeeded and out.added == 2, out.error
-    client = TestClient(app)
-    with client:  # the lifespan loads the index: it holds the fetched NCMEC entries
-        pipeline.configure(
-            wiring.pipeline_config(settings, match=app.state.ctx.matcher.match_record)
-        )
-        try:
+    try:
+        with fx.serving(app, settings) as client:
             yield World(client, session_factory, engine, replay, settings, db_url, tokens)
-        finally:
-            pipeline.configure(None)
-            replay.stop()
+    finally:
+        replay.stop()
 
 
 def test_a_confirmed_grade_reaches_ncmec_once_through_a_503(world: World) -> None:

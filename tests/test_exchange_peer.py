@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -74,11 +75,12 @@ def _stop(inst: Instance) -> None:
     stop_serve(inst.proc)
 
 
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[Instance, Instance]]:
+@contextmanager
+def _two(tmp_path: Path, **b_env: str) -> Iterator[tuple[Instance, Instance]]:
+    """Instances A and B (``b_env``: B's extra environment), both stopped on the way out."""
     a = _start(tmp_path, "a")
     try:
-        b = _start(tmp_path, "b")
+        b = _start(tmp_path, "b", **b_env)
     except BaseException:
         _stop(a)
         raise
@@ -87,6 +89,12 @@ def pair(tmp_path: Path) -> Iterator[tuple[Instance, Instance]]:
     finally:
         _stop(b)
         _stop(a)
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[Instance, Instance]]:
+    with _two(tmp_path) as ab:
+        yield ab
 
 
 def _token(inst: Instance, user: str, *scopes: str) -> str:
@@ -504,17 +512,8 @@ class _Proxy:
 def pusher_pair(tmp_path: Path) -> Iterator[tuple[Instance, Instance]]:
     """A (takes pushes) and B, whose serve runs in-process workers: its push jobs run there,
     with no `tipline worker` beside it."""
-    a = _start(tmp_path, "a")
-    try:
-        b = _start(tmp_path, "b", TIPLINE_INPROCESS_WORKERS="1")
-    except BaseException:
-        _stop(a)
-        raise
-    try:
-        yield a, b
-    finally:
-        _stop(b)
-        _stop(a)
+    with _two(tmp_path, TIPLINE_INPROCESS_WORKERS="1") as ab:
+        yield ab
 
 
 @pytest.mark.slow  # two serve processes and about ten CLI runs

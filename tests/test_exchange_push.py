@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+import exchange_fixtures as fx
 from conftest import encode, noise_image
 from stopncii_replay import (
     FEEDBACK_KEY,
@@ -34,7 +34,6 @@ from stopncii_replay import (
     stand_in_md5,
     stand_in_pdq,
 )
-from tipline import pipeline
 from tipline.exchange import feedback, push, store
 from tipline.exchange.api import (
     ExchangeError,
@@ -47,14 +46,10 @@ from tipline.exchange.api import (
 from tipline.exchange.fetcher import run_fetch
 from tipline.exchange.stop_ncii import StopNCIIExchange
 from tipline.net.fetch import FetchSettings
-from tipline.service import auth, wiring
-from tipline.service.app import create_app
-from tipline.service.intake import IntakeContext, IntakeSettings, NewReport, create_reports
-from tipline.service.settings import ServiceSettings
 from tipline.store.exchange_share_tables import ExchangePushEntryRow, ExchangePushRow
 from tipline.store.jobs import JobQueue
 from tipline.store.media import Keyring, new_key
-from tipline.store.tables import BankEntryRow, BankRow, Item, Job, User
+from tipline.store.tables import BankEntryRow, BankRow, Job
 
 CREDS = {
     "subscription_key": SUBSCRIPTION_KEY,
@@ -389,75 +384,45 @@ def test_a_confirmed_grade_is_pushed_and_fetched_by_another_exchange(
     StopNCII list gets it into its bank ("kept down"), and /api/v1/exchanges shows the push."""
     replay.publish_submissions = True
     img = encode(noise_image(31, 200, 150), "PNG")
-    settings = ServiceSettings(
-        data_dir=tmp_path / "data",
-        database_url=db_url,
-        inprocess_workers=0,
-        cookie_secure="false",
-        review_consensus=1,
-        fetch_allow_networks="127.0.0.1/32",
-        media_mode="hash-only",
-    )  # type: ignore[arg-type]
-    settings.data_dir.mkdir()
-    app = create_app(settings, load_index="sync")
+    app, settings = fx.service_app(db_url, tmp_path)
     with db() as s, s.begin():
         store.create_exchange(s, NAME, "stop_ncii", {"base_url": replay.base_url, "submit": True},
                               credentials=CREDS)  # fmt: skip
         store.create_exchange(s, "OTHER_CSP", "stop_ncii", {"base_url": replay.base_url},
                               credentials=CREDS)  # fmt: skip
-        auth.create_user(s, "alice", "analyst", "push test password")
-        user = s.scalars(select(User).where(User.username == "alice")).one()
-        token = auth.create_token(s, user, "push-test", ["review:grade", "bank:read"])
+        token = fx.user_token(s, "alice", "analyst", ["review:grade", "bank:read"], "push-test")
         s.add(BankRow(name="TIPLINE_GRADED", role="alert", pdq_threshold=31, enabled=True,
                       description="", created_at=time.time(), enabled_ratio=1.0))  # fmt: skip
         s.flush()
         p = push.create_push(s, NAME, "TIPLINE_GRADED", follow=True, interval_seconds=3600)
         push.start_chain(JobQueue(engine), s, p, delay=3600)
-    client = TestClient(app)
-    queue = JobQueue(engine, backoff_base=0.0)
     headers = {"Authorization": f"Bearer {token}"}
-    try:
-        with client:
-            pipeline.configure(
-                wiring.pipeline_config(settings, match=app.state.ctx.matcher.match_record)
-            )
-            ctx = IntakeContext(db, JobQueue(engine), IntakeSettings(secret=b"s"))
-            create_reports(ctx, [NewReport(uploads=[("photo.png", img)])], "partner_api")
-            for _ in range(50):
-                if queue.run_one("pipeline", list(pipeline.STAGES), session_factory=db) is None:
-                    break
-            with db() as s:
-                item = s.scalars(select(Item).where(Item.md5 == hashlib.md5(img).hexdigest())).one()
-                assert item.pdq and (item.pdq_quality or 0) >= 50
-            url = f"/api/v1/review/clusters/{item.cluster_id}"
-            assert client.post(url + "/claim", headers=headers).status_code == 200
-            values = {"values": {"uk_category": "C", "ncmec_category": "none"}}
-            res = client.post(url + "/grade", headers=headers, json=values)
-            assert res.status_code == 200, res.text
-            assert replay.submitted == {}
-            assert _run(db, engine, later=push.KICK_DELAY + 0.5) is not None
-            assert list(replay.submitted) == [("ImagePDQ", item.pdq)]  # md5/sha256 skipped
-            [pushed] = replay.submit_log
-            assert pushed["count"] == 1
-            res = client.get("/api/v1/exchanges/" + NAME, headers=headers)
-            assert res.status_code == 200, res.text
-            [st] = res.json()["pushes"]
-            assert st["bank"] == "TIPLINE_GRADED" and st["follow"] is True
-            assert st["counts"]["sent"] == 1 and st["counts"]["skipped"] == 2
-            assert st["last_push_succeeded"] is True and st["pending"] == 0
-            assert res.json()["feedback"] == {"queued": 0, "sent": 0, "failed": 0}
-            # the other partner's exchange learns the hash from StopNCII
-            assert run_fetch(db, "OTHER_CSP").added == 1
-            with db() as s:
-                got = s.scalars(
-                    select(BankEntryRow.signal)
-                    .join(BankRow, BankRow.id == BankEntryRow.bank_id)
-                    .where(BankRow.name == "OTHER_CSP")
-                ).all()
-            assert got == [item.pdq]
-            # graded again (another grade elsewhere): nothing new is sent
-            with db() as s, s.begin():
-                push.kick_following(s, delay=0)
-            assert _run(db, engine, later=1) is not None and len(replay.submit_log) == 1
-    finally:
-        pipeline.configure(None)
+    with fx.serving(app, settings) as client:
+        item = fx.report(db, engine, img)
+        assert item.pdq and (item.pdq_quality or 0) >= 50
+        fx.grade(client, token, item, {"uk_category": "C", "ncmec_category": "none"})
+        assert replay.submitted == {}
+        assert _run(db, engine, later=push.KICK_DELAY + 0.5) is not None
+        assert list(replay.submitted) == [("ImagePDQ", item.pdq)]  # md5/sha256 skipped
+        [pushed] = replay.submit_log
+        assert pushed["count"] == 1
+        res = client.get("/api/v1/exchanges/" + NAME, headers=headers)
+        assert res.status_code == 200, res.text
+        [st] = res.json()["pushes"]
+        assert st["bank"] == "TIPLINE_GRADED" and st["follow"] is True
+        assert st["counts"]["sent"] == 1 and st["counts"]["skipped"] == 2
+        assert st["last_push_succeeded"] is True and st["pending"] == 0
+        assert res.json()["feedback"] == {"queued": 0, "sent": 0, "failed": 0}
+        # the other partner's exchange learns the hash from StopNCII
+        assert run_fetch(db, "OTHER_CSP").added == 1
+        with db() as s:
+            got = s.scalars(
+                select(BankEntryRow.signal)
+                .join(BankRow, BankRow.id == BankEntryRow.bank_id)
+                .where(BankRow.name == "OTHER_CSP")
+            ).all()
+        assert got == [item.pdq]
+        # graded again (another grade elsewhere): nothing new is sent
+        with db() as s, s.begin():
+            push.kick_following(s, delay=0)
+        assert _run(db, engine, later=1) is not None and len(replay.submit_log) == 1

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+import exchange_fixtures as fx
 from conftest import encode, noise_image
 from stopncii_replay import (
     FEEDBACK_KEY,
@@ -32,7 +32,6 @@ from stopncii_replay import (
     stand_in_md5,
     stand_in_pdq,
 )
-from tipline import pipeline
 from tipline.exchange import feedback, store
 from tipline.exchange.api import (
     ExchangeError,
@@ -45,17 +44,13 @@ from tipline.exchange.api import (
 from tipline.exchange.fetcher import FetchOptions, next_delay, run_fetch
 from tipline.exchange.stop_ncii import STALE_SECONDS, parse_page
 from tipline.net.fetch import FetchSettings
-from tipline.service import auth, wiring
-from tipline.service.app import create_app
-from tipline.service.intake import IntakeContext, IntakeSettings, NewReport, create_reports
-from tipline.service.settings import ServiceSettings
 from tipline.store import migrations
 from tipline.store.base import make_engine
 from tipline.store.base import session_factory as make_factory
 from tipline.store.exchange_feedback_tables import ExchangeFeedbackRow
 from tipline.store.jobs import JobQueue
 from tipline.store.media import Keyring, new_key
-from tipline.store.tables import BankEntryRow, ExchangeFetchStatusRow, ExchangeRow, Item, User
+from tipline.store.tables import BankEntryRow, ExchangeFetchStatusRow, ExchangeRow
 
 CREDS = {
     "subscription_key": SUBSCRIPTION_KEY,
@@ -551,46 +546,19 @@ def test_a_confirmed_grade_reaches_stopncii_through_the_feedback_queue(
         HashRec(NOW - DAY, md5_a, "VideoMD5"),
         HashRec(NOW - DAY + 1, md5_b, "VideoMD5"),
     )
-    settings = ServiceSettings(
-        data_dir=tmp_path / "data",
-        database_url=db_url,
-        inprocess_workers=0,
-        cookie_secure="false",
-        review_consensus=1,
-        fetch_allow_networks="127.0.0.1/32",
-        media_mode="hash-only",
-    )  # type: ignore[arg-type]
-    settings.data_dir.mkdir()
-    app = create_app(settings, load_index="sync")  # sets the credential key and fetch policy
+    app, settings = fx.service_app(db_url, tmp_path)
     with session_factory() as s, s.begin():
         store.create_exchange(
             s, NAME, "stop_ncii", {"base_url": replay.base_url}, credentials=CREDS
         )
-        auth.create_user(s, "alice", "analyst", "feedback test password")
-        user = s.scalars(select(User).where(User.username == "alice")).one()
-        token = auth.create_token(s, user, "feedback-test", ["review:grade"])
+        token = fx.user_token(s, "alice", "analyst", ["review:grade"], "feedback-test")
     assert run_fetch(session_factory, NAME).added == 2
-    client = TestClient(app)
     queue = JobQueue(engine, backoff_base=0.0)
 
     def report_and_grade(image: bytes, values: dict[str, str]) -> None:
-        ctx = IntakeContext(session_factory, JobQueue(engine), IntakeSettings(secret=b"s"))
-        create_reports(ctx, [NewReport(uploads=[("photo.png", image)])], "partner_api")
-        for _ in range(50):
-            if (
-                queue.run_one("pipeline", list(pipeline.STAGES), session_factory=session_factory)
-                is None
-            ):
-                break
-        with session_factory() as s:
-            item = s.scalars(select(Item).where(Item.md5 == hashlib.md5(image).hexdigest())).one()
+        item = fx.report(session_factory, engine, image)
         assert any(m["bank"] == NAME for m in item.matches or []), item.matches
-        url = f"/api/v1/review/clusters/{item.cluster_id}"
-        client.cookies.clear()
-        headers = {"Authorization": f"Bearer {token}"}
-        assert client.post(url + "/claim", headers=headers).status_code == 200
-        res = client.post(url + "/grade", headers=headers, json={"values": values})
-        assert res.status_code == 200, res.text
+        fx.grade(client, token, item, values)
 
     def send() -> Any:
         return queue.run_one(
@@ -598,10 +566,7 @@ def test_a_confirmed_grade_reaches_stopncii_through_the_feedback_queue(
         )
 
     try:
-        with client:  # the lifespan loads the index: it holds the fetched entries
-            pipeline.configure(
-                wiring.pipeline_config(settings, match=app.state.ctx.matcher.match_record)
-            )
+        with fx.serving(app, settings) as client:
             report_and_grade(img_a, {"uk_category": "C", "ncmec_category": "none"})
             replay.fail = [(503, {})]  # the partner is down once
             assert send() is not None and replay.feedback == {}
@@ -620,5 +585,4 @@ def test_a_confirmed_grade_reaches_stopncii_through_the_feedback_queue(
                     ("VideoMD5:" + md5_b, "negative", "sent"),
                 ]
     finally:
-        pipeline.configure(None)
         replay.stop()
