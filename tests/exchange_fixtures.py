@@ -1,7 +1,9 @@
-"""The service set-up the exchange tests share (feedback, pushes, StopNCII): the real app on a
-test database (SQLite or PostgreSQL) that grades in one analyst's step, fetches only from
-127.0.0.1 and keeps no media; accounts with API tokens; a benign image reported and run
-through the real pipeline; a cluster claimed and graded through the review API."""
+"""The set-up the exchange tests share. The exchange store with a credential key and a fetch
+policy of 127.0.0.1 only (:func:`exchange_store`), on the test database or on a migrated
+SQLite file of its own (:func:`sqlite_db`); and the service (feedback, pushes, StopNCII): the
+real app on a test database (SQLite or PostgreSQL) that grades in one analyst's step, fetches
+only from 127.0.0.1 and keeps no media; accounts with API tokens; a benign image reported and
+run through the real pipeline; a cluster claimed and graded through the review API."""
 
 from __future__ import annotations
 
@@ -18,12 +20,46 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline import pipeline
+from tipline.exchange import store
+from tipline.net.fetch import FetchSettings
 from tipline.service import auth, wiring
 from tipline.service.app import create_app
 from tipline.service.intake import IntakeContext, IntakeSettings, NewReport, create_reports
 from tipline.service.settings import ServiceSettings
+from tipline.store import migrations
+from tipline.store.base import make_engine, session_factory
 from tipline.store.jobs import JobQueue
+from tipline.store.media import Keyring, new_key
 from tipline.store.tables import Item, User
+
+#: Fetches allowed to the loopback replay servers only.
+LOCAL = FetchSettings.build(allow_networks=["127.0.0.1/32"])
+
+
+@contextmanager
+def exchange_store(sf: sessionmaker[Session]) -> Iterator[sessionmaker[Session]]:
+    """``sf`` with the exchange store configured: a new credential key (credentials sealed at
+    rest) and the :data:`LOCAL` fetch policy; unconfigured on the way out."""
+    ring = Keyring()
+    ring.add(new_key())
+    store.configure(LOCAL, lambda: ring)
+    try:
+        yield sf
+    finally:
+        store.configure(None, None)
+
+
+@contextmanager
+def sqlite_db(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    """A migrated SQLite file of its own under ``tmp_path``, the exchange store configured."""
+    url = f"sqlite:///{tmp_path / 'x.sqlite3'}"
+    migrations.upgrade(url)
+    engine = make_engine(url)
+    try:
+        with exchange_store(session_factory(engine)) as sf:
+            yield sf
+    finally:
+        engine.dispose()
 
 
 def service_app(db_url: str, tmp_path: Path) -> tuple[FastAPI, ServiceSettings]:

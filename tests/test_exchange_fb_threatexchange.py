@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+import exchange_fixtures as fx
 from threatexchange_replay import (
     APP_ID,
     APP_SECRET,
@@ -42,17 +43,11 @@ from tipline.exchange.api import (
 )
 from tipline.exchange.fb_threatexchange import STALE_SECONDS, parse_time
 from tipline.exchange.fetcher import FetchOptions, next_delay, run_fetch
-from tipline.net.fetch import FetchSettings
-from tipline.store import migrations
-from tipline.store.base import make_engine
-from tipline.store.base import session_factory as make_factory
-from tipline.store.media import Keyring, new_key
 from tipline.store.tables import BankEntryRow, ExchangeFetchStatusRow, ExchangeRow
 
 CREDS = {"app_id": APP_ID, "app_secret": APP_SECRET}
 NOW = int(time.time())
 DAY = 86400
-LOCAL = FetchSettings.build(allow_networks=["127.0.0.1/32"])
 G1, G2 = "1111", "2222"
 
 
@@ -63,29 +58,17 @@ def replay() -> Iterator[Replay]:
     r.stop()
 
 
-def _configure() -> None:
-    ring = Keyring()
-    ring.add(new_key())
-    store.configure(LOCAL, lambda: ring)
-
-
 @pytest.fixture
 def both(session_factory: sessionmaker[Session]) -> Iterator[sessionmaker[Session]]:
     """SQLite and PostgreSQL."""
-    _configure()
-    yield session_factory
-    store.configure(None, None)
+    with fx.exchange_store(session_factory) as sf:
+        yield sf
 
 
 @pytest.fixture
 def lite(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    url = f"sqlite:///{tmp_path / 'x.sqlite3'}"
-    migrations.upgrade(url)
-    engine = make_engine(url)
-    _configure()
-    yield make_factory(engine)
-    store.configure(None, None)
-    engine.dispose()
+    with fx.sqlite_db(tmp_path) as sf:
+        yield sf
 
 
 def add(
@@ -474,7 +457,7 @@ def test_config_and_credentials_are_checked(lite: sessionmaker[Session], replay:
 
 def _ctx(replay: Replay, token: str = TOKEN) -> FetchContext:
     return FetchContext(
-        "TE", {"base_url": replay.base_url, "privacy_groups": G1}, {"access_token": token}, LOCAL
+        "TE", {"base_url": replay.base_url, "privacy_groups": G1}, {"access_token": token}, fx.LOCAL
     )
 
 

@@ -45,10 +45,8 @@ from tipline.exchange.api import (
 )
 from tipline.exchange.fetcher import run_fetch
 from tipline.exchange.stop_ncii import StopNCIIExchange
-from tipline.net.fetch import FetchSettings
 from tipline.store.exchange_share_tables import ExchangePushEntryRow, ExchangePushRow
 from tipline.store.jobs import JobQueue
-from tipline.store.media import Keyring, new_key
 from tipline.store.tables import BankEntryRow, BankRow, Job
 
 CREDS = {
@@ -57,7 +55,6 @@ CREDS = {
     "feedback_function_key": FEEDBACK_KEY,
     "submit_function_key": SUBMIT_KEY,
 }
-LOCAL = FetchSettings.build(allow_networks=["127.0.0.1/32"])
 NAME = "STOPNCII"
 
 
@@ -71,18 +68,15 @@ def replay() -> Iterator[Replay]:
 @pytest.fixture
 def db(session_factory: sessionmaker[Session]) -> Iterator[sessionmaker[Session]]:
     """SQLite and PostgreSQL, with a credential key and the loopback fetch policy."""
-    ring = Keyring()
-    ring.add(new_key())
-    store.configure(LOCAL, lambda: ring)
-    yield session_factory
-    store.configure(None, None)
+    with fx.exchange_store(session_factory) as sf:
+        yield sf
 
 
 def _ctx(replay: Replay, creds: dict[str, Any] | None = None, **cfg: Any) -> FetchContext:
     config = exchange_type("stop_ncii").validate_config(
         {"base_url": replay.base_url, "submit": True, **cfg}
     )
-    return FetchContext(NAME, config, CREDS if creds is None else creds, LOCAL)
+    return FetchContext(NAME, config, CREDS if creds is None else creds, fx.LOCAL)
 
 
 def _add_exchange(db: sessionmaker[Session], replay: Replay, **cfg: Any) -> None:

@@ -43,13 +43,8 @@ from tipline.exchange.api import (
 )
 from tipline.exchange.fetcher import FetchOptions, next_delay, run_fetch
 from tipline.exchange.stop_ncii import STALE_SECONDS, parse_page
-from tipline.net.fetch import FetchSettings
-from tipline.store import migrations
-from tipline.store.base import make_engine
-from tipline.store.base import session_factory as make_factory
 from tipline.store.exchange_feedback_tables import ExchangeFeedbackRow
 from tipline.store.jobs import JobQueue
-from tipline.store.media import Keyring, new_key
 from tipline.store.tables import BankEntryRow, ExchangeFetchStatusRow, ExchangeRow
 
 CREDS = {
@@ -59,7 +54,6 @@ CREDS = {
 }
 NOW = int(time.time())
 DAY = 86400
-LOCAL = FetchSettings.build(allow_networks=["127.0.0.1/32"])
 NAME = "STOPNCII"
 
 
@@ -74,29 +68,17 @@ def replay() -> Iterator[Replay]:
     r.stop()
 
 
-def _configure() -> None:
-    ring = Keyring()
-    ring.add(new_key())
-    store.configure(LOCAL, lambda: ring)
-
-
 @pytest.fixture
 def both(session_factory: sessionmaker[Session]) -> Iterator[sessionmaker[Session]]:
     """SQLite and PostgreSQL."""
-    _configure()
-    yield session_factory
-    store.configure(None, None)
+    with fx.exchange_store(session_factory) as sf:
+        yield sf
 
 
 @pytest.fixture
 def lite(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    url = f"sqlite:///{tmp_path / 'x.sqlite3'}"
-    migrations.upgrade(url)
-    engine = make_engine(url)
-    _configure()
-    yield make_factory(engine)
-    store.configure(None, None)
-    engine.dispose()
+    with fx.sqlite_db(tmp_path) as sf:
+        yield sf
 
 
 def add(
@@ -474,7 +456,7 @@ def test_config_and_credentials_are_checked(lite: sessionmaker[Session], replay:
 
 def _ctx(replay: Replay, feedback_key: str | None = FEEDBACK_KEY, **cfg: Any) -> FetchContext:
     creds = {**CREDS, "feedback_function_key": feedback_key}
-    return FetchContext(NAME, {"base_url": replay.base_url, **cfg}, creds, LOCAL)
+    return FetchContext(NAME, {"base_url": replay.base_url, **cfg}, creds, fx.LOCAL)
 
 
 def test_feedback_reaches_the_partner_and_is_idempotent(replay: Replay) -> None:

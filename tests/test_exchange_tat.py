@@ -18,22 +18,17 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+import exchange_fixtures as fx
 from tat_replay import PASSWORD, USER, Replay, TatEntry, stand_in_md5, stand_in_pdq
 from tipline.exchange import store
 from tipline.exchange.api import ExchangeError, exchange_type, registered
 from tipline.exchange.fetcher import FetchOptions, next_delay, run_fetch
 from tipline.exchange.tat import parse_after
-from tipline.net.fetch import FetchSettings
-from tipline.store import migrations
-from tipline.store.base import make_engine
-from tipline.store.base import session_factory as make_factory
-from tipline.store.media import Keyring, new_key
 from tipline.store.tables import BankEntryRow, ExchangeFetchStatusRow
 
 CREDS = {"username": USER, "password": PASSWORD}
 NOW = int(time.time())
 DAY = 86400
-LOCAL = FetchSettings.build(allow_networks=["127.0.0.1/32"])
 NAME = "TAT"
 
 
@@ -48,29 +43,17 @@ def replay() -> Iterator[Replay]:
     r.stop()
 
 
-def _configure() -> None:
-    ring = Keyring()
-    ring.add(new_key())
-    store.configure(LOCAL, lambda: ring)
-
-
 @pytest.fixture
 def both(session_factory: sessionmaker[Session]) -> Iterator[sessionmaker[Session]]:
     """SQLite and PostgreSQL."""
-    _configure()
-    yield session_factory
-    store.configure(None, None)
+    with fx.exchange_store(session_factory) as sf:
+        yield sf
 
 
 @pytest.fixture
 def lite(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    url = f"sqlite:///{tmp_path / 'x.sqlite3'}"
-    migrations.upgrade(url)
-    engine = make_engine(url)
-    _configure()
-    yield make_factory(engine)
-    store.configure(None, None)
-    engine.dispose()
+    with fx.sqlite_db(tmp_path) as sf:
+        yield sf
 
 
 def add(
