@@ -288,3 +288,21 @@ def test_config_and_credentials_are_checked(lite: sessionmaker[Session], replay:
     add(lite, replay, creds=None)
     out = run_fetch(lite, NAME)
     assert not out.succeeded and "no TAT credentials" in (out.error or "")
+
+
+def test_a_deeply_nested_token_answer_is_no_usable_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hostile token answer nested past the parser's depth is "no usable token", not a
+    RecursionError out of the fetch."""
+    import httpx
+
+    from tipline.exchange import tat
+    from tipline.exchange.api import ExchangeFetchError, FetchContext
+    from tipline.net.fetch import SentResponse
+
+    def nested(*_a: Any, **_k: Any) -> SentResponse:
+        return SentResponse(200, httpx.Headers(), "[" * 60_000 + "]" * 60_000)
+
+    monkeypatch.setattr(tat, "send_pinned", nested)
+    ctx = FetchContext(NAME, {"base_url": "http://127.0.0.1:9"}, CREDS, fx.LOCAL)
+    with pytest.raises(ExchangeFetchError, match="no usable token"):
+        tat.Client(ctx).token()
