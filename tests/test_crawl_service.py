@@ -154,3 +154,38 @@ def test_a_partner_report_asks_for_a_crawl_and_the_desk_shows_why_it_stopped(
     finally:
         pipeline.configure(None)
         crawl_engine.configure(None)
+
+
+def test_metrics_crawl_counts_are_cached_a_few_seconds(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    """Two quick scrapes query the database once; after the TTL the counts are read again
+    (an injected clock), and a new crawl shows then."""
+    from sqlalchemy import event
+
+    from tipline.crawl.engine import start_crawl
+    from tipline.service.crawls_api import CrawlMetricsCache
+
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    now = [100.0]
+    cache = CrawlMetricsCache(ttl=5.0, clock=lambda: now[0])
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        first = cache.get(session_factory)
+        queries = len(statements)
+        assert queries >= 1 and first["crawls"] == {}
+        with session_factory() as s, s.begin():
+            start_crawl(s, ["http://127.0.0.1:9/x"])
+        statements.clear()
+        now[0] += 4.9
+        assert cache.get(session_factory) == first  # within the TTL: no query
+        assert statements == []
+        now[0] += 0.2
+        assert cache.get(session_factory)["crawls"] == {"queued": 1}
+        assert len(statements) == queries
+    finally:
+        event.remove(engine, "before_cursor_execute", count)

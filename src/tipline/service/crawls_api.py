@@ -10,7 +10,10 @@ settings are the caps (docs/crawl.md).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +37,7 @@ __all__ = [
     "CRAWL_REQUEST_FIELDS",
     "crawl_json",
     "crawl_metrics",
+    "crawl_metrics_cached",
     "crawl_request",
     "router",
     "routes",
@@ -246,6 +250,45 @@ def crawl_metrics(s: Session) -> dict[str, Any]:
         "bytes": int(sums[6]),
         "frontier": int(frontier or 0),
     }
+
+
+#: seconds ``/metrics`` reuses the crawl counts (a scrape storm costs one query set per TTL)
+CRAWL_METRICS_TTL = 5.0
+
+
+class CrawlMetricsCache:
+    """:func:`crawl_metrics` of a database, reused for ``ttl`` seconds (per session factory;
+    ``clock`` injectable for tests). A failed query is not cached (it raises)."""
+
+    def __init__(
+        self, ttl: float = CRAWL_METRICS_TTL, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._held: weakref.WeakKeyDictionary[sessionmaker[Session], tuple[float, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self, factory: sessionmaker[Session]) -> dict[str, Any]:
+        with self._lock:  # one query set at a time: concurrent scrapes wait for it
+            now = self.clock()
+            held = self._held.get(factory)
+            if held is not None and now - held[0] < self.ttl:
+                result: dict[str, Any] = held[1]
+                return result
+            with factory() as s:
+                result = crawl_metrics(s)
+            self._held[factory] = (now, result)
+            return result
+
+
+_metrics_cache = CrawlMetricsCache()
+
+
+def crawl_metrics_cached(factory: sessionmaker[Session]) -> dict[str, Any]:
+    """:func:`crawl_metrics` at most once per :data:`CRAWL_METRICS_TTL` seconds a database."""
+    return _metrics_cache.get(factory)
 
 
 def _sf(request: Request) -> sessionmaker[Session]:

@@ -243,11 +243,10 @@ class RequestMiddleware:
 
 
 def _crawl_gauges(metrics: Metrics, factory: sessionmaker[Session]) -> None:
-    from tipline.service.crawls_api import crawl_metrics
+    from tipline.service.crawls_api import crawl_metrics_cached
 
-    try:
-        with factory() as s:
-            m = crawl_metrics(s)
+    try:  # cached a few seconds: a scrape storm does not query the database each time
+        m = crawl_metrics_cached(factory)
     except SQLAlchemyError:  # the database is away: the scrape still answers
         log.warning("metrics: crawl counts unavailable (database error)")
         return
