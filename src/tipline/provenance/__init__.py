@@ -17,7 +17,9 @@ Readers live in their own modules and plug in by calling :func:`register_reader`
     register_reader("c2pa", read_c2pa, kinds=("image",), signal="c2pa", cost=20)
 
 Modules named in ``PLUGIN_MODULES`` are imported on first use, so a new reader needs no edit
-here beyond that list (a module that is absent is skipped silently).
+here beyond that list (a module that is absent is skipped silently). ``analyse`` imports only
+those its call can need (``PLUGIN_NEEDS``: the media kinds their readers apply to, and the
+watermark and detector modules only when asked for); ``registered_readers`` imports them all.
 
 Privacy: readers always put free text (prompts, captions, authors) under
 ``evidence["text"]``; ``analyse`` drops it unless ``include_text=True``.
@@ -26,6 +28,8 @@ Privacy: readers always put free text (prompts, captions, authors) under
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -59,6 +63,18 @@ PLUGIN_MODULES: tuple[tuple[str, Signal], ...] = (
     ("models", "model_file"),
     ("keywords", "keyword"),
 )
+
+#: What ``analyse`` must be doing before it imports a module of ``PLUGIN_MODULES``: the media
+#: kinds its readers apply to, and the option without which they find nothing
+#: (``include_watermarks`` / ``include_detectors``), or None. A module not named here is
+#: imported for every call; ``keywords`` registers no reader (the keyword pass runs after it).
+PLUGIN_NEEDS: dict[str, tuple[tuple[str, ...], str | None]] = {
+    "c2pa": (("image", "video"), None),
+    "watermark": (("image",), "watermarks"),
+    "detector": (("image",), "detectors"),
+    "models": (("model",), None),
+    "keywords": ((), None),
+}
 
 #: Defaults used when the caller passes no limits (same as ``tipline.config.Limits``).
 DEFAULT_MAX_PIXELS = 150_000_000
@@ -123,7 +139,12 @@ class Reader:
 
 #: the readers by name, in registration order (``registered_readers`` breaks cost ties by it)
 _READERS: Registry[Reader] = Registry("reader", error=ValueError)
+#: False: nothing loaded yet, or everything to load again (tests set it back to False)
 _plugins_loaded = False
+#: what is loaded since ``_plugins_loaded`` was last False: "builtins", "entry_points" and
+#: module names of ``PLUGIN_MODULES``; ``_ALL`` once everything is
+_loaded: set[str] = set()
+_ALL = "*"
 _plugin_errors: list[tuple[str, Signal, str]] = []
 
 
@@ -152,21 +173,48 @@ READER_ENTRY_POINTS = "tipline.readers"
 def registered_readers() -> list[Reader]:
     """Every reader, in the order ``analyse`` runs them."""
     _load_plugins()
+    return _sorted_readers()
+
+
+def _sorted_readers() -> list[Reader]:
     return sorted(_READERS.snapshot().values(), key=lambda r: r.cost)  # stable: ties in order
 
 
 def has_readers(kind: str) -> bool:
     """Whether any reader applies to media of this kind (``image``, ``model``...)."""
-    return any(kind in r.kinds for r in registered_readers())
+    _load_plugins(kind, watermarks=True, detectors=True)
+    return any(kind in r.kinds for r in _sorted_readers())
 
 
-def _load_plugins() -> None:
+def _needed(mod: str, kind: str | None, watermarks: bool, detectors: bool) -> bool:
+    if kind is None or mod not in PLUGIN_NEEDS:
+        return True
+    kinds, option = PLUGIN_NEEDS[mod]
+    if kind not in kinds:
+        return False
+    return option is None or (watermarks if option == "watermarks" else detectors)
+
+
+def _load_plugins(
+    kind: str | None = None, *, watermarks: bool = True, detectors: bool = True
+) -> None:
+    """Import the reader modules a call needs: all of them (``kind`` None), or those whose
+    readers can find something in media of ``kind`` with these options (``PLUGIN_NEEDS``);
+    the built-in readers and other packages' entry points always."""
     global _plugins_loaded
-    if _plugins_loaded:
+    if not _plugins_loaded:
+        _plugins_loaded = True
+        _loaded.clear()
+        _plugin_errors.clear()
+    if _ALL in _loaded:
         return
-    _plugins_loaded = True
-    _register_builtins()
+    if "builtins" not in _loaded:
+        _loaded.add("builtins")
+        _register_builtins()
     for mod, signal in PLUGIN_MODULES:
+        if mod in _loaded or not _needed(mod, kind, watermarks, detectors):
+            continue
+        _loaded.add(mod)
         full = f"{__name__}.{mod}"
         try:
             importlib.import_module(full)
@@ -175,12 +223,18 @@ def _load_plugins() -> None:
                 _plugin_errors.append((mod, signal, f"{type(err).__name__}: {err}"))
         except Exception as err:  # a broken plugin must not break scanning
             _plugin_errors.append((mod, signal, f"{type(err).__name__}: {err}"))
-    _load_entry_points()
+    if "entry_points" not in _loaded:
+        _loaded.add("entry_points")
+        _load_entry_points()
+    if all(mod in _loaded for mod, _ in PLUGIN_MODULES):
+        _loaded.add(_ALL)
 
 
 def _load_entry_points() -> None:
     """Readers of other packages: each ``tipline.readers`` entry point names a module that
     calls ``register_reader`` when imported, or a callable that does when called."""
+    if not _may_declare(READER_ENTRY_POINTS):
+        return
     from importlib.metadata import entry_points
 
     for ep in entry_points(group=READER_ENTRY_POINTS):
@@ -190,6 +244,43 @@ def _load_entry_points() -> None:
                 obj()
         except Exception as err:  # a broken plugin must not break scanning
             _plugin_errors.append((ep.name, "generator_metadata", f"{type(err).__name__}: {err}"))
+
+
+def _may_declare(group: str) -> bool:
+    """Whether an installed distribution may declare entry points of ``group``: False only
+    where no ``entry_points.txt`` of a ``*.dist-info`` / ``*.egg-info`` folder on ``sys.path``
+    names it and nothing else could hold distributions (a zip or an egg on the path, a finder
+    of another kind). Importing ``importlib.metadata`` and parsing every distribution's entry
+    points costs ~24 ms of each ``tipline hash``; reading those files ~2 ms."""
+    from importlib.machinery import PathFinder
+
+    if any(hasattr(f, "find_distributions") and f is not PathFinder for f in sys.meta_path):
+        return True
+    needle = group.encode()
+    for entry in sys.path:
+        folder = entry or "."
+        if folder.endswith(".egg"):
+            return True
+        try:
+            with os.scandir(folder) as it:
+                names = [e.name for e in it]
+        except NotADirectoryError:
+            return True  # a zip file on the path
+        except OSError:
+            continue  # absent or unreadable: importlib.metadata finds nothing there either
+        for name in names:
+            lower = name.lower()
+            if lower.endswith(".egg"):
+                return True
+            if not lower.endswith((".dist-info", ".egg-info")):
+                continue
+            try:
+                with open(os.path.join(folder, name, "entry_points.txt"), "rb") as f:
+                    if needle in f.read():
+                        return True
+            except OSError:
+                continue
+    return False
 
 
 def _register_builtins() -> None:
@@ -228,7 +319,11 @@ def analyse(
         max_decode_seconds=max_decode_seconds,
     )
     wanted = set(only) if only is not None else None
-    readers = registered_readers()
+    if wanted is None:
+        _load_plugins(mt.kind, watermarks=bool(include_watermarks), detectors=include_detectors)
+        readers = _sorted_readers()
+    else:
+        readers = registered_readers()
     for mod, signal, msg in _plugin_errors:
         if wanted is None or mod in wanted:
             ctx.findings.append(
