@@ -105,3 +105,31 @@ def test_not_html_is_left_to_the_two_readers() -> None:
     assert analyse_page(b"plain text, no markup at all", "text/plain", "http://h/x.txt") is None
     assert analyse_page(b"", "text/html", "http://h/") is None
     assert analyse_page(b"%PDF-1.4 ...", "application/pdf", "http://h/x.pdf") is None
+
+
+def test_not_html_is_hashed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """analyse_page gives a body that is not HTML back unhashed: the caller's
+    analyse_document (the engine's fallback) hashes it, once."""
+    import hashlib
+
+    from tipline.crawl import documents
+
+    calls: list[int] = []
+    real = hashlib.sha256
+
+    class Counting:
+        @staticmethod
+        def sha256(data: bytes = b"") -> object:
+            calls.append(len(data))
+            return real(data)
+
+        md5 = staticmethod(hashlib.md5)
+
+    monkeypatch.setattr(documents, "hashlib", Counting)
+    body = b"plain text guide, no markup at all " * 40
+    for ctype in ("text/plain", "text/html"):
+        calls.clear()
+        if analyse_page(body, ctype, "http://h/x", KEYWORDS) is None:
+            doc = analyse_document(body, ctype, "http://h/x", KEYWORDS)
+            assert doc.sha256 == real(body).hexdigest()
+        assert calls == [len(body)], ctype

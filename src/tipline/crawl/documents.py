@@ -467,10 +467,11 @@ def analyse_page(
     empty, another kind): then the caller does both as before."""
     if not data or len(data) > limits.max_bytes:
         return None
+    kind, warning = document_kind(data, content_type)
+    if kind != "html":
+        return None  # not hashed here: the caller's analyse_document hashes it, once
     out = _new_findings(data, content_type, url)
-    out.kind, warning = document_kind(data, content_type)
-    if out.kind != "html":
-        return None
+    out.kind = kind
     if warning:
         out.warnings.append(warning)
     start = time.monotonic()
