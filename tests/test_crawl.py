@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -218,7 +219,46 @@ def test_report_naming_one_forum_page_finds_every_banked_image(
             select(Item).join(ReportItem).where(ReportItem.report_id == report.id)
         ).all()
         assert {i.status for i in items} <= {"matched", "auto_confirmed", "new", "hashed"}
-        assert len([i for i in items if i.matches]) == len(kept)
+        # the matched images, and the guide file and the model file: items of the report too
+        assert len([i for i in items if i.matches]) == len(kept) + 2
+        found = {
+            src: item
+            for src, item in s.execute(
+                select(ReportItem.source_url, Item)
+                .join(Item, Item.id == ReportItem.item_id)
+                .where(ReportItem.report_id == report.id)
+            ).all()
+        }
+        guide_item = found[guide.url]
+        assert guide_item.status == "matched" and guide_item.size > 0
+        assert [(x["signal_type"], x["label"]) for x in guide_item.matches] == [
+            ("tlsh", GUIDE_LABEL)
+        ]
+        assert guide_item.keyword_hits and guide_item.media_ref is None  # hash-only
+        model_item = found[model.url]
+        assert model_item.status == "matched" and model_item.sha256 == model.sha256
+        assert [(x["signal_type"], x["label"]) for x in model_item.matches] == [
+            ("sha256", MODEL_LABEL)
+        ]
+        assert model_item.media_ref is None  # a model file's bytes are never stored
+        assert other.url not in found  # an unmatched model: no item
+        # clustered and triaged by the pipeline's jobs, as a kept image is
+        assert guide_item.cluster_id is not None and guide_item.priority is not None
+        assert model_item.cluster_id is not None and model_item.priority is not None
+    assert ran.count("triage") >= len(kept) + 2
+    # confirmed by an analyst, each becomes a removal location: the URL it was found at
+    from tipline.removal import scheduler
+    from tipline.store.case_tables import CaseRow
+
+    with session_factory() as s, s.begin():
+        for item_id in (guide_item.id, model_item.id):
+            it = s.get(Item, item_id)
+            assert it is not None
+            it.status = "confirmed"
+        scheduler.intake(s, datetime.now(UTC))
+    with session_factory() as s:
+        case_urls = set(s.scalars(select(CaseRow.url)))
+    assert {guide.url, model.url} <= case_urls
     # Arachnid's rule: thread 4 has nothing over its pages; its branch stops after 3
     assert "branch_stopped" in (pages[f"{site.base}/forum/thread/4"].notes or {})
     assert site.fetched("/forum/thread/4?page=2") == 0

@@ -69,7 +69,7 @@ from tipline.store.base import session_factory as make_session_factory
 from tipline.store.crawl_tables import CrawlMedia, CrawlPage, CrawlRow
 from tipline.store.jobs import JobQueue
 from tipline.store.media import Keyring
-from tipline.store.tables import Report, Upload
+from tipline.store.tables import Item, Report, ReportItem, Upload
 
 # H6's documents and model links, looked up by name until both modules exist
 _documents: Any
@@ -886,6 +886,21 @@ class _Runner:
             out.matched = True
         if hits:
             out.flagged = True
+        sha = getattr(found, "sha256", None)
+        guide = bool(matches) or (bool(hits) and getattr(found, "kind", "") != "html")
+        if guide and self.report_id is not None and isinstance(sha, str):
+            # a guide matched by TLSH/SHA-256, or a document with keyword hits: an item of the
+            # crawl's report (hash-only; the page's evidence capture keeps what it said), its
+            # URL the item's source (a removal location once confirmed)
+            cats = [str(getattr(h, "category", None) or "keyword") for h in hits or []]
+            out.notes["document_item"] = {
+                "sha256": sha,
+                "md5": getattr(found, "md5", None),
+                "size": int(getattr(found, "size", 0) or 0),
+                "media_type": res.media_type.mime,
+                "matches": matches,
+                "keyword_hits": cats[:50],
+            }
 
     def process(self, task: _PageTask) -> _Outcome:
         out = _Outcome(task)
@@ -1216,6 +1231,9 @@ class _Runner:
                     delta["media_matched"] += int(m.matched)
                     delta["media_flagged"] += int(bool(m.flags))
                     delta["media_kept"] += int(m.keep is not None)
+                doc = out.notes.get("document_item") if out.state == "done" else None
+                if isinstance(doc, dict):
+                    self._add_finding_item(s, out.task.url, doc)
             self._add_children(s, results)
             counts = {getattr(CrawlRow, k): getattr(CrawlRow, k) + n for k, n in delta.items() if n}
             if counts:
@@ -1239,6 +1257,27 @@ class _Runner:
         res = _exec(s, ins.on_conflict_do_nothing(index_elements=["crawl_id", "url_key"]))
         if not res.rowcount:
             return False  # another page of this crawl recorded it first
+        if m.via == "model" and m.matched and m.keep is None:
+            # a model file matched by SHA-256/AutoV2: its bytes are never kept, its hashes and
+            # URL become an item of the report (a removal location once confirmed)
+            cols = m.columns()
+            if isinstance(cols.get("sha256"), str):
+                self._add_finding_item(
+                    s,
+                    m.url,
+                    {
+                        "sha256": cols["sha256"],
+                        "md5": cols.get("md5"),
+                        "size": cols.get("size") or 0,
+                        "media_type": cols.get("media_type") or "application/octet-stream",
+                        "matches": [
+                            x
+                            for x in cols.get("matches") or []
+                            if x.get("role") == "alert" and not x.get("suppressed_by")
+                        ],
+                        "keyword_hits": list((m.flags or {}).get("keywords") or []),
+                    },
+                )
         if m.keep is not None and self.report_id is not None and self.queue is not None:
             import hashlib
 
@@ -1264,6 +1303,56 @@ class _Runner:
                 session=s,
             )
         return True
+
+    def _add_finding_item(self, s: Session, url: str, doc: dict[str, Any]) -> None:
+        """A matched guide or model file found by the crawl as an item of its report, the way
+        a kept image becomes one (:func:`tipline.pipeline.stages.stage_analyse`): the item by
+        SHA-256 (hash-only: no bytes), linked to the report with ``url`` as its source (what
+        :func:`tipline.removal.scheduler.intake` makes a location of once the item is
+        confirmed), then clustered and triaged by the pipeline's jobs."""
+        sha = doc.get("sha256")
+        if self.report_id is None or self.queue is None or not isinstance(sha, str):
+            return
+        matches = [x for x in doc.get("matches") or [] if isinstance(x, dict)]
+        hits = [str(h) for h in doc.get("keyword_hits") or []]
+        mime = str(doc.get("media_type") or "application/octet-stream")[:64]
+        size = _int(doc.get("size"))
+        s.execute(
+            _insert(s)
+            .insert(Item)
+            .values(sha256=sha, media_type=mime, size=size)
+            .on_conflict_do_nothing(index_elements=["sha256"])
+        )
+        item = s.scalar(select(Item).where(Item.sha256 == sha))
+        if item is None:  # pragma: no cover - inserted just above
+            return
+        md5 = doc.get("md5")
+        item.md5 = item.md5 or (md5 if isinstance(md5, str) else None)
+        if matches and not item.matches:
+            item.matches = matches
+        if hits and not item.keyword_hits:
+            item.keyword_hits = hits
+        if item.status in ("new", "hashed", "matched"):
+            item.status = "matched" if item.matches else "hashed"
+        s.execute(
+            _insert(s)
+            .insert(ReportItem)
+            .values(
+                report_id=self.report_id,
+                item_id=item.id,
+                source_url=url,
+                fetched_at=datetime.now(UTC),
+            )
+            .on_conflict_do_nothing(index_elements=["report_id", "item_id"])
+        )
+        payload = {"item_id": item.id, "report_id": self.report_id}
+        self.queue.enqueue("cluster", payload, dedupe_key=f"cluster:item:{item.id}", session=s)
+        self.queue.enqueue(
+            "triage",
+            payload,
+            dedupe_key=f"triage:item:{item.id}:report:{self.report_id}",
+            session=s,
+        )
 
     def _add_children(self, s: Session, outs: Sequence[_Outcome]) -> None:
         """The child pages of a batch of pages: one look-up of the keys already in the
