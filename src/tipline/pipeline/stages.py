@@ -489,6 +489,9 @@ def _stored_score(item: Item) -> Score:
 
 
 def _score_report(session: Session, report: Report, cfg: PipelineConfig) -> None:
+    # locked before its items are read: two items of one report triaged at once would each
+    # write a priority computed without the other's new score (SQLite: begins IMMEDIATE)
+    session.refresh(report, with_for_update=True)
     items = session.scalars(
         select(Item)
         .join(ReportItem, ReportItem.item_id == Item.id)
@@ -521,6 +524,7 @@ def stage_triage(session: Session, payload: dict[str, Any], cfg: PipelineConfig)
         select(Report)
         .join(ReportItem, ReportItem.report_id == Report.id)
         .where(ReportItem.item_id == item_id)
+        .order_by(Report.id)  # the order they are locked in (_score_report)
     ).all()
     facts = ItemFacts(
         matches=list(item.matches or []),
@@ -541,7 +545,9 @@ def stage_triage(session: Session, payload: dict[str, Any], cfg: PipelineConfig)
     elif s.auto_dismissed and item.status not in _HUMAN_STATUSES:
         item.status = "auto_dismissed"
     if item.cluster_id is not None:
-        cluster = session.get(Cluster, item.cluster_id)
+        # locked before its members are read: two members triaged at once would each write
+        # a priority computed without the other's new score (SQLite: begins IMMEDIATE)
+        cluster = session.get(Cluster, item.cluster_id, with_for_update=True)
         if cluster is not None:
             members = session.scalars(select(Item).where(Item.cluster_id == cluster.id)).all()
             cs = score_cluster([_stored_score(m) for m in members], cfg.weights)

@@ -162,8 +162,11 @@ class SqlBankStore:
         self.close()
 
     @staticmethod
-    def _bank_id(conn: Connection, name: str) -> int:
-        found = conn.scalar(select(_B.id).where(_B.name == name))
+    def _bank_id(conn: Connection, name: str, *, lock: bool = False) -> int:
+        """The bank's id; ``lock``: its row locked until the transaction ends (SQLite: the
+        transaction begins IMMEDIATE, see :mod:`tipline.store.base`)."""
+        query = select(_B.id).where(_B.name == name)
+        found = conn.scalar(query.with_for_update() if lock else query)
         if found is None:
             raise _not_found(name)
         return int(found)
@@ -300,7 +303,9 @@ class SqlBankStore:
             for e in entries:
                 bank_id = bank_ids.get(e.bank)
                 if bank_id is None:
-                    bank_id = bank_ids[e.bank] = self._bank_id(conn, e.bank)
+                    # dedupe reads what the bank holds, then inserts what it lacks: the bank
+                    # is locked first, so two adds of one signal at once store it once
+                    bank_id = bank_ids[e.bank] = self._bank_id(conn, e.bank, lock=dedupe)
                 st = types.get(e.signal_type)
                 if st is None:
                     st = types[e.signal_type] = signal_type(e.signal_type)
