@@ -68,6 +68,15 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (from /proc; 0.0 if unreadable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -249,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
                     conn.execute(text("ANALYZE exchange_records, bank_entries"))
 
         rss0 = rss_mb()
+        cpu0 = time.process_time()
+        cpu_replay0 = proc_cpu_s(replay.pid)
+        cpu_serve0 = proc_cpu_s(serve.pid) if serve is not None else 0.0
         t0 = time.monotonic()
         threads = [
             threading.Thread(target=sample, daemon=True),
@@ -266,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
             prof.enable()
         out = run_fetch(factory, "NCMEC_BENCH", opts)
         elapsed = time.monotonic() - t0
+        cpu = {
+            "fetcher": time.process_time() - cpu0,
+            "replay": proc_cpu_s(replay.pid) - cpu_replay0,
+            "serve": (proc_cpu_s(serve.pid) - cpu_serve0) if serve is not None else 0.0,
+        }
         if args.profile:
             prof.disable()
             pstats.Stats(prof).sort_stats("tottime").print_stats(30)
@@ -285,11 +302,16 @@ def main(argv: list[str] | None = None) -> int:
             rss_growth_mb=round(growth, 1),
             matched_mid_fetch_at_s=mid.get("matched_at"),
             first_commit_at_s=mid.get("committed_at"),
+            cpu_us_per_entry={k: round(v * 1e6 / args.entries, 1) for k, v in cpu.items()},
         )
         print(
             f"{backend}: {args.entries:,} entries ({out.added:,} records, {out.batches} batches) "
             f"in {elapsed:.1f} s: {args.entries / elapsed:,.0f} entries/s, "
             f"{out.added / elapsed:,.0f} records/s; RSS {rss0:.0f} MB + {growth:.0f} MB"
+        )
+        print(
+            "  CPU per entry during the fetch: "
+            + ", ".join(f"{k} {v * 1e6 / args.entries:.0f} us" for k, v in cpu.items())
         )
         if url:
             print(

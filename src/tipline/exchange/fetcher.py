@@ -43,18 +43,21 @@ the status row's ``run_seq`` is obsolete and does nothing.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, insert, select, update
+from sqlalchemy import Connection, Engine, Table, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.errors import InvalidSignalError, TiplineError
@@ -69,6 +72,7 @@ from tipline.exchange.api import (
     Problem,
     exchange_type,
 )
+from tipline.exchange.meta_json import encoded, json_str
 from tipline.exchange.store import (
     JOURNAL_PENDING,
     fetch_settings,
@@ -77,6 +81,7 @@ from tipline.exchange.store import (
     open_credentials,
 )
 from tipline.index.journal import EntryRow, JournalWriter, add_op
+from tipline.signals.types import SignalType
 from tipline.signals.types import registered as signal_types
 from tipline.store.jobs import JobContext, JobQueue, register_handler
 from tipline.store.tables import (
@@ -96,6 +101,9 @@ DEFAULT_BUDGET_SECONDS = 240.0
 BACKOFF_BASE = 30.0
 BACKOFF_CAP = 6 * 3600.0
 _CHUNK = 500
+#: SQLite page cache (KiB) and WAL checkpoint interval (pages) of a run's connection.
+_SQLITE_CACHE_KIB = 64 * 1024
+_SQLITE_WAL_PAGES = 16_384
 #: Ids per journalled ``remove`` / ``enable`` line.
 _JOURNAL_IDS = 20_000
 
@@ -144,16 +152,15 @@ class FetchOutcome:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-#: One encoder for every record (``json.dumps`` with options builds a new one per call).
-_encode_sorted = json.JSONEncoder(sort_keys=True, default=str).encode
-_encode_str = json.encoder.encode_basestring_ascii
+_encode_str = json_str
 
 
 def _encoded(rec: ExchangeRecord) -> tuple[str, str]:
-    """(digest, the partner metadata as JSON): the metadata is encoded once, for both. The
-    digest is SHA-256 of ``json.dumps([type, signal, label, meta], sort_keys=True)``, built
-    from the parts (the encoder's default separators make it the same text)."""
-    meta = _encode_sorted(dict(rec.meta)) if rec.meta else "{}"
+    """(digest, the partner metadata as JSON): the metadata is encoded once, for both (or not
+    at all: an :class:`EncodedMeta` brings its text). The digest is SHA-256 of
+    ``json.dumps([type, signal, label, meta], sort_keys=True)``, built from the parts (the
+    encoder's default separators make it the same text)."""
+    meta = encoded(rec.meta) if rec.meta else "{}"
     doc = (
         f"[{_encode_str(rec.signal_type)}, {_encode_str(rec.signal)}, "
         f"{_encode_str(rec.label)}, {meta}]"
@@ -170,9 +177,14 @@ def _chunks(items: list[Any], n: int = _CHUNK) -> Iterable[list[Any]]:
         yield items[i : i + n]
 
 
-def _check_record(rec: ExchangeRecord, key: str) -> ExchangeRecord | Problem:
-    """The record with a canonical signal, or why it is skipped."""
-    st = signal_types().get(rec.signal_type.strip().lower())
+def _check_record(
+    rec: ExchangeRecord, key: str, types: Mapping[str, SignalType] | None = None
+) -> ExchangeRecord | Problem:
+    """The record with a canonical signal, or why it is skipped. ``types``: the signal type
+    registry as a batch read it once (default: read now)."""
+    if types is None:
+        types = signal_types()
+    st = types.get(rec.signal_type) or types.get(rec.signal_type.strip().lower())
     if st is None:
         return Problem("unknown_signal_type", f"record {key[:120]}", f"{rec.signal_type[:40]!r}")
     try:
@@ -232,6 +244,43 @@ def _pg_copy(conn: Connection, table: str, columns: str, rows: Iterable[tuple[An
             copy.write_row(row)
 
 
+#: Collector thresholds during a fetch run: a batch is tens of thousands of young objects
+#: that all survive until its commit, which the default (700, 10, 10) walks again and again.
+_RUN_GC_THRESHOLD = (100_000, 50, 100)
+_gc_lock = threading.Lock()
+_gc_depth = 0
+_gc_saved: tuple[tuple[int, int, int], bool] | None = None
+
+
+@contextmanager
+def _collector_relaxed() -> Iterator[None]:
+    """For a run's duration: what is alive when it starts (modules, the ORM's registries)
+    moved out of the cyclic collector's sight (``gc.freeze``) and its thresholds raised;
+    both restored afterwards, even on an error (nested or concurrent runs: by the last one
+    out). A process that froze its objects itself (``tipline serve`` after loading its
+    index) keeps them frozen: the run only raises the thresholds there."""
+    global _gc_depth, _gc_saved
+    with _gc_lock:
+        if _gc_depth == 0:
+            froze = gc.get_freeze_count() == 0
+            _gc_saved = (gc.get_threshold(), froze)
+            if froze:
+                gc.freeze()
+            gc.set_threshold(*_RUN_GC_THRESHOLD)
+        _gc_depth += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_depth -= 1
+            if _gc_depth == 0 and _gc_saved is not None:
+                threshold, froze = _gc_saved
+                _gc_saved = None
+                gc.set_threshold(*threshold)
+                if froze:
+                    gc.unfreeze()
+
+
 class _Run:
     """One fetch run of one exchange (see the module docstring)."""
 
@@ -248,6 +297,8 @@ class _Run:
         self.ops: list[dict[str, Any]] = []
         self._pool: ThreadPoolExecutor | None = None
         self._inflight: Future[None] | None = None
+        #: the run's batches share one connection (see :meth:`_batch_session`)
+        self._conn: Connection | None = None
         with factory() as s, s.begin():
             ex = get_exchange(s, name)
             self.ex_id, self.name, self.api = ex.id, ex.name, ex.api
@@ -299,7 +350,8 @@ class _Run:
             self.name, self.config, self.credentials, fetch_settings(), self.opts.clock
         )
         try:
-            self._fetch(typ, ctx, None if from_scratch else cp, from_scratch)
+            with _collector_relaxed():
+                self._fetch(typ, ctx, None if from_scratch else cp, from_scratch)
         except BaseException:
             # the batch in flight lands (or fails) before the run's error is recorded
             self._drain(raise_error=False)
@@ -307,6 +359,7 @@ class _Run:
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
+            self._release_connection()
         self._finish(None)
         return self.out
 
@@ -385,6 +438,42 @@ class _Run:
 
     # -- one batch, one transaction ------------------------------------------------------
 
+    def _batch_session(self) -> Session:
+        """A session for one batch, on the connection every batch of the run uses (held
+        from the first batch to the run's end). On SQLite that connection gets a page cache
+        of :data:`_SQLITE_CACHE_KIB` (the random-order signal index's pages stay in it from
+        batch to batch) and a WAL checkpoint every :data:`_SQLITE_WAL_PAGES` pages rather
+        than 1,000; both set back when the run ends. Durability is unchanged: each batch
+        commits (``synchronous`` as configured) with its checkpoint."""
+        bind = self.factory.kw.get("bind")
+        if not isinstance(bind, Engine):
+            return self.factory()
+        if self._conn is None or self._conn.invalidated or self._conn.closed:
+            conn = bind.connect()
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql(f"PRAGMA cache_size = -{_SQLITE_CACHE_KIB}")
+                conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint = {_SQLITE_WAL_PAGES}")
+                conn.commit()
+            self._conn = conn
+        return self.factory(bind=self._conn)
+
+    def _release_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if not conn.invalidated and conn.dialect.name == "sqlite":
+                conn.rollback()
+                # the pool keeps the connection: give back the cache's memory
+                conn.exec_driver_sql("PRAGMA cache_size = -2000")
+                conn.exec_driver_sql("PRAGMA wal_autocheckpoint = 1000")
+                conn.commit()
+        except Exception:
+            log.warning("exchange %s: could not reset the fetch connection", self.name)
+            conn.invalidate()
+        finally:
+            conn.close()
+
     def _commit(
         self,
         updates: dict[str, ExchangeRecord | None],
@@ -393,7 +482,7 @@ class _Run:
         new_generation: bool,
     ) -> None:
         now = self.opts.clock()
-        with self.factory() as s, s.begin():
+        with self._batch_session() as s, s.begin():
             st = self._status(s)
             if st.version != self.version:
                 raise ConcurrentFetchError(
@@ -406,11 +495,12 @@ class _Run:
             stats: dict[str, Any] = dict(st.stats or {})
             kept = list(stats.get("problems") or [])
             checked: dict[str, ExchangeRecord | None] = {}
+            types = signal_types()
             for key, rec in updates.items():
                 if rec is None:
                     checked[key] = None
                     continue
-                ok = _check_record(rec, key)
+                ok = _check_record(rec, key, types)
                 if isinstance(ok, Problem):
                     problems.append(ok)
                 else:

@@ -73,6 +73,7 @@ from tipline.exchange.api import (
     partner_status_error,
     register,
 )
+from tipline.exchange.meta_json import EncodedMeta, json_scalar, json_str
 from tipline.net.fetch import (
     FetchConnectError,
     FetchError,
@@ -663,6 +664,7 @@ class _Fetch:
             for fp, st in FINGERPRINTS.items()
             if st is not None and st in known and (not wanted or fp in wanted)
         }
+        self._take_json = {fp: json_str(fp) for fp in self.take}
         if "from" in self.state:
             self.start = int(self.state["from"])
         else:
@@ -829,9 +831,14 @@ class _Fetch:
         return link
 
     def _updates(self, page: EntriesPage) -> tuple[dict[str, ExchangeRecord | None], list[Problem]]:
+        """The page's records. Each record's partner metadata is an :class:`EncodedMeta`
+        whose canonical JSON text (sorted keys, as ``json.dumps(meta, sort_keys=True)``) is
+        written here from the entry's parts: the fetcher's digest and stored metadata need no
+        encoding of their own."""
         updates: dict[str, ExchangeRecord | None] = {}
         problems: list[Problem] = []
         take = self.take
+        take_json = self._take_json
         for e in page.entries:
             if self.only_esp and e.member_id not in self.only_esp:
                 continue
@@ -840,7 +847,9 @@ class _Fetch:
                 for fp in take:
                     updates[f"{key}:{fp}"] = None
                 continue
-            label = f"ncmec_category:{e.classification}" if e.classification else ""
+            classification = e.classification
+            label = f"ncmec_category:{classification}" if classification else ""
+            head = None
             for fp, value in e.fingerprints.items():
                 st = take.get(fp)
                 if st is None:
@@ -853,20 +862,30 @@ class _Fetch:
                             )
                         )
                     continue
-                updates[f"{key}:{fp}"] = ExchangeRecord(
-                    st,
-                    value,
-                    label,
-                    {
-                        "member_id": e.member_id,
-                        "member": e.member_name,
-                        "entry_id": e.id,
-                        "entry_type": e.entry_type,
-                        "classification": e.classification,
-                        "timestamp": e.timestamp,
-                        "fingerprint": fp,
-                    },
+                if head is None:
+                    # the keys in sorted order: classification, entry_id, entry_type,
+                    # fingerprint, member, member_id, timestamp
+                    head = (
+                        f'{{"classification": {json_scalar(classification)}, '
+                        f'"entry_id": {json_str(e.id)}, "entry_type": {json_str(e.entry_type)}, '
+                        '"fingerprint": '
+                    )
+                    tail = (
+                        f', "member": {json_str(e.member_name)}, '
+                        f'"member_id": {json_scalar(e.member_id)}, '
+                        f'"timestamp": {json_scalar(e.timestamp)}}}'
+                    )
+                meta = EncodedMeta(
+                    member_id=e.member_id,
+                    member=e.member_name,
+                    entry_id=e.id,
+                    entry_type=e.entry_type,
+                    classification=classification,
+                    timestamp=e.timestamp,
+                    fingerprint=fp,
                 )
+                meta.json = f"{head}{take_json[fp]}{tail}"
+                updates[f"{key}:{fp}"] = ExchangeRecord(st, value, label, meta)
         return updates, problems
 
 
