@@ -1,8 +1,9 @@
 """What `tipline hash` loads before and on its first file: only what hashing an image needs.
 
 The reader modules an image hash cannot use (watermarks and detectors without their options,
-keywords, model files) and ``importlib.metadata`` (no distribution declares a reader) stay
-unimported; Typer builds only the invoked command; the others stay registered for --help.
+keywords, model files), ``importlib.metadata`` (no distribution declares a reader) and object
+storage (no URI among the inputs) stay unimported; Typer builds only the invoked command; the
+others stay registered for --help.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def test_hash_loads_only_the_readers_an_image_needs(tmp_path: Path) -> None:
         "tipline.provenance.detector",
         "tipline.provenance.keywords",
         "importlib.metadata",
+        "tipline.scan.objectstore",
     ):
         assert unused not in modules, unused
 

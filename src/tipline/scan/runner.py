@@ -20,7 +20,6 @@ from tipline.os_utils import cpu_count
 from tipline.record import ItemRecord
 from tipline.scan.hashing import HashOptions
 from tipline.scan.items import scan_file
-from tipline.scan.objectstore import ObjectEntry, is_uri, iter_objects, object_size, scan_object
 from tipline.scan.sources import iter_inputs
 
 # The bank index and multiprocessing (jobs > 1) only where used: `tipline hash` needs neither.
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
     from tipline.index.bank_index import BankIndex, BankLike, EntryLike
+    from tipline.scan.objectstore import ObjectEntry
 
 #: Files handed to a worker at a time: big enough to amortise IPC, small enough to balance.
 BATCH = 8
@@ -113,6 +113,22 @@ def chosen_banks(store: _BankSource, names: Sequence[str] | None = None) -> list
     return chosen
 
 
+def is_uri(path: str) -> bool:
+    """``objectstore.is_uri``, importing ``tipline.scan.objectstore`` (tempfile, datetime and
+    the optional SDK probes: ~3 ms of every ``tipline hash``) only for a path that can be one."""
+    if "://" not in path:
+        return False
+    from tipline.scan.objectstore import is_uri as object_uri
+
+    return object_uri(path)
+
+
+def iter_objects(uri: str) -> Iterable[ObjectEntry | ItemRecord]:
+    from tipline.scan.objectstore import iter_objects as list_uri
+
+    return list_uri(uri)
+
+
 # Set in the parent before the pool forks; read by workers.
 _OPTIONS: HashOptions | None = None
 _MATCHER: BankIndex | None = None
@@ -122,6 +138,8 @@ def process_path(path: str, skip: frozenset[str]) -> list[ItemRecord]:
     assert _OPTIONS is not None
     out: list[ItemRecord] = []
     if is_uri(path):  # s3://, gs://, az:// objects (scan.objectstore)
+        from tipline.scan.objectstore import scan_object
+
         scan_object(path, _OPTIONS, out.append, skip)
     else:
         scan_file(path, _OPTIONS, out.append, skip)
@@ -253,6 +271,8 @@ def task_size(path: str) -> int:
     """Bytes of a planned file or object (0 if unknown), for size-balanced work units: an
     object's from the driver's listing (no request), a file's from ``os.stat``."""
     if is_uri(path):
+        from tipline.scan.objectstore import object_size
+
         return object_size(path)
     try:
         return os.stat(path).st_size
