@@ -12,11 +12,15 @@ protected, the second waits for the first's commit and reads it. SQLite and Post
 * The triage stage reads the cluster's members (and each report's items) and writes the
   cluster's (the report's) priority from them: two items of one cluster or one report
   triaged at once used to leave a priority computed without the other's new score.
+* The banking sweep (after each grading, in whichever process graded) reads final grades not
+  yet banked, banks them and marks them: two sweeps at once used to bank and audit one grade
+  twice.
 
 Each is protected by a locking read of the row it writes from (the bank, the cluster, the
-report): a row lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite (:mod:`tipline.store.base`).
-Unprotected, the bank and cluster races fail on both databases and the report race on SQLite
-(on PostgreSQL it fails when the stale side commits last).
+report; the item, read again under the lock): a row lock on PostgreSQL, ``BEGIN IMMEDIATE``
+on SQLite (:mod:`tipline.store.base`). Unprotected, the bank, cluster and banking races fail
+on both databases, the report race on SQLite (on PostgreSQL when the stale side commits
+last).
 """
 
 from __future__ import annotations
@@ -28,17 +32,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.banks.bank import Bank, Entry
 from tipline.pipeline import stages
 from tipline.pipeline.stages import PipelineConfig
+from tipline.review import grading
+from tipline.review.grading import ReviewPolicy
 from tipline.store.banks import SqlBankStore
 from tipline.store.base import make_engine
 from tipline.store.base import session_factory as make_factory
-from tipline.store.tables import Cluster, Item, Report, ReportItem
+from tipline.store.tables import AuditEvent, Cluster, Item, Report, ReportItem
 
 #: How long a side waits after its read for the other side's read.
 HOLD = 1.5
@@ -195,3 +201,38 @@ def test_two_triages_in_one_report_keep_both_scores(
         lambda _e: -1.0,
     )  # fmt: skip
     assert got == expected  # not 1000
+
+
+def test_two_banking_sweeps_bank_a_grade_once(
+    engines: tuple[Engine, Engine], session_factory: sessionmaker[Session]
+) -> None:
+    """Two processes' sweeps (each runs after a grading) read the same final grade not yet
+    banked: its hashes are banked once, and it is marked and audited once."""
+    with session_factory() as s, s.begin():
+        item = Item(
+            sha256=f"{7:064x}",
+            md5=f"{7:032x}",
+            grade={"actionable": True, "label": "uk_category:C", "graders": ["alice"]},
+            graded_at=datetime.now(UTC),
+        )
+        s.add(item)
+        s.flush()
+        item_id = item.id
+    stores = [SqlBankStore(e) for e in engines]
+    stores[0].create_bank(Bank("TIPLINE_GRADED", description="benign stand-in"))
+    reads = _hold_after(engines, lambda sql: "items.banked_at IS NULL" in sql)
+    factories = [make_factory(e) for e in engines]
+
+    def sweep(n: int) -> int:
+        return grading.bank_final_grades(factories[n], stores[n], ReviewPolicy())
+
+    done = _both(lambda: sweep(0), lambda: sweep(1))
+    assert len(reads) == 2 and sorted(done) == [0, 1]
+    assert stores[0].count_entries("TIPLINE_GRADED") == 2  # its MD5 and SHA-256
+    with session_factory() as s:
+        events = s.scalars(
+            select(AuditEvent).where(
+                AuditEvent.action == "review.banked", AuditEvent.target_id == str(item_id)
+            )
+        ).all()
+        assert len(events) == 1

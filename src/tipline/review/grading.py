@@ -354,8 +354,9 @@ def bank_final_grades(
         entries = entries_for(item, bank)
         ids = sink.add_entries(entries) if entries else []
         with factory() as s, s.begin():
-            row = s.get(Item, item.id)
-            if row is None:
+            # locked, and read again: another process's sweep may have banked it meanwhile
+            row = s.get(Item, item.id, with_for_update=True, populate_existing=True)
+            if row is None or row.banked_at is not None:
                 continue
             row.banked_at = datetime.now(UTC)
             audit.record(
