@@ -278,3 +278,36 @@ def test_runner_gone_only_for_an_ended_process_of_this_host() -> None:
     assert not runner_gone(f"{host}:{child.pid}:{token}")
     assert not runner_gone(f"{host}:x:{ns}:{token}")
     assert not runner_gone(None)
+
+
+def test_journal_lines_survive_without_close_torn_tail_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal's mapped segments: a line copied in is read back with no close (as after
+    kill -9), a torn last line and the zero-byte end are skipped, a line longer than a segment
+    gets one of its own, and committed segments are deleted."""
+    from tipline.crawl import journal as J
+
+    j = J.Journal(tmp_path, 7, "host:1:ns:ab")
+    assert j.map is not None  # mapped (a write per line only where it cannot be)
+    j.write({"e": "page", "id": 1, "found": [["http://h/a", "page", "a"]]})
+    j.write({"e": "media", "id": 1, "m": {"url_key": "k", "url": "http://h/i.png"}})
+    j.write({"e": "page", "id": 2, "crawl": 7})  # a line read back, written again
+    j.map[j.size : j.size + 9] = b'{"e":"pag'  # killed mid-copy
+    got = J.load(tmp_path, 7)
+    assert sorted(got) == [1, 2]
+    assert got[1].page["found"] == [["http://h/a", "page", "a"]]
+    assert got[1].media["k"]["url"] == "http://h/i.png"
+    assert got[2].page == {"e": "page", "id": 2, "crawl": 7}
+    monkeypatch.setattr(J, "SEGMENT_BYTES", 1000)
+    j2 = J.Journal(tmp_path, 7, "host:2:ns:cd")
+    for i in range(20):
+        j2.write({"e": "page", "id": 100 + i, "x": "y" * 100})
+    j2.write({"e": "page", "id": 200, "x": "z" * 5000})
+    assert j2.segment >= 3 and j2.capacity >= 5000
+    assert len(J.load(tmp_path, 7)) == 2 + 21
+    j2.committed(range(100, 201))
+    assert len(list((tmp_path / "crawl-7").glob("host_2_ns_cd-*.jsonl"))) == 1  # the current
+    j2.close()
+    j.close()
+    assert not (tmp_path / "crawl-7").exists()

@@ -408,6 +408,9 @@ class _Media:
             error=cols["error"] if isinstance(cols["error"], str) else None,
             committed=bool(doc.get("committed")),
         )
+        # a journal line leaves out what is None or False
+        cols["size"] = m.size
+        cols["matched"], cols["flagged"] = m.matched, bool(cols["flagged"])
         m.saved = cols
         return m
 
@@ -1037,30 +1040,34 @@ class _Runner:
         if m.keep is not None:
             self._commit_kept(out.task.id, m)
         if self.journal is not None:
-            self.journal.write(
-                {"e": "media", "id": out.task.id, "m": {**m.columns(), "committed": m.committed}}
-            )
+            cols = {k: v for k, v in m.columns().items() if v is not None and v is not False}
+            if m.committed:
+                cols["committed"] = True
+            self.journal.write({"e": "media", "id": out.task.id, "m": cols})
 
     def _journal_page(self, out: _Outcome, links: Sequence[Link], html: bool) -> None:
         if self.journal is None:
             return
-        self.journal.write(
-            {
-                "e": "page",
-                "id": out.task.id,
-                "state": out.state,
-                "status": out.status,
-                "media_type": out.media_type,
-                "bytes": out.bytes,
-                "error": out.error,
-                "links": out.links,
-                "matched": out.matched,
-                "flagged": out.flagged,
-                "notes": out.notes,
-                "html": html,
-                "found": [[ln.url, ln.kind, ln.via] for ln in links],
-            }
-        )
+        # only what differs from :meth:`rebuild`'s defaults (state done, nothing found...)
+        line: dict[str, Any] = {"e": "page", "id": out.task.id}
+        if out.state != "done":
+            line["state"] = out.state
+        for key, value in (
+            ("status", out.status),
+            ("media_type", out.media_type),
+            ("bytes", out.bytes),
+            ("error", out.error),
+            ("links", out.links),
+            ("matched", out.matched),
+            ("flagged", out.flagged),
+            ("notes", out.notes),
+            ("html", html),
+        ):
+            if value:
+                line[key] = value
+        if links:
+            line["found"] = [[ln.url, ln.kind, ln.via] for ln in links]
+        self.journal.write(line)
 
     def _children(self, out: _Outcome, links: Sequence[Link]) -> None:
         task = out.task

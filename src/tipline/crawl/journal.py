@@ -21,11 +21,18 @@ anything: a page claimed but not committed that has a ``page`` line is not fetch
 media files with a line are not fetched again; only what was still being transferred (or
 parsed and hashed: those bytes were never kept) at the kill is fetched a second time.
 
-Lines are JSON, appended by one ``write`` each to a file opened ``O_APPEND`` (a ``kill -9``
-loses nothing the kernel accepted; a torn last line is skipped when read). A file holds the
-lines of one runner; it is started afresh (a new segment) once over ``SEGMENT_BYTES``, and a
-segment none of whose pages is still uncommitted is deleted, so the journal holds about the
-pages in flight, not the crawl. Directory ``0700``, files ``0600``.
+Lines are JSON, copied into a segment file mapped into memory (``mmap``, ``MAP_SHARED``) that
+was allocated in full when it was opened (``posix_fallocate``: a full disk is told then, never
+by a ``SIGBUS`` at a write). A line copied into the mapping is in the kernel's page cache at
+once, so a ``kill -9`` loses nothing copied (as with ``write`` to an ``O_APPEND`` file, and
+neither survives a power cut), and appending a line is a memory copy: no system call, and the
+worker thread never releases the GIL for it (a ``write`` each did, and waited to get it back).
+The unused end of a segment is zero bytes; a torn last line is skipped when read. Where a
+segment cannot be allocated or mapped, lines are appended by one ``write`` each to an
+``O_APPEND`` file, as before. A file holds the lines of one runner; a new segment is started
+once the next line does not fit in ``SEGMENT_BYTES``, and a segment none of whose pages is
+still uncommitted is deleted, so the journal holds about the pages in flight, not the crawl.
+Directory ``0700``, files ``0600``.
 
 This is a local file: a runner taking a crawl over on another host has no journal and fetches
 the pages the dead runner had in flight again (as without one).
@@ -36,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import mmap
 import os
 import re
 import threading
@@ -46,11 +54,14 @@ from typing import Any
 
 log = logging.getLogger("tipline.crawl")
 
-#: a segment is closed (and a new one started) once it holds this many bytes
+#: a segment's size: a new one is started when the next line does not fit (a longer line gets
+#: a segment of its own size)
 SEGMENT_BYTES = 4 * 1024 * 1024
 #: a line longer than this is not read back (a page's links are capped far below)
 MAX_LINE = 8 * 1024 * 1024
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+#: compact JSON, one encoder for every line (values it cannot encode written as text)
+_ENCODE = json.JSONEncoder(separators=(",", ":"), default=str, check_circular=False).encode
 
 
 def crawl_dir(root: Path, crawl_id: int) -> Path:
@@ -89,9 +100,15 @@ def load(root: Path, crawl_id: int) -> dict[int, Entry]:
         except OSError:
             continue
         with fh:
-            for raw in fh:
-                if len(raw) > MAX_LINE or not raw.endswith(b"\n"):
-                    continue  # a torn last line (killed mid-write) or an absurd one
+            try:
+                # a mapped segment's unused end is zero bytes; the part after the last
+                # newline is a torn line (killed mid-copy) or nothing
+                lines = fh.read().rstrip(b"\0").split(b"\n")[:-1]
+            except OSError:
+                continue
+            for raw in lines:
+                if len(raw) > MAX_LINE or not raw:
+                    continue  # an absurd line
                 try:
                     ev = json.loads(raw)
                 except ValueError:
@@ -123,49 +140,88 @@ class Journal:
         os.chmod(self.dir, 0o700)
         self.prefix = _SAFE.sub("_", runner_id)[:100]
         self.lock = threading.Lock()
-        self.segment = 0
+        self.segment = -1
         self.size = 0
+        #: the current segment's mapping and its length (None: appended by ``write``)
+        self.map: mmap.mmap | None = None
+        self.capacity = 0
         #: segment -> pages with a line in it that are not committed yet
         self.pending: dict[int, set[int]] = {}
         #: page -> segments holding a line of it
         self.page_segments: dict[int, set[int]] = {}
-        self.fd = self._open(0)
+        #: the crawl's id as the end of every line (each event is a JSON object)
+        self.tail = b',"crawl":%d}\n' % self.crawl_id
+        self.fd = -1
+        self._open(SEGMENT_BYTES)
 
     def _path(self, segment: int) -> Path:
         return self.dir / f"{self.prefix}-{segment:06d}.jsonl"
 
-    def _open(self, segment: int) -> int:
+    def _open(self, need: int) -> None:
+        """Start the next segment (a name not taken: never over an earlier file's lines),
+        mapped with room for ``need`` bytes at least; else appended to by ``write``."""
+        segment = self.segment + 1
+        while self._path(segment).exists():
+            segment += 1
+        self.segment, self.size = segment, 0
         self.pending[segment] = set()
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
-        return os.open(self._path(segment), flags, 0o600)
+        path = self._path(segment)
+        cloexec = getattr(os, "O_CLOEXEC", 0)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | cloexec, 0o600)
+        capacity = max(SEGMENT_BYTES, need)
+        try:
+            os.posix_fallocate(self.fd, 0, capacity)  # a full disk raises here, not SIGBUS
+            self.map = mmap.mmap(self.fd, capacity)  # MAP_SHARED, read and write
+            self.capacity = capacity
+        except (OSError, ValueError, AttributeError) as err:
+            log.debug("crawl %s: journal segment not mapped (%s)", self.crawl_id, err)
+            self.map, self.capacity = None, 0
+            os.close(self.fd)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | cloexec
+            self.fd = os.open(path, flags, 0o600)
+
+    def _close_segment(self) -> None:
+        if self.map is not None:
+            self.map.close()
+            self.map = None
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, self.size)  # its zero-byte end is not needed
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     def write(self, event: dict[str, Any]) -> None:
         """Append one line (``event`` gets the crawl's id); raises nothing: a journal that
         cannot be written costs only the refetch it would have saved."""
         page = int(event["id"])
-        line = json.dumps(
-            {**event, "crawl": self.crawl_id}, separators=(",", ":"), default=str
-        ).encode()
+        if "crawl" in event:  # a line read back (a resumed page's): the id is added below
+            event = {k: v for k, v in event.items() if k != "crawl"}
+        body = _ENCODE(event).encode()
+        line = body[:-1] + self.tail if len(body) > 2 else body[:-1] + self.tail[1:]
+        n = len(line)
         with self.lock:
             if self.fd < 0:
                 return
             try:
-                os.write(self.fd, line + b"\n")
-            except OSError as err:
+                if self.map is not None and self.size + n > self.capacity:
+                    self._rotate(n)
+                if self.map is not None:
+                    self.map[self.size : self.size + n] = line
+                else:
+                    os.write(self.fd, line)
+            except (OSError, ValueError) as err:
                 log.warning("crawl %s: the results journal is not written: %s", self.crawl_id, err)
                 return
-            self.size += len(line) + 1
+            self.size += n
             self.pending[self.segment].add(page)
             self.page_segments.setdefault(page, set()).add(self.segment)
-            if self.size >= SEGMENT_BYTES:
-                self._rotate()
+            if self.map is None and self.size >= SEGMENT_BYTES:
+                self._rotate(0)
 
-    def _rotate(self) -> None:
-        os.close(self.fd)
+    def _rotate(self, need: int) -> None:
         old = self.segment
-        self.segment += 1
-        self.size = 0
-        self.fd = self._open(self.segment)
+        self._close_segment()
+        self._open(need)
         self._drop_if_done(old)
 
     def _drop_if_done(self, segment: int) -> None:
@@ -194,9 +250,7 @@ class Journal:
     def close(self, remove: bool = True) -> None:
         """Stop writing; ``remove``: delete this runner's segments (every page committed)."""
         with self.lock:
-            if self.fd >= 0:
-                os.close(self.fd)
-                self.fd = -1
+            self._close_segment()
             if remove:
                 for seg in list(self.pending):
                     self._path(seg).unlink(missing_ok=True)
