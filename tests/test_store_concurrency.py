@@ -236,3 +236,48 @@ def test_two_banking_sweeps_bank_a_grade_once(
             )
         ).all()
         assert len(events) == 1
+
+
+def test_triage_locks_the_cluster_before_writing_its_item(
+    db_url: str, engines: tuple[Engine, Engine], session_factory: sessionmaker[Session]
+) -> None:
+    """Grading locks the cluster, then each item; triage must take them in the same order.
+    While a grader holds the cluster, a triage of one of its items waits without holding the
+    item's row (before: it had already written the item, so the grader's item lock waited
+    for the triage and the triage for the grader's cluster: a deadlock on PostgreSQL)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("row locks: SQLite's one write lock cannot deadlock")
+    with session_factory() as s, s.begin():
+        cluster = Cluster(size=1)
+        s.add(cluster)
+        s.flush()
+        item = Item(sha256=f"{9:064x}", md5=f"{9:032x}", cluster_id=cluster.id, first_seen=OLD)
+        s.add(item)
+        s.flush()
+        item.priority = 1000.0  # stale: triage writes a new one
+        item_id, cluster_id = item.id, cluster.id
+    grader, triager = (make_factory(e) for e in engines)
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def triage() -> None:
+        try:
+            with triager() as s, s.begin():
+                stages.stage_triage(s, {"item_id": item_id}, CFG)
+        except BaseException as err:  # reported in the test's thread
+            errors.append(err)
+        finally:
+            done.set()
+
+    with grader() as g, g.begin():
+        assert g.get(Cluster, cluster_id, with_for_update=True) is not None
+        thread = threading.Thread(target=triage)
+        thread.start()
+        assert not done.wait(HOLD)  # the triage waits for the grader's cluster lock
+        # the grader's next step, the item's lock, is free: no deadlock
+        g.execute(select(Item.id).where(Item.id == item_id).with_for_update(nowait=True))
+    thread.join(timeout=30)
+    assert done.is_set() and not errors, errors
+    with session_factory() as s:
+        row = s.get(Item, item_id)
+        assert row is not None and row.priority != 1000.0

@@ -488,6 +488,12 @@ def _stored_score(item: Item) -> Score:
     )
 
 
+def _lock_cluster(session: Session, cluster_id: int | None) -> Cluster | None:
+    if cluster_id is None:
+        return None
+    return session.get(Cluster, cluster_id, with_for_update=True)
+
+
 def _score_report(session: Session, report: Report, cfg: PipelineConfig) -> None:
     # locked before its items are read: two items of one report triaged at once would each
     # write a priority computed without the other's new score (SQLite: begins IMMEDIATE)
@@ -520,6 +526,15 @@ def stage_triage(session: Session, payload: dict[str, Any], cfg: PipelineConfig)
     item = session.get(Item, item_id)
     if item is None:
         raise PermanentJobError(f"item {item_id} does not exist")
+    # One lock order for everything that writes an item of a cluster: the cluster, then the
+    # item, then its reports (grading takes the cluster, then the item). Writing the item
+    # first would hold its row while waiting for the cluster a grader holds, and the grader
+    # waits for the item: a deadlock on PostgreSQL. The item is read again under its lock, so
+    # a status a grader just set is seen (SQLite: the first lock begins IMMEDIATE).
+    cluster = _lock_cluster(session, item.cluster_id)
+    session.refresh(item, with_for_update=True)
+    if item.cluster_id != (cluster.id if cluster is not None else None):
+        cluster = _lock_cluster(session, item.cluster_id)  # re-clustered meanwhile
     reports = session.scalars(
         select(Report)
         .join(ReportItem, ReportItem.report_id == Report.id)
@@ -544,15 +559,13 @@ def stage_triage(session: Session, payload: dict[str, Any], cfg: PipelineConfig)
         item.status = "auto_confirmed"
     elif s.auto_dismissed and item.status not in _HUMAN_STATUSES:
         item.status = "auto_dismissed"
-    if item.cluster_id is not None:
-        # locked before its members are read: two members triaged at once would each write
-        # a priority computed without the other's new score (SQLite: begins IMMEDIATE)
-        cluster = session.get(Cluster, item.cluster_id, with_for_update=True)
-        if cluster is not None:
-            members = session.scalars(select(Item).where(Item.cluster_id == cluster.id)).all()
-            cs = score_cluster([_stored_score(m) for m in members], cfg.weights)
-            cluster.priority, cluster.priority_reason = cs.priority, cs.reason
-            cluster.size = len(members)
+    # the cluster was locked above, before its members are read here: two members triaged at
+    # once would each write a priority computed without the other's new score
+    if cluster is not None:
+        members = session.scalars(select(Item).where(Item.cluster_id == cluster.id)).all()
+        cs = score_cluster([_stored_score(m) for m in members], cfg.weights)
+        cluster.priority, cluster.priority_reason = cs.priority, cs.reason
+        cluster.size = len(members)
     for report in reports:
         _score_report(session, report, cfg)
     return []
