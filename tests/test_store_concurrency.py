@@ -32,19 +32,27 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.banks.bank import Bank, Entry
 from tipline.pipeline import stages
 from tipline.pipeline.stages import PipelineConfig
-from tipline.review import grading
+from tipline.review import grading, prefs
 from tipline.review.grading import ReviewPolicy
 from tipline.store.banks import SqlBankStore
 from tipline.store.base import make_engine
 from tipline.store.base import session_factory as make_factory
-from tipline.store.tables import AuditEvent, Cluster, Item, Report, ReportItem
+from tipline.store.tables import (
+    AuditEvent,
+    Cluster,
+    Item,
+    Report,
+    ReportItem,
+    User,
+    UserPreference,
+)
 
 #: How long a side waits after its read for the other side's read.
 HOLD = 1.5
@@ -281,3 +289,28 @@ def test_triage_locks_the_cluster_before_writing_its_item(
     with session_factory() as s:
         row = s.get(Item, item_id)
         assert row is not None and row.priority != 1000.0
+
+
+def test_two_first_preference_saves_at_once_both_land(
+    engines: tuple[Engine, Engine], session_factory: sessionmaker[Session]
+) -> None:
+    """Two tabs save a user's first viewing preferences at once: neither fails on the user's
+    key (before: both read no row and both inserted one), the later save is kept."""
+    with session_factory() as s, s.begin():
+        user = User(username="ana", password_hash="-", role="analyst")
+        s.add(user)
+        s.flush()
+        uid = user.id
+    reads = _hold_after(engines, lambda sql: "FROM user_preferences" in sql)
+    factories = [make_factory(e) for e in engines]
+    chosen = [prefs.ViewPrefs(blur=12), prefs.ViewPrefs(blur=30)]
+
+    def save(n: int) -> None:
+        with factories[n]() as s, s.begin():
+            prefs.save(s, uid, chosen[n])
+
+    _both(lambda: save(0), lambda: save(1))
+    assert reads == []  # one statement, no read to race on
+    with session_factory() as s:
+        assert prefs.load(s, uid) in chosen
+        assert s.scalar(select(func.count()).select_from(UserPreference)) == 1

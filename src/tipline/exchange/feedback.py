@@ -30,7 +30,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -44,6 +43,7 @@ from tipline.exchange.api import (
     is_permanent,
 )
 from tipline.exchange.store import fetch_settings, open_credentials
+from tipline.store.base import conflict_insert
 from tipline.store.exchange_feedback_tables import FEEDBACK_STATES, ExchangeFeedbackRow
 from tipline.store.jobs import (
     JobContext,
@@ -136,10 +136,8 @@ def _record_of(
 
 def _insert_row(s: Session, values: dict[str, Any]) -> int:
     """Insert a feedback row unless its (exchange, record, category) has one; the row's id."""
-    dialect = s.get_bind().dialect.name
-    ins_mod: Any = postgresql if dialect == "postgresql" else sqlite
     s.execute(
-        ins_mod.insert(_F)
+        conflict_insert(s, _F)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["exchange_id", "record_key", "category"])
     )

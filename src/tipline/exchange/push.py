@@ -40,7 +40,6 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -54,6 +53,7 @@ from tipline.exchange.api import (
     is_permanent,
 )
 from tipline.exchange.store import fetch_settings, named_bank, open_credentials
+from tipline.store.base import conflict_insert
 from tipline.store.exchange_share_tables import ExchangePushEntryRow, ExchangePushRow
 from tipline.store.jobs import (
     JobContext,
@@ -403,10 +403,8 @@ def _save(s: Session, push_id: int, rows: list[dict[str, Any]]) -> None:
     """Upsert push entry rows (keyed by push and entry)."""
     if not rows:
         return
-    dialect = s.get_bind().dialect.name
-    ins_mod: Any = postgresql if dialect == "postgresql" else sqlite
     for start in range(0, len(rows), _ROWS):
-        stmt = ins_mod.insert(_PE).values(rows[start : start + _ROWS])
+        stmt = conflict_insert(s, _PE).values(rows[start : start + _ROWS])
         s.execute(
             stmt.on_conflict_do_update(
                 index_elements=["push_id", "entry_id"],

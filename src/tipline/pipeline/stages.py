@@ -29,7 +29,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from tipline.actions import webhooks
@@ -51,6 +50,7 @@ from tipline.scan.hashing import HashOptions, digest_stream, hash_bytes
 from tipline.scan.keywords import apply_keywords
 from tipline.signals.pdq import MIN_USABLE_QUALITY
 from tipline.store.banks import auto_confirm_banks
+from tipline.store.base import conflict_insert
 from tipline.store.jobs import JobContext, PermanentJobError, register_handler
 from tipline.store.media import MediaStore
 from tipline.store.tables import Cluster, Item, Report, ReportItem, Upload
@@ -176,10 +176,6 @@ def _report_url(session: Session, report_id: int, n: int) -> tuple[str, int | No
     return url, stored
 
 
-def _insert(session: Session) -> Any:
-    return postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-
-
 def _triage_item(item_id: int, report_id: int) -> FollowUp:
     return FollowUp(
         "triage",
@@ -290,9 +286,8 @@ def stage_fetch(
 
 def _upsert_item(session: Session, record: ItemRecord) -> Item:
     assert record.sha256 is not None
-    ins = _insert(session)
     session.execute(
-        ins.insert(Item)
+        conflict_insert(session, Item)
         .values(sha256=record.sha256, media_type=record.media_type, size=record.size or 0)
         .on_conflict_do_nothing(index_elements=["sha256"])
     )
@@ -380,8 +375,7 @@ def stage_analyse(session: Session, payload: dict[str, Any], cfg: PipelineConfig
 def _link(session: Session, report_id: int, item: Item, up: Upload) -> None:
     # the same file twice in one report (two uploads) links once; a racing twin is a no-op
     session.execute(
-        _insert(session)
-        .insert(ReportItem)
+        conflict_insert(session, ReportItem)
         .values(
             report_id=report_id,
             item_id=item.id,

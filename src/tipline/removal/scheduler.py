@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, defer, sessionmaker
 
 from tipline.errors import TiplineError
@@ -61,6 +60,7 @@ from tipline.removal import recheck as recheck_mod
 from tipline.removal.hosting import Attribution, RdapClient, Resolver, attribute
 from tipline.removal.locations import InvalidLocationError
 from tipline.removal.providers import ROLES, ProviderContact
+from tipline.store.base import conflict_insert
 from tipline.store.case_tables import CaseIntake, CaseRow, NoticeRow
 from tipline.store.jobs import JobContext, JobQueue, register_handler
 from tipline.store.media import Keyring
@@ -367,8 +367,9 @@ def enqueue_due(session: Session, queue: JobQueue, now: datetime, *, limit: int)
     # INSERT ... ON CONFLICT DO NOTHING on the dedupe key: the rows JobQueue.enqueue(dedupe_key=)
     # writes, without a round trip per job (100,000 due cases in one pass)
     if values:
-        dialect: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(Job.__table__).on_conflict_do_nothing(index_elements=["dedupe_key"])
+        stmt = conflict_insert(session, Job.__table__).on_conflict_do_nothing(
+            index_elements=["dedupe_key"]
+        )
         session.connection().execute(stmt, values)  # executemany: compiled once, batched
     return len(due)
 

@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tipline.errors import TiplineError
-from tipline.store.tables import UserPreference
+from tipline.store.base import conflict_insert
+from tipline.store.tables import UserPreference, utcnow
 
 BLUR_RANGE = (4, 60)
 GREY_RANGE = (0, 100)
@@ -81,11 +82,17 @@ def load(session: Session, user_id: int) -> ViewPrefs:
 
 
 def save(session: Session, user_id: int, prefs: ViewPrefs) -> None:
-    row = session.get(UserPreference, user_id)
-    if row is None:
-        session.add(UserPreference(user_id=user_id, prefs=prefs.to_json()))
-    else:
-        row.prefs = prefs.to_json()
+    # one statement: two first saves at once (two tabs) both land instead of one failing on
+    # the user's key
+    stmt = conflict_insert(session, UserPreference).values(
+        user_id=user_id, prefs=prefs.to_json(), updated_at=utcnow()
+    )
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["user_id"],
+            set_={"prefs": stmt.excluded.prefs, "updated_at": stmt.excluded.updated_at},
+        )
+    )
 
 
 __all__ = ["PreferenceError", "ViewPrefs", "load", "parse", "save"]

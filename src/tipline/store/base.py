@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, ExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -93,6 +94,15 @@ def _begin_immediate_for_update(
     if dbapi_conn is None or dbapi_conn.in_transaction or dbapi_conn.isolation_level is None:
         return  # already in a transaction, or autocommit by request
     dbapi_conn.execute("BEGIN IMMEDIATE")
+
+
+def conflict_insert(on: Session | Connection, table: Any) -> Any:
+    """``INSERT`` into ``table`` in the dialect of ``on``'s database, which has
+    ``on_conflict_do_nothing`` / ``on_conflict_do_update`` (spelled alike on both backends): an
+    insert that two processes may run at once for the same key without one failing."""
+    bind = on.get_bind() if isinstance(on, Session) else on
+    module: Any = postgresql if bind.dialect.name == "postgresql" else sqlite
+    return module.insert(table)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -47,11 +47,11 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, delete, func, or_, select, true, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.errors import TiplineError
+from tipline.store.base import conflict_insert
 from tipline.store.base import session_factory as make_session_factory
 from tipline.store.registry import handler_modules, register_handler_modules
 from tipline.store.tables import Job, utcnow
@@ -278,10 +278,8 @@ class JobQueue:
             s.add(job)
             s.flush()
             return job.id
-        dialect = s.get_bind().dialect.name
-        ins_mod: Any = postgresql if dialect == "postgresql" else sqlite
         stmt = (
-            ins_mod.insert(Job)
+            conflict_insert(s, Job)
             .values(**values)
             .on_conflict_do_nothing(index_elements=["dedupe_key"])
         )
