@@ -6,6 +6,7 @@ All codes are random or PDQ hashes of benign procedural images (``bench/syntheti
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -20,7 +21,14 @@ from hypothesis import strategies as st
 
 from tipline.index import mih
 from tipline.index.hamming import FlatHammingIndex, codes_from_hex
-from tipline.index.mih import MIHIndex, TableLayout, default_index, plan_for
+from tipline.index.mih import (
+    MERGE_FACTOR,
+    MIHIndex,
+    TableLayout,
+    default_index,
+    numba_available,
+    plan_for,
+)
 
 # the bank generator is benchmark tooling (bench/), not part of the package
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -244,11 +252,45 @@ def test_add_is_searchable_at_once_and_merges_without_full_rebuild() -> None:
         got = index.search(new[i : i + 1], 0)[0][0]
         assert got.tolist() == [100_000 + i]
     assert index._segments[0] is main  # the main segment was not rebuilt
-    assert len(index._segments) == 2 and len(index) == 41_200
+    # two buffer flushes: two level-0 tail segments (not merged below MERGE_FACTOR of them)
+    assert len(index._segments) == 3 and len(index) == 41_200
     index.remove(np.array([100_000, 5]))
     assert index.search(new[:1], 0)[0][0].size == 0
     assert index.search(base[5:6], 0)[0][0].size == 0
     assert len(index) == 41_198
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_growing_one_batch_at_a_time_rebuilds_each_code_log_n_times(backend: str) -> None:
+    """A bank followed through a long fetch (batches of adds into a growing index): each code
+    is rebuilt a bounded number of times (about 9 in main-segment rebuilds plus one per tail
+    level), not in proportion to the index (the old single tail was rebuilt whole at every
+    buffer flush: ~40 rebuilds per code here, growing with n). Results stay exact and the tail
+    stays a few segments."""
+    if backend == "numba" and not numba_available():
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(11)
+    limit, n, batch = 64, 40_000, 50
+    index = MIHIndex(backend=backend, min_table_size=256, buffer_limit=limit)  # type: ignore[arg-type]
+    codes = rng.integers(0, 256, (n, 32), dtype=np.uint8)
+    for i in range(0, n, batch):
+        index.add(np.arange(i, i + batch), codes[i : i + batch])
+        tail = index._segments[1:]
+        per_level: dict[int, int] = {}
+        for t in tail:
+            lv = index.tail_level(t.n_live)
+            per_level[lv] = per_level.get(lv, 0) + 1
+        assert all(c < MERGE_FACTOR for c in per_level.values()), per_level
+    assert len(index) == n
+    per_code = index.rebuilt_codes / n
+    levels = math.log(n / (8 * limit), MERGE_FACTOR)
+    assert per_code <= 10 + levels + 1, per_code
+    assert len(index._segments) <= 1 + (MERGE_FACTOR - 1) * (math.ceil(levels) + 1)
+    flat = FlatHammingIndex()
+    flat.add(np.arange(n), codes)
+    queries = np.concatenate([codes[rng.integers(0, n, 6)], codes[-3:]])
+    for radius in (0, 31, 64):
+        assert_same(index, flat, queries, radius)
 
 
 def test_dihedral_hashes_of_one_image_are_one_batch() -> None:

@@ -31,12 +31,13 @@ match's. Suppressed matches stay in the output, marked, so an analyst can see wh
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -239,6 +240,85 @@ class BankIndex:
             if label:
                 self._labels[eid] = label
         return len(rows)
+
+    def add_rows(self, rows: Sequence[Sequence[Any]]) -> int:
+        """``add`` for change-journal rows ``[id, bank, signal_type, signal, label, enabled,
+        disabled_until]`` (the last optional), column by column rather than an object per row:
+        what a serving process follows a large fetch with. The same entries end up indexed as
+        with ``add`` (an id already indexed, or seen earlier in ``rows``, is left as it is)."""
+        n = len(rows)
+        if not n:
+            return 0
+        cols = list(itertools.zip_longest(*rows))
+        if len(cols) < 6:
+            raise ValueError("a journal entry row needs at least 6 fields")
+        ids = np.fromiter(map(int, cols[0]), np.int64, n)
+        # the first row of each id, not indexed yet
+        _, first = np.unique(ids, return_index=True)
+        keep = np.zeros(n, bool)
+        keep[first] = True
+        keep &= ids >= 0
+        known = ids < len(self._slot)
+        known_ids = ids[known & keep]
+        if len(known_ids):
+            keep[np.flatnonzero(known & keep)[self._slot[known_ids] > 0]] = False
+        types = registered()
+        type_col = cols[2]
+        names = list(dict.fromkeys(type_col[i] for i in np.flatnonzero(keep).tolist()))
+        codes = {name: c for c, name in enumerate(names)}
+        tcode = np.fromiter((codes.get(t, -1) for t in type_col), np.int32, n) if names else None
+        for c, name in enumerate(names):
+            if not isinstance(name, str) or name not in types:
+                sel = keep & (tcode == c) if tcode is not None else keep
+                log.warning(
+                    "%d entries have unknown signal type %r; not indexed",
+                    int(sel.sum()),
+                    str(name)[:40],
+                )
+                keep &= ~sel
+        rows_kept = np.flatnonzero(keep)
+        if not len(rows_kept) or tcode is None:
+            return 0
+        bank_col = cols[1]
+        kept_list = rows_kept.tolist()
+        bank_slots = {
+            b: self._slot_for(str(b)) for b in dict.fromkeys(bank_col[i] for i in kept_list)
+        }
+        slot = np.fromiter((bank_slots[bank_col[i]] for i in kept_list), np.int32, len(kept_list))
+        enabled = np.fromiter((bool(cols[5][i]) for i in kept_list), bool, len(kept_list))
+        until_col = cols[6] if len(cols) > 6 else None
+        until = (
+            np.fromiter((float(until_col[i] or 0.0) for i in kept_list), np.float64, len(kept_list))
+            if until_col is not None
+            else np.zeros(len(kept_list), np.float64)
+        )
+        eids = ids[rows_kept]
+        self._grow(int(eids.max()))
+        sig_col, kcode = cols[3], tcode[rows_kept]
+        for c, name in enumerate(names):
+            st = types.get(name) if isinstance(name, str) else None
+            if st is None:
+                continue
+            sel = np.flatnonzero(kcode == c)
+            if not len(sel):
+                continue
+            index = self._indexes.get(st.name)
+            if index is None:
+                index = self._indexes[st.name] = new_index(
+                    st.index, None if self._grows else len(sel)
+                )
+            sel_rows = rows_kept[sel].tolist()
+            index.add(eids[sel].tolist(), [str(sig_col[i]) for i in sel_rows])
+            self._tcode[eids[sel]] = self._type_code(st)
+        self._slot[eids] = slot
+        self._on[eids] = enabled
+        self._until[eids] = until
+        label_col = cols[4]
+        for i in kept_list:
+            label = label_col[i]
+            if label:
+                self._labels[int(ids[i])] = str(label)
+        return len(kept_list)
 
     def add_columns(
         self,

@@ -30,7 +30,7 @@ from typing import Any
 JOURNAL = "changes.jsonl"
 #: Adds larger than this are journalled as "reload" (the other processes rebuild).
 JOURNAL_MAX_ADDS = 10_000
-#: The journal is rotated past this size (a rotation costs each other process one rebuild).
+#: The journal is rotated past this size (readers finish the old file, then follow the new).
 JOURNAL_ROTATE_BYTES = 64 * 1024 * 1024
 
 #: One entry as journalled: (id, bank, signal_type, signal, label, enabled, disabled_until).
@@ -54,7 +54,7 @@ def append(path: Path, op: dict[str, Any], rotate_bytes: int = JOURNAL_ROTATE_BY
                 continue  # another writer rotated it while we waited: write to the new file
             if st.st_size + len(line) > rotate_bytes and st.st_size > 0:
                 os.replace(path, path.with_name(path.name + ".old"))
-                continue  # readers see a new file and rebuild; our line goes into it
+                continue  # readers finish the old file, then follow the new; our line goes there
             os.write(fd, line)
             return
         finally:

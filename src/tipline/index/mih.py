@@ -22,10 +22,13 @@ a tombstone array ``live bool[n]``, ``offsets uint32[m, 2**b + 1]`` (CSR bucket 
 when they fit. At 10M codes (b = 23, m = 11) that is 320 MB of codes plus 0.82 GB of tables,
 ids and tombstones.
 
-Updates: ``add`` appends to a small buffer that is scanned; when it fills it becomes (or joins)
-a tail segment, and when the tail grows past 1/8 of the main segment everything is rebuilt
-(counting sorts, linear time). ``remove`` clears ``live`` bits. New entries are searchable as
-soon as ``add`` returns.
+Updates: ``add`` appends to a small buffer that is scanned; when it fills it becomes a tail
+segment. Tail segments are tiered like an LSM tree: ``MERGE_FACTOR`` segments of one size level
+are merged into one of the next, so each code is rebuilt about once per level rather than with
+the whole tail at every flush; when the tail grows past 1/8 of the main segment everything is
+rebuilt into one (counting sorts, linear time; about 9 rebuilds per code in all, whatever the
+size). ``rebuilt_codes`` counts the work. ``remove`` clears ``live`` bits (a segment half dead
+is compacted). New entries are searchable as soon as ``add`` returns.
 
 Persistence: ``save(dir)`` writes a generation of ``.npy`` files and JSON (never pickle);
 ``MIHIndex.open(dir, mmap=True)`` memory-maps them, so a restart or a second process does not
@@ -80,6 +83,8 @@ OP_REMOVE = 2
 MIN_TABLE_SIZE = 1 << 15
 #: Incremental adds collect in a scanned buffer of at most this many codes.
 BUFFER_LIMIT = 1 << 14
+#: Tail segments are merged this many at a time (see ``MIHIndex._absorb``).
+MERGE_FACTOR = 4
 #: With ``backend="auto"``, numba kernels are used once the index holds this many codes.
 NUMBA_MIN_SIZE = 1 << 14
 MIN_BITS = 12
@@ -565,6 +570,8 @@ class MIHIndex:
         self._blive: npt.NDArray[np.bool_] = np.zeros(0, dtype=bool)
         self._bcount = 0
         self._bdead = 0
+        #: codes put into segment builds so far (rebuild work; see ``_absorb``)
+        self.rebuilt_codes = 0
         # attachment to a directory (see save/open)
         self._path: Path | None = None
         self._generation = 0
@@ -656,6 +663,7 @@ class MIHIndex:
                 for s in self._segments
             ],
             "buffer": self._bcount,
+            "rebuilt_codes": self.rebuilt_codes,
             "backend": "numba" if self.use_numba else "numpy",
             "path": str(self._path) if self._path else None,
             "generation": self._generation,
@@ -709,9 +717,14 @@ class MIHIndex:
             hit = self._blive[: self._bcount] & np.isin(self._bids[: self._bcount], sorted_ids)
             self._blive[: self._bcount][hit] = False
             self._bdead += int(hit.sum())
-        # compact a segment when half of it is dead
-        if any(s.n_live * 2 < len(s) for s in self._segments):
+        # compact a segment when half of it is dead: the main one with everything, a tail
+        # segment by itself
+        segs = self._segments
+        if segs and segs[0].n_live * 2 < len(segs[0]):
             self._absorb(np.zeros((0, 4), dtype=np.uint64), np.zeros(0, dtype=np.int64), True)
+        elif any(t.n_live * 2 < len(t) for t in segs[1:]):
+            tail = [t if t.n_live * 2 >= len(t) else self._rebuilt([t]) for t in segs[1:]]
+            self._segments = segs[:1] + self._merge_tail([t for t in tail if len(t)])
 
     def _buffer_live_rows(self) -> tuple[Words, Ids]:
         live = self._blive[: self._bcount]
@@ -732,6 +745,7 @@ class MIHIndex:
                 self._absorb(bw, bi)
 
     def _build(self, words: Words, ids: Ids) -> _Segment:
+        self.rebuilt_codes += len(ids)
         return _Segment.build(
             words,
             ids,
@@ -740,8 +754,46 @@ class MIHIndex:
             min_table_size=self.min_table_size,
         )
 
+    def _rebuilt(self, segs: list[_Segment]) -> _Segment:
+        """One segment of the live rows of ``segs``."""
+        rows = [s.live_rows() for s in segs]
+        return self._build(
+            np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
+        )
+
+    def tail_level(self, n: int) -> int:
+        """A tail segment's level: 0 below ``buffer_limit * MERGE_FACTOR`` codes, then one
+        more per factor of ``MERGE_FACTOR``."""
+        level, cap = 0, self.buffer_limit * MERGE_FACTOR
+        while n >= cap:
+            level, cap = level + 1, cap * MERGE_FACTOR
+        return level
+
+    def _merge_tail(self, tail: list[_Segment]) -> list[_Segment]:
+        """Merge ``MERGE_FACTOR`` tail segments of one level into one of the next, lowest level
+        first, until no level holds that many (tiered, as an LSM tree: a code is rebuilt about
+        once per level, log(n) times, instead of with the whole tail at every buffer flush)."""
+        while True:
+            levels: dict[int, list[int]] = {}
+            for j, t in enumerate(tail):
+                levels.setdefault(self.tail_level(t.n_live), []).append(j)
+            full = sorted(lv for lv, js in levels.items() if len(js) >= MERGE_FACTOR)
+            if not full:
+                return tail
+            js = levels[full[0]][:MERGE_FACTOR]
+            merged = self._rebuilt([tail[j] for j in js])
+            tail = [t for j, t in enumerate(tail) if j not in js]
+            if len(merged):
+                tail.append(merged)
+
     def _absorb(self, words: Words, ids: Ids, compact: bool = False) -> None:
-        """Merge new live rows into the segments: a main segment plus at most one tail."""
+        """Merge new live rows into the segments: a main segment plus a tiered tail.
+
+        The main segment is rebuilt with everything when the tail has grown to 1/8 of it
+        (about 9 rebuilds of each code in all, whatever the size); the tail is levels of
+        segments merged ``MERGE_FACTOR`` at a time, so a flush rebuilds only a buffer's worth
+        and each code is rebuilt once per level. Lookups probe the main segment and a few
+        small ones."""
         segs = self._segments
         if not segs:
             if len(ids):
@@ -765,11 +817,10 @@ class MIHIndex:
             del rows
             self._segments = [self._build(w, i)] if len(i) else []
             return
-        if len(segs) >= 2:
-            tw, ti = segs[1].live_rows()
-            words = np.concatenate([tw, words])
-            ids = np.concatenate([ti, ids])
-        self._segments = [main, self._build(words, ids)]
+        tail = segs[1:]
+        if len(ids):
+            tail.append(self._build(words, ids))
+        self._segments = [main, *self._merge_tail(tail)]
 
     # ---- persistence
 

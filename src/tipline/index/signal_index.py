@@ -78,8 +78,11 @@ merge_hits = _merge
 
 
 class ExactIndex:
+    """Signal -> entry ids. A signal held by one entry maps to its id, by several to a set (a
+    set per entry would cost ~200 bytes and a set construction per add)."""
+
     def __init__(self, size_hint: int | None = None) -> None:
-        self._by_signal: dict[str, set[int]] = {}
+        self._by_signal: dict[str, int | set[int]] = {}
         self._signal_of: dict[int, str] = {}
         self._prefix: HexPrefixIndex | None = None
 
@@ -87,30 +90,57 @@ class ExactIndex:
         return len(self._signal_of)
 
     def add(self, ids: Sequence[int], signals: Sequence[str]) -> None:
-        for i, s in zip(ids, signals, strict=True):
-            i = int(i)
-            old = self._signal_of.get(i)
-            if old is not None:
-                self._by_signal.get(old, set()).discard(i)
-            self._signal_of[i] = s
-            self._by_signal.setdefault(s, set()).add(i)
+        ids = [int(i) for i in ids]
+        if len(ids) != len(signals):
+            raise ValueError(f"{len(ids)} ids for {len(signals)} signals")
+        signal_of, by_signal = self._signal_of, self._by_signal
+        if len(set(ids)) != len(ids):  # one id twice: one at a time, the last signal wins
+            for i, sig in zip(ids, signals, strict=True):
+                self.add([i], [sig])
+            return
+        if not signal_of.keys().isdisjoint(ids):
+            self.remove([i for i in ids if i in signal_of])  # re-added: its new signal wins
+        signal_of.update(zip(ids, signals, strict=True))
+        get = by_signal.get
+        for i, sig in zip(ids, signals, strict=True):
+            held = get(sig)
+            if held is None:
+                by_signal[sig] = i
+            elif isinstance(held, int):
+                if held != i:
+                    by_signal[sig] = {held, i}
+            else:
+                held.add(i)
         self._prefix = None
 
     def remove(self, ids: Sequence[int]) -> None:
         for i in ids:
-            s = self._signal_of.pop(int(i), None)
-            if s is not None:
-                bucket = self._by_signal.get(s)
-                if bucket is not None:
-                    bucket.discard(int(i))
-                    if not bucket:
-                        del self._by_signal[s]
-                self._prefix = None
+            i = int(i)
+            s = self._signal_of.pop(i, None)
+            if s is None:
+                continue
+            held = self._by_signal.get(s)
+            if isinstance(held, int):
+                if held == i:
+                    del self._by_signal[s]
+            elif held is not None:
+                held.discard(i)
+                if len(held) == 1:
+                    self._by_signal[s] = next(iter(held))
+                elif not held:
+                    del self._by_signal[s]
+            self._prefix = None
 
     def query(self, values: Sequence[str], radius: int) -> IndexHits:
         ids: list[int] = []
         for v in values:
-            ids.extend(self._by_signal.get(v, ()))
+            held = self._by_signal.get(v)
+            if held is None:
+                continue
+            if isinstance(held, int):
+                ids.append(held)
+            else:
+                ids.extend(held)
         return _merge(ids, [0] * len(ids))
 
     def prefix(self, prefix: str) -> list[int]:
