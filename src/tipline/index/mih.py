@@ -81,6 +81,8 @@ OP_REMOVE = 2
 
 #: Segments smaller than this are scanned, not hashed.
 MIN_TABLE_SIZE = 1 << 15
+#: Tail segments (see ``MIHIndex._absorb``) this small are scanned, not hashed.
+TAIL_MIN_TABLE_SIZE = 1 << 12
 #: Incremental adds collect in a scanned buffer of at most this many codes.
 BUFFER_LIMIT = 1 << 14
 #: Tail segments are merged this many at a time (see ``MIHIndex._absorb``).
@@ -744,21 +746,25 @@ class MIHIndex:
             if len(bi):
                 self._absorb(bw, bi)
 
-    def _build(self, words: Words, ids: Ids) -> _Segment:
+    def _build(self, words: Words, ids: Ids, tail: bool = False) -> _Segment:
         self.rebuilt_codes += len(ids)
         return _Segment.build(
             words,
             ids,
             use_numba=self.use_numba or (self.backend == "auto" and len(ids) >= NUMBA_MIN_SIZE),
             bits=self.bits,
-            min_table_size=self.min_table_size,
+            # a tail segment gets tables sooner: lookups probe several small ones, and a
+            # single query scans at ~1.5 ns a code (the cost model still picks per query)
+            min_table_size=min(self.min_table_size, TAIL_MIN_TABLE_SIZE)
+            if tail
+            else self.min_table_size,
         )
 
     def _rebuilt(self, segs: list[_Segment]) -> _Segment:
         """One segment of the live rows of ``segs``."""
         rows = [s.live_rows() for s in segs]
         return self._build(
-            np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
+            np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows]), True
         )
 
     def tail_level(self, n: int) -> int:
@@ -819,7 +825,7 @@ class MIHIndex:
             return
         tail = segs[1:]
         if len(ids):
-            tail.append(self._build(words, ids))
+            tail.append(self._build(words, ids, True))
         self._segments = [main, *self._merge_tail(tail)]
 
     # ---- persistence
