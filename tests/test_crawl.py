@@ -654,3 +654,4 @@ def test_a_batch_commit_records_every_page_once_and_a_taken_over_runner_writes_n
     with session_factory() as s:
         row = s.get(CrawlRow, cid)
         assert row is not None and row.pages_done == 2 and row.runner == "new"
+    runner.close()

@@ -41,8 +41,9 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,7 +52,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import CursorResult, Engine
+from sqlalchemy.engine import Connection, CursorResult, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tipline.crawl.journal import Entry as JournalEntry
@@ -233,6 +234,10 @@ def _insert(session: Session) -> Any:
 def _exec(s: Session, stmt: Any) -> CursorResult[Any]:
     """``s.execute`` of an UPDATE/INSERT, typed as the cursor result it is (for rowcount)."""
     return cast("CursorResult[Any]", s.execute(stmt))
+
+
+def _exec_c(conn: Connection, stmt: Any) -> CursorResult[Any]:
+    return cast("CursorResult[Any]", conn.execute(stmt))
 
 
 def _host(url: str) -> str:
@@ -522,6 +527,8 @@ def _plain(obj: Any) -> Any:
 
 
 _PAGES = cast(Table, CrawlPage.__table__)
+_CRAWLS = cast(Table, CrawlRow.__table__)
+_MEDIA_TABLE = cast(Table, CrawlMedia.__table__)
 #: what a runner needs of a queued page to work it
 _TASK_COLUMNS = (
     CrawlPage.id,
@@ -607,6 +614,9 @@ class _Runner:
             bytes_fetched=crawl.bytes_fetched,
         )
         self.queue = JobQueue(factory.kw["bind"]) if "bind" in factory.kw else None
+        self.engine: Engine = factory.kw["bind"]
+        #: the main loop's own connection (:meth:`_transaction`)
+        self._conn: Connection | None = None
         with factory() as s:
             self.seen_media: set[str] = set(
                 s.scalars(select(CrawlMedia.url_key).where(CrawlMedia.crawl_id == crawl.id))
@@ -1157,33 +1167,71 @@ class _Runner:
         """One page's result (see :meth:`commit_many`)."""
         return self.commit_many([out]) == 1
 
+    @contextmanager
+    def _transaction(self) -> Iterator[tuple[Session, Connection]]:
+        """A transaction of the main loop on the runner's own connection, held for the whole
+        run: no pool check-out and no pre-ping round trip per transaction (on PostgreSQL each
+        was a round trip of its own). A connection that broke is replaced at the next one."""
+        conn = self._conn
+        if conn is None or conn.closed or conn.invalidated:
+            if conn is not None:
+                with suppress(Exception):
+                    conn.close()
+            conn = self._conn = self.engine.connect()
+        # committed by the connection (a Session on a connection joins it, never commits it)
+        with conn.begin(), Session(bind=conn, expire_on_commit=False) as s:
+            yield s, conn
+            s.flush()
+
+    def close(self) -> None:
+        """Give the runner's held connection back."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with suppress(Exception):
+                conn.close()
+
     def commit_many(self, outs: Sequence[_Outcome]) -> int:
         """Pages' results, their media and their child pages in **one transaction** (the
         pages that finished since the last commit: at most one per worker). Returns the pages
-        recorded; 0 when the crawl is no longer this runner's (taken over), nothing written.
+        recorded; 0 when the crawl is no longer this runner's (taken over), nothing written."""
+        held, recorded = self.round(outs)
+        return recorded if held else 0
+
+    def round(
+        self,
+        outs: Sequence[_Outcome],
+        claim: Callable[[Connection, int], None] | None = None,
+        run_seconds: float | None = None,
+    ) -> tuple[bool, int]:
+        """One transaction of the main loop: the heartbeat (``run_seconds`` too, when given),
+        the results of ``outs`` with their media and children, and then ``claim(conn,
+        pages)`` (it reads the queued pages and claims those it starts; ``pages``: the pages
+        this transaction records, not counted in the budgets yet). Returns whether this
+        runner still holds the crawl (False: nothing written) and the pages recorded.
 
         The first statement updates the crawl's row where this runner still holds it, which
-        serialises against a take-over (it updates the same row): a runner that lost the crawl
-        writes nothing, and one that still holds it commits before the new runner requeues."""
-        if not outs:
-            return 0
+        serialises against a take-over (it updates the same row; on SQLite it also takes the
+        write lock before anything is read): a runner that lost the crawl writes nothing, and
+        one that still holds it commits before the new runner requeues."""
         now = datetime.now(UTC)
         delta: Counter[str] = Counter()
         recorded = 0
-        with self.factory() as s, s.begin():
-            held = _exec(
-                s,
-                update(CrawlRow)
-                .where(CrawlRow.id == self.crawl_id, CrawlRow.runner == self.runner_id)
-                .values(runner_seen_at=now),
+        beat: dict[str, Any] = {"runner_seen_at": now}
+        if run_seconds is not None:
+            beat["run_seconds"] = run_seconds
+        with self._transaction() as (s, conn):
+            held = _exec_c(
+                conn,
+                update(_CRAWLS)
+                .where(_CRAWLS.c.id == self.crawl_id, _CRAWLS.c.runner == self.runner_id)
+                .values(beat),
             )
             if not held.rowcount:
-                s.rollback()
-                return 0
+                return False, 0  # nothing written
             deferred = [o for o in outs if o.defer]
             results = [o for o in outs if not o.defer]
             if deferred:
-                s.execute(
+                conn.execute(
                     _PAGE_DEFER,
                     [
                         {
@@ -1202,7 +1250,7 @@ class _Runner:
                 )
                 recorded += len(deferred)
             if results:
-                s.execute(
+                conn.execute(
                     _PAGE_DONE,
                     [
                         {
@@ -1241,17 +1289,19 @@ class _Runner:
                 doc = out.notes.get("document_item") if out.state == "done" else None
                 if isinstance(doc, dict):
                     self._add_finding_item(s, out.task.url, doc)
-            self._add_children(s, results)
-            counts = {getattr(CrawlRow, k): getattr(CrawlRow, k) + n for k, n in delta.items() if n}
+            self._add_children(conn, results)
+            counts = {_CRAWLS.c[k]: _CRAWLS.c[k] + n for k, n in delta.items() if n}
             if counts:
-                s.execute(update(CrawlRow).where(CrawlRow.id == self.crawl_id).values(counts))
+                conn.execute(update(_CRAWLS).where(_CRAWLS.c.id == self.crawl_id).values(counts))
+            if claim is not None:
+                claim(conn, len(results))
         with self.lock:
             self.counters.update(delta)
             done_media = sum(1 for o in outs for m in o.media if not m.committed)
             self.media_reserved = max(0, self.media_reserved - done_media)
-        if self.journal is not None:
+        if self.journal is not None and outs:
             self.journal.committed(o.task.id for o in outs)
-        return recorded
+        return True, recorded
 
     def _add_media(self, s: Session, page_id: int, m: _Media, now: datetime) -> bool:
         values = {
@@ -1260,8 +1310,10 @@ class _Runner:
             "fetched_at": now,
             **m.columns(),
         }
-        ins = _insert(s).insert(CrawlMedia).values(**values)
-        res = _exec(s, ins.on_conflict_do_nothing(index_elements=["crawl_id", "url_key"]))
+        ins = _insert(s).insert(_MEDIA_TABLE).values(**values)
+        res = _exec_c(
+            s.connection(), ins.on_conflict_do_nothing(index_elements=["crawl_id", "url_key"])
+        )
         if not res.rowcount:
             return False  # another page of this crawl recorded it first
         if m.via == "model" and m.matched and m.keep is None:
@@ -1361,7 +1413,7 @@ class _Runner:
             session=s,
         )
 
-    def _add_children(self, s: Session, outs: Sequence[_Outcome]) -> None:
+    def _add_children(self, conn: Connection, outs: Sequence[_Outcome]) -> None:
         """The child pages of a batch of pages: one look-up of the keys already in the
         frontier and one insert (a key two pages of the batch found goes to the first)."""
         by_key: dict[str, tuple[Link, bool, _Outcome]] = {}
@@ -1406,12 +1458,9 @@ class _Runner:
                     "flagged": False,
                 }
             )
-        ins = (
-            _insert(s)
-            .insert(CrawlPage)
-            .on_conflict_do_nothing(index_elements=["crawl_id", "url_key"])
-        )
-        s.execute(ins, rows)
+        dialect: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
+        ins = dialect.insert(_PAGES).on_conflict_do_nothing(index_elements=["crawl_id", "url_key"])
+        conn.execute(ins, rows)
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -1616,6 +1665,11 @@ def _loop(
     active: Counter[str] = Counter()
     next_at: dict[str, float] = {}
     inflight: dict[Future[_Outcome], tuple[int, str]] = {}
+    #: pages finished since the last round (committed by the next one)
+    finished: list[_Outcome] = []
+    #: no claim before this (monotonic) unless a page finishes: every candidate's host was at
+    #: its limit or in its delay (a polite crawl of one host does not poll the database)
+    claim_after = 0.0
     reason: str | None = None
     state = "done"
     workers = max(1, cfg.workers)
@@ -1623,8 +1677,8 @@ def _loop(
     def seconds() -> float:
         return base_seconds + (time.monotonic() - started)
 
-    def settle(done: Iterable[Future[_Outcome]]) -> None:
-        outs: list[_Outcome] = []
+    def collect(done: Iterable[Future[_Outcome]]) -> None:
+        nonlocal claim_after
         for fut in done:
             page_id, host = inflight.pop(fut)
             active[host] -= 1
@@ -1638,9 +1692,77 @@ def _loop(
                     state="failed",
                     error=f"internal error: {type(err).__name__}: {err}"[:1000],
                 )
-            outs.append(out)
-        # every page that finished since the last commit, in one transaction
-        runner.commit_many(outs)
+            finished.append(out)
+            claim_after = 0.0
+
+    #: what the last round's claim read and claimed
+    candidates: list[Any] = []
+    claimed_rows: list[Any] = []
+
+    def claim(conn: Connection, recording: int) -> None:
+        """In the round's transaction: the queued pages due, those the free workers start
+        (per-host limits and delays), claimed (``queued -> fetching``)."""
+        nonlocal claim_after
+        claimed_rows.clear()
+        free = workers - len(inflight)
+        candidates[:] = list(
+            conn.execute(
+                select(*_TASK_COLUMNS)
+                .where(
+                    CrawlPage.crawl_id == runner.crawl_id,
+                    CrawlPage.state == "queued",
+                    (CrawlPage.run_after.is_(None)) | (CrawlPage.run_after <= datetime.now(UTC)),
+                )
+                .order_by(CrawlPage.depth, CrawlPage.id)
+                .limit(workers * 8)
+            )
+        )
+        chosen: list[Any] = []
+        now = time.monotonic()
+        wake = float("inf")
+        for page in candidates:
+            busy = len(inflight) + recording + len(chosen)
+            if free <= 0 or _budget_reason(runner, seconds(), busy):
+                break
+            host = page.host
+            if active[host] >= runner.policy.per_host_concurrency:
+                continue  # a page of that host finishing wakes the loop
+            if next_at.get(host, 0.0) > now:
+                wake = min(wake, next_at[host])
+                continue
+            chosen.append(page)
+            active[host] += 1
+            free -= 1
+        if candidates and not chosen and (inflight or wake != float("inf")):
+            claim_after = wake  # a page finishing resets it
+        if not chosen:
+            return
+        ids = set(
+            conn.execute(
+                update(_PAGES)
+                .where(_PAGES.c.id.in_([p.id for p in chosen]), _PAGES.c.state == "queued")
+                .values(state="fetching")
+                .returning(_PAGES.c.id)
+            ).scalars()
+        )
+        for page in chosen:
+            if page.id in ids:
+                claimed_rows.append(page)
+            else:
+                active[page.host] -= 1
+
+    def commit_round(want_claim: bool) -> bool:
+        """One transaction: heartbeat, what finished, the next claims. False: taken over."""
+        nonlocal last_beat
+        outs = finished[:]
+        finished.clear()
+        candidates.clear()
+        claimed_rows.clear()
+        held, _n = runner.round(outs, claim if want_claim else None, seconds())
+        last_beat = time.monotonic()
+        if not held:
+            log.warning("crawl %s was taken over by another runner", runner.crawl_id)
+        return held
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"crawl-{runner.crawl_id}")
     clean = False
@@ -1652,19 +1774,6 @@ def _loop(
         runner.resumed = []
         while True:
             now = time.monotonic()
-            if now - last_beat >= cfg.heartbeat_seconds:
-                last_beat = now
-                with runner.factory() as s, s.begin():
-                    res = _exec(
-                        s,
-                        update(CrawlRow)
-                        .where(CrawlRow.id == runner.crawl_id, CrawlRow.runner == runner.runner_id)
-                        .values(runner_seen_at=datetime.now(UTC), run_seconds=seconds()),
-                    )
-                if not res.rowcount:  # taken over: stop without touching the crawl
-                    log.warning("crawl %s was taken over by another runner", runner.crawl_id)
-                    stop.set()
-                    reason = "taken_over"
             if progress is not None and now - last_progress >= 0.25:
                 last_progress = now
                 with runner.factory() as s:
@@ -1676,67 +1785,37 @@ def _loop(
             if reason is not None:
                 state = "stopped"
                 break
-            free = workers - len(inflight)
-            candidates: list[Any] = []
-            if free > 0 and _budget_reason(runner, seconds(), len(inflight)) is None:
-                with runner.factory() as s:
-                    candidates = list(
-                        s.execute(
-                            select(*_TASK_COLUMNS)
-                            .where(
-                                CrawlPage.crawl_id == runner.crawl_id,
-                                CrawlPage.state == "queued",
-                                (CrawlPage.run_after.is_(None))
-                                | (CrawlPage.run_after <= datetime.now(UTC)),
-                            )
-                            .order_by(CrawlPage.depth, CrawlPage.id)
-                            .limit(workers * 8)
-                        )
-                    )
+            recording = sum(1 for o in finished if not o.defer)
+            want_claim = (
+                len(inflight) < workers
+                and now >= claim_after
+                and _budget_reason(runner, seconds(), len(inflight) + recording) is None
+            )
             submitted = 0
-            chosen: list[Any] = []
-            claimed: set[int] = set()
-            for page in candidates:
-                if free <= 0 or _budget_reason(runner, seconds(), len(inflight) + len(chosen)):
-                    break
-                host = page.host
-                if active[host] >= runner.policy.per_host_concurrency:
+            tried = False
+            if finished or want_claim or now - last_beat >= cfg.heartbeat_seconds:
+                tried = want_claim
+                if not commit_round(want_claim):
+                    stop.set()
+                    reason = "taken_over"
+                    for page in claimed_rows:  # rolled back: never started
+                        active[page.host] -= 1
+                    claimed_rows.clear()
                     continue
-                if next_at.get(host, 0.0) > time.monotonic():
-                    continue
-                chosen.append(page)
-                active[host] += 1
-                free -= 1
-            if chosen:
-                # one transaction claims every page started in this round
-                with runner.factory() as s, s.begin():
-                    claimed = set(
-                        s.scalars(
-                            update(CrawlPage)
-                            .where(
-                                CrawlPage.id.in_([p.id for p in chosen]),
-                                CrawlPage.state == "queued",
-                            )
-                            .values(state="fetching")
-                            .returning(CrawlPage.id)
-                        )
+                for page in claimed_rows:
+                    task = _PageTask(
+                        page.id,
+                        page.url,
+                        page.depth,
+                        page.barren,
+                        page.offsite,
+                        page.attempts,
+                        page.via,
                     )
-            for page in chosen:
-                if page.id not in claimed:
-                    active[page.host] -= 1
-                    continue
-                task = _PageTask(
-                    page.id,
-                    page.url,
-                    page.depth,
-                    page.barren,
-                    page.offsite,
-                    page.attempts,
-                    page.via,
-                )
-                inflight[pool.submit(runner.process, task)] = (page.id, page.host)
-                submitted += 1
-            if not inflight and not candidates:
+                    inflight[pool.submit(runner.process, task)] = (page.id, page.host)
+                    submitted += 1
+                claimed_rows.clear()
+            if tried and not inflight and not candidates and not finished:
                 with runner.factory() as s:
                     waiting = s.scalar(
                         select(func.count())
@@ -1751,17 +1830,20 @@ def _loop(
                 break
             if inflight:
                 done, _ = wait(list(inflight), timeout=0.05, return_when=FIRST_COMPLETED)
-                settle(done)
+                collect(done)
             elif not submitted:
                 # everything due belongs to hosts at their limit or in their delay
-                stop.wait(0.01)
+                stop.wait(min(0.05, max(0.001, claim_after - time.monotonic())))
         # let the pages in flight finish and commit (a kill -9 here loses nothing either)
         if inflight:
             done, _ = wait(list(inflight))
-            settle(done)
+            collect(done)
+        if finished and reason != "taken_over":
+            commit_round(False)
         clean = True
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        runner.close()
         if runner.journal is not None:
             # every page committed (or the crawl taken over: the new runner read the journal)
             runner.journal.close(remove=clean)
