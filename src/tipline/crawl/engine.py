@@ -1219,6 +1219,14 @@ class _Runner:
         beat: dict[str, Any] = {"runner_seen_at": now}
         if run_seconds is not None:
             beat["run_seconds"] = run_seconds
+        results = [o for o in outs if not o.defer]
+        # the pages' counters are known before anything is written: set with the heartbeat
+        # (one statement); the media's depend on their inserts (a second one, if any)
+        pages: Counter[str] = Counter()
+        for out in results:
+            pages["pages_done" if out.state == "done" else "pages_failed"] += 1
+            pages["bytes_fetched"] += out.bytes + sum(m.size for m in out.media if not m.committed)
+        beat.update({k: _CRAWLS.c[k] + n for k, n in pages.items() if n})
         with self._transaction() as (s, conn):
             held = _exec_c(
                 conn,
@@ -1229,7 +1237,6 @@ class _Runner:
             if not held.rowcount:
                 return False, 0  # nothing written
             deferred = [o for o in outs if o.defer]
-            results = [o for o in outs if not o.defer]
             if deferred:
                 conn.execute(
                     _PAGE_DEFER,
@@ -1249,6 +1256,8 @@ class _Runner:
                     ],
                 )
                 recorded += len(deferred)
+            # children first: a link over the page budget is counted in its page's notes
+            self._add_children(conn, results)
             if results:
                 conn.execute(
                     _PAGE_DONE,
@@ -1273,13 +1282,9 @@ class _Runner:
                 )
                 recorded += len(results)
             for out in results:
-                delta["pages_done"] += 1 if out.state == "done" else 0
-                delta["pages_failed"] += 1 if out.state != "done" else 0
-                delta["bytes_fetched"] += out.bytes
                 for m in out.media:
                     if m.committed:
                         continue  # committed as it came (kept bytes)
-                    delta["bytes_fetched"] += m.size
                     if not self._add_media(s, out.task.id, m, now):
                         continue
                     delta["media_done"] += 1
@@ -1289,13 +1294,13 @@ class _Runner:
                 doc = out.notes.get("document_item") if out.state == "done" else None
                 if isinstance(doc, dict):
                     self._add_finding_item(s, out.task.url, doc)
-            self._add_children(conn, results)
             counts = {_CRAWLS.c[k]: _CRAWLS.c[k] + n for k, n in delta.items() if n}
             if counts:
                 conn.execute(update(_CRAWLS).where(_CRAWLS.c.id == self.crawl_id).values(counts))
             if claim is not None:
                 claim(conn, len(results))
         with self.lock:
+            self.counters.update(pages)
             self.counters.update(delta)
             done_media = sum(1 for o in outs for m in o.media if not m.committed)
             self.media_reserved = max(0, self.media_reserved - done_media)
@@ -1695,45 +1700,69 @@ def _loop(
             finished.append(out)
             claim_after = 0.0
 
-    #: what the last round's claim read and claimed
-    candidates: list[Any] = []
+    #: pages claimed and handed to the pool at most: twice the workers, so a worker that
+    #: finishes a page starts the next one at once instead of waiting for the main thread's
+    #: round (those waiting in the pool's queue were not fetched: after a kill they are
+    #: queued again and fetched once)
+    ahead = 2 * workers
+    #: queued pages read and not claimed yet, in frontier order: this runner is the only
+    #: writer of the crawl's frontier, so they stay queued until it claims them; read again
+    #: when they cannot fill the free slots (the claim checks ``queued`` all the same)
+    cache: list[Any] = []
+    cache_read = False
+    due = (
+        select(*_TASK_COLUMNS)
+        .where(
+            CrawlPage.crawl_id == runner.crawl_id,
+            CrawlPage.state == "queued",
+            (CrawlPage.run_after.is_(None)) | (CrawlPage.run_after <= bindparam("b_now")),
+        )
+        .order_by(CrawlPage.depth, CrawlPage.id)
+        .limit(ahead * 4)
+    )
     claimed_rows: list[Any] = []
 
     def claim(conn: Connection, recording: int) -> None:
-        """In the round's transaction: the queued pages due, those the free workers start
-        (per-host limits and delays), claimed (``queued -> fetching``)."""
-        nonlocal claim_after
+        """In the round's transaction: the queued pages due, those the free slots start
+        (per-host limits and delays, budgets), claimed (``queued -> fetching``)."""
+        nonlocal claim_after, cache_read
         claimed_rows.clear()
-        free = workers - len(inflight)
-        candidates[:] = list(
-            conn.execute(
-                select(*_TASK_COLUMNS)
-                .where(
-                    CrawlPage.crawl_id == runner.crawl_id,
-                    CrawlPage.state == "queued",
-                    (CrawlPage.run_after.is_(None)) | (CrawlPage.run_after <= datetime.now(UTC)),
-                )
-                .order_by(CrawlPage.depth, CrawlPage.id)
-                .limit(workers * 8)
-            )
-        )
+        free = ahead - len(inflight)
         chosen: list[Any] = []
         now = time.monotonic()
         wake = float("inf")
-        for page in candidates:
-            busy = len(inflight) + recording + len(chosen)
-            if free <= 0 or _budget_reason(runner, seconds(), busy):
-                break
-            host = page.host
-            if active[host] >= runner.policy.per_host_concurrency:
-                continue  # a page of that host finishing wakes the loop
-            if next_at.get(host, 0.0) > now:
-                wake = min(wake, next_at[host])
-                continue
-            chosen.append(page)
-            active[host] += 1
-            free -= 1
-        if candidates and not chosen and (inflight or wake != float("inf")):
+        full = False
+
+        def take(rows: list[Any]) -> list[Any]:
+            """Choose from ``rows``; returns those not chosen."""
+            nonlocal free, wake, full
+            left: list[Any] = []
+            for i, page in enumerate(rows):
+                busy = len(inflight) + recording + len(chosen)
+                if free <= 0 or _budget_reason(runner, seconds(), busy):
+                    full = True
+                    left.extend(rows[i:])
+                    break
+                host = page.host
+                if active[host] >= runner.policy.per_host_concurrency:
+                    left.append(page)  # a page of that host finishing wakes the loop
+                    continue
+                if next_at.get(host, 0.0) > now:
+                    wake = min(wake, next_at[host])
+                    left.append(page)
+                    continue
+                chosen.append(page)
+                active[host] += 1
+                free -= 1
+            return left
+
+        cache[:] = take(cache)
+        if not full:
+            picked = {p.id for p in chosen}
+            rows = conn.execute(due, {"b_now": datetime.now(UTC)}).all()
+            cache[:] = take([r for r in rows if r.id not in picked])
+            cache_read = True
+        if cache and not chosen and (inflight or wake != float("inf")):
             claim_after = wake  # a page finishing resets it
         if not chosen:
             return
@@ -1754,9 +1783,10 @@ def _loop(
     def commit_round(want_claim: bool) -> bool:
         """One transaction: heartbeat, what finished, the next claims. False: taken over."""
         nonlocal last_beat
+        nonlocal cache_read
         outs = finished[:]
         finished.clear()
-        candidates.clear()
+        cache_read = False
         claimed_rows.clear()
         held, _n = runner.round(outs, claim if want_claim else None, seconds())
         last_beat = time.monotonic()
@@ -1787,7 +1817,7 @@ def _loop(
                 break
             recording = sum(1 for o in finished if not o.defer)
             want_claim = (
-                len(inflight) < workers
+                len(inflight) < ahead
                 and now >= claim_after
                 and _budget_reason(runner, seconds(), len(inflight) + recording) is None
             )
@@ -1815,7 +1845,7 @@ def _loop(
                     inflight[pool.submit(runner.process, task)] = (page.id, page.host)
                     submitted += 1
                 claimed_rows.clear()
-            if tried and not inflight and not candidates and not finished:
+            if tried and cache_read and not inflight and not cache and not finished:
                 with runner.factory() as s:
                     waiting = s.scalar(
                         select(func.count())
