@@ -479,3 +479,26 @@ def test_synthetic_bank_is_seeded_and_clumpy() -> None:
     assert close > 100
     q = realistic_queries(a, 40, bases=24)
     assert q.shape == (40, 32)
+
+
+def test_exact_index_shared_signals_removes_and_re_adds() -> None:
+    """One id per signal is kept bare, several as a set: lookups, removes and re-adds behave as
+    a dict of sets would."""
+    from tipline.index.signal_index import ExactIndex
+
+    a, b, c = "a" * 32, "b" * 32, "c" * 32
+    idx = ExactIndex()
+    idx.add([1, 2, 3], [a, a, b])
+    assert idx.query([a], 0).ids.tolist() == [1, 2] and idx.query([b], 0).ids.tolist() == [3]
+    idx.add([4], [a])
+    idx.remove([1, 2])
+    assert idx.query([a], 0).ids.tolist() == [4]
+    idx.add([4], [c])  # re-added with a new signal: the old one no longer finds it
+    assert idx.query([a], 0).ids.size == 0 and idx.query([c], 0).ids.tolist() == [4]
+    idx.add([5, 5], [a, b])  # one id twice in one call: the last signal wins
+    assert idx.query([a], 0).ids.size == 0 and idx.query([b], 0).ids.tolist() == [3, 5]
+    idx.add([3], [b])  # the same signal again: nothing changes
+    assert idx.query([b, c], 0).ids.tolist() == [3, 4, 5] and len(idx) == 3
+    idx.remove([3, 5, 99])
+    assert idx.query([b], 0).ids.size == 0 and len(idx) == 1
+    assert idx.prefix("c" * 12) == [4]

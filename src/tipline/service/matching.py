@@ -363,7 +363,7 @@ class MatchService:
         elif kind == "rename_bank":
             self._apply_rename(str(op["old"]), str(op["new"]))
         elif kind == "add":
-            # columnar, without an Entry per row (a fetch journals 10,000 rows a line)
+            # columnar, without an Entry per row (a fetch journals thousands of rows a line)
             rows = op["entries"]
             with self._lock:
                 if self._index is not None:
