@@ -293,6 +293,40 @@ def test_growing_one_batch_at_a_time_rebuilds_each_code_log_n_times(backend: str
         assert_same(index, flat, queries, radius)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tiered_tail_with_removes_stays_exact(backend: str) -> None:
+    """Many small batches with removes in between (tail segments merged by level, half-dead
+    ones compacted by themselves, the main one rebuilt now and then): always what brute force
+    finds, and never MERGE_FACTOR tail segments of one level."""
+    rng = np.random.default_rng(21)
+    pool = clumpy(rng, 3000, 8, 20)
+    index = small_index(backend, 12)
+    flat = FlatHammingIndex()
+    live: list[int] = []
+    next_id = 0
+    for step in range(400):
+        k = int(rng.integers(1, 40))
+        ids = np.arange(next_id, next_id + k, dtype=np.int64)
+        codes = pool[rng.integers(0, len(pool), k)]
+        index.add(ids, codes)
+        flat.add(ids, codes)
+        live.extend(ids.tolist())
+        next_id += k
+        if rng.random() < 0.4 and live:
+            recent = np.asarray(live[-150:])  # mostly in the tail: half-dead tail segments
+            gone = rng.choice(recent, size=min(len(recent), int(rng.integers(1, 40))))
+            index.remove(gone)
+            flat.remove(gone)
+            drop = set(gone.tolist())
+            live = [i for i in live if i not in drop]
+        levels = [index.tail_level(t.n_live) for t in index._segments[1:]]
+        assert all(levels.count(lv) < MERGE_FACTOR for lv in set(levels)), levels
+        if step % 40 == 39:
+            assert len(index) == len(flat) == len(live)
+            assert_same(index, flat, queries_for(rng, pool, 4), int(rng.integers(0, 48)))
+    assert len(index._segments) > 2  # the tail did have several segments
+
+
 def test_dihedral_hashes_of_one_image_are_one_batch() -> None:
     from tipline.signals.pdq import fast_hash
 

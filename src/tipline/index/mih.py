@@ -720,11 +720,11 @@ class MIHIndex:
             self._blive[: self._bcount][hit] = False
             self._bdead += int(hit.sum())
         # compact a segment when half of it is dead: the main one with everything, a tail
-        # segment by itself
+        # segment by itself; a tail segment shrunk into a lower level may fill that level
         segs = self._segments
         if segs and segs[0].n_live * 2 < len(segs[0]):
             self._absorb(np.zeros((0, 4), dtype=np.uint64), np.zeros(0, dtype=np.int64), True)
-        elif any(t.n_live * 2 < len(t) for t in segs[1:]):
+        elif len(segs) > 1:
             tail = [t if t.n_live * 2 >= len(t) else self._rebuilt([t]) for t in segs[1:]]
             self._segments = segs[:1] + self._merge_tail([t for t in tail if len(t)])
 
