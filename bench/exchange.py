@@ -161,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--database-url", default="", help="a PostgreSQL server (else SQLite)")
     ap.add_argument("--fingerprints", choices=("md5+pdq", "pdq"), default="md5+pdq")
     ap.add_argument("--incremental", type=int, default=1000)
-    ap.add_argument("--commit-every", type=int, default=5000)
+    ap.add_argument(
+        "--commit-every", type=int, default=0, help="records per batch (default: the fetcher's)"
+    )
     ap.add_argument("--no-serve", action="store_true", help="skip the live /m/lookup checks")
     ap.add_argument("--profile", action="store_true", help="cProfile the fetch (top 30)")
     ap.add_argument("--check", action="store_true", help="exit 1 if a target fails")
@@ -207,9 +209,9 @@ def main(argv: list[str] | None = None) -> int:
             serve = start_serve(data, db_url, port)
             url = f"http://127.0.0.1:{port}"
             wait_ready(url, serve, data)
-        opts = FetchOptions(
-            commit_every=args.commit_every, budget_seconds=24 * 3600, index_dir=data / "index"
-        )
+        opts = FetchOptions(budget_seconds=24 * 3600, index_dir=data / "index")
+        if args.commit_every:
+            opts.commit_every = args.commit_every
 
         # -- the big fetch, with RSS sampling and a mid-fetch lookup ----------------------
         done = threading.Event()

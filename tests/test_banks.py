@@ -47,13 +47,14 @@ def test_schema_wal_and_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert migrations.current(f"sqlite:///{path}") == migrations.head()  # upgraded on open
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    # the (signal_type, signal, bank_id) index serves lookups and the per-bank dedupe; it is
-    # not unique: HMA makes a new content item each time the same hash is added (migration 0005)
+    # the signal_key index serves lookups and the per-bank dedupe (migration 0013); it is not
+    # unique: HMA makes a new content item each time the same hash is added (migration 0005)
     indexes = {
-        r[1]: [c[2] for c in db.execute(f"PRAGMA index_info('{r[1]}')")]
+        r[1]: ([c[2] for c in db.execute(f"PRAGMA index_info('{r[1]}')")], r[2])
         for r in db.execute("PRAGMA index_list('bank_entries')")
     }
-    assert indexes["ix_bank_entries_signal"] == ["signal_type", "signal", "bank_id"]
+    assert indexes["ix_bank_entries_signal_key"] == (["signal_key"], 0)
+    assert "ix_bank_entries_signal" not in indexes
     assert "ix_bank_entries_bank_id" in {
         r[1] for r in db.execute("PRAGMA index_list('bank_entries')")
     }

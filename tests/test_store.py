@@ -104,6 +104,60 @@ def test_downgrade_to_base(db_url: str) -> None:
         eng.dispose()
 
 
+def test_0013_fills_signal_key_and_lookups_use_it(db_url: str) -> None:
+    """Entries written before 0013 get their key; after it, ORM inserts and the bank store
+    fill it, and a lookup finds entries through it (a wrong key: not found)."""
+    from sqlalchemy import text
+
+    from tipline.store.banks import SqlBankStore
+    from tipline.store.tables import BankEntryRow, signal_key
+
+    migrations.upgrade(db_url, "0012")
+    eng = make_engine(db_url)
+    old = ["ab" * 16, "cd" * 16]
+    try:
+        with eng.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO banks (name, role, pdq_threshold, enabled, description, "
+                    "created_at, auto_confirm, enabled_ratio) "
+                    "VALUES ('old', 'alert', 31, true, '', 0, false, 1.0)"
+                )
+            )
+            for sig in old:
+                conn.execute(
+                    text(
+                        "INSERT INTO bank_entries (bank_id, signal_type, signal, label, source, "
+                        "note, added_at, enabled, tags) "
+                        "SELECT id, 'md5', :sig, '', '', '', 0, true, '' FROM banks"
+                    ),
+                    {"sig": sig},
+                )
+        migrations.upgrade(db_url)
+        with eng.connect() as conn:
+            keys = dict(conn.execute(select(BankEntryRow.signal, BankEntryRow.signal_key)).all())
+        assert keys == {sig: signal_key(sig) for sig in old}
+        assert signal_key(old[0]) != signal_key(old[1])
+        store = SqlBankStore(eng)
+        assert [e.signal for e in store.lookup("md5", old[0].upper())] == [old[0]]
+        with Session(eng) as s, s.begin():
+            bank_id = s.scalar(text("SELECT id FROM banks"))
+            s.add(BankEntryRow(bank_id=bank_id, signal_type="md5", signal="ef" * 16, added_at=1.0))
+        with eng.begin() as conn:
+            row = conn.execute(
+                select(BankEntryRow.signal_key).where(BankEntryRow.signal == "ef" * 16)
+            ).one()
+            assert row.signal_key == signal_key("ef" * 16)
+            assert [e.signal for e in store.lookup("md5", "ef" * 16)] == ["ef" * 16]
+            # lookups go by the key: a row whose key is wrong is not found
+            conn.execute(
+                text("UPDATE bank_entries SET signal_key = 0 WHERE signal = :s"), {"s": old[1]}
+            )
+        assert store.lookup("md5", old[1]) == []
+    finally:
+        eng.dispose()
+
+
 def test_models_roundtrip(session_factory: sessionmaker[Session]) -> None:
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     with transaction(session_factory) as s:

@@ -90,12 +90,16 @@ from tipline.store.tables import (
     ExchangeFetchStatusRow,
     ExchangeRecordRow,
     ExchangeRow,
+    signal_key,
 )
 
 log = logging.getLogger("tipline.exchange")
 
 JOB_KIND = "exchange_fetch"
-DEFAULT_COMMIT_EVERY = 5_000
+DEFAULT_COMMIT_EVERY = 30_000
+#: Records handed to the open transaction at a time (at most): a batch of ``commit_every``
+#: is written chunk by chunk as it is fetched, so only a chunk is held in memory.
+CHUNK_RECORDS = 5_000
 DEFAULT_COMMIT_SECONDS = 60.0
 DEFAULT_BUDGET_SECONDS = 240.0
 BACKOFF_BASE = 30.0
@@ -118,6 +122,8 @@ class ConcurrentFetchError(ExchangeError):
 
 @dataclass(slots=True)
 class FetchOptions:
+    #: records per transaction (with their checkpoint); written to it in chunks of
+    #: :data:`CHUNK_RECORDS` (or fewer) as they arrive
     commit_every: int = DEFAULT_COMMIT_EVERY
     commit_seconds: float = DEFAULT_COMMIT_SECONDS
     budget_seconds: float = DEFAULT_BUDGET_SECONDS
@@ -198,7 +204,7 @@ def _check_record(
 
 _ENTRY_COLUMNS = (
     "bank_id, signal_type, signal, label, source, note, added_at, enabled, tags, "
-    "disabled_until, meta"
+    "disabled_until, meta, signal_key"
 )
 _RECORD_COLUMNS = "exchange_id, key, entry_id, generation, deleted, digest, updated_at"
 _SQLITE_SEQUENCE = "SELECT seq FROM sqlite_sequence WHERE name = 'bank_entries'"
@@ -263,6 +269,18 @@ def _collector_relaxed() -> Iterator[None]:
                     gc.unfreeze()
 
 
+@dataclass(slots=True)
+class _Txn:
+    """A batch's open transaction: its session, the locked status row, what it did so far."""
+
+    session: Session
+    status: ExchangeFetchStatusRow
+    added: int = 0
+    changed: int = 0
+    tomb: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+
 class _Run:
     """One fetch run of one exchange (see the module docstring)."""
 
@@ -281,6 +299,8 @@ class _Run:
         self._inflight: Future[None] | None = None
         #: the run's batches share one connection (see :meth:`_batch_session`)
         self._conn: Connection | None = None
+        #: the batch being written (chunk by chunk) and not yet committed
+        self._txn: _Txn | None = None
         with factory() as s, s.begin():
             ex = get_exchange(s, name)
             self.ex_id, self.name, self.api = ex.id, ex.name, ex.api
@@ -341,6 +361,8 @@ class _Run:
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
+            if self._txn is not None:
+                self._abort_txn()  # a batch whose last chunk never came (the run failed)
             self._release_connection()
         self._finish(None)
         return self.out
@@ -350,39 +372,57 @@ class _Run:
     ) -> None:
         start = self.opts.monotonic()
         last_commit = start
+        chunk = max(1, min(self.opts.commit_every, CHUNK_RECORDS))
         pending: dict[str, ExchangeRecord | None] = {}
         problems: list[Problem] = []
         latest: Checkpoint | None = None
         new_generation = from_scratch
-        for delta in typ.fetch_iter(ctx, cp):
-            if delta.new_snapshot and latest is not None:
-                # a new pass begins: what came before it belongs to the old one
-                self._submit(pending, problems, latest, new_generation)
-                pending, problems, new_generation = {}, [], False
-            new_generation = new_generation or delta.new_snapshot
-            pending.update(delta.updates)
-            problems.extend(delta.problems)
-            latest = delta.checkpoint
-            t = self.opts.monotonic()
-            if (
-                len(pending) >= self.opts.commit_every
-                or t - last_commit >= self.opts.commit_seconds
-                or delta.checkpoint.up_to_date
-            ):
-                self._submit(pending, problems, latest, new_generation)
-                pending, problems, new_generation = {}, [], False
-                last_commit = t
-            if delta.checkpoint.up_to_date:
-                self.out.up_to_date = True
-                break
-            if t - start >= self.opts.budget_seconds:
-                if latest is not None and (pending or problems):
-                    self._submit(pending, problems, latest, new_generation)
-                self.out.more = True
-                break
-        else:
-            if latest is not None and (pending or problems or new_generation):
-                self._submit(pending, problems, latest, new_generation)
+        #: records handed to the open transaction, and the checkpoint after them
+        in_txn = 0
+        open_cp: Checkpoint | None = None
+        try:
+            for delta in typ.fetch_iter(ctx, cp):
+                if delta.new_snapshot and latest is not None:
+                    # a new pass begins: what came before it belongs to the old one
+                    self._submit(pending, problems, latest, new_generation, final=True)
+                    pending, problems, new_generation = {}, [], False
+                    in_txn, open_cp = 0, None
+                new_generation = new_generation or delta.new_snapshot
+                pending.update(delta.updates)
+                problems.extend(delta.problems)
+                latest = delta.checkpoint
+                t = self.opts.monotonic()
+                due = (
+                    in_txn + len(pending) >= self.opts.commit_every
+                    or t - last_commit >= self.opts.commit_seconds
+                    or delta.checkpoint.up_to_date
+                )
+                out_of_time = t - start >= self.opts.budget_seconds
+                if due or (out_of_time and (pending or problems or open_cp)):
+                    self._submit(pending, problems, latest, new_generation, final=True)
+                    pending, problems, new_generation = {}, [], False
+                    in_txn, open_cp, last_commit = 0, None, t
+                elif len(pending) >= chunk:
+                    self._submit(pending, problems, latest, new_generation, final=False)
+                    in_txn, open_cp = in_txn + len(pending), latest
+                    pending, problems, new_generation = {}, [], False
+                if delta.checkpoint.up_to_date:
+                    self.out.up_to_date = True
+                    break
+                if out_of_time:
+                    self.out.more = True
+                    break
+            else:
+                if latest is not None and (pending or problems or new_generation or open_cp):
+                    self._submit(pending, problems, latest, new_generation, final=True)
+        except Exception:
+            # the partner failed mid-batch: what the open transaction holds lands with the
+            # checkpoint after it (unless writing it failed: then it is rolled back); the
+            # error is the run's, recorded after
+            self._drain(raise_error=False)
+            if open_cp is not None and self._txn is not None:
+                self._commit({}, [], open_cp, False, True)
+            raise
         self._drain()
 
     def _submit(
@@ -391,19 +431,22 @@ class _Run:
         problems: list[Problem],
         checkpoint: Checkpoint,
         new_generation: bool,
+        *,
+        final: bool = True,
     ) -> None:
-        """Commit a batch. With ``overlap``, in the committer thread: the database's work (no
-        GIL held in SQLite's or libpq's calls) overlaps the next batch's fetch and parse. One
-        batch in flight at most, committed in order, so a kill still leaves a prefix of the
-        batches with its checkpoint."""
+        """Hand a chunk to the open transaction (begun by the first chunk); ``final``: then
+        commit it with ``checkpoint``. With ``overlap``, in the committer thread: the
+        database's work (no GIL held in SQLite's or libpq's calls) overlaps the next
+        chunk's fetch and parse. One chunk in flight at most, written in order, so a kill
+        still leaves a prefix of the batches with its checkpoint."""
         if not self.opts.overlap:
-            self._commit(updates, problems, checkpoint, new_generation)
+            self._commit(updates, problems, checkpoint, new_generation, final)
             return
         self._drain()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"fetch-{self.name[:20]}")
         self._inflight = self._pool.submit(
-            self._commit, updates, problems, checkpoint, new_generation
+            self._commit, updates, problems, checkpoint, new_generation, final
         )
 
     def _drain(self, *, raise_error: bool = True) -> None:
@@ -462,20 +505,33 @@ class _Run:
         problems: list[Problem],
         checkpoint: Checkpoint,
         new_generation: bool,
+        final: bool = True,
     ) -> None:
+        """Write a chunk in the open transaction (the first chunk begins it and checks the
+        status row's version); ``final``: then commit it with ``checkpoint``. A batch is
+        one transaction however many chunks it took; an error rolls it all back."""
         now = self.opts.clock()
-        with self._batch_session() as s, s.begin():
-            st = self._status(s)
-            if st.version != self.version:
-                raise ConcurrentFetchError(
-                    f"exchange {self.name}: another fetch committed meanwhile; this one stopped"
-                )
+        txn = self._txn
+        if txn is None:
+            s = self._batch_session()
+            try:
+                s.begin()
+                st = self._status(s)
+                if st.version != self.version:
+                    raise ConcurrentFetchError(
+                        f"exchange {self.name}: another fetch committed meanwhile; this one stopped"
+                    )
+            except BaseException:
+                s.close()
+                raise
+            txn = self._txn = _Txn(s, st)
+            self.ops = []
+        s, st = txn.session, txn.status
+        try:
             if new_generation:
                 st.generation = (st.generation or 0) + 1
                 st.snapshot_open = True
             gen = st.generation or 0
-            stats: dict[str, Any] = dict(st.stats or {})
-            kept = list(stats.get("problems") or [])
             checked: dict[str, ExchangeRecord | None] = {}
             types = signal_types()
             for key, rec in updates.items():
@@ -487,43 +543,80 @@ class _Run:
                     problems.append(ok)
                 else:
                     checked[key] = ok
-            self.ops = []
+            txn.problems.extend(problems)
             added, changed, tomb = self._apply(s, checked, gen, now)
-            if checkpoint.up_to_date and st.snapshot_open:
-                tomb += self._tombstone_unseen(s, gen, now)
-                st.snapshot_open = False
-            if self.ops and self.journal is not None and self.journal.active:
-                stats[JOURNAL_PENDING] = True
-                self.journal_pending = True
-            for p in problems:
-                stats[p.kind] = int(stats.get(p.kind, 0)) + 1
-            kept = (kept + [p.to_json() for p in problems])[-MAX_PROBLEMS_KEPT:]
-            stats["problems"] = kept
-            stats["tombstoned"] = int(stats.get("tombstoned", 0)) + tomb
-            ts = checkpoint.progress_ts
-            if ts is not None and st.checkpoint_ts is not None and ts < st.checkpoint_ts:
-                stats["clock_went_back"] = int(stats.get("clock_went_back", 0)) + 1
-                log.warning(
-                    "exchange %s: checkpoint time went back (%s < %s); keeping the later one",
-                    self.name,
-                    ts,
-                    st.checkpoint_ts,
-                )
-                ts = st.checkpoint_ts
-            st.checkpoint = checkpoint.to_json()
-            st.checkpoint_ts = ts if ts is not None else st.checkpoint_ts
-            st.up_to_date = checkpoint.up_to_date
-            st.fetched_items = max(0, int(st.fetched_items or 0) + added - tomb)
-            st.stats = stats
-            st.version = self.version = st.version + 1
+            txn.added += added
+            txn.changed += changed
+            txn.tomb += tomb
+            if not final:
+                return
+            self._txn = None
+            self._finish_batch(s, txn, checkpoint, gen, now)
+            s.commit()
+        except BaseException:
+            self._abort_txn(txn)
+            raise
+        finally:
+            if self._txn is None:
+                s.close()
         self._journal_batch()
+        problems = txn.problems
         self.out.batches += 1
-        self.out.added += added
-        self.out.changed += changed
-        self.out.tombstoned += tomb
+        self.out.added += txn.added
+        self.out.changed += txn.changed
+        self.out.tombstoned += txn.tomb
         self.out.skipped += len(problems)
         for p in problems:
             self.out.counts[p.kind] = self.out.counts.get(p.kind, 0) + 1
+
+    def _finish_batch(
+        self, s: Session, txn: _Txn, checkpoint: Checkpoint, gen: int, now: float
+    ) -> None:
+        """The batch's last writes before its commit: tombstones of a completed pass, the
+        counts and problems, the checkpoint (never back in time), the version."""
+        st = txn.status
+        if checkpoint.up_to_date and st.snapshot_open:
+            txn.tomb += self._tombstone_unseen(s, gen, now)
+            st.snapshot_open = False
+        stats: dict[str, Any] = dict(st.stats or {})
+        kept = list(stats.get("problems") or [])
+        if self.ops and self.journal is not None and self.journal.active:
+            stats[JOURNAL_PENDING] = True
+            self.journal_pending = True
+        problems = txn.problems
+        for p in problems:
+            stats[p.kind] = int(stats.get(p.kind, 0)) + 1
+        kept = (kept + [p.to_json() for p in problems])[-MAX_PROBLEMS_KEPT:]
+        stats["problems"] = kept
+        stats["tombstoned"] = int(stats.get("tombstoned", 0)) + txn.tomb
+        ts = checkpoint.progress_ts
+        if ts is not None and st.checkpoint_ts is not None and ts < st.checkpoint_ts:
+            stats["clock_went_back"] = int(stats.get("clock_went_back", 0)) + 1
+            log.warning(
+                "exchange %s: checkpoint time went back (%s < %s); keeping the later one",
+                self.name,
+                ts,
+                st.checkpoint_ts,
+            )
+            ts = st.checkpoint_ts
+        st.checkpoint = checkpoint.to_json()
+        st.checkpoint_ts = ts if ts is not None else st.checkpoint_ts
+        st.up_to_date = checkpoint.up_to_date
+        st.fetched_items = max(0, int(st.fetched_items or 0) + txn.added - txn.tomb)
+        st.stats = stats
+        st.version = self.version = st.version + 1
+
+    def _abort_txn(self, txn: _Txn | None = None) -> None:
+        """Roll the open transaction back (its chunks and journal operations are dropped)."""
+        txn = txn or self._txn
+        self._txn = None
+        self.ops = []
+        if txn is None:
+            return
+        try:
+            txn.session.rollback()
+        finally:
+            txn.session.close()
 
     def _journal_batch(self) -> None:
         """Append the committed batch's operations to the change journal (after the commit:
@@ -708,9 +801,12 @@ class _Run:
             return self._sqlite_insert_new(conn, new, metas, source, gen, now)
         b = self.bank_id
         entries = [
-            (b, rec.signal_type, rec.signal, rec.label, source, "", now, True, "", None, m)
+            (
+                b, rec.signal_type, rec.signal, rec.label, source, "", now, True, "", None, m,
+                signal_key(rec.signal),
+            )
             for (_, rec, _, _), m in zip(new, metas, strict=True)
-        ]
+        ]  # fmt: skip
         if dialect == "postgresql":
             ids = _pg_next_ids(conn, len(entries))
             _pg_copy(
@@ -777,14 +873,14 @@ class _Run:
         conn.exec_driver_sql(
             f"INSERT INTO bank_entries ({_ENTRY_COLUMNS}) "
             "SELECT ?, value ->> 0, value ->> 1, value ->> 2, ?, '', ?, 1, '', NULL, "
-            "value ->> 3 FROM json_each(?) ORDER BY key",
+            "value ->> 3, value ->> 4 FROM json_each(?) ORDER BY key",
             (
                 self.bank_id,
                 source,
                 now,
                 json.dumps(
                     [
-                        [rec.signal_type, rec.signal, rec.label, m]
+                        [rec.signal_type, rec.signal, rec.label, m, signal_key(rec.signal)]
                         for (_, rec, _, _), m in zip(new, metas, strict=True)
                     ]
                 ),
@@ -811,6 +907,7 @@ class _Run:
             "bank_id": self.bank_id,
             "signal_type": rec.signal_type,
             "signal": rec.signal,
+            "signal_key": signal_key(rec.signal),
             "label": rec.label,
             "source": f"exchange:{self.name}",
             "note": "",

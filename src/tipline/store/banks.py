@@ -28,7 +28,7 @@ from tipline.banks.sqlite_store import LEGACY_DB_NAME, adopt_banks
 from tipline.errors import BankError, BankNotFoundError
 from tipline.signals.types import SignalType, signal_type
 from tipline.store.base import make_engine
-from tipline.store.tables import BankEntryRow, BankRow, SignalTypeSettingRow
+from tipline.store.tables import BankEntryRow, BankRow, SignalTypeSettingRow, signal_key
 
 #: Rows per INSERT batch, and signals per id lookup query.
 _BATCH = 5_000
@@ -309,11 +309,13 @@ class SqlBankStore:
                 st = types.get(e.signal_type)
                 if st is None:
                     st = types[e.signal_type] = signal_type(e.signal_type)
+                signal = st.normalise(e.signal)
                 batch.append(
                     {
                         "bank_id": bank_id,
                         "signal_type": st.name,
-                        "signal": st.normalise(e.signal),
+                        "signal": signal,
+                        "signal_key": signal_key(signal),
                         "label": e.label,
                         "source": e.source,
                         "note": e.note,
@@ -336,20 +338,21 @@ class SqlBankStore:
     ) -> list[int]:
         found: dict[tuple[int, str, str], int] = {}
         if dedupe:
-            # the first entry already holding each signal, by the (signal_type, signal, bank)
-            # index
+            # the first entry already holding each signal, by the signal_key index
             keys: dict[tuple[int, str], set[str]] = {}
             for row in batch:
                 keys.setdefault((row["bank_id"], row["signal_type"]), set()).add(row["signal"])
             for (bank_id, st), signals in keys.items():
                 sigs = sorted(signals)
                 for i in range(0, len(sigs), _LOOKUP):
+                    part = sigs[i : i + _LOOKUP]
                     rows = conn.execute(
                         select(func.min(_E.id), _E.signal)
                         .where(
+                            _E.signal_key.in_([signal_key(sig) for sig in part]),
                             _E.bank_id == bank_id,
                             _E.signal_type == st,
-                            _E.signal.in_(sigs[i : i + _LOOKUP]),
+                            _E.signal.in_(part),
                         )
                         .group_by(_E.signal)
                     )
@@ -490,10 +493,15 @@ class SqlBankStore:
     ) -> list[Entry]:
         """Entries holding exactly this signal, in any bank (for exact-match signal types)."""
         st = signal_type(signal_type_name)
+        signal = st.normalise(signal)
         stmt = (
             select(*_ENTRY_COLS)
             .join(_B, _B.id == _E.bank_id)
-            .where(_E.signal_type == st.name, _E.signal == st.normalise(signal))
+            .where(
+                _E.signal_key == signal_key(signal),
+                _E.signal_type == st.name,
+                _E.signal == signal,
+            )
             .order_by(_E.id)
         )
         if enabled_only:
