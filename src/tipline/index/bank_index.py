@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import operator
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -252,24 +253,23 @@ class BankIndex:
         cols = list(itertools.zip_longest(*rows))
         if len(cols) < 6:
             raise ValueError("a journal entry row needs at least 6 fields")
-        ids = np.fromiter(map(int, cols[0]), np.int64, n)
+        ids = np.asarray(cols[0], dtype=np.int64)
         # the first row of each id, not indexed yet
         _, first = np.unique(ids, return_index=True)
         keep = np.zeros(n, bool)
         keep[first] = True
         keep &= ids >= 0
-        known = ids < len(self._slot)
-        known_ids = ids[known & keep]
-        if len(known_ids):
-            keep[np.flatnonzero(known & keep)[self._slot[known_ids] > 0]] = False
+        known = np.flatnonzero(keep & (ids < len(self._slot)))
+        if len(known):
+            keep[known[self._slot[ids[known]] > 0]] = False
         types = registered()
         type_col = cols[2]
-        names = list(dict.fromkeys(type_col[i] for i in np.flatnonzero(keep).tolist()))
+        names = list(dict.fromkeys(_pick(type_col, np.flatnonzero(keep).tolist())))
         codes = {name: c for c, name in enumerate(names)}
-        tcode = np.fromiter((codes.get(t, -1) for t in type_col), np.int32, n) if names else None
+        tcode = np.fromiter(map(codes.get, type_col, itertools.repeat(-1)), np.int32, n)
         for c, name in enumerate(names):
             if not isinstance(name, str) or name not in types:
-                sel = keep & (tcode == c) if tcode is not None else keep
+                sel = keep & (tcode == c)
                 log.warning(
                     "%d entries have unknown signal type %r; not indexed",
                     int(sel.sum()),
@@ -277,20 +277,19 @@ class BankIndex:
                 )
                 keep &= ~sel
         rows_kept = np.flatnonzero(keep)
-        if not len(rows_kept) or tcode is None:
+        k = len(rows_kept)
+        if not k:
             return 0
-        bank_col = cols[1]
-        kept_list = rows_kept.tolist()
-        bank_slots = {
-            b: self._slot_for(str(b)) for b in dict.fromkeys(bank_col[i] for i in kept_list)
-        }
-        slot = np.fromiter((bank_slots[bank_col[i]] for i in kept_list), np.int32, len(kept_list))
-        enabled = np.fromiter((bool(cols[5][i]) for i in kept_list), bool, len(kept_list))
-        until_col = cols[6] if len(cols) > 6 else None
+        kept = rows_kept.tolist()
+        banks = _pick(cols[1], kept)
+        bank_slots = {b: self._slot_for(str(b)) for b in dict.fromkeys(banks)}
+        slot = np.fromiter(map(bank_slots.__getitem__, banks), np.int32, k)
+        enabled = np.fromiter(map(bool, _pick(cols[5], kept)), bool, k)
+        until_col = _pick(cols[6], kept) if len(cols) > 6 else ()
         until = (
-            np.fromiter((float(until_col[i] or 0.0) for i in kept_list), np.float64, len(kept_list))
-            if until_col is not None
-            else np.zeros(len(kept_list), np.float64)
+            np.fromiter((float(u or 0.0) for u in until_col), np.float64, k)
+            if any(until_col)
+            else np.zeros(k, np.float64)
         )
         eids = ids[rows_kept]
         self._grow(int(eids.max()))
@@ -307,18 +306,17 @@ class BankIndex:
                 index = self._indexes[st.name] = new_index(
                     st.index, None if self._grows else len(sel)
                 )
-            sel_rows = rows_kept[sel].tolist()
-            index.add(eids[sel].tolist(), [str(sig_col[i]) for i in sel_rows])
+            index.add(eids[sel].tolist(), _pick(sig_col, rows_kept[sel].tolist()))
             self._tcode[eids[sel]] = self._type_code(st)
         self._slot[eids] = slot
         self._on[eids] = enabled
         self._until[eids] = until
-        label_col = cols[4]
-        for i in kept_list:
-            label = label_col[i]
-            if label:
-                self._labels[int(ids[i])] = str(label)
-        return len(kept_list)
+        labels = _pick(cols[4], kept)
+        if any(labels):
+            self._labels.update(
+                (eid, str(label)) for eid, label in zip(eids.tolist(), labels, strict=True) if label
+            )
+        return k
 
     def add_columns(
         self,
@@ -639,6 +637,15 @@ class BankIndex:
 
     def index_size(self) -> int:
         return sum(len(i) for i in self._indexes.values())
+
+
+def _pick(col: tuple[Any, ...], rows: list[int]) -> tuple[Any, ...]:
+    """``col``'s values at ``rows`` (ascending, distinct), picked in C."""
+    if len(rows) == len(col):
+        return col
+    if len(rows) == 1:
+        return (col[rows[0]],)
+    return operator.itemgetter(*rows)(col) if rows else ()
 
 
 def suppress(matches: list[Match]) -> None:
