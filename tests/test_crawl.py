@@ -203,6 +203,9 @@ def test_report_naming_one_forum_page_finds_every_banked_image(
     assert mpage.matched and mpage.notes and mpage.notes["model_page_hashes"] == 1
     [cited] = mpage.notes["model_page_matches"]
     assert (cited["label"], cited["via"]) == (MODEL_LABEL, "cited_resource")
+    # its bank entry is not in the database here (an in-memory index): no full SHA-256 to
+    # key an item by, so it stays a matched page (see the model page test below)
+    assert mpage.notes["model_page_item"] == "no full SHA-256 of the model: no item"
     # pages where something matched have a sealed evidence capture; the others none
     captured = {u for u, p in pages.items() if p.evidence_sha256}
     assert captured == {u for u, p in pages.items() if p.matched}
@@ -655,3 +658,129 @@ def test_a_batch_commit_records_every_page_once_and_a_taken_over_runner_writes_n
         row = s.get(CrawlRow, cid)
         assert row is not None and row.pages_done == 2 and row.runner == "new"
     runner.close()
+
+
+@pytest.fixture
+def hook_receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
+    """A real HTTP server on 127.0.0.1 that records every webhook POST it gets."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tipline.actions import webhooks
+
+    got: list[tuple[dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            got.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    t.start()
+    webhooks.configure(FetchSettings.build(allow_networks=["127.0.0.1/32"]))
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/hook", got
+    finally:
+        webhooks.configure(None)
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_model_page_hash_is_an_item_and_crawl_items_send_match_webhooks(
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    site: Site,
+    ccfg: CrawlConfig,
+    hook_receiver: tuple[str, list[tuple[dict[str, str], bytes]]],
+) -> None:
+    """A Civitai-style page printing only the AutoV2 of a banked model: the model (by the
+    bank entry's full SHA-256) is a hash-only item of the crawl's report, its source the page.
+    Each item the crawl adds (that model, the matched model file, the TLSH-matched guide) sends
+    the "match" webhook the analyse stage sends for a matched upload: signed, delivered to a
+    real receiver on 127.0.0.1, once per item."""
+    import hashlib
+    import json
+
+    from crawl_site import BANK, PAGE_MODEL
+    from tipline.actions import webhooks
+    from tipline.store.tables import BankEntryRow, BankRow
+
+    url, got = hook_receiver
+    # the banks as the database holds them (the matcher is built from these rows: same ids)
+    page_sha = hashlib.sha256(PAGE_MODEL).hexdigest()
+    file_sha = hashlib.sha256(MODELS[MODEL_BANKED]).hexdigest()
+    with session_factory() as s, s.begin():
+        bank = BankRow(name=BANK, role="alert", created_at=time.time())
+        s.add(bank)
+        s.flush()
+        for eid, sha in ((102, file_sha), (103, page_sha)):
+            s.add(
+                BankEntryRow(
+                    id=eid,
+                    bank_id=bank.id,
+                    signal_type="sha256",
+                    signal=sha,
+                    label=MODEL_LABEL,
+                    added_at=time.time(),
+                )
+            )
+        _hook, secret = webhooks.create_webhook(s, url, ["match"], "crawl test")
+    queue = JobQueue(engine)
+    ctx = IntakeContext(session_factory, queue, IntakeSettings(secret=b"s"))
+    seed = f"{site.base}/forum/thread/5"
+    [(report, _)] = create_reports(ctx, [NewReport(urls=[seed])], "partner_api")
+    with session_factory() as s, s.begin():
+        crawl = crawl_report(s, queue, report.id, policy=replace(FAST, barren_pages=1))
+        cid = crawl.id
+    ran = _drain(queue, session_factory)
+    assert "crawl" in ran and webhooks.DELIVER_KIND in ran
+    pages = _pages(session_factory, cid)
+    mpage = pages[f"{site.base}{MODEL_PAGE}"]
+    assert mpage.matched and mpage.notes and mpage.notes["model_page_item"] == [page_sha]
+    guide_url = f"{site.base}{GUIDE_TXT}"
+    model_url = f"{site.base}{MODEL_BANKED}"
+    with session_factory() as s:
+        found = {
+            src: item
+            for src, item in s.execute(
+                select(ReportItem.source_url, Item)
+                .join(Item, Item.id == ReportItem.item_id)
+                .where(ReportItem.report_id == report.id)
+            ).all()
+        }
+    item = found[mpage.url]
+    assert item.sha256 == page_sha and item.status == "matched" and item.media_ref is None
+    assert [(x["signal_type"], x["label"], x["via"]) for x in item.matches] == [
+        ("sha256", MODEL_LABEL, "cited_resource")
+    ]
+    assert item.cluster_id is not None and item.priority is not None  # clustered, triaged
+    # one signed "match" delivery per crawl item
+    events = {}
+    for headers, body in got:
+        assert headers["x-tipline-event"] == "match"
+        assert webhooks.verify_signature(
+            secret, headers["x-tipline-timestamp"], body, headers["x-tipline-signature"]
+        )
+        data = json.loads(body)["data"]
+        assert data["report_id"] == report.id
+        assert data["sha256"] not in events  # once per item
+        events[data["sha256"]] = data
+    expect = {
+        page_sha: found[mpage.url],
+        file_sha: found[model_url],
+        found[guide_url].sha256: found[guide_url],
+    }
+    assert set(expect) <= set(events)
+    for sha, it in expect.items():
+        assert events[sha]["item_id"] == it.id
+        assert events[sha]["matches"] and all(m["distance"] >= 0 for m in events[sha]["matches"])
+    assert events[found[guide_url].sha256]["matches"][0]["signal_type"] == "tlsh"
+    # a matched image of the crawl (an upload: the analyse stage's own event) is there too,
+    # and nothing else: every event is an item of the report
+    assert set(events) <= {i.sha256 for i in found.values()}

@@ -55,6 +55,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, CursorResult, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from tipline.actions import webhooks
 from tipline.crawl.journal import Entry as JournalEntry
 from tipline.crawl.journal import Journal
 from tipline.crawl.journal import load as load_journal
@@ -63,14 +64,14 @@ from tipline.errors import TiplineError
 from tipline.net.fetch import FetchError, FetchResult, FetchSettings, HTTPStatusError, fetch
 from tipline.net.links import Link, PageLinks, canonical_url, extract, url_key
 from tipline.pipeline.stages import PipelineConfig, analyse_bytes
-from tipline.record import ItemRecord
+from tipline.record import ItemRecord, Match
 from tipline.removal.locations import registrable_domain
 from tipline.scan.archives import expand, is_archive, sniff_bytes
 from tipline.store.base import session_factory as make_session_factory
 from tipline.store.crawl_tables import CrawlMedia, CrawlPage, CrawlRow
 from tipline.store.jobs import JobQueue
 from tipline.store.media import Keyring
-from tipline.store.tables import Item, Report, ReportItem, Upload
+from tipline.store.tables import BankEntryRow, Item, Report, ReportItem, Upload
 
 # H6's documents and model links, looked up by name until both modules exist
 _documents: Any
@@ -828,6 +829,9 @@ class _Runner:
         out.notes["model_page_hashes"] = len(cited)
         if matches:
             out.notes["model_page_matches"] = [x.to_json() for x in matches][:50]
+            # what it printed: the commit makes the matched models hash-only items of the
+            # report (:meth:`_add_model_page_items`)
+            out.notes["model_page_cited"] = [[h.algorithm, h.value] for h in cited][:50]
             out.matched = True
 
     def _fetch_media(self, link: Link) -> _Media | None:
@@ -1256,8 +1260,24 @@ class _Runner:
                     ],
                 )
                 recorded += len(deferred)
-            # children first: a link over the page budget is counted in its page's notes
+            # children, media and items before the pages' rows: their notes are final then
+            # (links over the page budget, the model page's items)
             self._add_children(conn, results)
+            for out in results:
+                for m in out.media:
+                    if m.committed:
+                        continue  # committed as it came (kept bytes)
+                    if not self._add_media(s, out.task.id, m, now):
+                        continue
+                    delta["media_done"] += 1
+                    delta["media_matched"] += int(m.matched)
+                    delta["media_flagged"] += int(bool(m.flags))
+                    delta["media_kept"] += int(m.keep is not None)
+                doc = out.notes.get("document_item") if out.state == "done" else None
+                if isinstance(doc, dict):
+                    self._add_finding_item(s, out.task.url, doc)
+                if out.state == "done" and out.notes.get("model_page_matches"):
+                    self._add_model_page_items(s, out.task.url, out.notes)
             if results:
                 conn.execute(
                     _PAGE_DONE,
@@ -1281,19 +1301,6 @@ class _Runner:
                     ],
                 )
                 recorded += len(results)
-            for out in results:
-                for m in out.media:
-                    if m.committed:
-                        continue  # committed as it came (kept bytes)
-                    if not self._add_media(s, out.task.id, m, now):
-                        continue
-                    delta["media_done"] += 1
-                    delta["media_matched"] += int(m.matched)
-                    delta["media_flagged"] += int(bool(m.flags))
-                    delta["media_kept"] += int(m.keep is not None)
-                doc = out.notes.get("document_item") if out.state == "done" else None
-                if isinstance(doc, dict):
-                    self._add_finding_item(s, out.task.url, doc)
             counts = {_CRAWLS.c[k]: _CRAWLS.c[k] + n for k, n in delta.items() if n}
             if counts:
                 conn.execute(update(_CRAWLS).where(_CRAWLS.c.id == self.crawl_id).values(counts))
@@ -1398,7 +1405,8 @@ class _Runner:
             item.keyword_hits = hits
         if item.status in ("new", "hashed", "matched"):
             item.status = "matched" if item.matches else "hashed"
-        s.execute(
+        linked = _exec(
+            s,
             _insert(s)
             .insert(ReportItem)
             .values(
@@ -1407,8 +1415,17 @@ class _Runner:
                 source_url=url,
                 fetched_at=datetime.now(UTC),
             )
-            .on_conflict_do_nothing(index_elements=["report_id", "item_id"])
+            .on_conflict_do_nothing(index_elements=["report_id", "item_id"]),
         )
+        alerts = [
+            m
+            for m in (_match(x) for x in matches)
+            if m is not None and m.role == "alert" and m.suppressed_by is None
+        ]
+        if alerts and linked.rowcount:
+            # the "match" event, as the analyse stage sends for a matched upload (same
+            # transaction; once per item and report: a second URL of it sends none)
+            webhooks.emit_match(s, item, self.report_id, alerts)
         payload = {"item_id": item.id, "report_id": self.report_id}
         self.queue.enqueue("cluster", payload, dedupe_key=f"cluster:item:{item.id}", session=s)
         self.queue.enqueue(
@@ -1417,6 +1434,55 @@ class _Runner:
             dedupe_key=f"triage:item:{item.id}:report:{self.report_id}",
             session=s,
         )
+
+    def _add_model_page_items(self, s: Session, url: str, notes: dict[str, Any]) -> None:
+        """A Civitai-style page whose printed hashes matched a model bank: each matched model
+        a hash-only item of the report, its source the page's URL (as a matched model file's).
+        An item is keyed by the model's full SHA-256: the matched bank entry's own (a SHA-256
+        entry that a printed AutoV2 found), or the page's printed SHA-256 when it prints only
+        that one hash; a model known by AutoV2/V3 alone has none, and the page stays only a
+        matched page (its note ``model_page_item`` says so)."""
+        if self.report_id is None or self.queue is None:
+            return
+        matches = [
+            x
+            for x in notes.get("model_page_matches") or []
+            if isinstance(x, dict) and x.get("role") == "alert" and not x.get("suppressed_by")
+        ]
+        cited = [c for c in notes.get("model_page_cited") or [] if isinstance(c, list)]
+        ids = {_int(x.get("entry_id"), -1) for x in matches} - {-1}
+        full: dict[int, str] = {}
+        if ids:
+            for eid, st, signal in s.execute(
+                select(BankEntryRow.id, BankEntryRow.signal_type, BankEntryRow.signal).where(
+                    BankEntryRow.id.in_(sorted(ids))
+                )
+            ):
+                if st == "sha256" and _SHA256_RE.fullmatch(signal.lower()):
+                    full[eid] = signal.lower()
+        printed = [v for a, v in cited if a == "sha256" and isinstance(v, str)]
+        only = printed[0] if len(cited) == 1 and len(printed) == 1 else None
+        by_sha: dict[str, list[dict[str, Any]]] = {}
+        for x in matches:
+            sha = full.get(_int(x.get("entry_id"), -1)) or only
+            if sha is not None:
+                by_sha.setdefault(sha, []).append(x)
+        if not by_sha:
+            notes["model_page_item"] = "no full SHA-256 of the model: no item"
+            return
+        for sha, found in by_sha.items():
+            self._add_finding_item(
+                s,
+                url,
+                {
+                    "sha256": sha,
+                    "size": 0,
+                    "media_type": "application/octet-stream",
+                    "matches": found,
+                    "keyword_hits": [],
+                },
+            )
+        notes["model_page_item"] = sorted(by_sha)
 
     def _add_children(self, conn: Connection, outs: Sequence[_Outcome]) -> None:
         """The child pages of a batch of pages: one look-up of the keys already in the
@@ -1482,6 +1548,27 @@ def _pid_namespace() -> str:
         return str(os.stat("/proc/self/ns/pid").st_ino)
     except OSError:
         return "-"
+
+
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def _match(doc: dict[str, Any]) -> Match | None:
+    """A stored match (``Match.to_json``) as the object the webhooks take."""
+    try:
+        return Match(
+            bank=str(doc["bank"]),
+            entry_id=_int(doc.get("entry_id")),
+            signal_type=str(doc["signal_type"]),
+            distance=_int(doc.get("distance")),
+            label=str(doc.get("label") or ""),
+            role=str(doc.get("role") or "alert"),
+            suppressed_by=doc.get("suppressed_by")
+            if _int(doc.get("suppressed_by"), -1) >= 0
+            else None,
+        )
+    except (KeyError, TypeError):
+        return None
 
 
 def _int(v: Any, default: int = 0) -> int:
