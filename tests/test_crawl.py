@@ -128,6 +128,16 @@ def _drain(queue: JobQueue, sf: sessionmaker[Session], limit: int = 500) -> list
 # -- the "done when" test ------------------------------------------------------------------------
 
 
+def _items_by_source(s: Session, report_id: int) -> dict[str | None, Item]:
+    """The report's items by the URL each came from."""
+    rows = s.execute(
+        select(ReportItem.source_url, Item)
+        .join(Item, Item.id == ReportItem.item_id)
+        .where(ReportItem.report_id == report_id)
+    ).all()
+    return {src: item for src, item in rows}
+
+
 def test_report_naming_one_forum_page_finds_every_banked_image(
     engine: Engine,
     session_factory: sessionmaker[Session],
@@ -224,14 +234,7 @@ def test_report_naming_one_forum_page_finds_every_banked_image(
         assert {i.status for i in items} <= {"matched", "auto_confirmed", "new", "hashed"}
         # the matched images, and the guide file and the model file: items of the report too
         assert len([i for i in items if i.matches]) == len(kept) + 2
-        found = {
-            src: item
-            for src, item in s.execute(
-                select(ReportItem.source_url, Item)
-                .join(Item, Item.id == ReportItem.item_id)
-                .where(ReportItem.report_id == report.id)
-            ).all()
-        }
+        found = _items_by_source(s, report.id)
         guide_item = found[guide.url]
         assert guide_item.status == "matched" and guide_item.size > 0
         assert [(x["signal_type"], x["label"]) for x in guide_item.matches] == [
@@ -746,14 +749,7 @@ def test_a_model_page_hash_is_an_item_and_crawl_items_send_match_webhooks(
     guide_url = f"{site.base}{GUIDE_TXT}"
     model_url = f"{site.base}{MODEL_BANKED}"
     with session_factory() as s:
-        found = {
-            src: item
-            for src, item in s.execute(
-                select(ReportItem.source_url, Item)
-                .join(Item, Item.id == ReportItem.item_id)
-                .where(ReportItem.report_id == report.id)
-            ).all()
-        }
+        found = _items_by_source(s, report.id)
     item = found[mpage.url]
     assert item.sha256 == page_sha and item.status == "matched" and item.media_ref is None
     assert [(x["signal_type"], x["label"], x["via"]) for x in item.matches] == [

@@ -44,11 +44,8 @@ def _rows(first_id: int, signals: list[str]) -> list[journal.EntryRow]:
     return [(first_id + i, "FOLLOWED", "pdq", s, "", True, None) for i, s in enumerate(signals)]
 
 
-def test_a_rotation_is_read_through_without_a_rebuild(tmp_path: Path) -> None:
-    """The entries live only in the journal (not the database): a rebuild would lose them, so
-    finding every one after rotations proves the rotated file was read to its end."""
-    rng = np.random.default_rng(5)
-    svc = _service(tmp_path)
+def _count_loads(svc: MatchService) -> list[int]:
+    """Counts the service's full rebuilds (``load``) in the list's one element."""
     loads = [0]
     real_load = svc.load
 
@@ -57,6 +54,15 @@ def test_a_rotation_is_read_through_without_a_rebuild(tmp_path: Path) -> None:
         real_load()
 
     svc.load = counted  # type: ignore[method-assign]
+    return loads
+
+
+def test_a_rotation_is_read_through_without_a_rebuild(tmp_path: Path) -> None:
+    """The entries live only in the journal (not the database): a rebuild would lose them, so
+    finding every one after rotations proves the rotated file was read to its end."""
+    rng = np.random.default_rng(5)
+    svc = _service(tmp_path)
+    loads = _count_loads(svc)
     path = tmp_path / "index" / journal.JOURNAL
     rotate = 20_000  # bytes: a rotation every few lines
     seen: list[str] = []
@@ -90,14 +96,7 @@ def test_a_rotation_is_read_through_without_a_rebuild(tmp_path: Path) -> None:
 def test_a_reload_line_in_the_rotated_part_still_rebuilds(tmp_path: Path) -> None:
     rng = np.random.default_rng(6)
     svc = _service(tmp_path)
-    loads = [0]
-    real_load = svc.load
-
-    def counted() -> None:
-        loads[0] += 1
-        real_load()
-
-    svc.load = counted  # type: ignore[method-assign]
+    loads = _count_loads(svc)
     path = tmp_path / "index" / journal.JOURNAL
     try:
         journal.append(path, {"op": "bank", "bank": BANK, "by": "t"}, 4000)
